@@ -1,0 +1,120 @@
+"""The FastAPI application: routers, error shapes, body limit, background loops."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from dockyard.api.routers import auth, images, instances, market
+from dockyard.background.reconciler import Reconciler
+from dockyard.config import Settings, get_settings
+from dockyard.core.errors import DockyardError
+from dockyard.services.driver import Driver
+from dockyard.services.nodes import connect_nodes
+from dockyard.services.platform import open_platform
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, counting what actually arrives
+    (a missing or false Content-Length does not get past it)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            return await _too_large(self.limit)(scope, receive, send)
+        seen = 0
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted_receive, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body too large (limit {limit} bytes)"}, status_code=413)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        platform = open_platform(settings)
+        connect_nodes(platform)
+        driver = Driver(platform)
+        reconciler = Reconciler(platform, driver)
+        reconciler.start()  # its first pass, at once, heals whatever a crash left
+        app.state.platform, app.state.driver = platform, driver
+        yield
+        reconciler.stop()
+        driver.shutdown()
+
+    app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
+                  openapi_url=f"{API_PREFIX}/openapi.json")
+
+    @app.exception_handler(DockyardError)
+    async def _dockyard_error(_request: Request, exc: DockyardError):
+        body = {"detail": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    for router in (auth.router, market.router, images.router, instances.router):
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> str:
+        return _HOME
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+_HOME = """<!doctype html><html><head><meta charset="utf-8"><title>Dockyard</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;line-height:1.5}</style>
+</head><body><h1>Dockyard</h1><p>The GPU cloud is running.</p>
+<ul><li><a href="/docs">REST API (OpenAPI)</a></li>
+<li>CLI: <code>dockyard login --url URL --user NAME</code>, then <code>dockyard gpus</code></li></ul>
+</body></html>"""

@@ -1,0 +1,155 @@
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+
+from dockyard.api.deps import current_user, get_db, get_driver, get_platform
+from dockyard.api.schemas import (
+    CreateInstance,
+    EventOut,
+    ExecOut,
+    ExecRequest,
+    GpuRef,
+    InstanceOut,
+    StartInstance,
+)
+from dockyard.core.errors import Conflict
+from dockyard.core.states import Status
+from dockyard.db.models import Image, Instance, User
+from dockyard.runtimes.base import RuntimeError_
+from dockyard.services import instances
+from dockyard.services.driver import Driver
+from dockyard.services.platform import Platform
+
+router = APIRouter(prefix="/instances", tags=["instances"])
+
+
+def instance_out(db: Session, instance: Instance) -> InstanceOut:
+    gpus = instances.assigned_gpus(db, instance.id)
+    return InstanceOut(
+        id=instance.id,
+        name=instance.name,
+        owner=db.get(User, instance.owner_id).name,
+        status=instance.status,
+        status_reason=instance.status_reason,
+        node=instance.node_name,
+        image=db.get(Image, instance.image_id).name,
+        gpu_model=instance.gpu_model,
+        gpu_count=instance.gpu_count,
+        no_gpu=instance.no_gpu,
+        gpus=[GpuRef(index=g.index, uuid=g.uuid, model=g.model, simulated=g.simulated) for g in gpus],
+        env=instance.env or {},
+        command=instance.command,
+        data_disk_gb=instance.data_disk_gb,
+        created_at=instance.created_at,
+        started_at=instance.started_at,
+        updated_at=instance.updated_at,
+    )
+
+
+def _out(platform: Platform, instance_id: str) -> InstanceOut:
+    with platform.sessions.begin() as db:
+        return instance_out(db, db.get(Instance, instance_id))
+
+
+@router.post("", response_model=InstanceOut, status_code=201)
+def create(
+    body: CreateInstance,
+    user: User = Depends(current_user),
+    platform: Platform = Depends(get_platform),
+    driver: Driver = Depends(get_driver),
+) -> InstanceOut:
+    instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
+    driver.kick(instance.id)
+    return _out(platform, instance.id)
+
+
+@router.get("", response_model=list[InstanceOut])
+def list_all(
+    all: bool = Query(False, description="include released instances"),
+    user: User = Depends(current_user),
+    db: Session = Depends(get_db),
+) -> list[InstanceOut]:
+    return [instance_out(db, i) for i in instances.list_instances(db, user, include_released=all)]
+
+
+@router.get("/{key}", response_model=InstanceOut)
+def show(
+    key: str,
+    wait_for: list[Status] = Query(default=[], description="block until the status is one of these"),
+    timeout: float = Query(60, ge=0, le=600),
+    user: User = Depends(current_user),
+    platform: Platform = Depends(get_platform),
+) -> InstanceOut:
+    if wait_for:
+        instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
+    else:
+        with platform.sessions.begin() as db:
+            instance = instances.get_owned(db, user, key)
+    return _out(platform, instance.id)
+
+
+@router.get("/{key}/events", response_model=list[EventOut])
+def events(key: str, user: User = Depends(current_user), db: Session = Depends(get_db)) -> list[EventOut]:
+    instance = instances.get_owned(db, user, key)
+    return [EventOut.model_validate(e, from_attributes=True) for e in instances.events(db, instance.id)]
+
+
+def _act(action, platform: Platform, driver: Driver, *args) -> InstanceOut:
+    instance = action(platform, *args)
+    driver.kick(instance.id)
+    return _out(platform, instance.id)
+
+
+@router.post("/{key}/stop", response_model=InstanceOut)
+def stop(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+         driver: Driver = Depends(get_driver)) -> InstanceOut:
+    return _act(instances.request_stop, platform, driver, user, key)
+
+
+@router.post("/{key}/start", response_model=InstanceOut)
+def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
+          platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
+    return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
+
+
+@router.delete("/{key}", response_model=InstanceOut)
+def release(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+            driver: Driver = Depends(get_driver)) -> InstanceOut:
+    return _act(instances.request_release, platform, driver, user, key)
+
+
+def _running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
+    with platform.sessions.begin() as db:
+        instance = instances.get_owned(db, user, key)
+    if not instance.container_id:
+        raise Conflict(f"instance {instance.name} has no container yet (it is {instance.status})")
+    return instance, instance.container_id
+
+
+@router.get("/{key}/logs")
+def logs(
+    key: str,
+    tail: int = Query(200, ge=1, le=100_000),
+    follow: bool = False,
+    user: User = Depends(current_user),
+    platform: Platform = Depends(get_platform),
+) -> StreamingResponse:
+    instance, container_id = _running_container(platform, user, key)
+    try:
+        chunks = platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow)
+    except RuntimeError_ as exc:
+        raise Conflict(str(exc)) from None
+    return StreamingResponse(chunks, media_type="text/plain")
+
+
+@router.post("/{key}/exec", response_model=ExecOut)
+def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
+          platform: Platform = Depends(get_platform)) -> ExecOut:
+    instance, container_id = _running_container(platform, user, key)
+    if instance.status != Status.RUNNING:
+        raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    try:
+        code, output = platform.runtime(instance.node_name).exec(container_id, body.command)
+    except RuntimeError_ as exc:
+        raise Conflict(str(exc)) from None
+    return ExecOut(exit_code=code, output=output.decode(errors="replace"))

@@ -1,0 +1,133 @@
+"""What the REST API accepts and returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dockyard.core.placement import ANY_MODEL
+from dockyard.core.validation import IMAGE_REF_PATTERN, NAME_PATTERN, is_valid_env_name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    user: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class TokenOut(BaseModel):
+    token: str
+    user: str
+    is_admin: bool
+
+
+class UserOut(BaseModel):
+    name: str
+    is_admin: bool
+
+
+class CreateInstance(Strict):
+    image: str = Field(min_length=1, max_length=255)
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)
+    gpu_model: str = Field(default=ANY_MODEL, min_length=1, max_length=64)
+    gpu_count: int = Field(default=1, ge=0, le=64)
+    env: dict[str, str] = Field(default_factory=dict, max_length=128)
+    command: str | None = Field(default=None, max_length=8192)
+    data_disk_gb: int = Field(default=50, ge=1, le=65536)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key, value in env.items():
+            if not is_valid_env_name(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if len(value) > 8192 or "\x00" in value:
+                raise ValueError(f"the value of {key} is too long or holds a NUL byte")
+        return env
+
+
+class StartInstance(Strict):
+    no_gpu: bool = False
+
+
+class ExecRequest(Strict):
+    command: list[str] = Field(min_length=1, max_length=256)
+
+
+class ExecOut(BaseModel):
+    exit_code: int
+    output: str
+
+
+class GpuRef(BaseModel):
+    index: int
+    uuid: str
+    model: str
+    simulated: bool
+
+
+class InstanceOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    status: str
+    status_reason: str | None
+    node: str
+    image: str
+    gpu_model: str
+    gpu_count: int
+    no_gpu: bool
+    gpus: list[GpuRef]
+    env: dict[str, str]
+    command: str | None
+    data_disk_gb: int
+    created_at: datetime
+    started_at: datetime | None
+    updated_at: datetime
+
+
+class EventOut(BaseModel):
+    at: datetime
+    from_status: str | None
+    to_status: str
+    cause: str
+
+
+class MarketRow(BaseModel):
+    node: str
+    model: str
+    memory_mb: int
+    total: int
+    free: int
+    simulated: bool
+    driver_version: str | None
+    cuda_version: str | None
+    online: bool
+
+
+class ImageIn(Strict):
+    ref: str = Field(pattern=IMAGE_REF_PATTERN)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class ImageOut(BaseModel):
+    name: str
+    ref: str
+    created_at: datetime
+
+
+class NodeOut(BaseModel):
+    name: str
+    url: str
+    online: bool
+    status_reason: str | None
+    cpus: float
+    memory_bytes: int
+    cpus_per_gpu: float
+    memory_per_gpu_bytes: int
+    driver_version: str | None
+    cuda_version: str | None

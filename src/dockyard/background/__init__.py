@@ -1,0 +1,1 @@
+"""Loops that run inside `dockyard serve`: the reconciler."""

@@ -1,0 +1,99 @@
+"""Level-triggered reconciliation: compare the database with every engine and heal.
+
+Runs once at start-up and then every few seconds. Each pass is idempotent, so a crash
+(`kill -9`) at any point is healed by the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+
+from dockyard.core.states import TRANSITIONAL, Status
+from dockyard.db.models import Instance
+from dockyard.services.driver import Driver, data_volume
+from dockyard.services.instances import transition
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+
+
+def _live_instances(platform: Platform) -> dict[str, Instance]:
+    with platform.sessions.begin() as db:
+        return {i.id: i for i in db.scalars(select(Instance).where(Instance.status != Status.RELEASED))}
+
+
+def reconcile_once(platform: Platform, driver: Driver) -> None:
+    for instance in _live_instances(platform).values():
+        if Status(instance.status) in TRANSITIONAL and not driver.busy(instance.id):
+            driver.kick(instance.id)
+    for node, runtime in list(platform.runtimes.items()):
+        try:
+            _check_node(platform, driver, runtime, node)
+        except Exception:
+            log.exception("reconciling node %s failed; next pass retries", node)
+
+
+def _check_node(platform, driver, runtime, node: str) -> None:
+    # List the engine first, then read the database: anything on the engine was made
+    # for a row committed before it, so nothing new is taken for an orphan.
+    containers = runtime.list(platform.labels)
+    volumes = runtime.list_volumes(platform.labels)
+    instances = _live_instances(platform)
+    by_id = {c.id: c for c in containers}
+    for container in containers:
+        owner = instances.get(container.labels.get("dockyard.instance", ""))
+        if owner is None or owner.node_name != node:
+            log.info("removing container %s: it belongs to no live instance", container.name)
+            runtime.remove(container.id)
+        elif (
+            owner.container_id
+            and owner.container_id != container.id
+            and Status(owner.status) not in TRANSITIONAL
+            and not driver.busy(owner.id)
+        ):
+            log.info("removing container %s: instance %s has another", container.name, owner.id)
+            runtime.remove(container.id)
+
+    for instance in instances.values():
+        if instance.node_name != node or instance.status != Status.RUNNING or driver.busy(instance.id):
+            continue
+        container = by_id.get(instance.container_id or "")
+        if container is None:
+            transition(platform, instance.id, Status.RUNNING, Status.FAILED,
+                       "the container vanished from the node")
+        elif not container.running:
+            info = runtime.inspect(container.id)
+            code = info.exit_code if info else None
+            why = "out of memory" if info and info.oom_killed else f"exit code {code}"
+            transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
+                       f"the container's command ended ({why}); GPUs returned")
+
+    live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
+    for volume in volumes:
+        if volume not in live_volumes:
+            log.info("removing volume %s: it belongs to no live instance", volume)
+            runtime.remove_volume(volume)
+
+
+class Reconciler:
+    def __init__(self, platform: Platform, driver: Driver):
+        self.platform, self.driver = platform, driver
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reconcile_once(self.platform, self.driver)
+            except Exception:
+                log.exception("reconcile pass failed")
+            self._stop.wait(self.platform.settings.reconcile_interval_s)

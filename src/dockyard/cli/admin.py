@@ -1,0 +1,67 @@
+"""`dockyard admin ...`: operator commands. `create-user` works on the server's database
+directly (there is no user yet to call the API with); the rest go through the API."""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import sys
+
+import typer
+
+from dockyard.cli import render
+from dockyard.cli.client import Client, CliError
+
+admin = typer.Typer(help="Operator commands.", no_args_is_help=True)
+images_admin = typer.Typer(help="Register images users may rent.", no_args_is_help=True)
+admin.add_typer(images_admin, name="images")
+
+
+@admin.command("create-user")
+def create_user(name: str, is_admin: bool = typer.Option(False, "--admin", help="make an operator"),
+                password_stdin: bool = typer.Option(False, "--password-stdin")) -> None:
+    """Create a user in the server's database (run on the server machine)."""
+    from dockyard.config import get_settings
+    from dockyard.core.errors import DockyardError
+    from dockyard.services.platform import open_platform
+    from dockyard.services.users import create_user as create
+
+    generated = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CliError("the passwords differ")
+    else:
+        password = generated = secrets.token_urlsafe(16)
+    platform = open_platform(get_settings())
+    try:
+        with platform.sessions.begin() as db:
+            create(db, name, password, is_admin)
+    except DockyardError as exc:
+        raise CliError(exc.message) from None
+    render.console.print(f"created {'admin' if is_admin else 'user'} {name}")
+    if generated:
+        render.console.print(f"password (shown once): {generated}")
+
+
+@admin.command("nodes")
+def nodes(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Nodes, their shares per GPU and whether they are online."""
+    rows = Client().get("/nodes")
+    if as_json:
+        return render.print_json(rows)
+    render.table(None, ["NODE", "URL", "ONLINE", "CPUS", "MEMORY", "CPUS/GPU", "MEM/GPU", "DRIVER", "MAX CUDA"], [
+        [n["name"], n["url"], "yes" if n["online"] else f"no: {n['status_reason']}", n["cpus"],
+         f"{n['memory_bytes'] / 2**30:.0f} GB", f"{n['cpus_per_gpu']:.2f}", f"{n['memory_per_gpu_bytes'] / 2**30:.1f} GB",
+         n["driver_version"] or "-", n["cuda_version"] or "-"]
+        for n in rows
+    ])
+
+
+@images_admin.command("add")
+def add_image(ref: str, name: str = typer.Option(..., "--name", help="the name users pick")) -> None:
+    """Register an image (present on the nodes, or pullable) under a name."""
+    image = Client().post("/images", {"ref": ref, "name": name})
+    render.console.print(f"registered {image['name']} -> {image['ref']}")

@@ -1,0 +1,93 @@
+"""The CLI's only way to Dockyard: its REST API, with the saved or given credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import httpx
+
+API = "/api/v1"
+
+
+class CliError(Exception):
+    """Shown to the user as one line, with a non-zero exit code."""
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "dockyard"
+
+
+def credentials_path() -> Path:
+    return config_dir() / "credentials.json"
+
+
+def save_credentials(url: str, user: str, token: str) -> Path:
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is a secret
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "user": user, "token": token}, handle)
+    return path
+
+
+def _saved() -> dict:
+    try:
+        return json.loads(credentials_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def server_url(explicit: str | None = None) -> str:
+    url = explicit or os.environ.get("DOCKYARD_URL") or _saved().get("url")
+    if not url:
+        raise CliError("no server: run `dockyard login --url URL --user NAME` or set DOCKYARD_URL")
+    return url.rstrip("/")
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 660):
+        self.url = server_url(url)
+        self.token = token if token is not None else (os.environ.get("DOCKYARD_TOKEN") or _saved().get("token"))
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach Dockyard at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise CliError(_error_text(response))
+        return response
+
+    def get(self, path: str, **kwargs):
+        return self.request("GET", path, **kwargs).json()
+
+    def post(self, path: str, body: dict | None = None, **kwargs):
+        return self.request("POST", path, json=body, **kwargs).json()
+
+    def delete(self, path: str, **kwargs):
+        return self.request("DELETE", path, **kwargs).json()
+
+    def stream(self, path: str, **params):
+        try:
+            with self.http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CliError(_error_text(response))
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise CliError(f"cannot reach Dockyard at {self.url}: {exc}") from None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = response.text.strip()
+    if response.status_code == 401:
+        detail = f"{detail} (log in with `dockyard login`)"
+    return str(detail or f"HTTP {response.status_code}")

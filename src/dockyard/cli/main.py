@@ -1,0 +1,205 @@
+"""`dockyard`: the command line. Everything but `serve` and `admin create-user` goes
+through the REST API."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Optional
+
+import typer
+
+from dockyard.cli import render
+from dockyard.cli.admin import admin
+from dockyard.cli.client import Client, CliError, save_credentials, server_url
+
+app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(admin, name="admin")
+
+JsonOpt = typer.Option(False, "--json", help="print JSON")
+
+
+def _wait(client: Client, key: str, statuses: list[str], timeout: float = 600) -> dict:
+    """Block on the server until the instance reaches a status (long-poll)."""
+    instance = client.get(f"/instances/{key}", params={"wait_for": statuses, "timeout": timeout})
+    if instance["status"] not in statuses:
+        raise CliError(f"instance {instance['name']} is still {instance['status']} after {timeout:.0f}s")
+    return instance
+
+
+def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_json: bool) -> None:
+    if wait:
+        with render.console.status(f"{instance['name']}: {instance['status']}..."):
+            instance = _wait(client, instance["id"], [*targets, "failed"])
+    if as_json:
+        render.print_json(instance)
+    else:
+        reason = f" ({instance['status_reason']})" if instance["status_reason"] else ""
+        render.console.print(f"{instance['id']}  {instance['name']}  {render.status(instance['status'])}{reason}")
+    if instance["status"] == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(host: Optional[str] = typer.Option(None, help="address to listen on"),
+          port: Optional[int] = typer.Option(None, help="port to listen on")) -> None:
+    """Run the API server, reconciler and access endpoints in one process."""
+    import logging
+
+    import uvicorn
+
+    from dockyard.api.app import create_app
+    from dockyard.config import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                log_level="info", timeout_graceful_shutdown=5)
+
+
+@app.command()
+def login(url: str = typer.Option(..., help="the Dockyard server, e.g. http://gpu1:8000"),
+          user: str = typer.Option(..., help="your user name"),
+          password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")) -> None:
+    """Log in and save an API token for the next commands."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
+    client = Client(url=server_url(url), token="")
+    answer = client.post("/auth/login", {"user": user, "password": password})
+    path = save_credentials(client.url, answer["user"], answer["token"])
+    render.console.print(f"logged in to {client.url} as {answer['user']} (token saved in {path})")
+
+
+@app.command()
+def gpus(as_json: bool = JsonOpt) -> None:
+    """The GPU market: GPUs per node and model, free and total."""
+    rows = Client().get("/gpus")
+    if as_json:
+        return render.print_json(rows)
+    render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "DRIVER", "MAX CUDA", "KIND"], [
+        [r["node"], r["model"], f"{r['memory_mb'] // 1024} GB", r["free"], r["total"], r["driver_version"] or "-",
+         r["cuda_version"] or "-", ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
+        for r in rows
+    ])
+
+
+@app.command()
+def images(as_json: bool = JsonOpt) -> None:
+    """Images you can create instances from."""
+    rows = Client().get("/images")
+    if as_json:
+        return render.print_json(rows)
+    render.table(None, ["NAME", "REFERENCE", "ADDED"], [[i["name"], i["ref"], render.when(i["created_at"])] for i in rows])
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--env {pair!r}: use NAME=VALUE")
+        env[key] = value
+    return env
+
+
+@app.command()
+def create(
+    image: str = typer.Option(..., "--image", "-i", help="image name (see `dockyard images`)"),
+    name: Optional[str] = typer.Option(None, "--name", "-n"),
+    gpu_model: str = typer.Option("any", "--gpu-model", "-m", help="GPU model, or 'any'"),
+    gpus: int = typer.Option(1, "--gpus", "-g", help="number of GPUs (0 for none)"),
+    env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
+    command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
+    data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
+    wait: bool = typer.Option(False, "--wait", help="wait until it is running"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rent an instance."""
+    client = Client()
+    body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": _parse_env(env),
+            "command": command, "data_disk_gb": data_disk}
+    _finish(client, client.post("/instances", body), wait, ["running"], as_json)
+
+
+@app.command("ls")
+def list_(all_: bool = typer.Option(False, "--all", "-a", help="include released"), as_json: bool = JsonOpt) -> None:
+    """Your instances."""
+    rows = Client().get("/instances", params={"all": all_})
+    render.print_json(rows) if as_json else render.instances(rows)
+
+
+@app.command()
+def show(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+    """One instance, with its events."""
+    client = Client()
+    data = client.get(f"/instances/{key}")
+    history = client.get(f"/instances/{key}/events")
+    if as_json:
+        return render.print_json({**data, "events": history})
+    render.instance(data, history)
+
+
+@app.command()
+def events(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+    """Every status change of an instance, with its time and cause."""
+    rows = Client().get(f"/instances/{key}/events")
+    if as_json:
+        return render.print_json(rows)
+    render.table(None, ["TIME", "FROM", "TO", "CAUSE"],
+                 [[render.when(e["at"]), e["from_status"] or "-", e["to_status"], e["cause"]] for e in rows])
+
+
+@app.command()
+def stop(key: str = typer.Argument(..., metavar="ID"), wait: bool = typer.Option(False, "--wait"),
+         as_json: bool = JsonOpt) -> None:
+    """Stop: the GPUs go back to the pool, the system and data disks stay."""
+    client = Client()
+    _finish(client, client.post(f"/instances/{key}/stop"), wait, ["stopped"], as_json)
+
+
+@app.command()
+def start(key: str = typer.Argument(..., metavar="ID"),
+          no_gpu: bool = typer.Option(False, "--no-gpu", help="start without GPUs, to reach the files cheaply"),
+          wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
+    """Start a stopped instance on its node, with GPUs assigned afresh."""
+    client = Client()
+    _finish(client, client.post(f"/instances/{key}/start", {"no_gpu": no_gpu}), wait, ["running"], as_json)
+
+
+@app.command()
+def rm(key: str = typer.Argument(..., metavar="ID"), yes: bool = typer.Option(False, "--yes", "-y"),
+       wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
+    """Release an instance: its container, system disk and data disk are deleted."""
+    client = Client()
+    instance = client.get(f"/instances/{key}")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError("releasing deletes the instance's disks; pass --yes to confirm")
+        typer.confirm(f"Release {instance['name']} ({instance['id']}) and delete its system and data disks?",
+                      abort=True)
+    _finish(client, client.delete(f"/instances/{instance['id']}"), wait, ["released"], as_json)
+
+
+@app.command()
+def logs(key: str = typer.Argument(..., metavar="ID"), tail: int = typer.Option(200, "--tail"),
+         follow: bool = typer.Option(False, "--follow", "-f")) -> None:
+    """The output of the instance's start command."""
+    for chunk in Client().stream(f"/instances/{key}/logs", tail=tail, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(key: str = typer.Argument(..., metavar="ID"), command: list[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
+    """Run a command in a running instance and print its output."""
+    result = Client().post(f"/instances/{key}/exec", {"command": command})
+    sys.stdout.write(result["output"])
+    raise typer.Exit(result["exit_code"])
+
+
+def run() -> None:
+    try:
+        app()
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,70 @@
+"""Tables and JSON for the terminal."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+STATUS_STYLE = {"running": "green", "failed": "red", "stopped": "yellow", "released": "dim"}
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def table(title: str | None, columns: list[str], rows: list[list]) -> None:
+    view = Table(title=title, header_style="bold")
+    for column in columns:
+        view.add_column(column)
+    for row in rows:
+        view.add_row(*("" if v is None else str(v) for v in row))
+    console.print(view)
+
+
+def status(value: str) -> str:
+    style = STATUS_STYLE.get(value)
+    return f"[{style}]{value}[/{style}]" if style else value
+
+
+def when(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def gpus_text(instance: dict) -> str:
+    if not instance["gpus"]:
+        return "none (no-GPU mode)" if instance["no_gpu"] else "none"
+    indexes = ",".join(str(g["index"]) for g in instance["gpus"])
+    sim = " (simulated)" if instance["gpus"][0]["simulated"] else ""
+    return f"{len(instance['gpus'])} x {instance['gpu_model']} [{indexes}]{sim}"
+
+
+def instances(rows: list[dict]) -> None:
+    table(
+        None,
+        ["ID", "NAME", "STATUS", "GPUS", "NODE", "IMAGE", "CREATED"],
+        [[i["id"], i["name"], status(i["status"]), gpus_text(i), i["node"], i["image"], when(i["created_at"])]
+         for i in rows],
+    )
+
+
+def instance(data: dict, events: list[dict]) -> None:
+    fields = [
+        ("id", data["id"]), ("name", data["name"]), ("owner", data["owner"]),
+        ("status", status(data["status"]) + (f" ({data['status_reason']})" if data["status_reason"] else "")),
+        ("node", data["node"]), ("image", data["image"]), ("gpus", gpus_text(data)),
+        ("data disk", f"{data['data_disk_gb']} GB at /root/data"),
+        ("command", data["command"] or "(image default: sleep)"),
+        ("env", ", ".join(data["env"]) or "-"),
+        ("created", when(data["created_at"])), ("started", when(data["started_at"])),
+    ]
+    for key, value in fields:
+        console.print(f"[bold]{key:>10}[/bold]  {value}")
+    if events:
+        table("events", ["TIME", "FROM", "TO", "CAUSE"],
+              [[when(e["at"]), e["from_status"] or "-", e["to_status"], e["cause"]] for e in events])

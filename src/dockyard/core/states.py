@@ -1,0 +1,52 @@
+"""The instance state machine: which status may follow which."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from dockyard.core.errors import Conflict
+
+
+class Status(StrEnum):
+    CREATING = "creating"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    RELEASING = "releasing"
+    RELEASED = "released"
+    FAILED = "failed"
+
+
+# Statuses in which the platform owes the engines some work.
+TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Status.RELEASING})
+# Statuses in which an instance holds GPUs.
+HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING}),
+    Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED}),
+    Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED}),
+    Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING}),
+    Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
+    Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
+    Status.RELEASING: frozenset({Status.RELEASED}),
+    Status.RELEASED: frozenset(),
+}
+
+# What a user asks for, and the status it leads to.
+_USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "release": Status.RELEASING}
+
+
+def can_transition(current: Status, target: Status) -> bool:
+    return target in ALLOWED[current]
+
+
+def check_user_action(current: Status, action: str) -> Status:
+    """The status a user action moves to, or a Conflict that says why it cannot."""
+    target = _USER_ACTIONS[action]
+    if current == Status.RELEASING and action == "release":
+        return target  # asking twice is harmless
+    if not can_transition(current, target):
+        raise Conflict(f"cannot {action} an instance that is {current.value}")
+    return target

@@ -1,0 +1,18 @@
+"""Rules for names and values users send."""
+
+import re
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+IMAGE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+
+_name = re.compile(NAME_PATTERN)
+_env_name = re.compile(ENV_NAME_PATTERN)
+
+
+def is_valid_name(value: str) -> bool:
+    return bool(_name.match(value))
+
+
+def is_valid_env_name(value: str) -> bool:
+    return bool(_env_name.match(value))

@@ -1,0 +1,152 @@
+"""What should be: the database is the source of truth the reconciler makes real."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Meta(Base):
+    """Key-value facts about this installation (its deployment id)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    """Bearer tokens, stored as SHA-256 digests: a database leak reveals no token."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(255))
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    cpus: Mapped[float] = mapped_column(Float, default=0)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    cpus_per_gpu: Mapped[float] = mapped_column(Float, default=0)
+    memory_per_gpu_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    driver_version: Mapped[str | None] = mapped_column(String(32))
+    cuda_version: Mapped[str | None] = mapped_column(String(16))
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+
+
+class Gpu(Base):
+    __tablename__ = "gpus"
+    __table_args__ = (UniqueConstraint("node_name", "index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    simulated: Mapped[bool] = mapped_column(Boolean)
+    # A GPU that disappeared from its node stays (old instances name it) but is not placed.
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Image(Base):
+    __tablename__ = "images"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    ref: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (
+        # Names are unique per user among instances that are not released.
+        Index(
+            "uq_instances_owner_name_live",
+            "owner_id",
+            "name",
+            unique=True,
+            sqlite_where=text("status != 'released'"),
+            postgresql_where=text("status != 'released'"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    # True while started with --no-gpu: it holds no GPUs and gets the small share.
+    no_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
+    env: Mapped[dict] = mapped_column(JSON, default=dict)
+    command: Mapped[list | None] = mapped_column(JSON)
+    data_disk_gb: Mapped[int] = mapped_column(Integer)
+    # The container now holding the system disk, and the GPUs it was created with.
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    container_gpus: Mapped[list] = mapped_column(JSON, default=list)
+    # An image of the system disk, made when the container had to be recreated.
+    sysdisk_image: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    released_at: Mapped[datetime | None] = mapped_column()
+
+
+class GpuAssignment(Base):
+    """A GPU held by an instance. The primary key on gpu_id makes a double assignment
+    impossible: a second insert for the same GPU fails in the database itself."""
+
+    __tablename__ = "gpu_assignments"
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstanceEvent(Base):
+    __tablename__ = "instance_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,76 @@
+"""The interface every compute backend implements, and the data it speaks in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+# Optional abilities a backend may declare, so callers ask instead of catching errors.
+CAN_COMMIT = "commit"  # save a container's filesystem as an image
+CAN_REAL_GPUS = "real_gpus"  # pass NVIDIA GPUs through a device request
+
+
+class RuntimeError_(Exception):
+    """An engine refused or failed an operation."""
+
+
+@dataclass
+class ContainerSpec:
+    name: str
+    image: str
+    command: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    hostname: str
+    network: str
+    volumes: dict[str, str]  # volume name -> mount point
+    gpu_uuids: list[str] = field(default_factory=list)
+    real_gpus: bool = False  # device request for gpu_uuids (else env values only)
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    pids_limit: int = 0
+    shm_bytes: int = 0
+
+
+@dataclass
+class ContainerInfo:
+    id: str
+    name: str
+    status: str  # Docker's: created, running, exited, dead, paused, restarting
+    labels: dict[str, str]
+    exit_code: int | None = None
+    error: str | None = None
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "restarting", "paused")
+
+
+@dataclass
+class HostResources:
+    cpus: float
+    memory_bytes: int
+
+
+class Runtime(Protocol):
+    capabilities: frozenset[str]
+
+    def resources(self) -> HostResources: ...
+    def image_exists(self, ref: str) -> bool: ...
+    def ensure_image(self, ref: str) -> None: ...
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None: ...
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None: ...
+    def remove_volume(self, name: str) -> None: ...
+    def list_volumes(self, labels: dict[str, str]) -> list[str]: ...
+    def create(self, spec: ContainerSpec) -> str: ...
+    def start(self, container_id: str) -> None: ...
+    def stop(self, container_id: str, timeout: int) -> None: ...
+    def remove(self, container_id: str) -> None: ...
+    def inspect(self, container_id: str) -> ContainerInfo | None: ...
+    def list(self, labels: dict[str, str]) -> list[ContainerInfo]: ...
+    def logs(self, container_id: str, tail: int, follow: bool) -> Iterator[bytes]: ...
+    def exec(self, container_id: str, command: list[str]) -> tuple[int, bytes]: ...
+    def commit(self, container_id: str, repository: str, tag: str) -> str: ...
+    def list_images(self, labels: dict[str, str]) -> list[str]: ...
+    def remove_image(self, ref: str) -> None: ...

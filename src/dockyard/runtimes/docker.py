@@ -1,0 +1,205 @@
+"""The Docker backend: one engine reached by unix://, tcp:// (TLS) or ssh://."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.tls import TLSConfig
+from docker.types import DeviceRequest
+
+from dockyard.config import NodeConfig
+from dockyard.runtimes.base import (
+    CAN_COMMIT,
+    CAN_REAL_GPUS,
+    ContainerInfo,
+    ContainerSpec,
+    HostResources,
+    RuntimeError_,
+)
+
+
+def _error(exc: APIError) -> RuntimeError_:
+    return RuntimeError_(str(exc.explanation or exc))
+
+
+class DockerRuntime:
+    capabilities = frozenset({CAN_COMMIT, CAN_REAL_GPUS})
+
+    def __init__(self, node: NodeConfig, timeout: int = 120):
+        tls = None
+        if node.tls_cert or node.tls_ca:
+            client_cert = (node.tls_cert, node.tls_key) if node.tls_cert else None
+            tls = TLSConfig(client_cert=client_cert, ca_cert=node.tls_ca, verify=bool(node.tls_ca))
+        self.client = docker.DockerClient(
+            base_url=node.url,
+            tls=tls,
+            timeout=timeout,
+            use_ssh_client=node.url.startswith("ssh://"),
+            max_pool_size=32,
+        )
+
+    def resources(self) -> HostResources:
+        info = self.client.info()
+        return HostResources(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self.client.images.get(ref)
+            return True
+        except ImageNotFound:
+            return False
+
+    def ensure_image(self, ref: str) -> None:
+        if self.image_exists(ref):
+            return
+        try:
+            self.client.images.pull(ref)
+        except APIError as exc:
+            raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: {exc.explanation}") from exc
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        if self.client.networks.list(names=[name]):
+            return
+        try:
+            # A bridge of its own per user: Docker drops traffic between bridges.
+            self.client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise _error(exc) from exc
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        try:
+            self.client.volumes.get(name)
+        except NotFound:
+            self.client.volumes.create(name, labels=labels)
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise _error(exc) from exc
+
+    def list_volumes(self, labels: dict[str, str]) -> list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        return [v.name for v in self.client.volumes.list(filters=filters)]
+
+    def create(self, spec: ContainerSpec) -> str:
+        device_requests = None
+        if spec.real_gpus and spec.gpu_uuids:
+            device_requests = [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.create(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                hostname=spec.hostname,
+                environment=spec.env,
+                labels=spec.labels,
+                network=spec.network,
+                volumes={name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()},
+                device_requests=device_requests,
+                nano_cpus=spec.nano_cpus or None,
+                mem_limit=spec.memory_bytes or None,
+                memswap_limit=spec.memory_bytes or None,
+                pids_limit=spec.pids_limit or None,
+                shm_size=spec.shm_bytes or None,
+                init=True,  # reap zombies and forward signals for any image
+                privileged=False,
+                security_opt=["no-new-privileges"],
+                log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "3"}},
+            )
+        except ImageNotFound as exc:
+            raise RuntimeError_(f"image {spec.image} is not on this node") from exc
+        except APIError as exc:
+            raise _error(exc) from exc
+        return container.id
+
+    def start(self, container_id: str) -> None:
+        try:
+            self.client.api.start(container_id)
+        except APIError as exc:
+            raise _error(exc) from exc
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        try:
+            self.client.api.stop(container_id, timeout=timeout)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise _error(exc) from exc
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+                raise _error(exc) from exc
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        try:
+            data = self.client.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        return _info(data)
+
+    def list(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        return [
+            ContainerInfo(id=c["Id"], name=c["Names"][0].lstrip("/"), status=c["State"], labels=c["Labels"] or {})
+            for c in self.client.api.containers(all=True, filters=filters)
+        ]
+
+    def logs(self, container_id: str, tail: int, follow: bool) -> Iterator[bytes]:
+        try:
+            if follow:
+                return self.client.api.logs(container_id, stream=True, follow=True, tail=tail)
+            return iter([self.client.api.logs(container_id, tail=tail)])
+        except NotFound as exc:
+            raise RuntimeError_("the container is gone") from exc
+
+    def exec(self, container_id: str, command: list[str]) -> tuple[int, bytes]:
+        try:
+            result = self.client.containers.get(container_id).exec_run(command, demux=False)
+        except NotFound as exc:
+            raise RuntimeError_("the container is gone") from exc
+        except APIError as exc:
+            raise _error(exc) from exc
+        return result.exit_code, result.output or b""
+
+    def commit(self, container_id: str, repository: str, tag: str) -> str:
+        try:
+            image = self.client.api.commit(container_id, repository=repository, tag=tag)
+        except APIError as exc:
+            raise _error(exc) from exc
+        return image["Id"]
+
+    def list_images(self, labels: dict[str, str]) -> list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        return [tag for image in self.client.images.list(filters=filters) for tag in image.tags]
+
+    def remove_image(self, ref: str) -> None:
+        try:
+            self.client.api.remove_image(ref, noprune=False)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise _error(exc) from exc
+
+
+def _info(data: dict) -> ContainerInfo:
+    state = data["State"]
+    return ContainerInfo(
+        id=data["Id"],
+        name=data["Name"].lstrip("/"),
+        status=state["Status"],
+        labels=data["Config"].get("Labels") or {},
+        exit_code=state.get("ExitCode"),
+        error=state.get("Error") or None,
+        oom_killed=bool(state.get("OOMKilled")),
+    )

@@ -1,0 +1,216 @@
+"""Drives each instance's containers toward the status the database records.
+
+Every step is idempotent and re-reads the database first, so the same code finishes
+the job after a crash (the reconciler calls `drive` for every transitional instance).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from dockyard.core.states import Status
+from dockyard.db.models import Image, Instance, Node, utcnow
+from dockyard.runtimes.base import ContainerSpec, Runtime, RuntimeError_
+from dockyard.services.instances import assigned_gpus, transition
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+DATA_MOUNT = "/root/data"
+GIB = 1024**3
+
+
+def container_name(platform: Platform, instance_id: str) -> str:
+    return f"dy-{platform.deployment}-{instance_id}"
+
+
+def data_volume(platform: Platform, instance_id: str) -> str:
+    return f"dy-{platform.deployment}-{instance_id}-data"
+
+
+def user_network(platform: Platform, owner_id: int) -> str:
+    return f"dy-{platform.deployment}-user{owner_id}"
+
+
+class Driver:
+    def __init__(self, platform: Platform):
+        self.platform = platform
+        self.executor = ThreadPoolExecutor(max_workers=platform.settings.workers, thread_name_prefix="drive")
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def kick(self, instance_id: str) -> None:
+        """Drive an instance in the background, now."""
+        self.executor.submit(self.drive, instance_id)
+
+    def busy(self, instance_id: str) -> bool:
+        lock = self._locks.get(instance_id)
+        return bool(lock and lock.locked())
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def drive(self, instance_id: str) -> None:
+        with self._locks_guard:
+            lock = self._locks.setdefault(instance_id, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # someone is driving it; they re-read the status when they finish
+        try:
+            for _ in range(10):  # a step may leave it in another transitional status
+                with self.platform.sessions.begin() as db:
+                    instance = db.get(Instance, instance_id)
+                    status = Status(instance.status)
+                step = {
+                    Status.CREATING: self._run,
+                    Status.STARTING: self._run,
+                    Status.STOPPING: self._stop,
+                    Status.RELEASING: self._release,
+                }.get(status)
+                if step is None:
+                    return
+                try:
+                    step(instance, status)
+                except RuntimeError_ as exc:
+                    self._fail(instance, status, str(exc))
+        except Exception:
+            # An engine that cannot be reached: leave the status, the reconciler retries.
+            log.exception("driving instance %s failed; will retry", instance_id)
+        finally:
+            lock.release()
+
+    # ---- steps ------------------------------------------------------------------------
+
+    def _run(self, instance: Instance, status: Status) -> None:
+        """creating/starting -> running: make sure a container with exactly the assigned
+        GPUs exists over this instance's system disk, and start it."""
+        runtime = self.platform.runtime(instance.node_name)
+        with self.platform.sessions.begin() as db:
+            gpus = assigned_gpus(db, instance.id)
+            image = db.get(Image, instance.image_id)
+            node = db.get(Node, instance.node_name)
+        uuids = sorted(g.uuid for g in gpus)
+        container = runtime.inspect(instance.container_id) if instance.container_id else None
+        if instance.container_id and container is None:
+            raise RuntimeError_("the instance's container (its system disk) vanished from the node")
+        if container is None:
+            container = runtime.inspect(container_name(self.platform, instance.id))  # left by a crash?
+            if container is not None and container.labels.get("dockyard.gpus") != ",".join(uuids):
+                runtime.remove(container.id)
+                container = None
+        elif sorted(instance.container_gpus or []) != uuids:
+            # Docker fixes devices at create: keep the system disk as an image, recreate.
+            self._save_system_disk(runtime, instance, container.id)
+            container = None
+        if container is None:
+            base = instance.sysdisk_image or image.ref
+            runtime.ensure_image(base)
+            runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
+            volume_labels = {**self.platform.labels, "dockyard.instance": instance.id}
+            runtime.ensure_volume(data_volume(self.platform, instance.id), volume_labels)
+            container_id = runtime.create(self._spec(instance, node, gpus, base))
+            with self.platform.sessions.begin() as db:
+                row = db.get(Instance, instance.id)
+                row.container_id, row.container_gpus = container_id, uuids
+        else:
+            container_id = container.id
+        runtime.start(container_id)
+        info = runtime.inspect(container_id)
+        if info is None or not info.running:
+            raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
+        cause = "container started" + (f" with GPUs {', '.join(str(g.index) for g in gpus)}" if gpus else " without GPUs")
+        transition(self.platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow())
+        self._drop_old_system_disks(runtime, instance.id)
+
+    def _save_system_disk(self, runtime: Runtime, instance: Instance, container_id: str) -> None:
+        runtime.stop(container_id, timeout=self.platform.settings.stop_timeout_s)
+        repository = f"dy-{self.platform.deployment}-sysdisk"
+        tag = f"{instance.id}-{int(time.time() * 1000)}"
+        runtime.commit(container_id, repository, tag)
+        # Record the saved disk before the container goes: a crash now loses nothing.
+        with self.platform.sessions.begin() as db:
+            row = db.get(Instance, instance.id)
+            row.sysdisk_image, row.container_id, row.container_gpus = f"{repository}:{tag}", None, []
+        runtime.remove(container_id)
+        instance.sysdisk_image, instance.container_id = f"{repository}:{tag}", None
+
+    def _drop_old_system_disks(self, runtime: Runtime, instance_id: str) -> None:
+        """Untag saved system disks older than the current one (committed images carry
+        the container's labels, so they are found by instance)."""
+        with self.platform.sessions.begin() as db:
+            current = db.get(Instance, instance_id).sysdisk_image
+        for ref in runtime.list_images({**self.platform.labels, "dockyard.instance": instance_id}):
+            if ref != current:
+                try:
+                    runtime.remove_image(ref)
+                except RuntimeError_ as exc:  # only a name; the next start tries again
+                    log.info("could not untag %s: %s", ref, exc)
+
+    def _stop(self, instance: Instance, status: Status) -> None:
+        runtime = self.platform.runtime(instance.node_name)
+        if instance.container_id:
+            if runtime.inspect(instance.container_id) is None:
+                raise RuntimeError_("the instance's container (its system disk) vanished from the node")
+            runtime.stop(instance.container_id, timeout=self.platform.settings.stop_timeout_s)
+        transition(self.platform, instance.id, status, Status.STOPPED, "container stopped; GPUs returned")
+
+    def _release(self, instance: Instance, status: Status) -> None:
+        runtime = self.platform.runtime(instance.node_name)
+        for container_id in {instance.container_id, container_name(self.platform, instance.id)} - {None}:
+            runtime.remove(container_id)
+        runtime.remove_volume(data_volume(self.platform, instance.id))
+        for ref in runtime.list_images({**self.platform.labels, "dockyard.instance": instance.id}):
+            runtime.remove_image(ref)
+        transition(self.platform, instance.id, status, Status.RELEASED, "container and disks removed",
+                   released_at=utcnow(), container_id=None, container_gpus=[], sysdisk_image=None)
+
+    def _fail(self, instance: Instance, status: Status, reason: str) -> None:
+        log.warning("instance %s failed while %s: %s", instance.id, status, reason)
+        if status == Status.RELEASING:
+            return  # keep trying to release; the reconciler comes back
+        transition(self.platform, instance.id, status, Status.FAILED, reason)
+
+    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str) -> ContainerSpec:
+        settings = self.platform.settings
+        uuids = [g.uuid for g in gpus]
+        if gpus:
+            cpus = node.cpus_per_gpu * len(gpus)
+            memory = node.memory_per_gpu_bytes * len(gpus)
+        else:
+            cpus, memory = settings.no_gpu_cpus, int(settings.no_gpu_memory_gb * GIB)
+        cpus = min(cpus, node.cpus) if node.cpus else cpus
+        real = bool(gpus) and not gpus[0].simulated
+        env = {
+            **(instance.env or {}),
+            "DOCKYARD_INSTANCE_ID": instance.id,
+            "DOCKYARD_INSTANCE_NAME": instance.name,
+            "DOCKYARD_GPU_UUIDS": ",".join(uuids),
+            "DOCKYARD_GPUS_PER_NODE": str(len(gpus)),
+        }
+        if not real:
+            # Simulated GPUs exist only as these values; "void" is the runtime's "none".
+            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(uuids) or "void"
+        # Any image with a shell works: with no start command the container just stays up.
+        command = ["/bin/sh", "-c", instance.command] if instance.command else ["sleep", "infinity"]
+        return ContainerSpec(
+            name=container_name(self.platform, instance.id),
+            image=image_ref,
+            command=command,
+            env=env,
+            labels={
+                **self.platform.labels,
+                "dockyard.instance": instance.id,
+                "dockyard.owner": str(instance.owner_id),
+                "dockyard.gpus": ",".join(sorted(uuids)),
+            },
+            hostname=instance.name,
+            network=user_network(self.platform, instance.owner_id),
+            volumes={data_volume(self.platform, instance.id): DATA_MOUNT},
+            gpu_uuids=uuids,
+            real_gpus=real,
+            nano_cpus=int(cpus * 1e9),
+            memory_bytes=memory,
+            pids_limit=settings.pids_limit,
+            shm_bytes=int(settings.shm_size_gb * GIB),
+        )

@@ -1,0 +1,247 @@
+"""What users do to instances. Each call records intent in one short transaction and
+hands the engine work to the driver; nothing here waits on Docker while holding a row."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dockyard.core.errors import Conflict, NotFound
+from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
+from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
+from dockyard.db.models import Gpu, GpuAssignment, Instance, InstanceEvent, Node, User, utcnow
+from dockyard.services import images
+from dockyard.services.platform import Platform
+
+ALLOCATION_RETRIES = 5
+
+
+@dataclass
+class CreateRequest:
+    image: str
+    name: str | None = None
+    gpu_model: str = ANY_MODEL
+    gpu_count: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
+    data_disk_gb: int = 50
+
+
+# ---- reading -------------------------------------------------------------------------
+
+
+def get_owned(db: Session, user: User, key: str) -> Instance:
+    """An instance by id or name, if `user` may see it; otherwise 404, never 403."""
+    query = select(Instance).where((Instance.id == key) | ((Instance.name == key) & (Instance.status != "released")))
+    if not user.is_admin:
+        query = query.where(Instance.owner_id == user.id)
+    found = db.scalars(query.order_by(Instance.created_at.desc())).first()
+    if found is None:
+        raise NotFound(f"instance {key!r} not found")
+    return found
+
+
+def list_instances(db: Session, user: User, include_released: bool = False) -> list[Instance]:
+    query = select(Instance).order_by(Instance.created_at)
+    if not user.is_admin:
+        query = query.where(Instance.owner_id == user.id)
+    if not include_released:
+        query = query.where(Instance.status != Status.RELEASED)
+    return list(db.scalars(query))
+
+
+def assigned_gpus(db: Session, instance_id: str) -> list[Gpu]:
+    return list(
+        db.scalars(
+            select(Gpu)
+            .join(GpuAssignment, GpuAssignment.gpu_id == Gpu.id)
+            .where(GpuAssignment.instance_id == instance_id)
+            .order_by(Gpu.index)
+        )
+    )
+
+
+def events(db: Session, instance_id: str) -> list[InstanceEvent]:
+    return list(db.scalars(select(InstanceEvent).where(InstanceEvent.instance_id == instance_id).order_by(InstanceEvent.id)))
+
+
+# ---- state changes -------------------------------------------------------------------
+
+
+def transition(
+    platform: Platform, instance_id: str, expected: Status, target: Status, cause: str, **fields
+) -> bool:
+    """Move an instance from `expected` to `target` if it is still in `expected`.
+
+    Conditional on the current status, so two actors cannot both win. Leaving the
+    statuses that hold GPUs frees them in the same transaction.
+    """
+    if not can_transition(expected, target):
+        raise ValueError(f"illegal transition {expected} -> {target}")
+    with platform.sessions.begin() as db:
+        done = db.execute(
+            update(Instance)
+            .where(Instance.id == instance_id, Instance.status == expected)
+            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=utcnow(), **fields)
+        ).rowcount
+        if not done:
+            return False
+        if target not in HOLDS_GPUS:
+            db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
+        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
+    platform.notify_changed()
+    return True
+
+
+def _lock_allocation(db: Session) -> None:
+    # PostgreSQL: serialise allocations on the node rows. SQLite: BEGIN IMMEDIATE already does.
+    db.execute(select(Node.name).with_for_update()).all()
+
+
+def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
+    nodes = db.scalars(select(Node).where(Node.online.is_(True))).all()
+    views = {n.name: NodeView(name=n.name, models={}) for n in nodes if only_node in (None, n.name)}
+    held = select(GpuAssignment.gpu_id)
+    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views))):
+        view = views[gpu.node_name]
+        view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
+    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views), Gpu.id.not_in(held))):
+        views[gpu.node_name].free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model))
+    return list(views.values())
+
+
+def _assign(db: Session, instance_id: str, placement: Placement) -> None:
+    for gpu in placement.gpus:
+        db.add(GpuAssignment(gpu_id=gpu.id, instance_id=instance_id))
+    db.flush()  # the primary key on gpu_id refuses a GPU someone else holds, here
+
+
+def _with_retries(action):
+    """Run an allocation; a lost race on a GPU (IntegrityError) is retried, not shown."""
+    for attempt in range(ALLOCATION_RETRIES):
+        try:
+            return action()
+        except IntegrityError:
+            if attempt == ALLOCATION_RETRIES - 1:
+                raise Conflict("GPUs are in high demand right now; try again") from None
+            time.sleep(0.01 * (attempt + 1))
+
+
+def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
+    def attempt() -> Instance:
+        with platform.sessions.begin() as db:
+            image = images.find_image(db, request.image)
+            _lock_allocation(db)
+            views = _node_views(db)
+            check_request(views, request.gpu_model, request.gpu_count)
+            placement = place(views, request.gpu_model, request.gpu_count)
+            instance_id = secrets.token_hex(6)
+            name = request.name or f"instance-{instance_id[:6]}"
+            taken = db.scalars(
+                select(Instance.id).where(Instance.owner_id == user.id, Instance.name == name, Instance.status != "released")
+            ).first()
+            if taken:
+                raise Conflict(f"name: you already have an instance named {name!r}", field="name")
+            gpus = placement.gpus
+            instance = Instance(
+                id=instance_id,
+                owner_id=user.id,
+                name=name,
+                node_name=placement.node,
+                image_id=image.id,
+                gpu_model=gpus[0].model if gpus else request.gpu_model,
+                gpu_count=request.gpu_count,
+                status=Status.CREATING,
+                env=request.env,
+                command=request.command,
+                data_disk_gb=request.data_disk_gb,
+            )
+            db.add(instance)
+            db.flush()
+            _assign(db, instance_id, placement)
+            db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=Status.CREATING,
+                                 cause=f"created by {user.name}"))
+            return instance
+
+    instance = _with_retries(attempt)
+    platform.notify_changed()
+    return instance
+
+
+def request_stop(platform: Platform, user: User, key: str) -> Instance:
+    return _user_action(platform, user, key, "stop")
+
+
+def request_release(platform: Platform, user: User, key: str) -> Instance:
+    return _user_action(platform, user, key, "release")
+
+
+def _user_action(platform: Platform, user: User, key: str, action: str) -> Instance:
+    with platform.sessions.begin() as db:
+        instance = get_owned(db, user, key)
+        current = Status(instance.status)
+    target = check_user_action(current, action)
+    if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}"):
+        raise Conflict("the instance changed status meanwhile; look again and retry")
+    with platform.sessions.begin() as db:
+        return db.get(Instance, instance.id)
+
+
+def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False) -> Instance:
+    """Start on the same node with GPUs assigned afresh (the old ones first), or none."""
+
+    def attempt() -> Instance:
+        with platform.sessions.begin() as db:
+            instance = get_owned(db, user, key)
+            current = Status(instance.status)
+            check_user_action(current, "start")
+            _lock_allocation(db)
+            count = 0 if no_gpu else instance.gpu_count
+            views = _node_views(db, only_node=instance.node_name)
+            if not views:
+                raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
+            placement = Placement(instance.node_name, ())
+            if count:
+                free = [g for g in views[0].free if g.model == instance.gpu_model]
+                if len(free) < count:
+                    raise Conflict(
+                        f"only {len(free)} {instance.gpu_model} GPUs are free on node {instance.node_name}, "
+                        f"the instance needs {count}; start it with --no-gpu to reach its files, or try later"
+                    )
+                placement = place([NodeView(instance.node_name, {}, free)], instance.gpu_model, count,
+                                  preferred_uuids=frozenset(instance.container_gpus or []))
+            done = db.execute(
+                update(Instance)
+                .where(Instance.id == instance.id, Instance.status == current)
+                .values(status=Status.STARTING, no_gpu=no_gpu, status_reason=None, updated_at=utcnow())
+            ).rowcount
+            if not done:
+                raise Conflict("the instance changed status meanwhile; look again and retry")
+            _assign(db, instance.id, placement)
+            mode = " without GPUs" if no_gpu else ""
+            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.STARTING,
+                                 cause=f"start{mode} requested by {user.name}"))
+            return instance
+
+    instance = _with_retries(attempt)
+    platform.notify_changed()
+    with platform.sessions.begin() as db:
+        return db.get(Instance, instance.id)
+
+
+def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Instance:
+    """Block until the instance reaches one of `statuses` or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with platform.sessions.begin() as db:
+            instance = get_owned(db, user, key)
+        left = deadline - time.monotonic()
+        if instance.status in statuses or left <= 0:
+            return instance
+        with platform.changed:
+            platform.changed.wait(min(left, 1.0))

@@ -1,0 +1,81 @@
+"""Connecting to nodes and recording their GPUs (found through NVML, or simulated)."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from dockyard.config import LOCAL_NODE, NodeConfig
+from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
+from dockyard.db.models import Gpu, Node, utcnow
+from dockyard.runtimes import gpu_discovery
+from dockyard.runtimes.docker import DockerRuntime
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+GIB = 1024**3
+
+
+def discover_gpus(config: NodeConfig, runtime: DockerRuntime) -> list[GpuFacts]:
+    if config.simulated_gpus:
+        return parse_simulated_gpus(config.simulated_gpus, config.name)
+    if config.name == LOCAL_NODE and config.url.startswith("unix://"):
+        return gpu_discovery.discover_nvml()
+    return []
+
+
+def connect_nodes(platform: Platform) -> None:
+    """Connect every configured node and record it, its shares and its GPUs."""
+    for config in platform.settings.node_configs():
+        try:
+            runtime = DockerRuntime(config)
+            resources = runtime.resources()
+            gpus = discover_gpus(config, runtime)
+        except Exception as exc:  # an unreachable engine must not stop the others
+            log.warning("node %s is offline: %s", config.name, exc)
+            _record_offline(platform, config, str(exc))
+            continue
+        platform.runtimes[config.name] = runtime
+        _record_node(platform, config, resources.cpus, resources.memory_bytes, gpus)
+
+
+def _shares(config: NodeConfig, cpus: float, memory: int, gpu_count: int) -> tuple[float, int]:
+    per = max(gpu_count, 1)
+    cpus_per_gpu = config.cpus_per_gpu or cpus / per
+    memory_per_gpu = int(config.memory_per_gpu_gb * GIB) if config.memory_per_gpu_gb else memory // per
+    return cpus_per_gpu, memory_per_gpu
+
+
+def _record_offline(platform: Platform, config: NodeConfig, reason: str) -> None:
+    with platform.sessions.begin() as db:
+        node = db.get(Node, config.name) or Node(name=config.name, url=config.url)
+        node.online, node.status_reason = False, reason
+        db.add(node)
+
+
+def _record_node(platform: Platform, config: NodeConfig, cpus: float, memory: int, gpus: list[GpuFacts]) -> None:
+    cpus_per_gpu, memory_per_gpu = _shares(config, cpus, memory, len(gpus))
+    with platform.sessions.begin() as db:
+        node = db.get(Node, config.name) or Node(name=config.name)
+        node.url = config.url
+        node.online, node.status_reason = True, None
+        node.cpus, node.memory_bytes = cpus, memory
+        node.cpus_per_gpu, node.memory_per_gpu_bytes = cpus_per_gpu, memory_per_gpu
+        node.driver_version = gpus[0].driver_version if gpus else None
+        node.cuda_version = gpus[0].cuda_version if gpus else None
+        node.last_seen_at = utcnow()
+        db.add(node)
+        db.flush()
+        known = {g.uuid: g for g in db.scalars(select(Gpu).where(Gpu.node_name == config.name))}
+        seen = {facts.uuid for facts in gpus}
+        for uuid, gpu in known.items():
+            if uuid not in seen:
+                # Kept for the instances that name it, never placed; its index is freed.
+                gpu.present, gpu.index = False, -gpu.id
+        db.flush()
+        for facts in gpus:
+            gpu = known.get(facts.uuid) or Gpu(node_name=config.name, uuid=facts.uuid)
+            gpu.index, gpu.model, gpu.memory_mb = facts.index, facts.model, facts.memory_mb
+            gpu.simulated, gpu.present = facts.simulated, True
+            db.add(gpu)

@@ -1,0 +1,66 @@
+"""The objects one running Dockyard shares: settings, database, runtimes, deployment id."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dockyard.config import Settings
+from dockyard.core.errors import NotFound
+from dockyard.db import migrate
+from dockyard.db.models import Meta
+from dockyard.db.session import make_engine, make_session_factory
+from dockyard.runtimes.base import Runtime
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    deployment: str
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
+    # Notified after every instance status change, so waiters wake at once.
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def runtime(self, node: str) -> Runtime:
+        try:
+            return self.runtimes[node]
+        except KeyError:
+            raise NotFound(f"node {node!r} is not connected") from None
+
+    def notify_changed(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels on every engine object this installation owns (and only those)."""
+        return {"dockyard.deployment": self.deployment}
+
+
+def open_platform(settings: Settings) -> Platform:
+    """Connect to the database, apply migrations, and read (or make) the deployment id."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    migrate.upgrade(engine)
+    sessions = make_session_factory(engine)
+    return Platform(settings=settings, sessions=sessions, deployment=_deployment_id(sessions))
+
+
+def _deployment_id(sessions: sessionmaker[Session]) -> str:
+    with sessions.begin() as db:
+        row = db.get(Meta, "deployment")
+        if row:
+            return row.value
+    try:
+        with sessions.begin() as db:
+            db.add(Meta(key="deployment", value=secrets.token_hex(4)))
+    except IntegrityError:
+        pass  # another process made it first
+    with sessions.begin() as db:
+        return db.scalars(select(Meta.value).where(Meta.key == "deployment")).one()
