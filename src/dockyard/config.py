@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
     nodes: list[NodeConfig] = Field(default_factory=list)
+    # Any small image on remote nodes, used to run nvidia-smi there.
+    gpu_probe_image: str = "dockyard/debian:bookworm"
 
     # A GPU-less instance (and no-GPU mode) gets this small share.
     no_gpu_cpus: float = Field(default=0.5, gt=0)

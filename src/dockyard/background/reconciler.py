@@ -60,14 +60,16 @@ def _check_node(platform, driver, runtime, node: str) -> None:
     for instance in instances.values():
         if instance.node_name != node or instance.status != Status.RUNNING or driver.busy(instance.id):
             continue
-        container = by_id.get(instance.container_id or "")
-        if container is None:
+        listed = by_id.get(instance.container_id or "")
+        if listed is not None and listed.running:
+            continue
+        # The listing is older than the instance row: look again before judging.
+        info = runtime.inspect(instance.container_id) if instance.container_id else None
+        if info is None:
             transition(platform, instance.id, Status.RUNNING, Status.FAILED,
                        "the container vanished from the node")
-        elif not container.running:
-            info = runtime.inspect(container.id)
-            code = info.exit_code if info else None
-            why = "out of memory" if info and info.oom_killed else f"exit code {code}"
+        elif not info.running:
+            why = "out of memory" if info.oom_killed else f"exit code {info.exit_code}"
             transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
                        f"the container's command ended ({why}); GPUs returned")
 

@@ -77,7 +77,7 @@ def gpus(as_json: bool = JsonOpt) -> None:
     if as_json:
         return render.print_json(rows)
     render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "DRIVER", "MAX CUDA", "KIND"], [
-        [r["node"], r["model"], f"{r['memory_mb'] // 1024} GB", r["free"], r["total"], r["driver_version"] or "-",
+        [r["node"], r["model"], f"{round(r['memory_mb'] / 1024)} GB", r["free"], r["total"], r["driver_version"] or "-",
          r["cuda_version"] or "-", ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
         for r in rows
     ])

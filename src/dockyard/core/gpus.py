@@ -91,7 +91,7 @@ def parse_simulated_gpus(spec: str, node: str) -> list[GpuFacts]:
             raise InvalidInput(f"simulated GPUs: bad model name {model!r} in {spec!r}")
         if not sep:
             count_text = "1"
-        if not count_text.strip().isdigit() or int(count_text) < 1:
+        if not count_text.strip().isdecimal() or int(count_text) < 1:
             raise InvalidInput(f"simulated GPUs: bad count {count_text!r} for {model} in {spec!r}")
         if not _DRIVER_RE.match(driver):
             raise InvalidInput(f"simulated GPUs: bad driver version {driver!r} in {spec!r}")

@@ -11,8 +11,8 @@ _env_name = re.compile(ENV_NAME_PATTERN)
 
 
 def is_valid_name(value: str) -> bool:
-    return bool(_name.match(value))
+    return bool(_name.fullmatch(value))
 
 
 def is_valid_env_name(value: str) -> bool:
-    return bool(_env_name.match(value))
+    return bool(_env_name.fullmatch(value))

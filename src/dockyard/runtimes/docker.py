@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import docker
@@ -39,6 +40,7 @@ class DockerRuntime:
             use_ssh_client=node.url.startswith("ssh://"),
             max_pool_size=32,
         )
+        self._network_lock = threading.Lock()
 
     def resources(self) -> HostResources:
         info = self.client.info()
@@ -59,14 +61,17 @@ class DockerRuntime:
         except APIError as exc:
             raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: {exc.explanation}") from exc
 
-    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
-        if self.client.networks.list(names=[name]):
-            return
-        try:
-            # A bridge of its own per user: Docker drops traffic between bridges.
-            self.client.networks.create(name, driver="bridge", labels=labels, check_duplicate=True)
-        except APIError as exc:
-            if exc.status_code != 409:
+    def ensure_network(self, name: str, labels: dict[str, str]) -> str:
+        """The id of the network called `name`, made if missing. Docker allows two
+        networks of one name, so creation is serialised and the oldest one wins."""
+        with self._network_lock:
+            found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+            if found:
+                return min(found, key=lambda n: n.attrs["Created"]).id
+            try:
+                # A bridge of its own per user: Docker drops traffic between bridges.
+                return self.client.networks.create(name, driver="bridge", labels=labels).id
+            except APIError as exc:
                 raise _error(exc) from exc
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None:

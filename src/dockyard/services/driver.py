@@ -106,10 +106,10 @@ class Driver:
         if container is None:
             base = instance.sysdisk_image or image.ref
             runtime.ensure_image(base)
-            runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
+            network = runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
             volume_labels = {**self.platform.labels, "dockyard.instance": instance.id}
             runtime.ensure_volume(data_volume(self.platform, instance.id), volume_labels)
-            container_id = runtime.create(self._spec(instance, node, gpus, base))
+            container_id = runtime.create(self._spec(instance, node, gpus, base, network))
             with self.platform.sessions.begin() as db:
                 row = db.get(Instance, instance.id)
                 row.container_id, row.container_gpus = container_id, uuids
@@ -171,7 +171,7 @@ class Driver:
             return  # keep trying to release; the reconciler comes back
         transition(self.platform, instance.id, status, Status.FAILED, reason)
 
-    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str) -> ContainerSpec:
+    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str, network: str) -> ContainerSpec:
         settings = self.platform.settings
         uuids = [g.uuid for g in gpus]
         if gpus:
@@ -205,7 +205,7 @@ class Driver:
                 "dockyard.gpus": ",".join(sorted(uuids)),
             },
             hostname=instance.name,
-            network=user_network(self.platform, instance.owner_id),
+            network=network,
             volumes={data_volume(self.platform, instance.id): DATA_MOUNT},
             gpu_uuids=uuids,
             real_gpus=real,

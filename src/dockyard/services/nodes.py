@@ -17,11 +17,15 @@ log = logging.getLogger(__name__)
 GIB = 1024**3
 
 
-def discover_gpus(config: NodeConfig, runtime: DockerRuntime) -> list[GpuFacts]:
+def discover_gpus(config: NodeConfig, runtime: DockerRuntime, probe_image: str) -> list[GpuFacts]:
+    """Declared GPUs if any; NVML for the engine on this host; else ask the remote engine
+    to run nvidia-smi in a throwaway container (the NVIDIA runtime mounts it in)."""
     if config.simulated_gpus:
         return parse_simulated_gpus(config.simulated_gpus, config.name)
     if config.name == LOCAL_NODE and config.url.startswith("unix://"):
         return gpu_discovery.discover_nvml()
+    if runtime.image_exists(probe_image):
+        return gpu_discovery.discover_with_container(runtime.client, probe_image)
     return []
 
 
@@ -31,7 +35,7 @@ def connect_nodes(platform: Platform) -> None:
         try:
             runtime = DockerRuntime(config)
             resources = runtime.resources()
-            gpus = discover_gpus(config, runtime)
+            gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
         except Exception as exc:  # an unreachable engine must not stop the others
             log.warning("node %s is offline: %s", config.name, exc)
             _record_offline(platform, config, str(exc))

@@ -1,0 +1,375 @@
+"""Create-to-running latency of Dockyard against a plain `docker run` (issue 2).
+
+Measures, in one run on the local Docker engine:
+
+1. raw       a plain `docker run -d --rm dockyard/debian:bookworm sleep infinity`
+             (docker SDK `containers.run(detach=True)`, then an inspect that sees it
+             running), N times after 2 warm-ups; each container is removed, untimed.
+2. same-spec the Docker calls Dockyard's driver makes for one instance (image check,
+             network check, volume, create with the same options, start, inspect),
+             made directly with the SDK: what the engine itself costs for Dockyard's
+             richer container, without the platform around it.
+3. dockyard  POST /api/v1/instances to `running` (long-poll GET ?wait_for=running),
+             N times after 2 warm-ups; each instance is released and waited for
+             (untimed) before the next.
+   The three single-create series run interleaved (raw, same-spec, dockyard, raw, ...)
+   so that other load on the machine falls on all of them alike.
+4. concurrency: 10 concurrent creates (threads) until all are running, against the
+             single-create median; and 10 concurrent raw runs against the raw median.
+
+Targets (issue 2): dockyard/raw <= 1.25 (median and p90); 10 concurrent creates all
+running within 2x the single-create median. PASS/MISS is printed; the exit status is 0
+either way (1 only when the benchmark itself could not run).
+
+    cd /work/main && .venv/bin/python bench/create_to_running.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import secrets
+import statistics
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import docker  # noqa: E402
+from docker.errors import APIError, NotFound  # noqa: E402
+
+from tests.harness import BASE_IMAGE, Server, wait_status  # noqa: E402
+
+IMAGE_NAME = "debian-12"
+GPU_MODEL = "A100-80GB"
+OVERHEAD_TARGET = 1.25
+CONCURRENCY_TARGET = 2.0
+WARMUPS = 2
+
+
+# ---- statistics ----------------------------------------------------------------------
+
+
+def nearest_rank(values: list[float], pct: float) -> float:
+    """The nearest-rank percentile: the smallest value with at least pct% at or below it."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    return statistics.median(values), nearest_rank(values, 90)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f}"
+
+
+# ---- raw docker ----------------------------------------------------------------------
+
+
+def remove_quietly(container) -> None:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as exc:  # --rm may already be removing it
+        if exc.status_code != 409:
+            raise
+
+
+def raw_once(client: docker.DockerClient, labels: dict[str, str]) -> float:
+    """One `docker run -d --rm IMAGE sleep infinity`, timed until it is seen running."""
+    start = time.perf_counter()
+    container = client.containers.run(BASE_IMAGE, ["sleep", "infinity"], detach=True, remove=True, labels=labels)
+    container.reload()
+    elapsed = time.perf_counter() - start
+    try:
+        if container.status != "running":
+            raise RuntimeError(f"raw container is {container.status}, not running")
+    finally:
+        remove_quietly(container)
+    return elapsed
+
+
+def raw_concurrent(client, labels, count: int) -> float:
+    """`count` raw runs from threads at once; seconds until every one is running."""
+    containers: list = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count + 1)
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            container = client.containers.run(BASE_IMAGE, ["sleep", "infinity"], detach=True, remove=True,
+                                              labels=labels)
+            with lock:
+                containers.append(container)
+            container.reload()
+            if container.status != "running":
+                raise RuntimeError(f"raw container is {container.status}")
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    for container in containers:
+        remove_quietly(container)
+    if errors:
+        raise RuntimeError(f"{len(errors)} concurrent raw runs failed: {errors[0]!r}")
+    return elapsed
+
+
+# ---- the driver's Docker calls, made directly ----------------------------------------
+
+
+def same_spec_once(client: docker.DockerClient, labels: dict[str, str], network: str) -> float:
+    """What DockerRuntime does for a new instance (see services/driver.py `_run`), minus
+    the platform: inspect by name (absent), image check, network check, volume get/create,
+    create with the same options, start, inspect."""
+    name = "dybench-" + secrets.token_hex(6)
+    volume = name + "-data"
+    start = time.perf_counter()
+    try:
+        client.api.inspect_container(name)
+    except NotFound:
+        pass
+    client.images.get(BASE_IMAGE)
+    if not client.networks.list(names=[network]):
+        client.networks.create(network, driver="bridge", labels=labels, check_duplicate=True)
+    try:
+        client.volumes.get(volume)
+    except NotFound:
+        client.volumes.create(volume, labels=labels)
+    container = client.containers.create(
+        BASE_IMAGE,
+        command=["sleep", "infinity"],
+        name=name,
+        hostname=name,
+        environment={"DOCKYARD_INSTANCE_ID": name, "NVIDIA_VISIBLE_DEVICES": "GPU-sim-0"},
+        labels=labels,
+        network=network,
+        volumes={volume: {"bind": "/root/data", "mode": "rw"}},
+        nano_cpus=int(1e9),
+        mem_limit=2 * 1024**3,
+        memswap_limit=2 * 1024**3,
+        pids_limit=8192,
+        shm_size=8 * 1024**3,
+        init=True,
+        privileged=False,
+        security_opt=["no-new-privileges"],
+        log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "3"}},
+    )
+    client.api.start(container.id)
+    running = client.api.inspect_container(container.id)["State"]["Running"]
+    elapsed = time.perf_counter() - start
+    client.api.remove_container(container.id, force=True)
+    client.volumes.get(volume).remove(force=True)
+    if not running:
+        raise RuntimeError("same-spec container is not running")
+    return elapsed
+
+
+# ---- dockyard --------------------------------------------------------------------------
+
+
+def create(api) -> dict:
+    response = api.post("/instances", json={"image": IMAGE_NAME, "gpu_model": GPU_MODEL, "gpu_count": 1})
+    response.raise_for_status()
+    return response.json()
+
+
+def release(api, key: str) -> None:
+    api.delete(f"/instances/{key}").raise_for_status()
+    wait_status(api, key, "released", timeout=60)
+
+
+def server_side(api, key: str) -> float | None:
+    """Seconds from the `creating` event to the `running` event, as the server recorded them."""
+    events = api.get(f"/instances/{key}/events").json()
+    at = {e["to_status"]: datetime.fromisoformat(e["at"]) for e in events}
+    if "creating" in at and "running" in at:
+        return (at["running"] - at["creating"]).total_seconds()
+    return None
+
+
+def dockyard_once(api) -> tuple[float, float | None]:
+    start = time.perf_counter()
+    instance = create(api)
+    wait_status(api, instance["id"], "running", timeout=60)
+    elapsed = time.perf_counter() - start
+    inside = server_side(api, instance["id"])
+    release(api, instance["id"])
+    return elapsed, inside
+
+
+def serial(client, labels, api, runs: int) -> tuple[list[float], list[float], list[float], list[float], float]:
+    """The three single-create series, interleaved run by run so that other load on the
+    machine falls on all three alike. Each kind gets WARMUPS untimed runs first; the
+    first warm-up of the same-spec and dockyard kinds also makes their network."""
+    network = "dybench-" + secrets.token_hex(4)
+    first, _ = dockyard_once(api)
+    for index in range(WARMUPS):
+        raw_once(client, labels)
+        same_spec_once(client, labels, network)
+        if index:
+            dockyard_once(api)
+    raw, same, dock, inside = [], [], [], []
+    for _ in range(runs):
+        raw.append(raw_once(client, labels))
+        same.append(same_spec_once(client, labels, network))
+        elapsed, server = dockyard_once(api)
+        dock.append(elapsed)
+        if server is not None:
+            inside.append(server)
+    return raw, same, dock, inside, first
+
+
+def dockyard_concurrent(server: Server, token: str, count: int) -> float:
+    """`count` creates from threads at once (one client each); seconds until all run."""
+    clients = [server.client(token) for _ in range(count)]
+    ids: list[str] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(count + 1)
+
+    def one(api) -> None:
+        barrier.wait()
+        try:
+            instance = create(api)
+            with lock:
+                ids.append(instance["id"])
+            wait_status(api, instance["id"], "running", timeout=120)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+    try:
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        if errors:
+            raise RuntimeError(f"{len(errors)} concurrent creates failed: {errors[0]!r}")
+        return elapsed
+    finally:
+        for key in ids:
+            clients[0].delete(f"/instances/{key}")
+        for key in ids:
+            wait_status(clients[0], key, "released", timeout=60)
+        for api in clients:
+            api.close()
+
+
+# ---- report ----------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def report(args, raw, same, dock, inside, first, conc_dock, conc_raw) -> None:
+    raw_med, raw_p90 = summary(raw)
+    dock_med, dock_p90 = summary(dock)
+    print()
+    print(f"create -> running, {args.runs} runs each after {WARMUPS} warm-ups (ms)")
+    print(f"{'':34} {'median':>8} {'p90':>8} {'min':>8} {'max':>8}")
+    rows = [("raw docker run", raw), ("docker, Dockyard's spec (direct)", same), ("dockyard POST -> running", dock)]
+    if inside:
+        rows.append(("  of which server-side (events)", inside))
+    for label, values in rows:
+        med, p90 = summary(values)
+        print(f"{label:34} {ms(med)} {ms(p90)} {ms(min(values))} {ms(max(values))}")
+    print(f"{'dockyard first create (cold)':34} {ms(first)}")
+    print()
+    ratio_med, ratio_p90 = dock_med / raw_med, dock_p90 / raw_p90
+    print(f"overhead dockyard/raw   median {ratio_med:5.2f}x   p90 {ratio_p90:5.2f}x   "
+          f"target <= {OVERHEAD_TARGET:.2f}x: {verdict(ratio_med <= OVERHEAD_TARGET and ratio_p90 <= OVERHEAD_TARGET)}")
+    same_med = statistics.median(same)
+    print(f"  (docker with Dockyard's spec / raw: {same_med / raw_med:4.2f}x; "
+          f"dockyard / that: {dock_med / same_med:4.2f}x)")
+    print()
+    print(f"concurrency: {args.concurrency} at once, median of {args.rounds} rounds, until all are running (ms)")
+    dock_c = statistics.median(conc_dock)
+    raw_c = statistics.median(conc_raw)
+    print(f"{'':34} {'one':>8} {f'{args.concurrency} at once':>10} {'ratio':>7}   rounds")
+    print(f"{'dockyard creates':34} {ms(dock_med)} {ms(dock_c):>10} {dock_c / dock_med:6.2f}x   "
+          + " ".join(f"{t * 1000:.0f}" for t in conc_dock))
+    print(f"{'raw docker runs':34} {ms(raw_med)} {ms(raw_c):>10} {raw_c / raw_med:6.2f}x   "
+          + " ".join(f"{t * 1000:.0f}" for t in conc_raw))
+    print(f"target: {args.concurrency} concurrent creates within {CONCURRENCY_TARGET:.0f}x one: "
+          f"{verdict(dock_c / dock_med <= CONCURRENCY_TARGET)}  (worst round {max(conc_dock) / dock_med:.2f}x)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per series (default 20)")
+    parser.add_argument("--concurrency", type=int, default=10, help="concurrent creates (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="concurrency rounds (default 3)")
+    args = parser.parse_args()
+
+    client = docker.from_env(max_pool_size=max(16, args.concurrency + 4))
+    client.images.get(BASE_IMAGE)
+    bench_id = secrets.token_hex(4)
+    labels = {"dockyard.bench": bench_id}
+    # 8 simulated A100s, as issue 2 says, but at least one per concurrent create.
+    gpus = f"{GPU_MODEL}:{max(8, args.concurrency)}"
+    server = Server(simulated_gpus=gpus)
+    print(f"docker {client.version()['Version']}, {len(os.sched_getaffinity(0))} CPUs, "
+          f"simulated GPUs {gpus}, server home {server.home}", flush=True)
+    try:
+        server.start()
+        admin = server.add_user("bench-admin", admin=True)
+        admin.post("/images", json={"ref": BASE_IMAGE, "name": IMAGE_NAME}).raise_for_status()
+        token = server.tokens["bench-admin"]
+
+        print("single creates (raw, same-spec, dockyard, interleaved) ...", flush=True)
+        raw, same, dock, inside, first = serial(client, labels, admin, args.runs)
+        print("concurrency ...", flush=True)
+        conc_dock, conc_raw = [], []
+        for _ in range(args.rounds):
+            conc_dock.append(dockyard_concurrent(server, token, args.concurrency))
+            conc_raw.append(raw_concurrent(client, labels, args.concurrency))
+        report(args, raw, same, dock, inside, first, conc_dock, conc_raw)
+        print(f"\nserver log: {server.home / 'server.log'}")
+        return 0
+    except Exception as exc:
+        print(f"benchmark failed: {exc!r}", file=sys.stderr)
+        try:
+            print(server.log()[-4000:], file=sys.stderr)
+        except OSError:
+            pass
+        return 1
+    finally:
+        server.close()
+        cleanup(client, labels)
+
+
+def cleanup(client: docker.DockerClient, labels: dict[str, str]) -> None:
+    """Remove what the raw and same-spec runs left (the server removes its own)."""
+    label = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    for container in client.containers.list(all=True, filters=label):
+        remove_quietly(container)
+    for volume in client.volumes.list(filters=label):
+        volume.remove(force=True)
+    for network in client.networks.list(filters=label):
+        network.remove()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A real Dockyard server in a subprocess, for integration tests and benchmarks.
+
+Each Server has its own DOCKYARD_HOME, its own database (a SQLite file, or a fresh
+PostgreSQL database when DOCKYARD_TEST_DB names a server) and so its own deployment
+id: the Docker objects it makes carry that id and are removed when it is closed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_IMAGE = "dockyard/debian:bookworm"
+DOCKYARD = str(Path(sys.executable).parent / "dockyard")
+
+
+def test_database_url(home: Path) -> str:
+    """SQLite in `home`, or a new database on the PostgreSQL that DOCKYARD_TEST_DB names."""
+    server = os.environ.get("DOCKYARD_TEST_DB", "sqlite")
+    if server == "sqlite":
+        return f"sqlite:///{home / 'dockyard.db'}"
+    import psycopg
+
+    name = "dy_" + secrets.token_hex(6)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, simulated_gpus: str = "A100-80GB:4,RTX-4090:2", **settings: str):
+        self.home = Path(tempfile.mkdtemp(prefix="dockyard-test-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DOCKYARD_HOME": str(self.home),
+            "DOCKYARD_DATABASE_URL": test_database_url(self.home),
+            "DOCKYARD_SIMULATED_GPUS": simulated_gpus,
+            "DOCKYARD_PORT": str(self.port),
+            "DOCKYARD_RECONCILE_INTERVAL_S": "1",
+            "DOCKYARD_STOP_TIMEOUT_S": "2",
+            "XDG_CONFIG_HOME": str(self.home / "cli-config"),
+            **{f"DOCKYARD_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.process: subprocess.Popen | None = None
+        self.tokens: dict[str, str] = {}
+
+    # ---- process ----------------------------------------------------------------------
+
+    def start(self) -> "Server":
+        log = open(self.home / "server.log", "ab")
+        self.process = subprocess.Popen([DOCKYARD, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.log())
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not answer:\n" + self.log())
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def log(self) -> str:
+        return (self.home / "server.log").read_text(errors="replace")
+
+    # ---- users and clients ------------------------------------------------------------
+
+    def cli(self, *args: str, token_of: str | None = None, input: str | None = None,
+            check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+        env = {**self.env, "DOCKYARD_URL": self.url}
+        if token_of:
+            env["DOCKYARD_TOKEN"] = self.tokens[token_of]
+        result = subprocess.run([DOCKYARD, *args], env=env, input=input, capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"dockyard {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def add_user(self, name: str, admin: bool = False, password: str = "correct-horse") -> httpx.Client:
+        args = ["admin", "create-user", name, "--password-stdin"] + (["--admin"] if admin else [])
+        self.cli(*args, input=password + "\n", check=True)
+        token = httpx.post(self.url + "/api/v1/auth/login", json={"user": name, "password": password}).json()["token"]
+        self.tokens[name] = token
+        return self.client(token)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=120)
+
+    @property
+    def deployment(self) -> str:
+        return self._meta("deployment")
+
+    def _meta(self, key: str) -> str:
+        from sqlalchemy import create_engine, text
+
+        url = self.env["DOCKYARD_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://")
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar_one()
+        finally:
+            engine.dispose()
+
+    # ---- cleanup ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        deployment = None
+        try:
+            deployment = self.deployment
+        except Exception:
+            pass
+        self.stop()
+        if deployment:
+            remove_deployment(deployment)
+
+
+def remove_deployment(deployment: str) -> None:
+    """Remove every Docker object a test deployment made."""
+    client = docker.from_env()
+    label = {"label": f"dockyard.deployment={deployment}"}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters=label):
+        volume.remove(force=True)
+    for network in client.networks.list(filters=label):
+        network.remove()
+    for image in client.images.list(filters=label):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+
+
+def wait_status(api: httpx.Client, key: str, *statuses: str, timeout: float = 60) -> dict:
+    response = api.get(f"/instances/{key}", params={"wait_for": list(statuses), "timeout": timeout})
+    response.raise_for_status()
+    data = response.json()
+    assert data["status"] in statuses, f"{key} is {data['status']} ({data['status_reason']}), wanted {statuses}"
+    return data
