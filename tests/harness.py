@@ -151,15 +151,17 @@ def remove_deployment(deployment: str) -> None:
     """Remove every Docker object a test deployment made."""
     client = docker.from_env()
     label = {"label": f"dockyard.deployment={deployment}"}
-    for container in client.containers.list(all=True, filters=label):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters=label):
-        volume.remove(force=True)
-    for network in client.networks.list(filters=label):
-        network.remove()
-    for image in client.images.list(filters=label):
-        for tag in image.tags:
-            client.images.remove(tag, force=True)
+    removals = [
+        *(lambda c=c: client.api.remove_container(c["Id"], force=True) for c in client.api.containers(all=True, filters=label)),
+        *(lambda v=v: client.api.remove_volume(v.name, force=True) for v in client.volumes.list(filters=label)),
+        *(lambda n=n: client.api.remove_network(n.id) for n in client.networks.list(filters=label)),
+        *(lambda t=t: client.api.remove_image(t, force=True) for i in client.images.list(filters=label) for t in i.tags),
+    ]
+    for remove in removals:
+        try:
+            remove()
+        except docker.errors.NotFound:
+            pass  # the server removed it first
 
 
 def wait_status(api: httpx.Client, key: str, *statuses: str, timeout: float = 60) -> dict:

@@ -1,0 +1,144 @@
+"""`kill -9` of the server at any moment, then a restart: nothing leaks, nothing is
+assigned twice, nothing stays in a transitional status; the reconciler heals drift."""
+
+import random
+import threading
+import time
+
+import pytest
+
+from tests.harness import BASE_IMAGE, Server, wait_status
+
+TRANSITIONAL = {"creating", "starting", "stopping", "releasing"}
+
+
+@pytest.fixture
+def crashy(docker_client):
+    srv = Server(simulated_gpus="A100-80GB:6").start()
+    srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+    srv.api = srv.add_user("carol")
+    yield srv
+    srv.close()
+
+
+def settle(srv, timeout=60) -> list[dict]:
+    """Wait until no instance is transitional; return them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        instances = srv.api.get("/instances", params={"all": True}).json()
+        if not any(i["status"] in TRANSITIONAL for i in instances):
+            return instances
+        assert time.monotonic() < deadline, [(i["name"], i["status"]) for i in instances]
+        time.sleep(0.3)
+
+
+def check_invariants(srv, docker_client) -> list[dict]:
+    instances = settle(srv)
+    label = {"label": f"dockyard.deployment={srv.deployment}"}
+    containers = {c.id: c for c in docker_client.containers.list(all=True, filters=label)}
+    live = [i for i in instances if i["status"] != "released"]
+    # Every container belongs to a live instance, one container each.
+    owners = [c.labels["dockyard.instance"] for c in containers.values()]
+    assert sorted(owners) == sorted(set(owners)), "two containers for one instance"
+    assert set(owners) <= {i["id"] for i in live}, "a leaked container"
+    for instance in live:
+        mine = [c for c in containers.values() if c.labels["dockyard.instance"] == instance["id"]]
+        if instance["status"] == "running":
+            assert mine and mine[0].status == "running", instance
+            assert len(instance["gpus"]) == instance["gpu_count"] or instance["no_gpu"]
+        else:
+            assert not instance["gpus"], f"{instance['status']} instance holds GPUs"
+            assert all(c.status != "running" for c in mine), instance
+    uuids = [g["uuid"] for i in instances for g in i["gpus"]]
+    assert len(uuids) == len(set(uuids)), "a GPU is assigned twice"
+    volumes = {v.name for v in docker_client.volumes.list(filters=label)}
+    assert volumes <= {f"dy-{srv.deployment}-{i['id']}-data" for i in live}, "a leaked data disk"
+    return instances
+
+
+def test_kill_during_creates_heals_on_restart(crashy, docker_client):
+    for n in range(3):
+        crashy.api.post("/instances", json={"image": "debian-12", "gpu_model": "A100-80GB", "gpu_count": 1,
+                                            "name": f"c{n}"}).raise_for_status()
+    crashy.kill9()
+    crashy.start()
+    instances = check_invariants(crashy, docker_client)
+    assert sorted(i["status"] for i in instances) == ["running"] * 3
+
+
+def test_kill_during_stop_and_release_heals_on_restart(crashy, docker_client):
+    ids = []
+    for n in range(2):
+        ids.append(crashy.api.post("/instances", json={"image": "debian-12", "gpu_count": 1}).json()["id"])
+    for key in ids:
+        wait_status(crashy.api, key, "running")
+    crashy.api.post(f"/instances/{ids[0]}/stop").raise_for_status()
+    crashy.api.delete(f"/instances/{ids[1]}").raise_for_status()
+    crashy.kill9()
+    crashy.start()
+    check_invariants(crashy, docker_client)
+    assert crashy.api.get(f"/instances/{ids[0]}").json()["status"] == "stopped"
+    assert crashy.api.get(f"/instances/{ids[1]}").json()["status"] == "released"
+
+
+def test_kill_at_random_moments(crashy, docker_client):
+    """Several rounds of random actions with a kill -9 somewhere in the middle."""
+    rng = random.Random(11)
+    for round_ in range(4):
+        instances = [i for i in crashy.api.get("/instances").json()]
+
+        def act():
+            for _ in range(6):
+                choice = rng.random()
+                try:
+                    if choice < 0.4 or not instances:
+                        crashy.api.post("/instances", json={"image": "debian-12", "gpu_count": rng.choice([0, 1, 2])})
+                    else:
+                        target = rng.choice(instances)["id"]
+                        action = rng.choice(["stop", "start", "start-no-gpu", "rm"])
+                        if action == "rm":
+                            crashy.api.delete(f"/instances/{target}")
+                        elif action == "start-no-gpu":
+                            crashy.api.post(f"/instances/{target}/start", json={"no_gpu": True})
+                        else:
+                            crashy.api.post(f"/instances/{target}/{action}")
+                except Exception:
+                    return  # the server died under us: that is the point
+
+        worker = threading.Thread(target=act)
+        worker.start()
+        time.sleep(rng.uniform(0.05, 1.5))
+        crashy.kill9()
+        worker.join()
+        crashy.start()
+        check_invariants(crashy, docker_client)
+
+
+def test_reconciler_heals_drift(crashy, docker_client):
+    api = crashy.api
+    running = api.post("/instances", json={"image": "debian-12", "gpu_count": 1}).json()
+    doomed = api.post("/instances", json={"image": "debian-12", "gpu_count": 1}).json()
+    for instance in (running, doomed):
+        wait_status(api, instance["id"], "running")
+
+    # A container of ours that no instance owns is removed.
+    stray = docker_client.containers.run(
+        BASE_IMAGE, "sleep infinity", detach=True,
+        labels={"dockyard.deployment": crashy.deployment, "dockyard.instance": "nosuchinstance"},
+    )
+    # A container that vanished behind our back fails its instance and frees its GPUs.
+    docker_client.containers.get(f"dy-{crashy.deployment}-{doomed['id']}").remove(force=True)
+    # A container stopped behind our back stops its instance (the GPU bill stops).
+    docker_client.containers.get(f"dy-{crashy.deployment}-{running['id']}").stop(timeout=1)
+
+    failed = wait_status(api, doomed["id"], "failed", timeout=30)
+    assert "vanished" in failed["status_reason"] and failed["gpus"] == []
+    assert wait_status(api, running["id"], "stopped", timeout=30)["gpus"] == []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and docker_client.containers.list(all=True, filters={"id": stray.id}):
+        time.sleep(0.3)
+    assert not docker_client.containers.list(all=True, filters={"id": stray.id})
+    check_invariants(crashy, docker_client)
+    # A failed instance can still be released, and its data disk goes with it.
+    api.delete(f"/instances/{doomed['id']}").raise_for_status()
+    wait_status(api, doomed["id"], "released")
