@@ -238,10 +238,12 @@ def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str]
     """Block until the instance reaches one of `statuses` or `timeout` passes."""
     deadline = time.monotonic() + timeout
     while True:
+        seen = platform.generation
         with platform.sessions.begin() as db:
             instance = get_owned(db, user, key)
         left = deadline - time.monotonic()
         if instance.status in statuses or left <= 0:
             return instance
         with platform.changed:
-            platform.changed.wait(min(left, 1.0))
+            if platform.generation == seen:  # else a change came while we read: look again
+                platform.changed.wait(min(left, 1.0))

@@ -24,8 +24,10 @@ class Platform:
     sessions: sessionmaker[Session]
     deployment: str
     runtimes: dict[str, Runtime] = field(default_factory=dict)
-    # Notified after every instance status change, so waiters wake at once.
+    # Notified after every instance status change, so waiters wake at once; the
+    # generation tells a waiter whether a change came while it was reading.
     changed: threading.Condition = field(default_factory=threading.Condition)
+    generation: int = 0
 
     def runtime(self, node: str) -> Runtime:
         try:
@@ -35,6 +37,7 @@ class Platform:
 
     def notify_changed(self) -> None:
         with self.changed:
+            self.generation += 1
             self.changed.notify_all()
 
     @property

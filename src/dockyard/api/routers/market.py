@@ -1,5 +1,5 @@
 from fastapi import APIRouter, Depends
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import admin_user, current_user, get_db
@@ -14,7 +14,7 @@ def market(db: Session = Depends(get_db)) -> list[MarketRow]:
     """The GPU market: per node and model, how many GPUs there are and how many are free."""
     held = func.count(GpuAssignment.gpu_id)
     rows = db.execute(
-        select(Node, Gpu.model, func.max(Gpu.memory_mb), func.count(Gpu.id), held, func.max(Gpu.simulated))
+        select(Node, Gpu.model, func.max(Gpu.memory_mb), func.count(Gpu.id), held, func.max(case((Gpu.simulated, 1), else_=0)))
         .join(Gpu, Gpu.node_name == Node.name)
         .outerjoin(GpuAssignment, GpuAssignment.gpu_id == Gpu.id)
         .where(Gpu.present.is_(True))
