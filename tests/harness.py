@@ -148,20 +148,27 @@ class Server:
 
 
 def remove_deployment(deployment: str) -> None:
-    """Remove every Docker object a test deployment made."""
+    """Remove every Docker object a test deployment made. A removal the server started
+    may still be in progress, so a few passes are made."""
     client = docker.from_env()
     label = {"label": f"dockyard.deployment={deployment}"}
-    removals = [
-        *(lambda c=c: client.api.remove_container(c["Id"], force=True) for c in client.api.containers(all=True, filters=label)),
-        *(lambda v=v: client.api.remove_volume(v.name, force=True) for v in client.volumes.list(filters=label)),
-        *(lambda n=n: client.api.remove_network(n.id) for n in client.networks.list(filters=label)),
-        *(lambda t=t: client.api.remove_image(t, force=True) for i in client.images.list(filters=label) for t in i.tags),
-    ]
-    for remove in removals:
-        try:
-            remove()
-        except docker.errors.NotFound:
-            pass  # the server removed it first
+    for attempt in range(10):
+        removals = [
+            *(lambda c=c: client.api.remove_container(c["Id"], force=True)
+              for c in client.api.containers(all=True, filters=label)),
+            *(lambda v=v: client.api.remove_volume(v.name, force=True) for v in client.volumes.list(filters=label)),
+            *(lambda n=n: client.api.remove_network(n.id) for n in client.networks.list(filters=label)),
+            *(lambda t=t: client.api.remove_image(t, force=True)
+              for i in client.images.list(filters=label) for t in i.tags),
+        ]
+        if not removals:
+            return
+        for remove in removals:
+            try:
+                remove()
+            except docker.errors.APIError:
+                pass  # gone already, or still going: the next pass looks again
+        time.sleep(0.5)
 
 
 def wait_status(api: httpx.Client, key: str, *statuses: str, timeout: float = 60) -> dict:
