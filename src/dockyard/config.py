@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     pids_limit: int = Field(default=8192, gt=0)
     stop_timeout_s: int = Field(default=10, ge=0)
 
+    # The image catalog, and a CA bundle that image builds trust (TLS-intercepting proxies).
+    catalog_path: Path | None = None
+    build_ca_bundle: Path | None = None
+    # Quota on the images each user saves from their instances.
+    max_saved_images: int = Field(default=10, ge=0)
+    max_saved_images_gb: float = Field(default=100.0, ge=0)
+
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     max_body_bytes: int = 256 * 1024
     workers: int = Field(default=16, gt=0)

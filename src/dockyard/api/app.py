@@ -14,6 +14,7 @@ from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
+from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
 
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         platform = open_platform(settings)
+        image_service.load_catalog(platform)
         connect_nodes(platform)
+        image_service.refresh_cache(platform)
         driver = Driver(platform)
         reconciler = Reconciler(platform, driver)
         reconciler.start()  # its first pass, at once, heals whatever a crash left

@@ -85,6 +85,7 @@ class InstanceOut(BaseModel):
     env: dict[str, str]
     command: str | None
     data_disk_gb: int
+    env_check: dict | None
     created_at: datetime
     started_at: datetime | None
     updated_at: datetime
@@ -117,7 +118,36 @@ class ImageIn(Strict):
 class ImageOut(BaseModel):
     name: str
     ref: str
+    kind: str
+    status: str
+    status_reason: str | None
+    public: bool
+    framework: str | None
+    framework_version: str | None
+    cuda: str | None
+    cudnn: str | None
+    python: str | None
+    os: str | None
+    min_driver: int
+    is_default: bool
+    description: str | None
+    digest: str | None
+    size_bytes: int | None
+    nodes: list[str] = []
     created_at: datetime
+
+
+class SaveImage(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}(:[A-Za-z0-9_.-]{1,64})?$",
+                      description="NAME[:TAG], lower case")
+
+
+class CacheRow(BaseModel):
+    node: str
+    image: str
+    ref: str
+    digest: str | None
+    checked_at: datetime
 
 
 class NodeOut(BaseModel):

@@ -11,10 +11,10 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.client import Client, CliError
+from dockyard.cli.images import admin_images
 
 admin = typer.Typer(help="Operator commands.", no_args_is_help=True)
-images_admin = typer.Typer(help="Register images users may rent.", no_args_is_help=True)
-admin.add_typer(images_admin, name="images")
+admin.add_typer(admin_images, name="images")
 
 
 @admin.command("create-user")
@@ -58,10 +58,3 @@ def nodes(as_json: bool = typer.Option(False, "--json")) -> None:
          n["driver_version"] or "-", n["cuda_version"] or "-"]
         for n in rows
     ])
-
-
-@images_admin.command("add")
-def add_image(ref: str, name: str = typer.Option(..., "--name", help="the name users pick")) -> None:
-    """Register an image (present on the nodes, or pullable) under a name."""
-    image = Client().post("/images", {"ref": ref, "name": name})
-    render.console.print(f"registered {image['name']} -> {image['ref']}")

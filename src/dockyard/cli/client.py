@@ -72,9 +72,9 @@ class Client:
     def delete(self, path: str, **kwargs):
         return self.request("DELETE", path, **kwargs).json()
 
-    def stream(self, path: str, **params):
+    def stream(self, path: str, method: str = "GET", **params):
         try:
-            with self.http.stream("GET", path, params=params, timeout=None) as response:
+            with self.http.stream(method, path, params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise CliError(_error_text(response))

@@ -11,11 +11,13 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.admin import admin
+from dockyard.cli.images import images_app
 from dockyard.cli.client import Client, CliError, save_credentials, server_url
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(admin, name="admin")
+app.add_typer(images_app, name="images")
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
@@ -83,15 +85,6 @@ def gpus(as_json: bool = JsonOpt) -> None:
     ])
 
 
-@app.command()
-def images(as_json: bool = JsonOpt) -> None:
-    """Images you can create instances from."""
-    rows = Client().get("/images")
-    if as_json:
-        return render.print_json(rows)
-    render.table(None, ["NAME", "REFERENCE", "ADDED"], [[i["name"], i["ref"], render.when(i["created_at"])] for i in rows])
-
-
 def _parse_env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -137,6 +130,17 @@ def show(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) 
     if as_json:
         return render.print_json({**data, "events": history})
     render.instance(data, history)
+
+
+@app.command()
+def check(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+    """Run the environment self-test (dockyard-check) in a running instance."""
+    data = Client().post(f"/instances/{key}/check")
+    if as_json:
+        return render.print_json(data["env_check"])
+    render.env_check(data["env_check"])
+    if not (data["env_check"] or {}).get("ok"):
+        raise typer.Exit(1)
 
 
 @app.command()

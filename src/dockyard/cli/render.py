@@ -65,6 +65,29 @@ def instance(data: dict, events: list[dict]) -> None:
     ]
     for key, value in fields:
         console.print(f"[bold]{key:>10}[/bold]  {value}")
+    if data.get("env_check"):
+        env_check(data["env_check"])
     if events:
         table("events", ["TIME", "FROM", "TO", "CAUSE"],
               [[when(e["at"]), e["from_status"] or "-", e["to_status"], e["cause"]] for e in events])
+
+
+def env_check(result: dict | None) -> None:
+    """The image's self-test, as `dockyard-check` reported it."""
+    if not result:
+        console.print("no environment check yet")
+        return
+    if result.get("error"):
+        console.print(f"[bold]{'check':>10}[/bold]  [red]{result['error']}[/red]")
+        return
+    verdict = "[green]ok[/green]" if result.get("ok") else "[red]problem[/red]"
+    gpus = f"{result.get('gpu_count', 0)} visible" + (", usable" if result.get("gpus_usable") else "")
+    if result.get("simulated"):
+        gpus += " (simulated: assigned, no devices)"
+    console.print(f"[bold]{'check':>10}[/bold]  {verdict}: python {result.get('python')}, "
+                  f"{result.get('framework')} {result.get('framework_version')}, CUDA {result.get('cuda') or 'none'}, "
+                  f"NCCL {result.get('nccl') or 'none'}, GPUs {gpus}")
+    for path, usage in (result.get("disks") or {}).items():
+        console.print(f"{'':>12}{path}: {usage['free_bytes'] / 2**30:.1f} GB free of {usage['total_bytes'] / 2**30:.1f} GB")
+    for error in result.get("errors") or []:
+        console.print(f"{'':>12}[red]{error}[/red]")

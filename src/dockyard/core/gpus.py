@@ -55,9 +55,14 @@ class GpuFacts:
     simulated: bool
 
 
+def driver_branch(driver_version: str | None) -> int:
+    """'550.54.15' -> 550; a node without a driver is 0."""
+    return int(driver_version.split(".")[0]) if driver_version else 0
+
+
 def max_cuda_for_driver(driver_version: str) -> str:
     """The newest CUDA version a driver runs, e.g. '550.54.15' -> '12.4'."""
-    branch = int(driver_version.split(".")[0])
+    branch = driver_branch(driver_version)
     for cuda, minimum in _DRIVER_FOR_CUDA:
         if branch >= minimum:
             return cuda

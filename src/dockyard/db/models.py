@@ -102,12 +102,43 @@ class Gpu(Base):
 
 
 class Image(Base):
+    """An environment users create instances from: a catalog entry (built here), an
+    image an admin registered by reference, or a user's saved system disk."""
+
     __tablename__ = "images"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Catalog and registered images by their plain name; saved ones as "user/name:tag".
     name: Mapped[str] = mapped_column(String(128), unique=True)
     ref: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="registered")  # catalog, registered, saved
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready, absent, building, saving, failed
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    framework: Mapped[str | None] = mapped_column(String(32))
+    framework_version: Mapped[str | None] = mapped_column(String(32))
+    cuda: Mapped[str | None] = mapped_column(String(16))
+    cudnn: Mapped[str | None] = mapped_column(String(16))
+    python: Mapped[str | None] = mapped_column(String(16))
+    os: Mapped[str | None] = mapped_column(String(32))
+    min_driver: Mapped[int] = mapped_column(Integer, default=0)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    digest: Mapped[str | None] = mapped_column(String(80))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    source_instance_id: Mapped[str | None] = mapped_column(String(32))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeImage(Base):
+    """The image cache: which node holds which image (so creates need not wait)."""
+
+    __tablename__ = "node_images"
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name", ondelete="CASCADE"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str | None] = mapped_column(String(80))
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Instance(Base):
@@ -142,6 +173,10 @@ class Instance(Base):
     container_gpus: Mapped[list] = mapped_column(JSON, default=list)
     # An image of the system disk, made when the container had to be recreated.
     sysdisk_image: Mapped[str | None] = mapped_column(String(128))
+    # The last result of the image's environment self-test (dockyard-check).
+    env_check: Mapped[dict | None] = mapped_column(JSON)
+    # JupyterLab's token inside the instance: a secret the platform never shows.
+    jupyter_token: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -17,6 +17,7 @@ from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
     HostResources,
+    ImageInfo,
     RuntimeError_,
 )
 
@@ -53,13 +54,24 @@ class DockerRuntime:
         except ImageNotFound:
             return False
 
-    def ensure_image(self, ref: str) -> None:
+    def image_info(self, ref: str) -> ImageInfo | None:
+        try:
+            data = self.client.api.inspect_image(ref)
+        except ImageNotFound:
+            return None
+        return ImageInfo(id=data["Id"], size_bytes=int(data.get("Size") or 0))
+
+    def ensure_image(self, ref: str, on_progress: Callable[[str], None] | None = None) -> None:
         if self.image_exists(ref):
             return
         try:
-            self.client.images.pull(ref)
+            for event in self.client.api.pull(ref, stream=True, decode=True):
+                if on_progress and event.get("status"):
+                    on_progress(" ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k)))
         except APIError as exc:
             raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: {exc.explanation}") from exc
+        if not self.image_exists(ref):
+            raise RuntimeError_(f"image {ref} could not be pulled")
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         """The id of the network called `name`, made if missing. Docker allows two
@@ -177,9 +189,11 @@ class DockerRuntime:
             raise _error(exc) from exc
         return result.exit_code, result.output or b""
 
-    def commit(self, container_id: str, repository: str, tag: str) -> str:
+    def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str] | None = None) -> str:
+        # LABEL changes override the labels the image would inherit from the container.
+        changes = [f'LABEL "{k}"="{v}"' for k, v in (labels or {}).items()]
         try:
-            image = self.client.api.commit(container_id, repository=repository, tag=tag)
+            image = self.client.api.commit(container_id, repository=repository, tag=tag, changes=changes or None)
         except APIError as exc:
             raise _error(exc) from exc
         return image["Id"]

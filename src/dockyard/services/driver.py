@@ -6,6 +6,7 @@ the job after a crash (the reconciler calls `drive` for every transitional insta
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -121,7 +122,25 @@ class Driver:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
         cause = "container started" + (f" with GPUs {', '.join(str(g.index) for g in gpus)}" if gpus else " without GPUs")
         transition(self.platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow())
+        if image.framework:  # images of our family carry the self-test
+            self.executor.submit(self.check_environment, instance.id)
         self._drop_old_system_disks(runtime, instance.id)
+
+    def check_environment(self, instance_id: str) -> dict | None:
+        """Run the image's self-test (dockyard-check) and keep its result on the instance."""
+        with self.platform.sessions.begin() as db:
+            instance = db.get(Instance, instance_id)
+        if instance.status != Status.RUNNING or not instance.container_id:
+            return None
+        try:
+            code, output = self.platform.runtime(instance.node_name).exec(instance.container_id, ["dockyard-check"])
+            result = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
+        except (RuntimeError_, ValueError, IndexError) as exc:
+            result = {"ok": False, "error": f"dockyard-check did not run: {exc}"}
+        result["checked_at"] = utcnow().isoformat()
+        with self.platform.sessions.begin() as db:
+            db.get(Instance, instance_id).env_check = result
+        return result
 
     def _save_system_disk(self, runtime: Runtime, instance: Instance, container_id: str) -> None:
         runtime.stop(container_id, timeout=self.platform.settings.stop_timeout_s)
@@ -187,6 +206,7 @@ class Driver:
             "DOCKYARD_INSTANCE_NAME": instance.name,
             "DOCKYARD_GPU_UUIDS": ",".join(uuids),
             "DOCKYARD_GPUS_PER_NODE": str(len(gpus)),
+            "DOCKYARD_JUPYTER_TOKEN": instance.jupyter_token or "",
         }
         if not real:
             # Simulated GPUs exist only as these values; "void" is the runtime's "none".

@@ -1,15 +1,172 @@
-"""Images users may create instances from, registered by admins."""
+"""Images: the catalog (built on nodes), images admins register by reference, and the
+system disks users save. Also the per-node image cache."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import logging
+from typing import Callable
+
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dockyard.core.errors import Conflict, InvalidInput, NotFound
-from dockyard.db.models import Image
+from dockyard.core import catalog
+from dockyard.core.catalog import CatalogEntry
+from dockyard.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dockyard.core.states import Status
+from dockyard.db.models import Image, Instance, NodeImage, User, utcnow
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+GIB = 1024**3
+Progress = Callable[[str], None]
+
+
+# ---- reading -------------------------------------------------------------------------
+
+
+def visible(user: User):
+    """Public images, and the user's own (admins see all); never deleted ones."""
+    live = Image.status != "deleted"
+    return live if user.is_admin else live & or_(Image.public.is_(True), Image.owner_id == user.id)
+
+
+def list_images(db: Session, user: User, **filters: str | None) -> list[Image]:
+    query = select(Image).order_by(Image.kind, Image.name)
+    query = query.where(visible(user))
+    for column, value in filters.items():
+        if value:
+            query = query.where(getattr(Image, column) == value)
+    return list(db.scalars(query))
+
+
+def nodes_holding(db: Session, image_id: int) -> list[str]:
+    return list(db.scalars(select(NodeImage.node_name).where(NodeImage.image_id == image_id).order_by(NodeImage.node_name)))
+
+
+def find_image(db: Session, user: User, name: str, field: str = "image") -> Image:
+    """An image the user may see, by name ("pytorch-2.9-cu128", "alice/env:v1" or,
+    for one's own saved images, "env:v1") or by reference."""
+    for candidate in (name, f"{user.name}/{name}" if ":" in name else None):
+        if candidate is None:
+            continue
+        query = select(Image).where(or_(Image.name == candidate, Image.ref == candidate), visible(user))
+        image = db.scalars(query.order_by(Image.id)).first()
+        if image:
+            return image
+    raise InvalidInput(f"{field}: unknown image {name!r}; see `dockyard images`", field=field)
+
+
+def require_ready(image: Image) -> None:
+    if image.status == "absent":
+        raise Conflict(f"image {image.name} is not built yet; an admin runs `dockyard admin images build {image.name}`")
+    if image.status != "ready":
+        raise Conflict(f"image {image.name} is {image.status}" + (f": {image.status_reason}" if image.status_reason else ""))
+
+
+# ---- catalog and cache ---------------------------------------------------------------
+
+
+def load_catalog(platform: Platform) -> None:
+    """Read and check the catalog file, and load it into the database."""
+    path = platform.settings.catalog_path or catalog.default_catalog_path()
+    entries = catalog.load_catalog(path)
+    catalog.validate(entries)
+    platform.catalog = {e.name: e for e in entries}
+    sync_catalog(platform, entries)
+
+
+def sync_catalog(platform: Platform, entries: list[CatalogEntry]) -> None:
+    """Load the catalog into the database (new entries, changed descriptions)."""
+    with platform.sessions.begin() as db:
+        for entry in entries:
+            image = db.scalars(select(Image).where(Image.name == entry.name)).first()
+            if image is None:
+                image = Image(name=entry.name, kind="catalog", status="absent", public=True)
+                db.add(image)
+            elif image.kind != "catalog":
+                log.warning("catalog entry %s clashes with a %s image; skipped", entry.name, image.kind)
+                continue
+            image.ref, image.framework, image.framework_version = entry.ref, entry.framework, entry.framework_version
+            image.cuda, image.cudnn, image.python, image.os = entry.cuda, entry.cudnn, entry.python, entry.os
+            image.min_driver, image.is_default, image.description = entry.min_driver, entry.default, entry.description
+
+
+def refresh_cache(platform: Platform) -> None:
+    """Record which node holds which image, and make found catalog images ready."""
+    with platform.sessions.begin() as db:
+        images = [(i.id, i.ref, i.status) for i in db.scalars(select(Image).where(Image.status.in_(["ready", "absent"])))]
+    for node, runtime in list(platform.runtimes.items()):
+        present = {}
+        for image_id, ref, _ in images:
+            info = runtime.image_info(ref)
+            if info:
+                present[image_id] = info
+        with platform.sessions.begin() as db:
+            db.execute(delete(NodeImage).where(NodeImage.node_name == node, NodeImage.image_id.not_in(list(present))))
+            for image_id, info in present.items():
+                _record_on_node(db, node, image_id, info.id, info.size_bytes)
+
+
+def _record_on_node(db: Session, node: str, image_id: int, digest: str, size: int) -> None:
+    row = db.get(NodeImage, (node, image_id)) or NodeImage(node_name=node, image_id=image_id)
+    row.digest, row.checked_at = digest, utcnow()
+    db.add(row)
+    image = db.get(Image, image_id)
+    image.digest, image.size_bytes = digest, size
+    if image.status == "absent":
+        image.status = "ready"
+
+
+def prepare_image(platform: Platform, name: str, node: str | None, on_progress: Progress) -> Image:
+    """Put an image on a node (all nodes when none is named): build a catalog image from
+    its recipe, pull any other. Creates on those nodes then need not wait for it."""
+    from dockyard.runtimes import image_build  # only operators building images need it
+
+    with platform.sessions.begin() as db:
+        image = db.scalars(select(Image).where(Image.name == name)).first()
+        if image is None:
+            raise NotFound(f"image {name!r} not found")
+        if image.kind == "saved":
+            raise InvalidInput(f"{name} is a saved image; it lives on the node it was saved on")
+        entry = platform.catalog.get(name)
+    targets = [node] if node else sorted(platform.runtimes)
+    for target in targets:
+        runtime = platform.runtime(target)
+        on_progress(f"[{target}] {'building' if entry else 'pulling'} {image.ref}")
+        _set_status(platform, image.id, "building" if entry and image.status == "absent" else None)
+        try:
+            if entry:
+                built = image_build.build_image(runtime.client, entry, image_build.recipe_dir(),
+                                                platform.settings.build_ca_bundle, on_progress)
+                digest, size = built.id, built.size_bytes
+            else:
+                runtime.ensure_image(image.ref, on_progress)
+                info = runtime.image_info(image.ref)
+                digest, size = info.id, info.size_bytes
+        except (RuntimeError_, image_build.BuildError) as exc:
+            _set_status(platform, image.id, "absent" if entry else None, str(exc), only_if="building")
+            raise Conflict(f"{'build' if entry else 'pull'} of {name} on {target} failed: {exc}") from None
+        with platform.sessions.begin() as db:
+            _record_on_node(db, target, image.id, digest, size)
+            db.get(Image, image.id).status, db.get(Image, image.id).status_reason = "ready", None
+        on_progress(f"[{target}] {image.ref} ready ({size / GIB:.2f} GiB, {digest[:19]})")
+    with platform.sessions.begin() as db:
+        return db.get(Image, image.id)
+
+
+def _set_status(platform: Platform, image_id: int, status: str | None, reason: str | None = None,
+                only_if: str | None = None) -> None:
+    if status is None:
+        return
+    with platform.sessions.begin() as db:
+        image = db.get(Image, image_id)
+        if only_if is None or image.status == only_if:
+            image.status, image.status_reason = status, reason
+
+
+# ---- registered images ---------------------------------------------------------------
 
 
 def add_image(platform: Platform, ref: str, name: str, user_id: int) -> Image:
@@ -17,34 +174,113 @@ def add_image(platform: Platform, ref: str, name: str, user_id: int) -> Image:
     with platform.sessions.begin() as db:
         if db.scalars(select(Image).where(Image.name == name)).first():
             raise Conflict(f"image name {name!r} is already taken", field="name")
+    infos = {}
     for node, runtime in platform.runtimes.items():
         try:
             runtime.ensure_image(ref)
         except RuntimeError_ as exc:
             raise InvalidInput(f"ref: {exc} (node {node})", field="ref") from None
+        infos[node] = runtime.image_info(ref)
     try:
         with platform.sessions.begin() as db:
-            image = Image(name=name, ref=ref, created_by=user_id)
+            image = Image(name=name, ref=ref, kind="registered", status="ready", public=True, created_by=user_id)
             db.add(image)
+            db.flush()
+            for node, info in infos.items():
+                _record_on_node(db, node, image.id, info.id, info.size_bytes)
     except IntegrityError:
         raise Conflict(f"image name {name!r} is already taken", field="name") from None
     return image
 
 
-def list_images(db: Session) -> list[Image]:
-    return list(db.scalars(select(Image).order_by(Image.name)))
+# ---- saved images ----------------------------------------------------------------------
 
 
-def find_image(db: Session, name_or_ref: str) -> Image:
-    image = db.scalars(select(Image).where(Image.name == name_or_ref)).first()
-    image = image or db.scalars(select(Image).where(Image.ref == name_or_ref)).first()
-    if image is None:
-        raise InvalidInput(f"image: unknown image {name_or_ref!r}; see `dockyard images`", field="image")
+def save_instance(platform: Platform, user: User, instance: Instance, name_tag: str) -> Image:
+    """Start saving an instance's system disk (never its data disk) as a private image.
+    Returns the image row in status `saving`; `finish_save` does the Docker work."""
+    if instance.status == Status.RELEASED or instance.status == Status.RELEASING:
+        raise Conflict(f"instance {instance.name} is {instance.status}; there is no system disk to save")
+    if not instance.container_id:
+        raise Conflict(f"instance {instance.name} has no system disk yet (it is {instance.status})")
+    name, _, tag = name_tag.partition(":")
+    full_name = f"{user.name}/{name}:{tag or 'latest'}"
+    settings = platform.settings
+    try:
+        with platform.sessions.begin() as db:
+            count, size = db.execute(
+                select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
+                .where(Image.owner_id == user.id, Image.kind == "saved")
+            ).one()
+            if count >= settings.max_saved_images:
+                raise Conflict(f"quota: you have {count} saved images, the most allowed is {settings.max_saved_images}")
+            if size >= settings.max_saved_images_gb * GIB:
+                raise Conflict(f"quota: your saved images take {size / GIB:.1f} GB of "
+                               f"{settings.max_saved_images_gb:g} GB allowed; delete some first")
+            source = db.get(Image, instance.image_id)
+            image = Image(
+                name=full_name, ref=f"dy-{platform.deployment}-saved/u{user.id}-{name}:{tag or 'latest'}",
+                kind="saved", status="saving", status_reason="committing the system disk", owner_id=user.id,
+                public=False, created_by=user.id, source_instance_id=instance.id,
+                framework=source.framework, framework_version=source.framework_version, cuda=source.cuda,
+                cudnn=source.cudnn, python=source.python, os=source.os, min_driver=source.min_driver,
+                description=f"saved from instance {instance.name} ({source.name})",
+            )
+            db.add(image)
+    except IntegrityError:
+        raise Conflict(f"name: you already have an image named {full_name!r}", field="name") from None
     return image
 
 
-def remove_image(db: Session, name: str) -> None:
-    image = db.scalars(select(Image).where(Image.name == name)).first()
-    if image is None:
-        raise NotFound(f"image {name!r} not found")
-    db.delete(image)
+def finish_save(platform: Platform, image_id: int, instance: Instance) -> None:
+    runtime = platform.runtime(instance.node_name)
+    with platform.sessions.begin() as db:
+        image = db.get(Image, image_id)
+    repository, tag = image.ref.rsplit(":", 1)
+    try:
+        # Labels: not the instance's (its release must not delete this), but ours.
+        runtime.commit(instance.container_id, repository, tag,
+                       labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
+        info = runtime.image_info(image.ref)
+    except RuntimeError_ as exc:
+        with platform.sessions.begin() as db:
+            row = db.get(Image, image_id)
+            row.status, row.status_reason = "failed", str(exc)
+        return
+    with platform.sessions.begin() as db:
+        _record_on_node(db, instance.node_name, image_id, info.id, info.size_bytes)
+        row = db.get(Image, image_id)
+        row.status, row.status_reason = "ready", None
+
+
+def delete_image(platform: Platform, user: User, name: str) -> None:
+    with platform.sessions.begin() as db:
+        image = find_image(db, user, name, field="name")
+        if image.owner_id != user.id and not user.is_admin:
+            raise Forbidden(f"image {image.name} is not yours to delete")
+        in_use = db.scalars(select(Instance.name).where(Instance.image_id == image.id,
+                                                        Instance.status != Status.RELEASED)).first()
+        if in_use:
+            raise Conflict(f"image {image.name} is used by instance {in_use}; release it first")
+        if image.kind == "catalog":
+            raise Conflict("catalog images are removed from images/catalog.toml, not deleted")
+        nodes, ref, image_id = nodes_holding(db, image.id), image.ref, image.id
+    if image.kind == "saved":
+        for node in nodes:
+            platform.runtime(node).remove_image(ref)
+    with platform.sessions.begin() as db:
+        db.execute(delete(NodeImage).where(NodeImage.image_id == image_id))
+        # Released instances keep their image id for history: detach rather than delete then.
+        if db.scalars(select(Instance.id).where(Instance.image_id == image_id)).first():
+            row = db.get(Image, image_id)
+            row.status, row.public, row.name = "deleted", False, f"{row.name}#deleted-{image_id}"
+        else:
+            db.delete(db.get(Image, image_id))
+
+
+def publish(platform: Platform, name: str, user: User) -> Image:
+    with platform.sessions.begin() as db:
+        image = find_image(db, user, name, field="name")
+        require_ready(image)
+        image.public = True
+        return image

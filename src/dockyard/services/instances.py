@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
-from dockyard.db.models import Gpu, GpuAssignment, Instance, InstanceEvent, Node, User, utcnow
+from dockyard.core.gpus import driver_branch
+from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
 from dockyard.services import images
 from dockyard.services.platform import Platform
 
@@ -115,6 +116,28 @@ def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
     return list(views.values())
 
 
+def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: str, count: int) -> list[NodeView]:
+    """Only nodes that hold the image and whose driver runs its CUDA version."""
+    holding = set(images.nodes_holding(db, image.id))
+    if not holding & {v.name for v in views}:
+        raise Conflict(f"image {image.name} is on no online node; an admin prepares it with "
+                       f"`dockyard admin images build|pull {image.name}`")
+    views = [v for v in views if v.name in holding]
+    if count == 0 or not image.min_driver:
+        return views
+    nodes = {n.name: n for n in db.scalars(select(Node).where(Node.name.in_([v.name for v in views])))}
+    fitting = [v for v in views if driver_branch(nodes[v.name].driver_version) >= image.min_driver]
+    wanted = [v for v in views if model == ANY_MODEL or model in v.models]
+    if wanted and not [v for v in fitting if v in wanted]:
+        node = nodes[wanted[0].name]
+        raise InvalidInput(
+            f"image: node {node.name} has NVIDIA driver {node.driver_version} (CUDA up to {node.cuda_version}); "
+            f"image {image.name} needs CUDA {image.cuda}, driver {image.min_driver} or newer",
+            field="image",
+        )
+    return fitting
+
+
 def _assign(db: Session, instance_id: str, placement: Placement) -> None:
     for gpu in placement.gpus:
         db.add(GpuAssignment(gpu_id=gpu.id, instance_id=instance_id))
@@ -135,10 +158,12 @@ def _with_retries(action):
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
-            image = images.find_image(db, request.image)
+            image = images.find_image(db, user, request.image)
+            images.require_ready(image)
             _lock_allocation(db)
             views = _node_views(db)
             check_request(views, request.gpu_model, request.gpu_count)
+            views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
             placement = place(views, request.gpu_model, request.gpu_count)
             instance_id = secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
@@ -160,6 +185,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 env=request.env,
                 command=request.command,
                 data_disk_gb=request.data_disk_gb,
+                jupyter_token=secrets.token_hex(24),
             )
             db.add(instance)
             db.flush()

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.config import Settings
+from dockyard.core.catalog import CatalogEntry
 from dockyard.core.errors import NotFound
 from dockyard.db import migrate
 from dockyard.db.models import Meta
@@ -24,6 +25,7 @@ class Platform:
     sessions: sessionmaker[Session]
     deployment: str
     runtimes: dict[str, Runtime] = field(default_factory=dict)
+    catalog: dict[str, CatalogEntry] = field(default_factory=dict)
     # Notified after every instance status change, so waiters wake at once; the
     # generation tells a waiter whether a change came while it was reading.
     changed: threading.Condition = field(default_factory=threading.Condition)

@@ -1,21 +1,99 @@
-from fastapi import APIRouter, Depends
+import json
+import queue
+import threading
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import admin_user, current_user, get_db, get_platform
-from dockyard.api.schemas import ImageIn, ImageOut
-from dockyard.db.models import User
+from dockyard.api.schemas import CacheRow, ImageIn, ImageOut
+from dockyard.core.errors import DockyardError
+from dockyard.db.models import Image, NodeImage, User
 from dockyard.services import images
 from dockyard.services.platform import Platform
 
 router = APIRouter(tags=["images"])
 
 
-@router.get("/images", response_model=list[ImageOut], dependencies=[Depends(current_user)])
-def list_images(db: Session = Depends(get_db)) -> list[ImageOut]:
-    return [ImageOut.model_validate(i, from_attributes=True) for i in images.list_images(db)]
+def image_out(db: Session, image: Image) -> ImageOut:
+    out = ImageOut.model_validate(image, from_attributes=True)
+    out.nodes = images.nodes_holding(db, image.id)
+    return out
+
+
+@router.get("/images", response_model=list[ImageOut])
+def list_images(
+    framework: str | None = None,
+    framework_version: str | None = Query(None, alias="version"),
+    python: str | None = None,
+    cuda: str | None = None,
+    user: User = Depends(current_user),
+    db: Session = Depends(get_db),
+) -> list[ImageOut]:
+    """Images you may use, filtered as in a picker: framework, version, Python, CUDA."""
+    found = images.list_images(db, user, framework=framework, framework_version=framework_version,
+                               python=python, cuda=cuda)
+    return [image_out(db, i) for i in found]
+
+
+@router.get("/images/cache", response_model=list[CacheRow], dependencies=[Depends(admin_user)])
+def cache(db: Session = Depends(get_db)) -> list[CacheRow]:
+    """Which node holds which image."""
+    rows = db.execute(select(NodeImage, Image).join(Image, Image.id == NodeImage.image_id)
+                      .order_by(NodeImage.node_name, Image.name)).all()
+    return [CacheRow(node=n.node_name, image=i.name, ref=i.ref, digest=n.digest, checked_at=n.checked_at)
+            for n, i in rows]
+
+
+@router.get("/images/{name:path}", response_model=ImageOut)
+def show(name: str, user: User = Depends(current_user), db: Session = Depends(get_db)) -> ImageOut:
+    return image_out(db, images.find_image(db, user, name, field="name"))
 
 
 @router.post("/images", response_model=ImageOut, status_code=201)
 def add_image(body: ImageIn, user: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> ImageOut:
     image = images.add_image(platform, body.ref, body.name, user.id)
-    return ImageOut.model_validate(image, from_attributes=True)
+    with platform.sessions.begin() as db:
+        return image_out(db, db.get(Image, image.id))
+
+
+@router.post("/images/{name:path}/prepare", dependencies=[Depends(admin_user)])
+def prepare(name: str, node: str | None = None, platform: Platform = Depends(get_platform)) -> StreamingResponse:
+    """Build (catalog images) or pull (others) onto a node, or every node. Streams
+    progress as JSON lines: {"progress": ...}, then {"image": ...} or {"error": ...}."""
+    if node is not None:
+        platform.runtime(node)  # 404 before the stream starts
+    lines: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            image = images.prepare_image(platform, name, node, lambda text: lines.put({"progress": text}))
+            with platform.sessions.begin() as db:
+                lines.put({"image": image_out(db, db.get(Image, image.id)).model_dump(mode="json")})
+        except DockyardError as exc:
+            lines.put({"error": exc.message})
+        except Exception as exc:  # the stream has started: report, do not hang
+            lines.put({"error": f"{type(exc).__name__}: {exc}"})
+        lines.put(None)
+
+    threading.Thread(target=work, name=f"prepare-{name}", daemon=True).start()
+
+    def stream():
+        while (item := lines.get()) is not None:
+            yield json.dumps(item) + "\n"
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+@router.post("/images/{name:path}/publish", response_model=ImageOut)
+def publish(name: str, user: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> ImageOut:
+    image = images.publish(platform, name, user)
+    with platform.sessions.begin() as db:
+        return image_out(db, db.get(Image, image.id))
+
+
+@router.delete("/images/{name:path}", status_code=204)
+def delete(name: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform)) -> None:
+    images.delete_image(platform, user, name)

@@ -9,14 +9,16 @@ from dockyard.api.schemas import (
     ExecOut,
     ExecRequest,
     GpuRef,
+    ImageOut,
     InstanceOut,
+    SaveImage,
     StartInstance,
 )
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
 from dockyard.runtimes.base import RuntimeError_
-from dockyard.services import instances
+from dockyard.services import images, instances
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -40,6 +42,7 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         env=instance.env or {},
         command=instance.command,
         data_disk_gb=instance.data_disk_gb,
+        env_check=instance.env_check,
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
@@ -124,6 +127,28 @@ def _running_container(platform: Platform, user: User, key: str) -> tuple[Instan
     if not instance.container_id:
         raise Conflict(f"instance {instance.name} has no container yet (it is {instance.status})")
     return instance, instance.container_id
+
+
+@router.post("/{key}/save", response_model=ImageOut, status_code=202)
+def save(key: str, body: SaveImage, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+         driver: Driver = Depends(get_driver)) -> ImageOut:
+    """Save the system disk (never the data disk) as a private image; poll the image."""
+    with platform.sessions.begin() as db:
+        instance = instances.get_owned(db, user, key)
+    image = images.save_instance(platform, user, instance, body.name)
+    driver.executor.submit(images.finish_save, platform, image.id, instance)
+    return ImageOut.model_validate(image, from_attributes=True)
+
+
+@router.post("/{key}/check", response_model=InstanceOut)
+def check(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+          driver: Driver = Depends(get_driver)) -> InstanceOut:
+    """Run the environment self-test (dockyard-check) in the instance now."""
+    instance, _ = _running_container(platform, user, key)
+    if instance.status != Status.RUNNING:
+        raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    driver.check_environment(instance.id)
+    return _out(platform, instance.id)
 
 
 @router.get("/{key}/logs")
