@@ -18,7 +18,7 @@ from dockyard.core.catalog import (
     validate,
 )
 from dockyard.core.errors import InvalidInput
-from dockyard.runtimes.image_build import matching_wheels, recipe_dir
+from dockyard.runtimes.image_build import BuiltImage, ImageBuildError, build_image, matching_wheels, recipe_dir
 
 DOCKERFILE = recipe_dir() / "Dockerfile"
 
@@ -183,3 +183,72 @@ def test_driver_supports(catalog):
     assert driver_supports("470.82.01", cpu)
     # A node without a driver (no GPUs) runs any image, on the CPU.
     assert driver_supports(None, cu130) and driver_supports(None, cpu)
+
+
+# --- build_image, against a fake engine ---------------------------------------------------
+
+class FakeEngine:
+    """Records what build_image sends, answers with canned build output."""
+
+    def __init__(self, items):
+        self.items = items
+        self.calls = []
+        self.api = self
+        self.images = self
+        self.context_files = {}
+
+    def build(self, **kwargs):
+        self.calls.append(kwargs)
+        context = Path(kwargs["path"])
+        self.context_files = {
+            str(p.relative_to(context)): p.stat().st_size for p in context.rglob("*") if p.is_file()
+        }
+        yield from self.items
+
+    def get(self, ref):
+        return type("Image", (), {"id": "sha256:abc", "attrs": {"Size": 1234}})()
+
+
+def test_build_image_assembles_the_context_and_streams_progress(tmp_path, catalog):
+    cpu = next(e for e in catalog if e.name == "pytorch-2.13-cpu")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"w" * 10)
+    (wheels / "torch-2.12.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"old")
+    cpu = dataclasses.replace(cpu, build={**cpu.build, "wheels_dir": str(wheels)})
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    engine = FakeEngine([{"stream": "Step 1/2 : FROM x\n"}, {"stream": "\n"}, {"stream": " ---> abc\n"},
+                         {"aux": {"ID": "sha256:abc"}}])
+    lines = []
+    built = build_image(engine, cpu, recipe_dir(), ca, lines.append)
+    assert built == BuiltImage(id="sha256:abc", ref="dockyard/pytorch:2.13.0-cpu", size_bytes=1234)
+    assert lines[-2:] == ["Step 1/2 : FROM x", "---> abc"]
+    call = engine.calls[0]
+    assert (call["tag"], call["rm"], call["forcerm"], call["pull"], call["decode"]) == (
+        "dockyard/pytorch:2.13.0-cpu", True, True, False, True)
+    assert call["buildargs"]["BASE_IMAGE"] == "dockyard/debian:bookworm"
+    assert engine.context_files == {
+        "Dockerfile": (recipe_dir() / "Dockerfile").stat().st_size,
+        "entrypoint.sh": (recipe_dir() / "entrypoint.sh").stat().st_size,
+        "dockyard-check": (recipe_dir() / "dockyard-check").stat().st_size,
+        "extra-ca.crt": ca.stat().st_size,
+        "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl": 10,
+    }
+
+
+def test_build_image_without_ca_or_wheels_sends_empty_ones(catalog):
+    default = default_entry(catalog)
+    engine = FakeEngine([{"stream": "ok\n"}])
+    build_image(engine, default, recipe_dir(), None, lambda line: None)
+    assert engine.context_files["extra-ca.crt"] == 0
+    assert not [name for name in engine.context_files if name.startswith("wheels/")]
+    assert engine.calls[0]["buildargs"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cu128"
+
+
+def test_build_image_raises_on_an_error_item(catalog):
+    engine = FakeEngine([{"stream": "Step 5/9 : RUN apt-get update\n"},
+                         {"error": "The command returned a non-zero code: 1",
+                          "errorDetail": {"message": "The command returned a non-zero code: 1"}}])
+    with pytest.raises(ImageBuildError, match=r"building dockyard/pytorch:2.9.1-cu128 failed: The command"):
+        build_image(engine, default_entry(catalog), recipe_dir(), None, lambda line: None)

@@ -8,6 +8,7 @@ import time
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from dockyard.cli import render
@@ -116,10 +117,10 @@ def _prepare(name: str, node: Optional[str]) -> None:
                     step = _STEP.search(text)
                     if step:
                         progress.update(task, completed=int(step.group(1)) - 1, total=int(step.group(2)))
-                        progress.console.print(f"[dim]{text[:160]}[/dim]")
+                        progress.console.print(text[:160], style="dim", markup=False)
                     elif text.startswith("["):
-                        progress.console.print(text)
-                    progress.update(task, description=f"{name}: {text[:60]}")
+                        progress.console.print(text, markup=False)
+                    progress.update(task, description=escape(f"{name}: {text[:60]}"))
                 elif "error" in item:
                     raise CliError(item["error"])
                 else:

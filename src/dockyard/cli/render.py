@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output is not wrapped at 80 columns: tables stay one line per row for grep.
+console = Console(width=None if sys.stdout.isatty() else 200)
 STATUS_STYLE = {"running": "green", "failed": "red", "stopped": "yellow", "released": "dim"}
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,8 +88,12 @@ def assemble_context(entry: CatalogEntry, recipe: Path, extra_ca_bundle: Path | 
 
 
 def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: Path | None,
-                on_progress: Callable[[str], None]) -> BuiltImage:
-    """Build `entry` as `entry.ref`; `on_progress` gets each line of the build's output."""
+                on_progress: Callable[[str], None], *, nocache: bool = False) -> BuiltImage:
+    """Build `entry` as `entry.ref`; `on_progress` gets each line of the build's output.
+
+    Raises ImageBuildError with the engine's message and the last lines of output when a
+    step fails. `nocache` rebuilds every layer.
+    """
     with tempfile.TemporaryDirectory(prefix="dockyard-build-") as tmp:
         context = Path(tmp)
         used = assemble_context(entry, Path(recipe_dir), extra_ca_bundle, context)
@@ -97,7 +102,7 @@ def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: 
         last_lines: list[str] = []
         for item in client.api.build(path=str(context), tag=entry.ref, buildargs=build_args(entry),
                                      decode=True, rm=True, forcerm=True, pull=False,
-                                     timeout=BUILD_TIMEOUT_S):
+                                     nocache=nocache, timeout=BUILD_TIMEOUT_S):
             if "error" in item:
                 detail = item.get("errorDetail", {}).get("message") or item["error"]
                 tail = "\n".join(last_lines[-15:])
@@ -119,18 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", type=Path, default=None, help="default: images/catalog.toml")
     parser.add_argument("--extra-ca", type=Path, default=None,
                         help="a CA bundle to trust during the build (TLS-intercepting proxy)")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     args = parser.parse_args(argv)
 
     import docker
 
+    started = time.monotonic()
     entry = find(load_catalog(args.catalog), args.name)
     client = docker.from_env(timeout=3600)
     try:
-        built = build_image(client, entry, recipe_dir(), args.extra_ca, lambda line: print(line, flush=True))
+        built = build_image(client, entry, recipe_dir(), args.extra_ca, lambda line: print(line, flush=True),
+                            nocache=args.no_cache)
     except DockyardError as exc:
         print(exc.message, file=sys.stderr)
         return 1
-    print(f"built {built.ref} {built.id} ({built.size_bytes / 1e9:.2f} GB)")
+    print(f"built {built.ref} {built.id} ({built.size_bytes / 1e9:.2f} GB) "
+          f"in {time.monotonic() - started:.0f} s")
     return 0
 
 

@@ -45,7 +45,7 @@ def nodes_holding(db: Session, image_id: int) -> list[str]:
     return list(db.scalars(select(NodeImage.node_name).where(NodeImage.image_id == image_id).order_by(NodeImage.node_name)))
 
 
-def find_image(db: Session, user: User, name: str, field: str = "image") -> Image:
+def find_image(db: Session, user: User, name: str) -> Image:
     """An image the user may see, by name ("pytorch-2.9-cu128", "alice/env:v1" or,
     for one's own saved images, "env:v1") or by reference."""
     for candidate in (name, f"{user.name}/{name}" if ":" in name else None):
@@ -55,7 +55,7 @@ def find_image(db: Session, user: User, name: str, field: str = "image") -> Imag
         image = db.scalars(query.order_by(Image.id)).first()
         if image:
             return image
-    raise InvalidInput(f"{field}: unknown image {name!r}; see `dockyard images`", field=field)
+    raise NotFound(f"image {name!r} not found; see `dockyard images`")
 
 
 def require_ready(image: Image) -> None:
@@ -255,7 +255,7 @@ def finish_save(platform: Platform, image_id: int, instance: Instance) -> None:
 
 def delete_image(platform: Platform, user: User, name: str) -> None:
     with platform.sessions.begin() as db:
-        image = find_image(db, user, name, field="name")
+        image = find_image(db, user, name)
         if image.owner_id != user.id and not user.is_admin:
             raise Forbidden(f"image {image.name} is not yours to delete")
         in_use = db.scalars(select(Instance.name).where(Instance.image_id == image.id,
@@ -280,7 +280,7 @@ def delete_image(platform: Platform, user: User, name: str) -> None:
 
 def publish(platform: Platform, name: str, user: User) -> Image:
     with platform.sessions.begin() as db:
-        image = find_image(db, user, name, field="name")
+        image = find_image(db, user, name)
         require_ready(image)
         image.public = True
         return image

@@ -49,7 +49,7 @@ def cache(db: Session = Depends(get_db)) -> list[CacheRow]:
 
 @router.get("/images/{name:path}", response_model=ImageOut)
 def show(name: str, user: User = Depends(current_user), db: Session = Depends(get_db)) -> ImageOut:
-    return image_out(db, images.find_image(db, user, name, field="name"))
+    return image_out(db, images.find_image(db, user, name))
 
 
 @router.post("/images", response_model=ImageOut, status_code=201)
