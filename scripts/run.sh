@@ -13,6 +13,8 @@ if [ ! -f "$DOCKYARD_HOME/config.toml" ]; then
   {
     echo "host = \"${DOCKYARD_HOST:-127.0.0.1}\""
     echo "port = $port"
+    # Image builds trust the host's CA bundle too (needed behind a TLS-intercepting proxy).
+    [ -f /etc/ssl/certs/ca-certificates.crt ] && echo 'build_ca_bundle = "/etc/ssl/certs/ca-certificates.crt"'
     if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
       echo '# No NVIDIA GPU on this host: declare simulated ones to try the whole flow.'
       echo 'simulated_gpus = "A100-80GB:4,RTX-4090:2"'
@@ -42,13 +44,19 @@ healthy || { echo "the server did not answer; see $DOCKYARD_HOME/server.log" >&2
 if ! .venv/bin/dockyard images --json | grep -q '"name": "debian-12"'; then
   .venv/bin/dockyard admin images add dockyard/debian:bookworm --name debian-12
 fi
+# The PyTorch image of the catalog that builds offline: the CPU wheel from /opt/wheels.
+if ! .venv/bin/dockyard images show pytorch-2.13-cpu --json | grep -q '"status": "ready"'; then
+  echo "==> building the PyTorch CPU image (a few minutes the first time)"
+  .venv/bin/dockyard admin images build pytorch-2.13-cpu
+fi
 .venv/bin/dockyard gpus
 cat <<TXT
 
 Dockyard is running at $url  (API docs: $url/docs)
   admin user: admin, password in $password_file
   try:  . .venv/bin/activate
-        dockyard create --image debian-12 --gpu-model A100-80GB --gpus 2 --name demo --wait
+        dockyard create --image pytorch-2.13-cpu --gpu-model A100-80GB --gpus 2 --name demo --wait
+        dockyard check demo
         dockyard exec demo -- sh -c 'env | grep -E "NVIDIA|DOCKYARD"; df -h /root/data'
         dockyard stop demo --wait; dockyard start demo --no-gpu --wait; dockyard rm demo --yes
   stop the server:  kill \$(cat $pidfile)

@@ -22,6 +22,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "dockyard/debian:bookworm"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DOCKYARD = str(Path(sys.executable).parent / "dockyard")
 
 
@@ -58,6 +59,7 @@ class Server:
             "DOCKYARD_RECONCILE_INTERVAL_S": "1",
             "DOCKYARD_STOP_TIMEOUT_S": "2",
             "XDG_CONFIG_HOME": str(self.home / "cli-config"),
+            **({"DOCKYARD_BUILD_CA_BUNDLE": HOST_CA_BUNDLE} if Path(HOST_CA_BUNDLE).exists() else {}),
             **{f"DOCKYARD_{k.upper()}": v for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None

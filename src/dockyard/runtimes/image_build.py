@@ -28,8 +28,13 @@ RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check")
 BUILD_TIMEOUT_S = 3600
 
 
-class ImageBuildError(DockyardError):
+class BuildError(DockyardError):
+    """A build the engine refused or that failed; the message ends with the last output."""
+
     status_code = 500
+
+
+ImageBuildError = BuildError
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def assemble_context(entry: CatalogEntry, recipe: Path, extra_ca_bundle: Path | 
     if entry.build.get("wheels_dir"):
         source = Path(entry.build["wheels_dir"])
         if not source.is_dir():
-            raise ImageBuildError(f"{entry.name}: wheels_dir {source} is not a folder")
+            raise BuildError(f"{entry.name}: wheels_dir {source} is not a folder")
         for wheel in matching_wheels(source, entry):
             _link_or_copy(wheel, wheels / wheel.name)
             used.append(wheel)
@@ -91,7 +96,7 @@ def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: 
                 on_progress: Callable[[str], None], *, nocache: bool = False) -> BuiltImage:
     """Build `entry` as `entry.ref`; `on_progress` gets each line of the build's output.
 
-    Raises ImageBuildError with the engine's message and the last lines of output when a
+    Raises BuildError with the engine's message and the last lines of output when a
     step fails. `nocache` rebuilds every layer.
     """
     with tempfile.TemporaryDirectory(prefix="dockyard-build-") as tmp:
@@ -106,7 +111,7 @@ def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: 
             if "error" in item:
                 detail = item.get("errorDetail", {}).get("message") or item["error"]
                 tail = "\n".join(last_lines[-15:])
-                raise ImageBuildError(f"building {entry.ref} failed: {detail.strip()}\n{tail}")
+                raise BuildError(f"building {entry.ref} failed: {detail.strip()}\n{tail}")
             for line in str(item.get("stream", "")).splitlines():
                 line = line.strip()
                 if line:
