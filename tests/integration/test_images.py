@@ -1,6 +1,7 @@
 """The catalog in the API, driver-aware placement, saved images, the image cache."""
 
 import json
+import time
 import textwrap
 
 import pytest
@@ -154,3 +155,21 @@ def test_admin_prepares_images_on_nodes_with_progress(server):
     assert missing.returncode == 1 and "not found" in missing.stderr
     denied = server.cli("admin", "images", "pull", "debian-12", token_of="alice")
     assert denied.returncode == 1 and "admin" in denied.stderr
+
+
+def test_a_failed_save_leaves_no_image_row_and_says_why(server, docker_client):
+    api = server.alice
+    instance = api.post("/instances", json={"image": "debian-12", "gpu_count": 0}).json()
+    wait_status(api, instance["id"], "running")
+    api.post(f"/instances/{instance['id']}/stop").raise_for_status()
+    wait_status(api, instance["id"], "stopped")
+    docker_client.containers.get(f"dy-{server.deployment}-{instance['id']}").remove(force=True)
+    assert api.post(f"/instances/{instance['id']}/save", json={"name": "doomed"}).status_code == 202
+    for _ in range(50):
+        if api.get("/images/doomed:latest").status_code == 404:
+            break
+        time.sleep(0.2)
+    assert api.get("/images/doomed:latest").status_code == 404
+    causes = [e["cause"] for e in api.get(f"/instances/{instance['id']}/events").json()]
+    assert any(c.startswith("saving image alice/doomed:latest failed") for c in causes), causes
+    api.delete(f"/instances/{instance['id']}").raise_for_status()

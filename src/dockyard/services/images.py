@@ -14,7 +14,7 @@ from dockyard.core import catalog
 from dockyard.core.catalog import CatalogEntry
 from dockyard.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dockyard.core.states import Status
-from dockyard.db.models import Image, Instance, NodeImage, User, utcnow
+from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services.platform import Platform
 
@@ -95,6 +95,7 @@ def sync_catalog(platform: Platform, entries: list[CatalogEntry]) -> None:
 
 def refresh_cache(platform: Platform) -> None:
     """Record which node holds which image, and make found catalog images ready."""
+    heal_interrupted(platform)
     with platform.sessions.begin() as db:
         images = [(i.id, i.ref, i.status) for i in db.scalars(select(Image).where(Image.status.in_(["ready", "absent"])))]
     for node, runtime in list(platform.runtimes.items()):
@@ -243,14 +244,36 @@ def finish_save(platform: Platform, image_id: int, instance: Instance) -> None:
                        labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
         info = runtime.image_info(image.ref)
     except RuntimeError_ as exc:
+        # Nothing half-made: no row without an image. The reason goes to the instance's events.
         with platform.sessions.begin() as db:
-            row = db.get(Image, image_id)
-            row.status, row.status_reason = "failed", str(exc)
+            db.delete(db.get(Image, image_id))
+            current = db.get(Instance, instance.id).status
+            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=current,
+                                 cause=f"saving image {image.name} failed: {exc}"))
         return
     with platform.sessions.begin() as db:
         _record_on_node(db, instance.node_name, image_id, info.id, info.size_bytes)
         row = db.get(Image, image_id)
         row.status, row.status_reason = "ready", None
+
+
+def heal_interrupted(platform: Platform) -> None:
+    """After a crash: a save that left its image becomes ready, one that did not is
+    dropped; a build that never finished leaves its catalog entry absent."""
+    with platform.sessions.begin() as db:
+        for image in db.scalars(select(Image).where(Image.status == "building")):
+            image.status = "absent"
+        saving = [(i.id, i.ref, db.get(Instance, i.source_instance_id).node_name)
+                  for i in db.scalars(select(Image).where(Image.status == "saving"))]
+    for image_id, ref, node in saving:
+        runtime = platform.runtimes.get(node)
+        info = runtime.image_info(ref) if runtime else None
+        with platform.sessions.begin() as db:
+            if info:
+                _record_on_node(db, node, image_id, info.id, info.size_bytes)
+                db.get(Image, image_id).status = "ready"
+            elif runtime:
+                db.delete(db.get(Image, image_id))
 
 
 def delete_image(platform: Platform, user: User, name: str) -> None:
