@@ -83,7 +83,7 @@ def env_check(result: dict | None) -> None:
         console.print(f"[bold]{'check':>10}[/bold]  [red]{result['error']}[/red]")
         return
     verdict = "[green]ok[/green]" if result.get("ok") else "[red]problem[/red]"
-    gpus = f"{result.get('gpu_count', 0)} visible" + (", usable" if result.get("gpus_usable") else "")
+    gpus = f"{result.get('gpu_count', 0)} visible" + (", usable" if result.get("gpu_count") and result.get("gpus_usable") else "")
     if result.get("simulated"):
         gpus += " (simulated: assigned, no devices)"
     console.print(f"[bold]{'check':>10}[/bold]  {verdict}: python {result.get('python')}, "

@@ -105,9 +105,6 @@ class DockerRuntime:
         return [v.name for v in self.client.volumes.list(filters=filters)]
 
     def create(self, spec: ContainerSpec) -> str:
-        device_requests = None
-        if spec.real_gpus and spec.gpu_uuids:
-            device_requests = [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
         try:
             container = self.client.containers.create(
                 spec.image,
@@ -118,7 +115,7 @@ class DockerRuntime:
                 labels=spec.labels,
                 network=spec.network,
                 volumes={name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()},
-                device_requests=device_requests,
+                device_requests=device_requests(spec),
                 nano_cpus=spec.nano_cpus or None,
                 mem_limit=spec.memory_bytes or None,
                 memswap_limit=spec.memory_bytes or None,
@@ -209,6 +206,14 @@ class DockerRuntime:
             pass
         except APIError as exc:
             raise _error(exc) from exc
+
+
+def device_requests(spec: ContainerSpec) -> list[DeviceRequest] | None:
+    """Real GPUs go through the NVIDIA runtime by UUID, exactly those assigned; simulated
+    ones exist only as environment values, so they ask for no device."""
+    if not (spec.real_gpus and spec.gpu_uuids):
+        return None
+    return [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
 
 
 def _info(data: dict) -> ContainerInfo:
