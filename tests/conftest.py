@@ -1,7 +1,16 @@
+import os
+import time
+from pathlib import Path
+
 import docker
 import pytest
+from docker.errors import ImageNotFound
 
-from tests.harness import BASE_IMAGE, Server
+from dockyard.core.catalog import find, load_catalog
+from dockyard.runtimes.image_build import build_image, recipe_dir
+from tests.harness import BASE_IMAGE, HOST_CA_BUNDLE, Server
+
+PYTORCH_ENTRY = "pytorch-2.13-cpu"
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +31,22 @@ def server(docker_client):
     srv.bob = srv.add_user("bob")
     yield srv
     srv.close()
+
+
+@pytest.fixture(scope="session")
+def pytorch_image(docker_client):
+    """The offline PyTorch CPU image, built once per machine (Docker keeps it);
+    DOCKYARD_REBUILD_IMAGES=1 rebuilds it after a change to the recipe."""
+    entry = find(load_catalog(), PYTORCH_ENTRY)
+    try:
+        docker_client.images.get(entry.ref)
+        if os.environ.get("DOCKYARD_REBUILD_IMAGES") != "1":
+            return docker_client.images.get(entry.ref)
+    except ImageNotFound:
+        pass
+    started = time.monotonic()
+    ca = Path(HOST_CA_BUNDLE)
+    built = build_image(docker.from_env(timeout=600), entry, recipe_dir(), ca if ca.is_file() else None,
+                        lambda line: print(line, flush=True))
+    print(f"built {built.ref} in {time.monotonic() - started:.0f} s, {built.size_bytes} bytes")
+    return docker_client.images.get(entry.ref)

@@ -49,6 +49,8 @@ class Server:
     def __init__(self, simulated_gpus: str = "A100-80GB:4,RTX-4090:2", **settings: str):
         self.home = Path(tempfile.mkdtemp(prefix="dockyard-test-"))
         self.port = free_port()
+        # Each test server publishes SSH ports from its own block, so servers never collide.
+        ssh_base = 20000 + (self.port % 200) * 150
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -58,6 +60,8 @@ class Server:
             "DOCKYARD_PORT": str(self.port),
             "DOCKYARD_RECONCILE_INTERVAL_S": "1",
             "DOCKYARD_STOP_TIMEOUT_S": "2",
+            "DOCKYARD_SSH_PORT_MIN": str(ssh_base),
+            "DOCKYARD_SSH_PORT_MAX": str(ssh_base + 149),
             "XDG_CONFIG_HOME": str(self.home / "cli-config"),
             **({"DOCKYARD_BUILD_CA_BUNDLE": HOST_CA_BUNDLE} if Path(HOST_CA_BUNDLE).exists() else {}),
             **{f"DOCKYARD_{k.upper()}": v for k, v in settings.items()},

@@ -5,7 +5,8 @@
 # From the environment the platform injects:
 #   DOCKYARD_AUTHORIZED_KEYS   public keys, one a line -> /root/.ssh/authorized_keys
 #   DOCKYARD_SSH_PASSWORD      optional root password; without it SSH is key-only
-#   DOCKYARD_JUPYTER_TOKEN     JupyterLab's token; JupyterLab starts only when it is set
+#   DOCKYARD_JUPYTER_TOKEN     the secret the platform's proxy sends (header
+#                              X-Dockyard-Proxy-Secret); JupyterLab starts only when it is set
 #   DOCKYARD_JUPYTER_BASE_URL  default /
 #   DOCKYARD_JUPYTER_PORT      default 8888
 #
@@ -92,16 +93,20 @@ start_jupyter() {
     fi
     local base_url=${DOCKYARD_JUPYTER_BASE_URL:-/} port=${DOCKYARD_JUPYTER_PORT:-8888}
     case $base_url in /*) ;; *) base_url=/$base_url ;; esac
-    # The token goes through the environment (JUPYTER_TOKEN), not argv, so `ps` and the
-    # logs never show it (Jupyter prints "?token=..." for a token it did not generate).
+    # JupyterLab trusts only the platform's proxy (dockyard_jupyter_auth): it has no token
+    # of its own, so none is written into its pages. The secret goes through the
+    # environment, not argv, so `ps` and the logs never show it.
     (
-        export JUPYTER_TOKEN=$DOCKYARD_JUPYTER_TOKEN
-        unset DOCKYARD_JUPYTER_TOKEN DOCKYARD_AUTHORIZED_KEYS
+        export DOCKYARD_JUPYTER_SECRET=$DOCKYARD_JUPYTER_TOKEN
+        export PYTHONPATH=/opt/dockyard${PYTHONPATH:+:$PYTHONPATH}
+        unset DOCKYARD_JUPYTER_TOKEN DOCKYARD_AUTHORIZED_KEYS JUPYTER_TOKEN
         cd /root || exit 1
         supervise jupyter /opt/venv/bin/jupyter lab --ip=0.0.0.0 --port="$port" \
             --allow-root --no-browser --ServerApp.root_dir=/root \
             --ServerApp.base_url="$base_url" --ServerApp.terminals_enabled=True \
-            --ServerApp.allow_remote_access=True --ServerApp.port_retries=0
+            --ServerApp.allow_remote_access=True --ServerApp.port_retries=0 \
+            --ServerApp.identity_provider_class=dockyard_jupyter_auth.ProxyIdentityProvider \
+            --IdentityProvider.token=
     ) &
     log "JupyterLab starting on port $port, base URL $base_url"
 }

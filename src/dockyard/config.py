@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -43,9 +44,20 @@ class NodeConfig(BaseModel):
     tls_key: str | None = None
     # Declared GPUs for hosts without NVIDIA GPUs ("A100-80GB:4@550.54.15").
     simulated_gpus: str | None = None
+    # The address users reach this node's SSH ports at (default: the host of `url`, or
+    # the server's public_host for a local socket).
+    public_host: str | None = None
     # Shares of the host given to each GPU; default: the host's divided by its GPUs.
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+
+    def ssh_host(self) -> str:
+        """Where users connect to this node's published SSH ports."""
+        if self.public_host:
+            return self.public_host
+        if self.url.startswith(("tcp://", "ssh://")):
+            return urlparse(self.url).hostname or "127.0.0.1"
+        return "127.0.0.1"
 
     @field_validator("url")
     @classmethod
@@ -79,6 +91,16 @@ class Settings(BaseSettings):
     pids_limit: int = Field(default=8192, gt=0)
     stop_timeout_s: int = Field(default=10, ge=0)
 
+    # Each user's private bridge network on a node is a subnet of this pool.
+    network_pool: str = "10.213.0.0/16"
+    network_prefix: int = Field(default=24, ge=8, le=29)
+
+    # SSH into instances: each gets a port of this range on its node, bound to ssh_bind.
+    public_host: str = "127.0.0.1"
+    ssh_bind: str = "0.0.0.0"
+    ssh_port_min: int = Field(default=20000, ge=1, le=65535)
+    ssh_port_max: int = Field(default=29999, ge=1, le=65535)
+
     # The image catalog, and a CA bundle that image builds trust (TLS-intercepting proxies).
     catalog_path: Path | None = None
     build_ca_bundle: Path | None = None
@@ -86,9 +108,31 @@ class Settings(BaseSettings):
     max_saved_images: int = Field(default=10, ge=0)
     max_saved_images_gb: float = Field(default=100.0, ge=0)
 
+    # Billing (issue 5, docs/billing.md). Amounts are decimal strings in the currency.
+    currency: str = "CNY"
+    billing_enabled: bool = True
+    min_balance_minutes: float = Field(default=10, ge=0)
+    low_balance_threshold: str = "10"
+    credit_limit: str = "0"
+    free_data_disk_gb: int = Field(default=50, ge=0)
+    settle_interval_s: float = Field(default=30.0, gt=0, le=60)
+    settle_lag_s: float = Field(default=2.0, ge=0)
+    storage_period_s: int = Field(default=86400, gt=0)
+    settle_chunk: int = Field(default=2000, gt=0)
+    billing_crash_after_chunks: int | None = None  # fault injection for tests: SIGKILL itself
+
+    # Clusters (issue 6, docs/distributed.md): at most this many members; each cluster's
+    # private network is a subnet of this pool; overlay (cross-engine) traffic encrypted
+    # with IPsec when cluster_network_encrypted (slower).
+    max_cluster_nodes: int = Field(default=16, ge=1, le=100)
+    cluster_network_pool: str = "10.214.0.0/16"
+    cluster_network_encrypted: bool = False
+
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    activity_interval_s: float = Field(default=60.0, gt=0)
     max_body_bytes: int = 256 * 1024
     workers: int = Field(default=16, gt=0)
+    api_threads: int = Field(default=200, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -118,6 +162,7 @@ class Settings(BaseSettings):
                     simulated_gpus=self.simulated_gpus,
                     cpus_per_gpu=self.cpus_per_gpu,
                     memory_per_gpu_gb=self.memory_per_gpu_gb,
+                    public_host=self.public_host,
                 ),
             )
         return nodes

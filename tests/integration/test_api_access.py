@@ -1,7 +1,6 @@
 """Authentication and ownership: users see and act on only their own instances."""
 
 import httpx
-import pytest
 
 from tests.harness import wait_status
 
@@ -42,6 +41,8 @@ def test_other_users_instances_answer_404_everywhere(server):
             ("GET", f"/instances/{key}/events", None),
             ("GET", f"/instances/{key}/logs", None),
             ("POST", f"/instances/{key}/exec", {"command": ["true"]}),
+            ("POST", f"/instances/{key}/save", {"name": "stolen"}),
+            ("POST", f"/instances/{key}/check", None),
             ("POST", f"/instances/{key}/stop", None),
             ("POST", f"/instances/{key}/start", None),
             ("DELETE", f"/instances/{key}", None),

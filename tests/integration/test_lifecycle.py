@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from tests.harness import wait_status
 

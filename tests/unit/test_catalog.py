@@ -11,14 +11,14 @@ from dockyard.core.catalog import (
     build_args,
     default_catalog_path,
     default_entry,
-    driver_supports,
     load_catalog,
     parse_catalog,
     required_driver,
     validate,
 )
 from dockyard.core.errors import InvalidInput
-from dockyard.runtimes.image_build import BuiltImage, ImageBuildError, build_image, matching_wheels, recipe_dir
+from dockyard.core.gpus import driver_runs
+from dockyard.runtimes.image_build import BuiltImage, BuildError, build_image, matching_wheels, recipe_dir
 
 DOCKERFILE = recipe_dir() / "Dockerfile"
 
@@ -173,16 +173,16 @@ def test_required_driver_refuses_nonsense():
             required_driver(cuda)
 
 
-def test_driver_supports(catalog):
-    by_name = {e.name: e for e in catalog}
+def test_driver_runs_catalog_entries(catalog):
+    by_name = {e.name: e.min_driver for e in catalog}
     cu130, cu128, cpu = by_name["pytorch-2.9-cu130"], by_name["pytorch-2.9-cu128"], by_name["pytorch-2.13-cpu"]
-    assert not driver_supports("550.54.15", cu130)
-    assert driver_supports("580.95.05", cu130)
-    assert driver_supports("525.60.13", cu128)
-    assert not driver_supports("520.61.05", cu128)
-    assert driver_supports("470.82.01", cpu)
+    assert not driver_runs("550.54.15", cu130)
+    assert driver_runs("580.95.05", cu130)
+    assert driver_runs("525.60.13", cu128)
+    assert not driver_runs("520.61.05", cu128)
+    assert driver_runs("470.82.01", cpu)
     # A node without a driver (no GPUs) runs any image, on the CPU.
-    assert driver_supports(None, cu130) and driver_supports(None, cpu)
+    assert driver_runs(None, cu130) and driver_runs(None, cpu)
 
 
 # --- build_image, against a fake engine ---------------------------------------------------
@@ -250,5 +250,5 @@ def test_build_image_raises_on_an_error_item(catalog):
     engine = FakeEngine([{"stream": "Step 5/9 : RUN apt-get update\n"},
                          {"error": "The command returned a non-zero code: 1",
                           "errorDetail": {"message": "The command returned a non-zero code: 1"}}])
-    with pytest.raises(ImageBuildError, match=r"building dockyard/pytorch:2.9.1-cu128 failed: The command"):
+    with pytest.raises(BuildError, match=r"building dockyard/pytorch:2.9.1-cu128 failed: The command"):
         build_image(engine, default_entry(catalog), recipe_dir(), None, lambda line: None)

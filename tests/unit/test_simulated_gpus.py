@@ -42,13 +42,18 @@ def test_driver_suffix_sets_driver_and_cuda():
     assert {g.cuda_version for g in gpus} == {"12.4"}
 
 
-def test_driver_applies_per_part():
+def test_a_driver_applies_to_the_whole_node():
     gpus = parse_simulated_gpus("H100:1@535.104.05, L4:2", "n1")
     assert [(g.model, g.driver_version, g.cuda_version) for g in gpus] == [
         ("H100", "535.104.05", "12.2"),
-        ("L4", DEFAULT_SIMULATED_DRIVER, "13.0"),
-        ("L4", DEFAULT_SIMULATED_DRIVER, "13.0"),
+        ("L4", "535.104.05", "12.2"),
+        ("L4", "535.104.05", "12.2"),
     ]
+
+
+def test_two_drivers_on_one_node_are_refused():
+    with pytest.raises(InvalidInput, match="one NVIDIA driver"):
+        parse_simulated_gpus("H100:1@535.104.05,L4:2@550.54.15", "n1")
 
 
 def test_count_defaults_to_one_and_blank_parts_are_skipped():

@@ -57,8 +57,8 @@ def test_transitional_statuses_have_a_way_out():
 
 
 def test_holds_gpus():
-    assert HOLDS_GPUS == {Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING}
-    for status in (Status.STOPPED, Status.FAILED, Status.RELEASING, Status.RELEASED):
+    assert HOLDS_GPUS == {Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING}
+    for status in (Status.STOPPED, Status.FAILED, Status.RELEASED):
         assert status not in HOLDS_GPUS
 
 

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+
+import anyio
+import httpx
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from dockyard.api.routers import auth, images, instances, market
+from dockyard.access import routes as proxy_routes
+from dockyard.api.routers import access, auth, images, instances, keys, market
+from dockyard.api.routers import billing as billing_router  # issue 5
+from dockyard.api.routers import clusters as clusters_router  # issue 6
+from dockyard.background.metering import Metering  # issue 5
+from dockyard.background.activity import ActivityWatch
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
@@ -73,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Long-polls, log follows and build streams each hold a worker thread: allow many.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         platform = open_platform(settings)
         image_service.load_catalog(platform)
         connect_nodes(platform)
@@ -80,9 +90,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         driver = Driver(platform)
         reconciler = Reconciler(platform, driver)
         reconciler.start()  # its first pass, at once, heals whatever a crash left
+        metering = Metering(platform, driver)  # issue 5: settles usage at least every minute
+        metering.start()
+        activity = ActivityWatch(platform, settings.activity_interval_s)
+        activity.start()
         app.state.platform, app.state.driver = platform, driver
+        # One pooled client for all proxied traffic; no read timeout (Jupyter long-polls).
+        app.state.proxy_client = httpx.AsyncClient(
+            timeout=httpx.Timeout(30, read=None), limits=httpx.Limits(max_connections=500), follow_redirects=False)
         yield
+        await app.state.proxy_client.aclose()
         reconciler.stop()
+        activity.stop()
+        metering.stop()  # issue 5
         driver.shutdown()
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
@@ -100,8 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _invalid(_request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
-    for router in (auth.router, market.router, images.router, instances.router):
+    for router in (auth.router, market.router, images.router, instances.router, keys.router, access.router,
+                   billing_router.router, clusters_router.router):  # clusters: issue 6
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(proxy_routes.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -38,6 +38,7 @@ class CreateInstance(Strict):
     env: dict[str, str] = Field(default_factory=dict, max_length=128)
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
+    ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
 
     @field_validator("env")
     @classmethod
@@ -48,6 +49,19 @@ class CreateInstance(Strict):
             if len(value) > 8192 or "\x00" in value:
                 raise ValueError(f"the value of {key} is too long or holds a NUL byte")
         return env
+
+
+class KeyIn(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    public_key: str = Field(min_length=1, max_length=16384)
+
+
+class KeyOut(BaseModel):
+    name: str
+    fingerprint: str
+    key_type: str
+    bits: int
+    created_at: datetime
 
 
 class StartInstance(Strict):
@@ -86,9 +100,17 @@ class InstanceOut(BaseModel):
     command: str | None
     data_disk_gb: int
     env_check: dict | None
+    ssh_command: str | None = None
+    last_ssh_at: datetime | None = None
+    last_jupyter_at: datetime | None = None
+    # Only in the answer to the create that asked for it: never shown again.
+    ssh_password: str | None = None
     created_at: datetime
     started_at: datetime | None
     updated_at: datetime
+    # Billing (issue 5): the price per hour in its current mode, and what was charged so far.
+    price_per_hour: str | None = None
+    cost_so_far: str | None = None
 
 
 class EventOut(BaseModel):

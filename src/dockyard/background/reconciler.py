@@ -15,6 +15,7 @@ from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
+from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def _live_instances(platform: Platform) -> dict[str, Instance]:
 
 
 def reconcile_once(platform: Platform, driver: Driver) -> None:
+    connect_nodes(platform, only_missing=True)  # a node that was down comes back
     for instance in _live_instances(platform).values():
         if Status(instance.status) in TRANSITIONAL and not driver.busy(instance.id):
             driver.kick(instance.id)
@@ -34,6 +36,11 @@ def reconcile_once(platform: Platform, driver: Driver) -> None:
             _check_node(platform, driver, runtime, node)
         except Exception:
             log.exception("reconciling node %s failed; next pass retries", node)
+    try:  # issue 6: a released cluster's network goes once its members' containers have
+        from dockyard.services.clusters import reap
+        reap(platform)
+    except Exception:
+        log.exception("reaping cluster networks failed; next pass retries")
 
 
 def _check_node(platform, driver, runtime, node: str) -> None:
@@ -48,14 +55,15 @@ def _check_node(platform, driver, runtime, node: str) -> None:
         if owner is None or owner.node_name != node:
             log.info("removing container %s: it belongs to no live instance", container.name)
             runtime.remove(container.id)
-        elif (
-            owner.container_id
-            and owner.container_id != container.id
-            and Status(owner.status) not in TRANSITIONAL
-            and not driver.busy(owner.id)
-        ):
+        elif Status(owner.status) in TRANSITIONAL or driver.busy(owner.id):
+            continue  # the driver is on it
+        elif owner.container_id and owner.container_id != container.id:
             log.info("removing container %s: instance %s has another", container.name, owner.id)
             runtime.remove(container.id)
+        elif owner.status != Status.RUNNING and container.running:
+            # Running without the GPUs it was given: stop it before anyone else gets them.
+            log.info("stopping container %s: instance %s is %s", container.name, owner.id, owner.status)
+            runtime.stop(container.id, timeout=platform.settings.stop_timeout_s)
 
     for instance in instances.values():
         if instance.node_name != node or instance.status != Status.RUNNING or driver.busy(instance.id):
@@ -67,11 +75,12 @@ def _check_node(platform, driver, runtime, node: str) -> None:
         info = runtime.inspect(instance.container_id) if instance.container_id else None
         if info is None:
             transition(platform, instance.id, Status.RUNNING, Status.FAILED,
-                       "the container vanished from the node")
+                       "the container vanished from the node", expected_container=instance.container_id)
         elif not info.running:
             why = "out of memory" if info.oom_killed else f"exit code {info.exit_code}"
             transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
-                       f"the container's command ended ({why}); GPUs returned")
+                       f"the container's command ended ({why}); GPUs returned",
+                       expected_container=instance.container_id)
 
     live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
     for volume in volumes:

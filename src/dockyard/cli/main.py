@@ -11,6 +11,7 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.admin import admin
+from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
 from dockyard.cli.images import images_app
 from dockyard.cli.client import Client, CliError, save_credentials, server_url
 
@@ -18,6 +19,16 @@ app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_hel
                   pretty_exceptions_enable=False)
 app.add_typer(admin, name="admin")
 app.add_typer(images_app, name="images")
+app.add_typer(keys_app, name="keys")
+app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(ssh)
+app.command("ssh-config")(ssh_config)
+app.command("jupyter")(jupyter)
+app.add_typer(ports_app, name="ports")
+from dockyard.cli import billing as _billing  # noqa: E402  issue 5
+app.command("balance")(_billing.balance)
+app.command("bill")(_billing.bill)
+from dockyard.cli.clusters import clusters_app  # noqa: E402  issue 6
+app.add_typer(clusters_app, name="cluster")
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
@@ -104,14 +115,18 @@ def create(
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
     command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
     data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
+    ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
     wait: bool = typer.Option(False, "--wait", help="wait until it is running"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Rent an instance."""
     client = Client()
     body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": _parse_env(env),
-            "command": command, "data_disk_gb": data_disk}
-    _finish(client, client.post("/instances", body), wait, ["running"], as_json)
+            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password}
+    created = client.post("/instances", body)
+    if created.get("ssh_password") and not as_json:
+        render.console.print(f"root password (shown once): {created['ssh_password']}", highlight=False)
+    _finish(client, created, wait, ["running"], as_json)
 
 
 @app.command("ls")

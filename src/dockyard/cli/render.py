@@ -62,6 +62,7 @@ def instance(data: dict, events: list[dict]) -> None:
         ("node", data["node"]), ("image", data["image"]), ("gpus", gpus_text(data)),
         ("data disk", f"{data['data_disk_gb']} GB at /root/data"),
         ("command", data["command"] or "(image default: sleep)"),
+        ("ssh", data.get("ssh_command") or "-"),
         ("env", ", ".join(data["env"]) or "-"),
         ("created", when(data["created_at"])), ("started", when(data["started_at"])),
     ]

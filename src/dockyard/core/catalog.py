@@ -185,21 +185,6 @@ def default_entry(entries: list[CatalogEntry]) -> CatalogEntry:
     return next(entry for entry in entries if entry.default)
 
 
-def driver_supports(node_driver_version: str | None, entry: CatalogEntry) -> bool:
-    """Whether a node whose driver is `node_driver_version` (e.g. '550.54.15') runs `entry`.
-
-    None means the node has no NVIDIA driver (no GPUs): any image still runs there, on
-    the CPU, so the answer is True.
-    """
-    if node_driver_version is None:
-        return True
-    try:
-        branch = int(str(node_driver_version).split(".")[0])
-    except ValueError:
-        raise InvalidInput(f"driver version {node_driver_version!r} is not like '550.54.15'") from None
-    return branch >= entry.min_driver
-
-
 def build_args(entry: CatalogEntry) -> dict[str, str]:
     """The build args of images/pytorch-cuda/Dockerfile for one entry."""
     build = entry.build

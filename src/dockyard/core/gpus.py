@@ -60,6 +60,12 @@ def driver_branch(driver_version: str | None) -> int:
     return int(driver_version.split(".")[0]) if driver_version else 0
 
 
+def driver_runs(driver_version: str | None, min_driver: int) -> bool:
+    """Whether a node with this driver runs an image that needs `min_driver`. A node
+    without a driver has no GPUs: anything runs there, on the CPU."""
+    return driver_version is None or driver_branch(driver_version) >= min_driver
+
+
 def max_cuda_for_driver(driver_version: str) -> str:
     """The newest CUDA version a driver runs, e.g. '550.54.15' -> '12.4'."""
     branch = driver_branch(driver_version)
@@ -82,25 +88,35 @@ def memory_for_model(model: str) -> int:
 def parse_simulated_gpus(spec: str, node: str) -> list[GpuFacts]:
     """Parse 'A100-80GB:4,RTX-4090:2@550.54.15' into simulated GPUs of one node.
 
-    UUIDs are derived from node, model and index so they stay the same across restarts.
+    A node has one NVIDIA driver: a driver named on any part applies to all its GPUs,
+    and two different ones are refused. UUIDs are derived from node, model and index so
+    they stay the same across restarts.
     """
-    gpus: list[GpuFacts] = []
+    parts: list[tuple[str, int]] = []
+    drivers: set[str] = set()
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
         model_count, _, driver = part.partition("@")
         model, sep, count_text = model_count.partition(":")
-        model = model.strip()
-        driver = driver.strip() or DEFAULT_SIMULATED_DRIVER
+        model, driver = model.strip(), driver.strip()
         if not _MODEL_RE.match(model):
             raise InvalidInput(f"simulated GPUs: bad model name {model!r} in {spec!r}")
         if not sep:
             count_text = "1"
         if not count_text.strip().isdecimal() or int(count_text) < 1:
             raise InvalidInput(f"simulated GPUs: bad count {count_text!r} for {model} in {spec!r}")
-        if not _DRIVER_RE.match(driver):
-            raise InvalidInput(f"simulated GPUs: bad driver version {driver!r} in {spec!r}")
-        for _ in range(int(count_text)):
+        if driver:
+            if not _DRIVER_RE.match(driver):
+                raise InvalidInput(f"simulated GPUs: bad driver version {driver!r} in {spec!r}")
+            drivers.add(driver)
+        parts.append((model, int(count_text)))
+    if len(drivers) > 1:
+        raise InvalidInput(f"simulated GPUs: one node has one NVIDIA driver, {spec!r} names {len(drivers)}")
+    driver = drivers.pop() if drivers else DEFAULT_SIMULATED_DRIVER
+    gpus: list[GpuFacts] = []
+    for model, count in parts:
+        for _ in range(count):
             index = len(gpus)
             gpus.append(
                 GpuFacts(

@@ -20,8 +20,9 @@ class Status(StrEnum):
 
 # Statuses in which the platform owes the engines some work.
 TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Status.RELEASING})
-# Statuses in which an instance holds GPUs.
-HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING})
+# Statuses in which an instance holds GPUs: until its container is really gone or
+# stopped, so no other container can get them meanwhile.
+HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING}),

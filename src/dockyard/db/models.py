@@ -72,10 +72,48 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SshKey(Base):
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"), UniqueConstraint("user_id", "name"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    key_type: Mapped[str] = mapped_column(String(16))
+    bits: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BrowserSession(Base):
+    """A signed-in browser (HttpOnly cookie), apart from the API's bearer tokens."""
+
+    __tablename__ = "browser_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class ServicePort(Base):
+    """An HTTP port of an instance exposed at /instances/<id>/ports/<port>/: private to
+    its owner, or shared by an unguessable link (stored hashed) until revoked."""
+
+    __tablename__ = "service_ports"
+    __table_args__ = (UniqueConstraint("instance_id", "port"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    port: Mapped[int] = mapped_column(Integer)
+    share_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Node(Base):
     __tablename__ = "nodes"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     url: Mapped[str] = mapped_column(String(255))
+    public_host: Mapped[str | None] = mapped_column(String(255))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     status_reason: Mapped[str | None] = mapped_column(Text)
     cpus: Mapped[float] = mapped_column(Float, default=0)
@@ -145,6 +183,15 @@ class Instance(Base):
     __tablename__ = "instances"
     __table_args__ = (
         # Names are unique per user among instances that are not released.
+        # A node's SSH port belongs to one live instance.
+        Index(
+            "uq_instances_node_ssh_port_live",
+            "node_name",
+            "ssh_port",
+            unique=True,
+            sqlite_where=text("status != 'released'"),
+            postgresql_where=text("status != 'released'"),
+        ),
         Index(
             "uq_instances_owner_name_live",
             "owner_id",
@@ -166,7 +213,7 @@ class Instance(Base):
     # True while started with --no-gpu: it holds no GPUs and gets the small share.
     no_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
     env: Mapped[dict] = mapped_column(JSON, default=dict)
-    command: Mapped[list | None] = mapped_column(JSON)
+    command: Mapped[str | None] = mapped_column(JSON)  # a shell command line
     data_disk_gb: Mapped[int] = mapped_column(Integer)
     # The container now holding the system disk, and the GPUs it was created with.
     container_id: Mapped[str | None] = mapped_column(String(80))
@@ -177,6 +224,16 @@ class Instance(Base):
     env_check: Mapped[dict | None] = mapped_column(JSON)
     # JupyterLab's token inside the instance: a secret the platform never shows.
     jupyter_token: Mapped[str | None] = mapped_column(String(64))
+    # The node's port published to the container's sshd, and an optional root password
+    # (shown once, at creation).
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    ssh_password: Mapped[str | None] = mapped_column(String(64))
+    # Last use through the access paths (the auto-stop rules read these).
+    last_ssh_at: Mapped[datetime | None] = mapped_column()
+    last_jupyter_at: Mapped[datetime | None] = mapped_column()
+    # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
+    cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    cluster_rank: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
@@ -201,3 +258,33 @@ class InstanceEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(Text)
+
+
+# Billing tables (issue 5) live in their own module; imported here so the metadata holds them.
+from dockyard.db import billing_models  # noqa: E402,F401
+
+
+class Cluster(Base):
+    """Issue 6: K instances (its members) placed together on a private network of their own."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (
+        Index("uq_clusters_owner_name_live", "owner_id", "name", unique=True,
+              sqlite_where=text("status != 'released'"), postgresql_where=text("status != 'released'")),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    members: Mapped[int] = mapped_column(Integer)
+    gpus_per_member: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
+    status: Mapped[str] = mapped_column(String(16), default="live")  # live, releasing, released
+    # "bridge" on one engine, "overlay" (Docker swarm) across engines; the node whose
+    # engine creates the network, and its subnet (members' addresses are fixed in it).
+    network_driver: Mapped[str] = mapped_column(String(16))
+    network_node: Mapped[str] = mapped_column(String(64))
+    subnet: Mapped[str | None] = mapped_column(String(64))
+    master_port: Mapped[int] = mapped_column(Integer, default=29500)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column()

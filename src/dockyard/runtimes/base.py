@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-# Optional abilities a backend may declare, so callers ask instead of catching errors.
-CAN_COMMIT = "commit"  # save a container's filesystem as an image
-CAN_REAL_GPUS = "real_gpus"  # pass NVIDIA GPUs through a device request
-
-
 class RuntimeError_(Exception):
     """An engine refused or failed an operation."""
+
+
+class ContainerGone(RuntimeError_):
+    """The container that holds an instance's system disk is not on its node any more."""
 
 
 @dataclass
@@ -24,12 +23,16 @@ class ContainerSpec:
     hostname: str
     network: str  # network id
     volumes: dict[str, str]  # volume name -> mount point
+    ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
     gpu_uuids: list[str] = field(default_factory=list)
     real_gpus: bool = False  # device request for gpu_uuids (else env values only)
     nano_cpus: int = 0
     memory_bytes: int = 0
     pids_limit: int = 0
     shm_bytes: int = 0
+    # Issue 6: names the container answers to on `network`, and a fixed address there.
+    aliases: list[str] = field(default_factory=list)
+    ipv4_address: str | None = None
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ContainerInfo:
     exit_code: int | None = None
     error: str | None = None
     oom_killed: bool = False
+    ip: str | None = None  # on its (first) network
 
     @property
     def running(self) -> bool:
@@ -60,8 +64,6 @@ class HostResources:
 
 
 class Runtime(Protocol):
-    capabilities: frozenset[str]
-
     def resources(self) -> HostResources: ...
     def image_exists(self, ref: str) -> bool: ...
     def image_info(self, ref: str) -> ImageInfo | None: ...

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from typing import Callable, Iterator
 
 import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.tls import TLSConfig
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, IPAMConfig, IPAMPool, Ulimit
 
 from dockyard.config import NodeConfig
 from dockyard.runtimes.base import (
-    CAN_COMMIT,
-    CAN_REAL_GPUS,
     ContainerInfo,
     ContainerSpec,
     HostResources,
@@ -27,9 +26,9 @@ def _error(exc: APIError) -> RuntimeError_:
 
 
 class DockerRuntime:
-    capabilities = frozenset({CAN_COMMIT, CAN_REAL_GPUS})
-
-    def __init__(self, node: NodeConfig, timeout: int = 120):
+    def __init__(self, node: NodeConfig, network_pool: str = "10.213.0.0/16", network_prefix: int = 24,
+                 timeout: int = 120):
+        self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.tls_cert or node.tls_ca:
             client_cert = (node.tls_cert, node.tls_key) if node.tls_cert else None
@@ -48,11 +47,7 @@ class DockerRuntime:
         return HostResources(cpus=float(info["NCPU"]), memory_bytes=int(info["MemTotal"]))
 
     def image_exists(self, ref: str) -> bool:
-        try:
-            self.client.images.get(ref)
-            return True
-        except ImageNotFound:
-            return False
+        return self.image_info(ref) is not None
 
     def image_info(self, ref: str) -> ImageInfo | None:
         try:
@@ -80,11 +75,30 @@ class DockerRuntime:
             found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
             if found:
                 return min(found, key=lambda n: n.attrs["Created"]).id
-            try:
-                # A bridge of its own per user: Docker drops traffic between bridges.
-                return self.client.networks.create(name, driver="bridge", labels=labels).id
-            except APIError as exc:
-                raise _error(exc) from exc
+            # Docker's default pools hold only a few dozen bridges: take small ones from ours.
+            for attempt in range(3):
+                subnet = self._free_subnet()
+                ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))])
+                try:
+                    # A bridge of its own per user: Docker drops traffic between bridges.
+                    return self.client.networks.create(name, driver="bridge", labels=labels, ipam=ipam).id
+                except APIError as exc:
+                    # Another installation on this engine took that subnet just now: pick again.
+                    if "overlap" not in str(exc.explanation) or attempt == 2:
+                        raise _error(exc) from exc
+
+    def _free_subnet(self) -> ipaddress.IPv4Network:
+        taken = [
+            ipaddress.ip_network(config["Subnet"], strict=False)
+            for network in self.client.api.networks()
+            for config in ((network.get("IPAM") or {}).get("Config") or [])
+            if config.get("Subnet") and ":" not in config["Subnet"]
+        ]
+        pool = ipaddress.ip_network(self.network_pool)
+        for subnet in pool.subnets(new_prefix=self.network_prefix):
+            if not any(subnet.overlaps(other) for other in taken):
+                return subnet
+        raise RuntimeError_(f"no free /{self.network_prefix} left in the network pool {pool}")
 
     def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
         try:
@@ -115,12 +129,20 @@ class DockerRuntime:
                 labels=spec.labels,
                 network=spec.network,
                 volumes={name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()},
+                ports={f"{port}/tcp": host for port, host in spec.ports.items()},
                 device_requests=device_requests(spec),
                 nano_cpus=spec.nano_cpus or None,
                 mem_limit=spec.memory_bytes or None,
                 memswap_limit=spec.memory_bytes or None,
                 pids_limit=spec.pids_limit or None,
                 shm_size=spec.shm_bytes or None,
+                # NCCL pins memory (memlock) and opens many sockets and files (nofile).
+                ulimits=[Ulimit(name="memlock", soft=-1, hard=-1),
+                         Ulimit(name="nofile", soft=1048576, hard=1048576)],
+                # Issue 6: a cluster member's hostname alias and fixed address on its network.
+                networking_config={spec.network: self.client.api.create_endpoint_config(
+                    aliases=spec.aliases or None, ipv4_address=spec.ipv4_address)}
+                if spec.aliases or spec.ipv4_address else None,
                 init=True,  # reap zombies and forward signals for any image
                 privileged=False,
                 security_opt=["no-new-privileges"],
@@ -226,4 +248,6 @@ def _info(data: dict) -> ContainerInfo:
         exit_code=state.get("ExitCode"),
         error=state.get("Error") or None,
         oom_killed=bool(state.get("OOMKilled")),
+        ip=next((n["IPAddress"] for n in (data["NetworkSettings"].get("Networks") or {}).values()
+                 if n.get("IPAddress")), None),
     )

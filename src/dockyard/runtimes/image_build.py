@@ -23,7 +23,7 @@ from pathlib import Path
 from dockyard.core.catalog import CatalogEntry, build_args, find, load_catalog
 from dockyard.core.errors import DockyardError
 
-RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check")
+RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check", "dockyard_jupyter_auth.py")
 # HTTP read timeout of the build stream: a step may print nothing for minutes (unpacking torch).
 BUILD_TIMEOUT_S = 3600
 
@@ -32,9 +32,6 @@ class BuildError(DockyardError):
     """A build the engine refused or that failed; the message ends with the last output."""
 
     status_code = 500
-
-
-ImageBuildError = BuildError
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ the job after a crash (the reconciler calls `drive` for every transitional insta
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -14,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, utcnow
-from dockyard.runtimes.base import ContainerSpec, Runtime, RuntimeError_
+from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
 from dockyard.services.instances import assigned_gpus, transition
+from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ class Driver:
                 try:
                     step(instance, status)
                 except RuntimeError_ as exc:
-                    self._fail(instance, status, str(exc))
+                    if not self._fail(instance, status, exc):
+                        return  # left as it is: the reconciler's next pass tries again
         except Exception:
             # An engine that cannot be reached: leave the status, the reconciler retries.
             log.exception("driving instance %s failed; will retry", instance_id)
@@ -94,7 +97,7 @@ class Driver:
         uuids = sorted(g.uuid for g in gpus)
         container = runtime.inspect(instance.container_id) if instance.container_id else None
         if instance.container_id and container is None:
-            raise RuntimeError_("the instance's container (its system disk) vanished from the node")
+            raise ContainerGone("the instance's container (its system disk) vanished from the node")
         if container is None:
             container = runtime.inspect(container_name(self.platform, instance.id))  # left by a crash?
             if container is not None and container.labels.get("dockyard.gpus") != ",".join(uuids):
@@ -107,16 +110,25 @@ class Driver:
         if container is None:
             base = instance.sysdisk_image or image.ref
             runtime.ensure_image(base)
-            network = runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
+            member = None
+            if instance.cluster_id:  # issue 6: a cluster member joins its cluster's own network
+                from dockyard.services import clusters
+                member = clusters.member_setup(self.platform, instance)
+                network = member.network
+            else:
+                network = runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
             volume_labels = {**self.platform.labels, "dockyard.instance": instance.id}
             runtime.ensure_volume(data_volume(self.platform, instance.id), volume_labels)
-            container_id = runtime.create(self._spec(instance, node, gpus, base, network))
+            container_id = runtime.create(self._spec(instance, node, gpus, base, network, member))
+            if member:  # issue 6: the MPI/DeepSpeed hostfile, before anything in it runs
+                clusters.write_hostfile(runtime, container_id, member)
             with self.platform.sessions.begin() as db:
                 row = db.get(Instance, instance.id)
                 row.container_id, row.container_gpus = container_id, uuids
         else:
             container_id = container.id
         runtime.start(container_id)
+        self._install_keys(runtime, container_id, instance.owner_id)
         info = runtime.inspect(container_id)
         if info is None or not info.running:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
@@ -135,12 +147,29 @@ class Driver:
         try:
             code, output = self.platform.runtime(instance.node_name).exec(instance.container_id, ["dockyard-check"])
             result = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
+            if not isinstance(result, dict):
+                raise ValueError("not a JSON object")
         except (RuntimeError_, ValueError, IndexError) as exc:
             result = {"ok": False, "error": f"dockyard-check did not run: {exc}"}
         result["checked_at"] = utcnow().isoformat()
         with self.platform.sessions.begin() as db:
             db.get(Instance, instance_id).env_check = result
         return result
+
+    def _install_keys(self, runtime: Runtime, container_id: str, owner_id: int) -> None:
+        """Write the owner's current SSH keys at every start: a key removed since the last
+        start stops working now, even in a container that is reused."""
+        with self.platform.sessions.begin() as db:
+            keys = authorized_keys(db, owner_id)
+        script = ('mkdir -p /root/.ssh && chmod 700 /root/.ssh && printf %s "$1" | base64 -d > '
+                  '/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys')
+        encoded = base64.b64encode(keys.encode()).decode()
+        try:
+            code, output = runtime.exec(container_id, ["sh", "-c", script, "sh", encoded])
+        except RuntimeError_ as exc:
+            code, output = -1, str(exc).encode()
+        if code != 0:  # an image without a shell still runs; it just has no SSH
+            log.info("could not install SSH keys in %s: %s", container_id[:12], output[:200])
 
     def _save_system_disk(self, runtime: Runtime, instance: Instance, container_id: str) -> None:
         runtime.stop(container_id, timeout=self.platform.settings.stop_timeout_s)
@@ -170,7 +199,7 @@ class Driver:
         runtime = self.platform.runtime(instance.node_name)
         if instance.container_id:
             if runtime.inspect(instance.container_id) is None:
-                raise RuntimeError_("the instance's container (its system disk) vanished from the node")
+                raise ContainerGone("the instance's container (its system disk) vanished from the node")
             runtime.stop(instance.container_id, timeout=self.platform.settings.stop_timeout_s)
         transition(self.platform, instance.id, status, Status.STOPPED, "container stopped; GPUs returned")
 
@@ -184,13 +213,20 @@ class Driver:
         transition(self.platform, instance.id, status, Status.RELEASED, "container and disks removed",
                    released_at=utcnow(), container_id=None, container_gpus=[], sysdisk_image=None)
 
-    def _fail(self, instance: Instance, status: Status, reason: str) -> None:
-        log.warning("instance %s failed while %s: %s", instance.id, status, reason)
-        if status == Status.RELEASING:
-            return  # keep trying to release; the reconciler comes back
-        transition(self.platform, instance.id, status, Status.FAILED, reason)
+    def _fail(self, instance: Instance, status: Status, error: RuntimeError_) -> bool:
+        """Fail the instance, except where failing could leave a container running with
+        GPUs handed to someone else: a stop or release that the engine refused is kept
+        (with the error as its reason) and retried. Returns whether it failed."""
+        log.warning("instance %s: %s failed: %s", instance.id, status, error)
+        if status in (Status.STOPPING, Status.RELEASING) and not isinstance(error, ContainerGone):
+            with self.platform.sessions.begin() as db:
+                db.get(Instance, instance.id).status_reason = f"retrying: {error}"
+            return False
+        transition(self.platform, instance.id, status, Status.FAILED, str(error))
+        return True
 
-    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str, network: str) -> ContainerSpec:
+    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str, network: str,
+              member=None) -> ContainerSpec:
         settings = self.platform.settings
         uuids = [g.uuid for g in gpus]
         if gpus:
@@ -207,7 +243,19 @@ class Driver:
             "DOCKYARD_GPU_UUIDS": ",".join(uuids),
             "DOCKYARD_GPUS_PER_NODE": str(len(gpus)),
             "DOCKYARD_JUPYTER_TOKEN": instance.jupyter_token or "",
+            # JupyterLab is served under the platform's proxy path for this instance.
+            "DOCKYARD_JUPYTER_BASE_URL": f"/instances/{instance.id}/jupyter/",
         }
+        if instance.ssh_password:
+            env["DOCKYARD_SSH_PASSWORD"] = instance.ssh_password
+        # Issue 6 (docs/distributed.md): NCCL defaults a user's --env overrides. The NVIDIA
+        # runtime shows a container exactly its GPUs as 0..N-1, so CUDA_VISIBLE_DEVICES is
+        # left unset (host indexes there would be wrong).
+        env.setdefault("NCCL_DEBUG", "WARN")
+        if member:  # rank, peers and master; eth0 is the cluster network (eth1 may be the swarm's gateway)
+            env.update(member.env)
+            env.setdefault("NCCL_SOCKET_IFNAME", "eth0")
+            env.setdefault("GLOO_SOCKET_IFNAME", "eth0")
         if not real:
             # Simulated GPUs exist only as these values; "void" is the runtime's "none".
             env["NVIDIA_VISIBLE_DEVICES"] = ",".join(uuids) or "void"
@@ -224,9 +272,12 @@ class Driver:
                 "dockyard.owner": str(instance.owner_id),
                 "dockyard.gpus": ",".join(sorted(uuids)),
             },
-            hostname=instance.name,
+            hostname=member.hostname if member else instance.name,
             network=network,
+            aliases=[member.hostname] if member else [],  # issue 6: <cluster>-<rank> on its network
+            ipv4_address=member.ipv4_address if member else None,
             volumes={data_volume(self.platform, instance.id): DATA_MOUNT},
+            ports={22: (settings.ssh_bind, instance.ssh_port)} if instance.ssh_port else {},
             gpu_uuids=uuids,
             real_gpus=real,
             nano_cpus=int(cpus * 1e9),

@@ -211,7 +211,7 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
         with platform.sessions.begin() as db:
             count, size = db.execute(
                 select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
-                .where(Image.owner_id == user.id, Image.kind == "saved")
+                .where(Image.owner_id == user.id, Image.kind == "saved", Image.status != "deleted")
             ).one()
             if count >= settings.max_saved_images:
                 raise Conflict(f"quota: you have {count} saved images, the most allowed is {settings.max_saved_images}")

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
-from dockyard.core.gpus import driver_branch
+from dockyard.core.gpus import driver_runs
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
 from dockyard.services import images
 from dockyard.services.platform import Platform
@@ -31,6 +31,7 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     data_disk_gb: int = 50
+    ssh_password: bool = False
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -75,19 +76,25 @@ def events(db: Session, instance_id: str) -> list[InstanceEvent]:
 
 
 def transition(
-    platform: Platform, instance_id: str, expected: Status, target: Status, cause: str, **fields
+    platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
+    expected_container: str | None = None, **fields
 ) -> bool:
-    """Move an instance from `expected` to `target` if it is still in `expected`.
+    """Move an instance from `expected` to `target` if it is still in `expected` (and,
+    when given, still has `expected_container`).
 
-    Conditional on the current status, so two actors cannot both win. Leaving the
-    statuses that hold GPUs frees them in the same transaction.
+    Conditional, so two actors cannot both win and a decision made on an old look at
+    the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
+    in the same transaction.
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
+    conditions = [Instance.id == instance_id, Instance.status == expected]
+    if expected_container is not None:
+        conditions.append(Instance.container_id == expected_container)
     with platform.sessions.begin() as db:
         done = db.execute(
             update(Instance)
-            .where(Instance.id == instance_id, Instance.status == expected)
+            .where(*conditions)
             .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=utcnow(), **fields)
         ).rowcount
         if not done:
@@ -101,7 +108,7 @@ def transition(
 
 def _lock_allocation(db: Session) -> None:
     # PostgreSQL: serialise allocations on the node rows. SQLite: BEGIN IMMEDIATE already does.
-    db.execute(select(Node.name).with_for_update()).all()
+    db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
 def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
@@ -116,6 +123,16 @@ def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
     return list(views.values())
 
 
+def _free_ssh_port(db: Session, platform: Platform, node: str) -> int:
+    settings = platform.settings
+    used = set(db.scalars(select(Instance.ssh_port).where(
+        Instance.node_name == node, Instance.status != Status.RELEASED, Instance.ssh_port.is_not(None))))
+    for port in range(settings.ssh_port_min, settings.ssh_port_max + 1):
+        if port not in used:
+            return port
+    raise Conflict(f"node {node} has no free SSH port left (range {settings.ssh_port_min}-{settings.ssh_port_max})")
+
+
 def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: str, count: int) -> list[NodeView]:
     """Only nodes that hold the image and whose driver runs its CUDA version."""
     holding = set(images.nodes_holding(db, image.id))
@@ -126,7 +143,7 @@ def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: st
     if count == 0 or not image.min_driver:
         return views
     nodes = {n.name: n for n in db.scalars(select(Node).where(Node.name.in_([v.name for v in views])))}
-    fitting = [v for v in views if driver_branch(nodes[v.name].driver_version) >= image.min_driver]
+    fitting = [v for v in views if driver_runs(nodes[v.name].driver_version, image.min_driver)]
     wanted = [v for v in views if model == ANY_MODEL or model in v.models]
     if wanted and not [v for v in fitting if v in wanted]:
         node = nodes[wanted[0].name]
@@ -169,6 +186,9 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             check_request(views, request.gpu_model, request.gpu_count)
             views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
             placement = place(views, request.gpu_model, request.gpu_count)
+            from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+            billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
+                                     else request.gpu_model, request.gpu_count, placement.node)
             instance_id = secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -178,6 +198,8 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 raise Conflict(f"name: you already have an instance named {name!r}", field="name")
             gpus = placement.gpus
             instance = Instance(
+                ssh_port=_free_ssh_port(db, platform, placement.node),
+                ssh_password=secrets.token_urlsafe(18) if request.ssh_password else None,
                 id=instance_id,
                 owner_id=user.id,
                 name=name,
@@ -235,6 +257,9 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             views = _node_views(db, only_node=instance.node_name)
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
+            from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_count,
+                                     instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
             if count:
                 free = [g for g in views[0].free if g.model == instance.gpu_model]

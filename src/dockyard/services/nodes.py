@@ -29,11 +29,14 @@ def discover_gpus(config: NodeConfig, runtime: DockerRuntime, probe_image: str) 
     return []
 
 
-def connect_nodes(platform: Platform) -> None:
-    """Connect every configured node and record it, its shares and its GPUs."""
+def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
+    """Connect every configured node (or those not connected yet) and record it, its
+    shares and its GPUs."""
     for config in platform.settings.node_configs():
+        if only_missing and config.name in platform.runtimes:
+            continue
         try:
-            runtime = DockerRuntime(config)
+            runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix)
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
         except Exception as exc:  # an unreachable engine must not stop the others
@@ -62,7 +65,7 @@ def _record_node(platform: Platform, config: NodeConfig, cpus: float, memory: in
     cpus_per_gpu, memory_per_gpu = _shares(config, cpus, memory, len(gpus))
     with platform.sessions.begin() as db:
         node = db.get(Node, config.name) or Node(name=config.name)
-        node.url = config.url
+        node.url, node.public_host = config.url, config.ssh_host()
         node.online, node.status_reason = True, None
         node.cpus, node.memory_bytes = cpus, memory
         node.cpus_per_gpu, node.memory_per_gpu_bytes = cpus_per_gpu, memory_per_gpu

@@ -16,7 +16,7 @@ from dockyard.api.schemas import (
 )
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
-from dockyard.db.models import Image, Instance, User
+from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import images, instances
 from dockyard.services.driver import Driver
@@ -27,6 +27,10 @@ router = APIRouter(prefix="/instances", tags=["instances"])
 
 def instance_out(db: Session, instance: Instance) -> InstanceOut:
     gpus = instances.assigned_gpus(db, instance.id)
+    from dockyard.config import get_settings
+    from dockyard.services.billing import instance_costs  # issue 5
+
+    price_per_hour, cost_so_far = instance_costs(db, get_settings(), instance)
     return InstanceOut(
         id=instance.id,
         name=instance.name,
@@ -43,10 +47,22 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         command=instance.command,
         data_disk_gb=instance.data_disk_gb,
         env_check=instance.env_check,
+        ssh_command=ssh_command(db, instance),
+        last_ssh_at=instance.last_ssh_at,
+        last_jupyter_at=instance.last_jupyter_at,
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
+        price_per_hour=price_per_hour,
+        cost_so_far=cost_so_far,
     )
+
+
+def ssh_command(db: Session, instance: Instance) -> str | None:
+    if not instance.ssh_port or instance.status == Status.RELEASED:
+        return None
+    host = db.get(Node, instance.node_name).public_host or "127.0.0.1"
+    return f"ssh -p {instance.ssh_port} root@{host}"
 
 
 def _out(platform: Platform, instance_id: str) -> InstanceOut:
@@ -63,7 +79,9 @@ def create(
 ) -> InstanceOut:
     instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
     driver.kick(instance.id)
-    return _out(platform, instance.id)
+    out = _out(platform, instance.id)
+    out.ssh_password = instance.ssh_password
+    return out
 
 
 @router.get("", response_model=list[InstanceOut])

@@ -1,4 +1,4 @@
-"""image catalog, saved images, node image cache, environment check
+"""image catalog, saved images, node image cache, environment check, SSH keys and ports
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +24,25 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['node_name'], ['nodes.name'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('node_name', 'image_id')
     )
+    op.create_table('ssh_keys',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('public_key', sa.Text(), nullable=False),
+    sa.Column('fingerprint', sa.String(length=80), nullable=False),
+    sa.Column('key_type', sa.String(length=16), nullable=False),
+    sa.Column('bits', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('user_id', 'fingerprint'),
+    sa.UniqueConstraint('user_id', 'name')
+    )
+    with op.batch_alter_table('ssh_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ssh_keys_user_id'), ['user_id'], unique=False)
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('public_host', sa.String(length=255), nullable=True))
+
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='registered'))
         batch_op.add_column(sa.Column('status', sa.String(length=16), nullable=False, server_default='ready'))
@@ -48,10 +67,18 @@ def upgrade() -> None:
     with op.batch_alter_table('instances', schema=None) as batch_op:
         batch_op.add_column(sa.Column('env_check', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('jupyter_token', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('ssh_port', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('ssh_password', sa.String(length=64), nullable=True))
+        batch_op.create_index('uq_instances_node_ssh_port_live', ['node_name', 'ssh_port'], unique=True,
+                              sqlite_where=sa.text("status != 'released'"),
+                              postgresql_where=sa.text("status != 'released'"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('instances', schema=None) as batch_op:
+        batch_op.drop_index('uq_instances_node_ssh_port_live')
+        batch_op.drop_column('ssh_password')
+        batch_op.drop_column('ssh_port')
         batch_op.drop_column('jupyter_token')
         batch_op.drop_column('env_check')
 
@@ -77,3 +104,6 @@ def downgrade() -> None:
         batch_op.drop_column('kind')
 
     op.drop_table('node_images')
+    with op.batch_alter_table('nodes', schema=None) as batch_op:
+        batch_op.drop_column('public_host')
+    op.drop_table('ssh_keys')

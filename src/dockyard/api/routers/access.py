@@ -1,0 +1,74 @@
+"""Links into instances: JupyterLab sign-in links and service ports."""
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from dockyard.api.deps import current_user, get_db
+from dockyard.db.models import User
+from dockyard.services import instances, ports, sessions
+
+router = APIRouter(prefix="/instances", tags=["access"])
+
+
+class Link(BaseModel):
+    url: str
+
+
+class PortIn(BaseModel):
+    port: int = Field(default=6006, description="TensorBoard's by default")
+
+
+class PortOut(BaseModel):
+    port: int
+    url: str
+    shared: bool
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@router.post("/{key}/jupyter-link", response_model=Link)
+def jupyter_link(key: str, request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Link:
+    """A one-time link (valid two minutes) that signs a browser in and opens JupyterLab."""
+    instance = instances.get_owned(db, user, key)
+    token = sessions.start(db, user, sessions.LINK_LIFETIME)
+    return Link(url=f"{_base(request)}/login/link?token={token}&next=/instances/{instance.id}/jupyter/lab")
+
+
+def _port_out(request: Request, instance_id: str, row) -> PortOut:
+    return PortOut(port=row.port, url=f"{_base(request)}/instances/{instance_id}/ports/{row.port}/",
+                   shared=row.share_hash is not None)
+
+
+@router.get("/{key}/ports", response_model=list[PortOut])
+def list_ports(key: str, request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)):
+    instance = instances.get_owned(db, user, key)
+    return [_port_out(request, instance.id, row) for row in ports.listed(db, instance)]
+
+
+@router.post("/{key}/ports", response_model=PortOut, status_code=201)
+def expose(key: str, body: PortIn, request: Request, user: User = Depends(current_user),
+           db: Session = Depends(get_db)) -> PortOut:
+    """Expose an HTTP port at /instances/<id>/ports/<port>/, for you only."""
+    instance = instances.get_owned(db, user, key)
+    return _port_out(request, instance.id, ports.expose(db, instance, body.port))
+
+
+@router.delete("/{key}/ports/{port}", status_code=204)
+def unexpose(key: str, port: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> None:
+    db.delete(ports.find(db, instances.get_owned(db, user, key), port))
+
+
+@router.post("/{key}/ports/{port}/share", response_model=Link)
+def share(key: str, port: int, request: Request, user: User = Depends(current_user),
+          db: Session = Depends(get_db)) -> Link:
+    """An unguessable link anyone may open, until revoked (a new one revokes the old)."""
+    row = ports.find(db, instances.get_owned(db, user, key), port)
+    return Link(url=f"{_base(request)}/shared/{ports.share(db, row)}/")
+
+
+@router.delete("/{key}/ports/{port}/share", status_code=204)
+def unshare(key: str, port: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> None:
+    ports.find(db, instances.get_owned(db, user, key), port).share_hash = None

@@ -1,0 +1,55 @@
+"""Notes when someone is logged in over SSH: an established connection to port 22 in
+the instance's container sets its last_ssh_at (JupyterLab's is set by the proxy)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import select
+
+from dockyard.core.activity import has_established
+from dockyard.core.states import Status
+from dockyard.db.models import Instance, utcnow
+from dockyard.runtimes.base import RuntimeError_
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+SSH_PORT = 22
+
+
+def record_ssh_activity(platform: Platform) -> None:
+    with platform.sessions.begin() as db:
+        running = [(i.id, i.node_name, i.container_id) for i in db.scalars(
+            select(Instance).where(Instance.status == Status.RUNNING, Instance.ssh_port.is_not(None)))]
+    for instance_id, node, container_id in running:
+        runtime = platform.runtimes.get(node)
+        if runtime is None or not container_id:
+            continue
+        try:
+            code, output = runtime.exec(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+        except RuntimeError_:
+            continue
+        if has_established(output.decode(errors="replace"), SSH_PORT):
+            with platform.sessions.begin() as db:
+                db.get(Instance, instance_id).last_ssh_at = utcnow()
+
+
+class ActivityWatch:
+    def __init__(self, platform: Platform, interval_s: float):
+        self.platform, self.interval_s = platform, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="activity", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                record_ssh_activity(self.platform)
+            except Exception:
+                log.exception("activity pass failed")

@@ -1,0 +1,116 @@
+"""Billing tables (issue 5): price book, usage segments, accounts, the ledger, vouchers.
+
+The ledger (`billing_postings`) is append-only: every row moves `amount` minor units from
+its `debit` account to its `credit` account, under a unique `key` derived from what it
+pays for. Account balances are a cache of the postings, checked by `verify`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dockyard.db.models import Base, utcnow
+
+
+class PriceEntry(Base):
+    __tablename__ = "billing_prices"
+    __table_args__ = (Index("ix_billing_prices_lookup", "kind", "model", "node", "effective_from"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # gpu, no_gpu, disk, image
+    model: Mapped[str] = mapped_column(String(64), default="")
+    node: Mapped[str] = mapped_column(String(64), default="")
+    price: Mapped[int] = mapped_column(BigInteger)  # minor units per hour, or per GB per day
+    effective_from: Mapped[datetime] = mapped_column()
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageSegment(Base):
+    """One run of an instance, from its 'running' event to the event that stopped its
+    container. Derived from instance_events once, never changed afterwards (but for the
+    settlement cursor)."""
+
+    __tablename__ = "billing_segments"
+    __table_args__ = (Index("ix_billing_segments_pending", "done"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    start_event_id: Mapped[int] = mapped_column(Integer, unique=True)
+    end_event_id: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()
+    node: Mapped[str] = mapped_column(String(64))
+    gpu_model: Mapped[str] = mapped_column(String(64))
+    gpu_count: Mapped[int] = mapped_column(Integer)
+    no_gpu: Mapped[bool] = mapped_column(Boolean)
+    settled_until: Mapped[datetime] = mapped_column()
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Account(Base):
+    __tablename__ = "billing_accounts"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # wallet, voucher, revenue, recharges, vouchers
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)  # credits minus debits
+    low_warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Posting(Base):
+    __tablename__ = "billing_postings"
+    __table_args__ = (Index("ix_billing_postings_user_period", "user_id", "period_start"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # usage, storage, recharge, voucher, expiry
+    debit: Mapped[str] = mapped_column(String(64), index=True)
+    credit: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    instance_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    segment_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    period_start: Mapped[datetime | None] = mapped_column()
+    period_end: Mapped[datetime | None] = mapped_column()
+    usage_us: Mapped[int | None] = mapped_column(BigInteger)
+    memo: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Voucher(Base):
+    __tablename__ = "billing_vouchers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column()
+    expired: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StorageCursor(Base):
+    """Up to when an instance's disks have been charged."""
+
+    __tablename__ = "billing_storage"
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), primary_key=True)
+    settled_until: Mapped[datetime] = mapped_column()
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Notice(Base):
+    """Messages to a user: low balance, instances stopped for an empty wallet."""
+
+    __tablename__ = "billing_notices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+
+
+# Metering scans the events that start and end runs by status and time.
+from dockyard.db.models import InstanceEvent  # noqa: E402
+
+Index("ix_instance_events_status_at", InstanceEvent.__table__.c.to_status, InstanceEvent.__table__.c.at)

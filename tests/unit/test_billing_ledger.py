@@ -1,0 +1,268 @@
+"""The billing service on a real database (SQLite, or DOCKYARD_TEST_DB), with chosen times:
+random lives of instances, price changes, recharges and crashes; the ledger verifies and
+charges exactly the integral of the price over running time."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from dockyard.core import billing as core
+from dockyard.core.billing import US, PaymentRequired
+from dockyard.core.errors import InvalidInput, NotFound
+from dockyard.db.billing_models import Posting, PriceEntry, UsageSegment
+from dockyard.db.models import Instance
+from dockyard.services import billing
+from tests.unit.billing_fixtures import T0, add_instance, event, make_platform, seconds, user
+
+
+def _db_url():
+    server = os.environ.get("DOCKYARD_TEST_DB", "sqlite")
+    if server == "sqlite":
+        return None
+    from pathlib import Path
+
+    from tests.harness import test_database_url
+
+    return test_database_url(Path("/tmp"))
+
+
+def set_price(platform, kind, price, at, model=""):
+    with platform.sessions.begin() as db:
+        db.add(PriceEntry(kind=kind, model=model, node="", price=price, effective_from=at, created_by="t"))
+
+
+class Crash(Exception):
+    pass
+
+
+def settle(platform, now, crash_at: int | None = None, monkeypatch=None):
+    """A settlement cycle; with `crash_at`, the n-th ledger write fails inside its
+    transaction (rolled back, like a kill -9 before commit) and the cycle dies there."""
+    if crash_at is None:
+        return billing.settle(platform, now=now)
+    calls = {"n": 0}
+    real = billing._apply
+
+    def failing(db, rows, accounts):
+        calls["n"] += 1
+        real(db, rows, accounts)
+        if calls["n"] == crash_at:
+            raise Crash
+    monkeypatch.setattr(billing, "_apply", failing)
+    try:
+        billing.settle(platform, now=now)
+    except Crash:
+        pass
+    finally:
+        monkeypatch.setattr(billing, "_apply", real)
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("create"), st.sampled_from(["A100-80GB", "RTX-4090"]), st.integers(0, 2)),
+    st.tuples(st.just("start"), st.integers(0, 5), st.booleans()),
+    st.tuples(st.just("stop"), st.integers(0, 5), st.integers(0, 30)),
+    st.tuples(st.just("price"), st.sampled_from(["A100-80GB", "RTX-4090", ""]), st.integers(0, 400_000)),
+    st.tuples(st.just("recharge"), st.integers(1, 10**6), st.just(0)),
+    st.tuples(st.just("settle"), st.one_of(st.none(), st.integers(1, 4)), st.just(0)),
+    st.tuples(st.just("wait"), st.integers(1, 400), st.integers(0, 999_999)),
+), min_size=3, max_size=25)
+
+
+def play(platform, steps, monkeypatch, crashes: bool):
+    now = T0
+    instances: list[str] = []
+    for op, a, b in steps:
+        now += timedelta(seconds=1, microseconds=137)
+        if op == "create":
+            instances.append(add_instance(platform, "alice", model=a, count=b, created_at=now))
+        elif op == "start" and instances:
+            iid = instances[a % len(instances)]
+            with platform.sessions.begin() as db:
+                status = db.get(Instance, iid).status
+            if status in ("creating", "stopped"):
+                event(platform, iid, now, "running", no_gpu=b)
+        elif op == "stop" and instances:
+            iid = instances[a % len(instances)]
+            with platform.sessions.begin() as db:
+                status = db.get(Instance, iid).status
+            if status == "running":
+                event(platform, iid, now, "stopping")
+                now += timedelta(seconds=b)
+                event(platform, iid, now, "stopped")
+        elif op == "price":
+            kind = "gpu" if a else "no_gpu"
+            set_price(platform, kind, b, now, model=a)
+        elif op == "recharge":
+            with platform.sessions.begin() as db:
+                billing.recharge(db, "alice", core.format_amount(a, 4), by="t", request_id=f"r{now.timestamp()}")
+        elif op == "settle":
+            settle(platform, now, a if crashes else None, monkeypatch)
+        elif op == "wait":
+            now += timedelta(seconds=a, microseconds=b)
+    # Stop everything, and settle to the end (twice: the second finds nothing new).
+    now += seconds(1)
+    for iid in instances:
+        with platform.sessions.begin() as db:
+            status = db.get(Instance, iid).status
+        if status == "running":
+            event(platform, iid, now, "stopped")
+    billing.settle(platform, now=now + seconds(5))
+    billing.settle(platform, now=now + seconds(6))
+    return instances
+
+
+def ledger_by_run(platform, instances):
+    """Usage postings keyed independently of database ids: (instance #, run start, window)."""
+    order = {iid: n for n, iid in enumerate(instances)}
+    with platform.sessions.begin() as db:
+        starts = {s.id: (order[s.instance_id], s.started_at) for s in db.scalars(select(UsageSegment))}
+        return {(starts[p.segment_id], p.key.split(":", 2)[2]): p.amount
+                for p in db.scalars(select(Posting).where(Posting.kind == "usage"))}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops)
+def test_random_lives_with_crashes_charge_the_integral_and_verify(monkeypatch, steps):
+    crashed = make_platform(_db_url(), settle_chunk=1, credit_limit="100000000")
+    calm = make_platform(_db_url(), settle_chunk=1000, credit_limit="100000000")
+    a = play(crashed, steps, monkeypatch, crashes=True)
+    b = play(calm, steps, monkeypatch, crashes=False)
+    for platform in (crashed, calm):
+        with platform.sessions.begin() as db:
+            report = billing.verify(db, platform.settings)
+            assert report["ok"], report["problems"]
+            rows = billing.price_rows(db)
+            segments = list(db.scalars(select(UsageSegment)))
+            assert all(s.done for s in segments)
+            total = sum(core.segment_total(*billing._segment_steps(rows, s), billing.to_us(s.started_at),
+                                           billing.to_us(s.ended_at)) for s in segments)
+            charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage")))
+            assert charged == total
+    # A replay after crashes posts exactly what an uninterrupted run posts.
+    assert ledger_by_run(crashed, a) == ledger_by_run(calm, b)
+
+
+@pytest.fixture
+def platform():
+    return make_platform(_db_url())
+
+
+def test_vouchers_pay_first_and_expire(platform):
+    alice = user(platform, "alice")
+    set_price(platform, "gpu", 3600 * 10_000, T0 - seconds(10), model="A100-80GB")  # 1 unit per second
+    with platform.sessions.begin() as db:
+        billing.recharge(db, "alice", "1000", by="t", request_id="x1")
+        voucher = billing.grant_voucher(db, "alice", "30", billing.utcnow() + timedelta(days=1), by="t")
+        # Vouchers count from their grant: move it into the test's past.
+        voucher.expires_at = T0 + seconds(200)
+    iid = add_instance(platform, "alice")
+    event(platform, iid, T0, "running")
+    event(platform, iid, T0 + seconds(100), "stopped")
+    billing.settle(platform, now=T0 + seconds(300))
+    with platform.sessions.begin() as db:
+        view = billing.balance_view(db, platform.settings, alice)
+        assert view["balance"] == "930.00" and view["wallet"] == "930.00"  # 30 from the voucher, 70 from the wallet
+        assert billing.verify(db, platform.settings)["ok"]
+        legs = {p.key: p.amount for p in db.scalars(select(Posting).where(Posting.kind == "usage"))}
+        assert sum(legs.values()) == 100 * 10_000
+
+
+def test_voucher_expiry_returns_what_is_left(platform):
+    alice = user(platform, "alice")
+    with platform.sessions.begin() as db:
+        voucher = billing.grant_voucher(db, "alice", "5", billing.utcnow() + timedelta(days=1), by="t")
+        vid = voucher.id
+    with platform.sessions.begin() as db:
+        db.get(billing.Voucher, vid).expires_at = T0
+    billing.settle(platform, now=T0 + seconds(10))
+    with platform.sessions.begin() as db:
+        assert billing.user_balance(db, alice.id) == 0
+        assert billing.verify(db, platform.settings)["ok"]
+
+
+def test_bad_input_posts_nothing(platform):
+    with platform.sessions.begin() as db:
+        for amount in ("-5", "abc", "0", "1.000001"):
+            with pytest.raises(InvalidInput):
+                billing.recharge(db, "alice", amount, by="t")
+        with pytest.raises(NotFound):
+            billing.recharge(db, "mallory", "5", by="t")
+        with pytest.raises(InvalidInput, match="past"):
+            billing.grant_voucher(db, "alice", "5", billing.utcnow() - seconds(1), by="t")
+        with pytest.raises(InvalidInput, match="unknown GPU model"):
+            billing.set_price(db, "gpu", "3", model="H900")
+        with pytest.raises(InvalidInput, match="retroactively"):
+            billing.set_price(db, "gpu", "3", model="A100-80GB", effective_from=billing.utcnow() - seconds(60))
+        with pytest.raises(InvalidInput, match="unknown node"):
+            billing.set_price(db, "gpu", "3", model="A100-80GB", node="nowhere")
+        with pytest.raises(InvalidInput, match="price kind"):
+            billing.set_price(db, "gold", "3")
+    with platform.sessions.begin() as db:
+        assert billing.postings(db) == []
+
+
+def test_recharge_retry_with_the_same_id_posts_once(platform):
+    alice = user(platform, "alice")
+    with platform.sessions.begin() as db:
+        billing.recharge(db, "alice", "5", by="t", request_id="same")
+    with platform.sessions.begin() as db:
+        billing.recharge(db, "alice", "5", by="t", request_id="same")
+        assert billing.user_balance(db, alice.id) == 50_000
+
+
+def test_start_refused_below_the_minimum_then_allowed_after_recharge(platform):
+    alice = user(platform, "alice")
+    with platform.sessions.begin() as db:
+        billing.set_price(db, "gpu", "6", model="A100-80GB")  # 10 minutes of 2 GPUs: 2.00
+        with pytest.raises(PaymentRequired) as refused:
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+        assert "12.00 CNY/hour" in refused.value.message and "0.00 CNY" in refused.value.message
+        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1, "local")  # no price: free
+        billing.recharge(db, "alice", "1.99", by="t")
+        with pytest.raises(PaymentRequired):
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+        billing.recharge(db, "alice", "0.01", by="t")
+        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+
+
+def test_empty_wallet_stops_paying_instances_and_warns_before(platform):
+    alice = user(platform, "alice")
+    now = billing.utcnow()
+    with platform.sessions.begin() as db:
+        billing.set_price(db, "gpu", "36", model="A100-80GB")  # 0.01 per second
+        billing.recharge(db, "alice", "40", by="t")  # threshold: max(10, one hour = 36)
+    iid = add_instance(platform, "alice", created_at=now)
+    free = add_instance(platform, "alice", model="RTX-4090", created_at=now)
+    event(platform, iid, now, "running")
+    event(platform, free, now, "running")
+    report = billing.settle(platform, now=now + seconds(600))  # 6.00 charged, 34 left: below 36
+    assert report.warned and not report.stopped
+    report = billing.settle(platform, now=now + seconds(4100))
+    assert report.stopped == [iid]  # the free one keeps running
+    with platform.sessions.begin() as db:
+        assert db.get(Instance, iid).status == "stopping" and db.get(Instance, free).status == "running"
+        view = billing.balance_view(db, platform.settings, alice)
+        assert view["balance_minor"] <= 0
+        assert [n["kind"] for n in view["notices"]] == ["stopped", "low_balance"]
+        assert billing.verify(db, platform.settings)["ok"]
+
+
+def test_billing_off_still_meters_usage():
+    platform = make_platform(_db_url(), billing_enabled=False)
+    alice = user(platform, "alice")
+    set_price(platform, "gpu", 10**6, T0 - seconds(10), model="A100-80GB")
+    iid = add_instance(platform, "alice")
+    event(platform, iid, T0, "running")
+    event(platform, iid, T0 + seconds(90), "stopped")
+    billing.settle(platform, now=T0 + seconds(100))
+    with platform.sessions.begin() as db:
+        found = billing.postings(db)
+        assert {p.amount for p in found} == {0} and sum(p.usage_us for p in found) == 90 * US
+        rows = billing.statement(db, platform.settings, alice, "2026-03")["rows"]
+        assert rows[0]["seconds"] == 90 and rows[0]["amount"] == "0.00"
