@@ -232,6 +232,7 @@ def test_build_image_assembles_the_context_and_streams_progress(tmp_path, catalo
         "Dockerfile": (recipe_dir() / "Dockerfile").stat().st_size,
         "entrypoint.sh": (recipe_dir() / "entrypoint.sh").stat().st_size,
         "dockyard-check": (recipe_dir() / "dockyard-check").stat().st_size,
+        "dockyard_jupyter_auth.py": (recipe_dir() / "dockyard_jupyter_auth.py").stat().st_size,
         "extra-ca.crt": ca.stat().st_size,
         "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl": 10,
     }

@@ -41,6 +41,7 @@ class DockerRuntime:
             max_pool_size=32,
         )
         self._network_lock = threading.Lock()
+        self._limits: list[Ulimit] | None = None  # issue 6: see _ulimits
 
     def resources(self) -> HostResources:
         info = self.client.info()
@@ -137,8 +138,7 @@ class DockerRuntime:
                 pids_limit=spec.pids_limit or None,
                 shm_size=spec.shm_bytes or None,
                 # NCCL pins memory (memlock) and opens many sockets and files (nofile).
-                ulimits=[Ulimit(name="memlock", soft=-1, hard=-1),
-                         Ulimit(name="nofile", soft=1048576, hard=1048576)],
+                ulimits=self._ulimits(spec.image),
                 # Issue 6: a cluster member's hostname alias and fixed address on its network.
                 networking_config={spec.network: self.client.api.create_endpoint_config(
                     aliases=spec.aliases or None, ipv4_address=spec.ipv4_address)}
@@ -153,6 +153,36 @@ class DockerRuntime:
         except APIError as exc:
             raise _error(exc) from exc
         return container.id
+
+    def _ulimits(self, image: str) -> list[Ulimit]:
+        """Issue 6: memlock unlimited and nofile 1048576 (what NCCL wants), or, on an
+        engine not allowed to raise limits (no CAP_SYS_RESOURCE), its own hard limits.
+        Probed once per engine with a throwaway container of `image`."""
+        if self._limits is None:
+            wanted = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="nofile", soft=1048576, hard=1048576)]
+            self._limits = wanted
+            try:
+                self._probe(image, "true", wanted)
+            except APIError as exc:
+                if "rlimit" in str(exc.explanation or exc):
+                    try:
+                        found = self._probe(image, "ulimit -H -l; ulimit -H -n", []).split()
+                        self._limits = [_ulimit(name, value) for name, value in zip(("memlock", "nofile"), found)]
+                    except (APIError, ValueError):
+                        self._limits = []
+            except Exception:
+                pass  # an image without /bin/sh, say: keep the wanted limits
+        return self._limits
+
+    def _probe(self, image: str, script: str, ulimits: list[Ulimit]) -> bytes:
+        container = self.client.containers.create(image, ["-c", script], entrypoint=["/bin/sh"], ulimits=ulimits,
+                                                  network_mode="none")
+        try:
+            container.start()
+            container.wait(timeout=60)
+            return container.logs()
+        finally:
+            container.remove(force=True)
 
     def start(self, container_id: str) -> None:
         try:
@@ -251,3 +281,9 @@ def _info(data: dict) -> ContainerInfo:
         ip=next((n["IPAddress"] for n in (data["NetworkSettings"].get("Networks") or {}).values()
                  if n.get("IPAddress")), None),
     )
+
+
+def _ulimit(name: str, value: bytes) -> Ulimit:
+    """A limit as `ulimit -H` prints it (memlock in KiB) -> soft = hard = that."""
+    limit = -1 if value == b"unlimited" else int(value) * (1024 if name == "memlock" else 1)
+    return Ulimit(name=name, soft=limit, hard=limit)
