@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
     nodes: list[NodeConfig] = Field(default_factory=list)
-    # Any small image on remote nodes, used to run nvidia-smi there.
+    # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
+    # finds which resource limits each engine may give containers.
     gpu_probe_image: str = "dockyard/debian:bookworm"
 
     # A GPU-less instance (and no-GPU mode) gets this small share.

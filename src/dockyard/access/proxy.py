@@ -75,11 +75,14 @@ async def forward_websocket(websocket: WebSocket, url: str, extra: dict[str, str
             await upstream.send(message.get("text") if message.get("text") is not None else message.get("bytes"))
 
     async def upstream_to_client():
-        async for message in upstream:
-            if isinstance(message, str):
-                await websocket.send_text(message)
-            else:
-                await websocket.send_bytes(message)
+        try:
+            async for message in upstream:
+                if isinstance(message, str):
+                    await websocket.send_text(message)
+                else:
+                    await websocket.send_bytes(message)
+        except Exception:  # the browser went away mid-message: nothing left to do
+            return
 
     tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
     try:
@@ -90,5 +93,5 @@ async def forward_websocket(websocket: WebSocket, url: str, extra: dict[str, str
         await upstream.close()
         try:
             await websocket.close()
-        except RuntimeError:
+        except Exception:
             pass  # already closed by the client

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 
 from dockyard.access import routes as proxy_routes
 from dockyard.api.routers import access, auth, images, instances, keys, market
@@ -25,6 +25,7 @@ from dockyard.services.driver import Driver
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
+from dockyard.web import routes as web_routes  # issue 7
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -129,17 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict:
         return {"ok": True}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def home() -> str:
-        return _HOME
+    web_routes.install(app)  # issue 7: the web console, at /
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
-
-_HOME = """<!doctype html><html><head><meta charset="utf-8"><title>Dockyard</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;line-height:1.5}</style>
-</head><body><h1>Dockyard</h1><p>The GPU cloud is running.</p>
-<ul><li><a href="/docs">REST API (OpenAPI)</a></li>
-<li>CLI: <code>dockyard login --url URL --user NAME</code>, then <code>dockyard gpus</code></li></ul>
-</body></html>"""

@@ -41,7 +41,7 @@ class DockerRuntime:
             max_pool_size=32,
         )
         self._network_lock = threading.Lock()
-        self._limits: list[Ulimit] | None = None  # issue 6: see _ulimits
+        self._limits: list[Ulimit] = []  # see probe_ulimits
 
     def resources(self) -> HostResources:
         info = self.client.info()
@@ -138,7 +138,7 @@ class DockerRuntime:
                 pids_limit=spec.pids_limit or None,
                 shm_size=spec.shm_bytes or None,
                 # NCCL pins memory (memlock) and opens many sockets and files (nofile).
-                ulimits=self._ulimits(spec.image),
+                ulimits=self._limits or None,
                 # Issue 6: a cluster member's hostname alias and fixed address on its network.
                 networking_config={spec.network: self.client.api.create_endpoint_config(
                     aliases=spec.aliases or None, ipv4_address=spec.ipv4_address)}
@@ -154,25 +154,26 @@ class DockerRuntime:
             raise _error(exc) from exc
         return container.id
 
-    def _ulimits(self, image: str) -> list[Ulimit]:
-        """Issue 6: memlock unlimited and nofile 1048576 (what NCCL wants), or, on an
-        engine not allowed to raise limits (no CAP_SYS_RESOURCE), its own hard limits.
-        Probed once per engine with a throwaway container of `image`."""
-        if self._limits is None:
-            wanted = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="nofile", soft=1048576, hard=1048576)]
-            self._limits = wanted
+    def probe_ulimits(self, image: str) -> None:
+        """Decide, once at connect, the limits containers get: memlock unlimited and
+        nofile 1048576 (what NCCL wants), or, on an engine not allowed to raise limits
+        (no CAP_SYS_RESOURCE), its own hard limits. Tried with a throwaway container."""
+        wanted = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="nofile", soft=1048576, hard=1048576)]
+        limits: list[Ulimit] = []  # the engine's defaults, when nothing can be learned
+        if self.image_exists(image):
             try:
                 self._probe(image, "true", wanted)
+                limits = wanted
             except APIError as exc:
                 if "rlimit" in str(exc.explanation or exc):
                     try:
                         found = self._probe(image, "ulimit -H -l; ulimit -H -n", []).split()
-                        self._limits = [_ulimit(name, value) for name, value in zip(("memlock", "nofile"), found)]
+                        limits = [_ulimit(name, value) for name, value in zip(("memlock", "nofile"), found)]
                     except (APIError, ValueError):
-                        self._limits = []
-            except Exception:
-                pass  # an image without /bin/sh, say: keep the wanted limits
-        return self._limits
+                        pass
+            except Exception:  # an image without /bin/sh, a slow engine: keep the defaults
+                pass
+        self._limits = limits
 
     def _probe(self, image: str, script: str, ulimits: list[Ulimit]) -> bytes:
         container = self.client.containers.create(image, ["-c", script], entrypoint=["/bin/sh"], ulimits=ulimits,

@@ -38,8 +38,8 @@ def create_user(db: Session, name: str, password: str, is_admin: bool = False) -
     return user
 
 
-def login(db: Session, name: str, password: str) -> str:
-    """Check a password and issue a new API token (returned once, stored hashed)."""
+def check_password(db: Session, name: str, password: str) -> User:
+    """The user with this name and password (the web console signs in with it), or 401."""
     user = db.scalars(select(User).where(User.name == name)).one_or_none()
     try:
         if user is None:
@@ -47,6 +47,12 @@ def login(db: Session, name: str, password: str) -> str:
         _hasher.verify(user.password_hash, password)
     except (VerifyMismatchError, InvalidHashError):
         raise Unauthorized("wrong user name or password") from None
+    return user
+
+
+def login(db: Session, name: str, password: str) -> str:
+    """Check a password and issue a new API token (returned once, stored hashed)."""
+    user = check_password(db, name, password)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.add(ApiToken(user_id=user.id, token_hash=_digest(token)))
     return token

@@ -1,0 +1,1 @@
+"""The web console (issue 7)."""

@@ -1,0 +1,631 @@
+"""The web console: server-rendered pages (Jinja2), a little JavaScript, live status by
+Server-Sent Events. It signs browsers in with the session cookie of services/sessions.py
+and calls the same services (often the same functions) as the REST API under /api/v1.
+
+CSRF: every form carries, and every fetch() sends (X-CSRF-Token), an HMAC of the
+session token; the sign-in form, which has no session yet, uses a double-submit cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import StreamingResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from dockyard.api.routers import billing as billing_api
+from dockyard.api.routers import instances as instances_api
+from dockyard.api.routers import market as market_api
+from dockyard.api.schemas import KeyIn, SaveImage, StartInstance
+from dockyard.core.billing import format_amount
+from dockyard.core.errors import DockyardError, NotFound
+from dockyard.core.gpus import driver_runs
+from dockyard.core.placement import ANY_MODEL
+from dockyard.core.states import Status
+from dockyard.db.billing_models import Posting
+from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
+from dockyard.services import billing, images, instances, keys, ports, sessions, users
+from dockyard.services.platform import Platform
+from dockyard.web import i18n
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+router = APIRouter(include_in_schema=False)
+
+LOGIN_CSRF_COOKIE = "dockyard_login_csrf"
+LOGIN_FAILURES_PER_MINUTE = 5
+SSE_POLL_S = 0.3
+SSE_PING_S = 15.0
+
+
+# ---- who is asking ---------------------------------------------------------------------------
+
+
+class SignInRequired(Exception):
+    pass
+
+
+@dataclass
+class Page:
+    request: Request
+    user: User | None
+    token: str | None
+    lang: str
+    t: Callable[[str], str]
+
+    @property
+    def csrf(self) -> str:
+        return csrf_token(self.token) if self.token else ""
+
+    @property
+    def platform(self) -> Platform:
+        return self.request.app.state.platform
+
+
+def csrf_token(session_token: str) -> str:
+    return hmac.new(session_token.encode(), b"dockyard-console-csrf", hashlib.sha256).hexdigest()
+
+
+def _user_for_cookie(platform: Platform, token: str) -> User | None:
+    with platform.sessions.begin() as db:
+        try:
+            user = sessions.user_for(db, token)
+        except DockyardError:
+            return None
+        db.expunge(user)
+        return user
+
+
+def _lang(request: Request) -> str:
+    return i18n.pick(request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language"))
+
+
+def optional_page(request: Request) -> Page:
+    lang = _lang(request)
+    token = request.cookies.get(sessions.COOKIE)
+    user = _user_for_cookie(request.app.state.platform, token) if token else None
+    return Page(request, user, token if user else None, lang, i18n.translator(lang))
+
+
+def page(p: Page = Depends(optional_page)) -> Page:
+    if p.user is None:
+        raise SignInRequired
+    return p
+
+
+def admin_page(p: Page = Depends(page)) -> Page:
+    if not p.user.is_admin:
+        raise NotFound("not found")
+    return p
+
+
+async def form(request: Request) -> dict[str, str]:
+    """An urlencoded form body, one value per field."""
+    body = (await request.body()).decode(errors="replace")
+    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+
+def check_csrf(p: Page, given: str | None) -> None:
+    if not given or not p.token or not hmac.compare_digest(given, csrf_token(p.token)):
+        raise CsrfError
+
+
+class CsrfError(Exception):
+    pass
+
+
+def render(p: Page, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    settings = p.platform.settings
+    return templates.TemplateResponse(p.request, template, {
+        "p": p, "t": p.t, "user": p.user, "lang": p.lang, "languages": i18n.LANGUAGES, "csrf": p.csrf,
+        "currency": settings.currency, "js_strings": i18n.js_strings(p.lang), "path": p.request.url.path,
+        **context}, status_code=status_code)
+
+
+def install(app) -> None:
+    """Hook the console into the app: its router and its error pages."""
+    app.include_router(router)
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, _exc: SignInRequired):
+        if request.headers.get("accept", "").startswith("text/event-stream") or request.method != "GET":
+            return JSONResponse({"detail": "sign in first"}, status_code=401)
+        return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
+
+    @app.exception_handler(CsrfError)
+    async def _csrf(_request: Request, _exc: CsrfError):
+        return JSONResponse({"detail": "missing or wrong CSRF token; reload the page"}, status_code=403)
+
+
+def _is_console(request: Request) -> bool:
+    return not request.url.path.startswith("/api/")
+
+
+# ---- static files, language, sign in -----------------------------------------------------------
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        return PlainTextResponse("not found", status_code=404)
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=300"})
+
+
+@router.get("/lang/{code}")
+def set_language(code: str, next: str = "/") -> Response:
+    if not next.startswith("/") or next.startswith("//"):
+        next = "/"
+    response = RedirectResponse(next, status_code=303)
+    if code in i18n.LANGUAGES:
+        response.set_cookie(i18n.LANG_COOKIE, code, max_age=365 * 86400, samesite="lax")
+    return response
+
+
+@router.get("/")
+def home(p: Page = Depends(optional_page)) -> Response:
+    return RedirectResponse("/instances" if p.user else "/login", status_code=303)
+
+
+_failures: dict[tuple[str, str], deque] = defaultdict(deque)
+_failures_lock = threading.Lock()
+
+
+def _recent_failures(key: tuple[str, str]) -> int:
+    with _failures_lock:
+        times = _failures[key]
+        while times and times[0] < time.monotonic() - 60:
+            times.popleft()
+        if not times:
+            del _failures[key]
+            return 0
+        return len(times)
+
+
+def _record_failure(key: tuple[str, str]) -> None:
+    with _failures_lock:
+        _failures[key].append(time.monotonic())
+
+
+def _login_page(p: Page, next: str, error: str | None = None, status_code: int = 200, name: str = "") -> HTMLResponse:
+    login_csrf = p.request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = render(p, "login.html", status_code=status_code, next=next, error=error, login_csrf=login_csrf,
+                      name=name)
+    response.set_cookie(LOGIN_CSRF_COOKIE, login_csrf, httponly=True, samesite="strict", max_age=3600)
+    return response
+
+
+def _safe_next(next: str | None) -> str:
+    return next if next and next.startswith("/") and not next.startswith("//") else "/instances"
+
+
+@router.get("/login")
+def login_form(next: str = "/instances", p: Page = Depends(optional_page)) -> Response:
+    if p.user:
+        return RedirectResponse(_safe_next(next), status_code=303)
+    return _login_page(p, _safe_next(next))
+
+
+@router.post("/login")
+def login(data: dict = Depends(form), p: Page = Depends(optional_page)) -> Response:
+    name, password = data.get("user", "")[:64], data.get("password", "")[:1024]
+    next = _safe_next(data.get("next"))
+    cookie = p.request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not cookie or not hmac.compare_digest(cookie, data.get("csrf", "")):
+        return _login_page(p, next, "CSRF", status_code=403, name=name)
+    key = (name, p.request.client.host if p.request.client else "")
+    if _recent_failures(key) >= LOGIN_FAILURES_PER_MINUTE:
+        return _login_page(p, next, p.t("signin.limited"), status_code=429, name=name)
+    with p.platform.sessions.begin() as db:
+        try:
+            user = users.check_password(db, name, password)
+        except DockyardError:
+            user = None
+        token = sessions.start(db, user) if user else None
+    if token is None:
+        _record_failure(key)
+        return _login_page(p, next, p.t("signin.wrong"), status_code=401, name=name)
+    response = RedirectResponse(next, status_code=303)
+    response.set_cookie(sessions.COOKIE, token, httponly=True, samesite="lax",
+                        max_age=int(sessions.SESSION_LIFETIME.total_seconds()),
+                        secure=p.request.url.scheme == "https")
+    response.delete_cookie(LOGIN_CSRF_COOKIE)
+    return response
+
+
+@router.post("/logout")
+def logout(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    with p.platform.sessions.begin() as db:
+        sessions.end(db, p.token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(sessions.COOKIE)
+    return response
+
+
+# ---- market and create ----------------------------------------------------------------------------
+
+
+def market_rows(db: Session) -> list[dict]:
+    """The API's market, with each row's price per GPU-hour from the price book."""
+    rows, now = billing.price_rows(db), billing.to_us(utcnow())
+    out = []
+    for r in market_api.market(db):
+        price = billing.hourly_price(rows, r.model, 1, r.node, False, now)
+        out.append({**r.model_dump(), "price": format_amount(price), "price_minor": price})
+    return out
+
+
+@router.get("/market")
+def market_page(p: Page = Depends(page)) -> HTMLResponse:
+    with p.platform.sessions.begin() as db:
+        rows = market_rows(db)
+    return render(p, "market.html", rows=rows)
+
+
+def _image_label(image: Image) -> str:
+    parts = [image.name]
+    if image.framework:
+        parts.append(f"{image.framework} {image.framework_version or ''}".strip())
+    if image.python:
+        parts.append(f"Python {image.python}")
+    parts.append(f"CUDA {image.cuda}" if image.cuda and image.cuda != "none" else "CPU")
+    return " · ".join(parts)
+
+
+def create_context(db: Session, user: User) -> dict:
+    nodes = {n.name: n for n in db.scalars(select(Node))}
+    rows = market_rows(db)
+    price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
+    no_gpu_price = {name: billing.hourly_price(price_rows, "", 0, name, True, now) for name in nodes}
+    picker = []
+    for image in images.list_images(db, user):
+        if image.status != "ready":
+            continue
+        holding = [n for n in images.nodes_holding(db, image.id) if n in nodes and nodes[n].online]
+        picker.append({
+            "name": image.name, "label": _image_label(image), "default": image.is_default,
+            "nodes": holding,  # any of these runs it without GPUs
+            "gpu_nodes": [n for n in holding if driver_runs(nodes[n].driver_version, image.min_driver)],
+        })
+    return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
+            "models": sorted({r["model"] for r in rows})}
+
+
+@router.get("/create")
+def create_form(model: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
+    with p.platform.sessions.begin() as db:
+        context = create_context(db, p.user)
+    return render(p, "create.html", chosen={"gpu_model": model, "gpu_count": 1, "data_disk_gb": 50}, error=None,
+                  **context)
+
+
+@router.post("/create")
+def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    chosen = {"gpu_model": data.get("gpu_model") or ANY_MODEL, "image": data.get("image", ""),
+              "name": data.get("name") or None}
+    try:
+        chosen["gpu_count"] = int(data.get("gpu_count", "1"))
+        chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        body = instances_api.CreateInstance(**chosen)
+        out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
+    except (DockyardError, ValidationError, ValueError) as exc:
+        message = exc.message if isinstance(exc, DockyardError) else _validation_text(exc)
+        with p.platform.sessions.begin() as db:
+            context = create_context(db, p.user)
+        return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
+    return RedirectResponse(f"/instances?created={out.id}", status_code=303)
+
+
+def _validation_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+# ---- instances ------------------------------------------------------------------------------------
+
+
+def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
+    """The user's live instances for the list, in a handful of queries (not per row)."""
+    found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
+    if not found:
+        return []
+    ids = [i.id for i in found]
+    image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
+    gpus: dict[str, list[int]] = defaultdict(list)
+    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index)
+                                         .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                         .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
+        gpus[instance_id].append(index)
+    # As billing.instance_costs, for all rows at once.
+    costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
+                            .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
+                            .group_by(Posting.instance_id)).all())
+    price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
+    out = []
+    for i in found:
+        out.append({
+            "id": i.id, "name": i.name, "status": i.status, "status_reason": i.status_reason, "node": i.node_name,
+            "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
+            "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
+            "ssh": instances_api.ssh_command(db, i),
+            "started_at": i.started_at.isoformat() if i.started_at else None,
+            "created_at": i.created_at.isoformat(),
+            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
+                                                        now)),
+            "cost": format_amount(int(costs.get(i.id, 0) or 0)),
+        })
+    return out
+
+
+@router.get("/instances")
+def instances_page(created: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
+    with p.platform.sessions.begin() as db:
+        rows = instance_rows(db, p.user)
+    return render(p, "instances.html", rows=rows, created=created)
+
+
+def _owned(db: Session, p: Page, key: str) -> Instance:
+    """The signed-in user's own instance; anyone else's (an admin's view included) is 404 here."""
+    instance = instances.get_owned(db, p.user, key)
+    if instance.owner_id != p.user.id:
+        raise NotFound(f"instance {key!r} not found")
+    return instance
+
+
+def not_found(p: Page) -> HTMLResponse:
+    return render(p, "not_found.html", status_code=404)
+
+
+@router.get("/instances/{key}")
+def instance_page(key: str, p: Page = Depends(page)) -> HTMLResponse:
+    platform = p.platform
+    with platform.sessions.begin() as db:
+        try:
+            instance = _owned(db, p, key)
+        except NotFound:
+            return not_found(p)
+        row = instance_rows(db, p.user, {instance.id})
+        row = row[0] if row else None
+        events = instances.events(db, instance.id)
+        port_rows = ports.listed(db, instance)
+        env_check = instance.env_check
+        container_id, node = instance.container_id, instance.node_name
+        released = instance.status == Status.RELEASED
+    logs = None
+    if container_id and not released:
+        try:
+            logs = b"".join(platform.runtime(node).logs(container_id, tail=100, follow=False)).decode(errors="replace")
+        except Exception as exc:  # the container may be gone between the read and here
+            logs = f"({type(exc).__name__}: {exc})"
+    return render(p, "instance.html", i=row, instance_id=instance.id, events=events, ports=port_rows,
+                  env_check=json.dumps(env_check, indent=2, ensure_ascii=False) if env_check else None, logs=logs)
+
+
+@router.post("/instances/{key}/ports")
+def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            instance = _owned(db, p, key)
+            ports.expose(db, instance, int(data.get("port", "0")))
+    except NotFound:
+        return not_found(p)
+    except (DockyardError, ValueError):
+        pass  # shown as unchanged; the API gives the reason
+    return RedirectResponse(f"/instances/{key}", status_code=303)
+
+
+ACTIONS = ("stop", "start", "start-no-gpu", "release", "save", "check")
+
+
+@router.post("/console/instances/{key}/{action}")
+async def instance_action(key: str, action: str, request: Request, p: Page = Depends(page)) -> JSONResponse:
+    check_csrf(p, request.headers.get("x-csrf-token"))
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = {}
+    return await run_in_threadpool(_act, p, key, action, body if isinstance(body, dict) else {})
+
+
+def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
+    if action not in ACTIONS:
+        return JSONResponse({"detail": f"unknown action {action!r}"}, status_code=404)
+    platform, driver, user = p.platform, p.request.app.state.driver, p.user
+    try:
+        with platform.sessions.begin() as db:
+            instance_id = _owned(db, p, key).id
+        if action == "stop":
+            out = instances_api.stop(instance_id, user, platform, driver)
+        elif action in ("start", "start-no-gpu"):
+            out = instances_api.start(instance_id, StartInstance(no_gpu=action == "start-no-gpu"), user, platform,
+                                      driver)
+        elif action == "release":
+            out = instances_api.release(instance_id, user, platform, driver)
+        elif action == "save":
+            image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
+            return JSONResponse({"image": image.name, "status": image.status})
+        else:
+            out = instances_api.check(instance_id, user, platform, driver)
+            return JSONResponse({"status": out.status, "env_check": out.env_check})
+    except DockyardError as exc:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    except ValidationError as exc:
+        return JSONResponse({"detail": _validation_text(exc)}, status_code=400)
+    return JSONResponse({"id": out.id, "status": out.status})
+
+
+# ---- live status ---------------------------------------------------------------------------------
+
+
+def _snapshot(platform: Platform, user_id: int) -> dict[str, tuple]:
+    with platform.sessions.begin() as db:
+        return {r[0]: tuple(r[1:]) for r in db.execute(
+            select(Instance.id, Instance.status, Instance.updated_at, Instance.no_gpu)
+            .where(Instance.owner_id == user_id, Instance.status != Status.RELEASED))}
+
+
+def _rows_for(platform: Platform, user: User, ids: set[str]) -> list[dict]:
+    with platform.sessions.begin() as db:
+        return instance_rows(db, user, ids)
+
+
+@router.get("/events")
+async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse:
+    """Server-Sent Events: `instance` with a row whenever one of your instances changes,
+    `gone` when one is released. Polls the platform's generation counter (in memory)
+    every 0.3 s and reads the database only after a change."""
+    platform, user = p.platform, p.user
+
+    async def stream():
+        seen_generation = platform.generation
+        known = await run_in_threadpool(_snapshot, platform, user.id)
+        last_sent = time.monotonic()
+        yield "retry: 2000\n\n"
+        while True:
+            if await request.is_disconnected():
+                return
+            generation = platform.generation
+            if generation != seen_generation:
+                seen_generation = generation
+                now = await run_in_threadpool(_snapshot, platform, user.id)
+                changed = {k for k, v in now.items() if known.get(k) != v}
+                gone = set(known) - set(now)
+                known = now
+                if changed:
+                    for row in await run_in_threadpool(_rows_for, platform, user, changed):
+                        yield f"event: instance\ndata: {json.dumps(row)}\n\n"
+                for instance_id in gone:
+                    yield f"event: gone\ndata: {json.dumps({'id': instance_id})}\n\n"
+                if changed or gone:
+                    last_sent = time.monotonic()
+            if time.monotonic() - last_sent > SSE_PING_S:
+                last_sent = time.monotonic()
+                yield ": ping\n\n"
+            await asyncio.sleep(SSE_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+# ---- images, keys, billing -----------------------------------------------------------------------
+
+
+@router.get("/images")
+def images_page(p: Page = Depends(page)) -> HTMLResponse:
+    with p.platform.sessions.begin() as db:
+        found = images.list_images(db, p.user)
+        rows = [{"name": i.name, "kind": i.kind, "status": i.status, "framework": i.framework,
+                 "framework_version": i.framework_version, "python": i.python, "cuda": i.cuda,
+                 "min_driver": i.min_driver, "size": i.size_bytes, "description": i.description,
+                 "mine": i.owner_id == p.user.id and i.kind == "saved", "created_at": i.created_at.isoformat()}
+                for i in found]
+    return render(p, "images.html", catalog=[r for r in rows if not r["mine"]], mine=[r for r in rows if r["mine"]])
+
+
+@router.get("/keys")
+def keys_page(p: Page = Depends(page), error: str | None = None) -> HTMLResponse:
+    with p.platform.sessions.begin() as db:
+        rows = [{"name": k.name, "key_type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint,
+                 "created_at": k.created_at.isoformat()} for k in keys.list_keys(db, p.user)]
+    return render(p, "keys.html", rows=rows, error=error)
+
+
+@router.post("/keys")
+def add_key(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            key = KeyIn(name=data.get("name", ""), public_key=data.get("public_key", "").strip())
+            keys.add_key(db, p.user, key.name, key.public_key)
+    except DockyardError as exc:
+        return keys_page(p, error=exc.message)
+    except ValidationError as exc:
+        return keys_page(p, error=_validation_text(exc))
+    return RedirectResponse("/keys", status_code=303)
+
+
+@router.post("/keys/{name}/remove")
+def remove_key(name: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            keys.remove_key(db, p.user, name)
+    except DockyardError as exc:
+        return keys_page(p, error=exc.message)
+    return RedirectResponse("/keys", status_code=303)
+
+
+@router.get("/billing")
+def billing_page(month: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
+    settings = p.platform.settings
+    with p.platform.sessions.begin() as db:
+        try:
+            view = billing.balance_view(db, settings, p.user)
+            statement = billing.statement(db, settings, p.user, month)
+        except DockyardError:
+            return not_found(p)
+    return render(p, "billing.html", view=view, statement=statement)
+
+
+@router.get("/billing/statement.csv")
+def billing_csv(month: str | None = None, p: Page = Depends(page)) -> Response:
+    with p.platform.sessions.begin() as db:
+        response = billing_api.statement(month=month, user_name=None, format="csv", caller=p.user, db=db,
+                                         platform=p.platform)
+    response.headers["Content-Disposition"] = f'attachment; filename="dockyard-{month or "statement"}.csv"'
+    return response
+
+
+# ---- admin --------------------------------------------------------------------------------------------
+
+
+@router.get("/admin")
+def admin_page_view(p: Page = Depends(admin_page), error: str | None = None) -> HTMLResponse:
+    settings = p.platform.settings
+    with p.platform.sessions.begin() as db:
+        nodes = list(db.scalars(select(Node).order_by(Node.name)))
+        node_rows = [{"name": n.name, "url": n.url, "online": n.online, "reason": n.status_reason, "cpus": n.cpus,
+                      "memory_gb": round(n.memory_bytes / 2**30, 1), "driver": n.driver_version,
+                      "cuda": n.cuda_version} for n in nodes]
+        counts = dict(db.execute(select(Instance.owner_id, func.count(Instance.id))
+                                 .where(Instance.status != Status.RELEASED).group_by(Instance.owner_id)).all())
+        user_rows = [{"name": u.name, "admin": u.is_admin, "instances": counts.get(u.id, 0),
+                      "balance": format_amount(billing.user_balance(db, u.id)), "created_at": u.created_at.isoformat()}
+                     for u in db.scalars(select(User).order_by(User.name))]
+        prices = billing.list_prices(db, settings)
+        market = market_rows(db)
+    return render(p, "admin.html", nodes=node_rows, users=user_rows, prices=prices, market=market, error=error)
+
+
+@router.post("/admin/prices")
+def admin_set_price(data: dict = Depends(form), p: Page = Depends(admin_page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            billing.set_price(db, data.get("kind", "gpu"), data.get("price", ""), data.get("model", ""),
+                              data.get("node", ""), None, by=p.user.name)
+    except DockyardError as exc:
+        return admin_page_view(p, error=exc.message)
+    return RedirectResponse("/admin", status_code=303)
