@@ -3,7 +3,6 @@ driving the billing service directly with chosen times."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import tempfile
 from datetime import datetime, timedelta, timezone
