@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     shm_size_gb: float = Field(default=8.0, gt=0)
     pids_limit: int = Field(default=8192, gt=0)
     stop_timeout_s: int = Field(default=10, ge=0)
+    # A system disk saved at each GPU change grows a layer each time; overlay2 allows 128.
+    max_sysdisk_layers: int = Field(default=100, ge=1, le=120)
 
     # Each user's private bridge network on a node is a subnet of this pool.
     network_pool: str = "10.213.0.0/16"

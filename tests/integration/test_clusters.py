@@ -4,6 +4,7 @@ placement, bad input; and a single instance's defaults for DDP."""
 
 import base64
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def put_script(api, key: str) -> None:
 
 
 def results(output: str) -> list[dict]:
-    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    """Each rank prints one flat JSON object; two ranks writing at once may share a line."""
+    return [json.loads(found) for found in re.findall(r"\{[^{}]*\}", output)]
 
 
 def run_everywhere(api, keys: list[str], command: str) -> list[dict]:

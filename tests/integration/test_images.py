@@ -131,17 +131,33 @@ def test_saved_image_keeps_the_system_disk_not_the_data_disk(server, docker_clie
 
 
 def test_saved_image_quota(docker_client):
-    srv = Server(max_saved_images="1").start()
+    srv = Server(max_saved_images="2", max_saved_images_gb="0.05").start()
     try:
         srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"})
         api = srv.add_user("erin")
         instance = api.post("/instances", json={"image": "debian-12", "gpu_count": 0}).json()
         wait_status(api, instance["id"], "running")
         assert api.post(f"/instances/{instance['id']}/save", json={"name": "one"}).status_code == 202
+        for _ in range(100):
+            if api.get("/images/one:latest").json()["status"] == "ready":
+                break
+            time.sleep(0.2)
+        # The first image (136 MB) is over the 0.05 GB allowed: no second one.
         over = api.post(f"/instances/{instance['id']}/save", json={"name": "two"})
-        assert over.status_code == 409 and "quota" in over.json()["detail"]
+        assert over.status_code == 409 and "quota" in over.json()["detail"] and "GB" in over.json()["detail"]
     finally:
         srv.close()
+    count_srv = Server(max_saved_images="1").start()
+    try:
+        count_srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"})
+        api = count_srv.add_user("erin")
+        instance = api.post("/instances", json={"image": "debian-12", "gpu_count": 0}).json()
+        wait_status(api, instance["id"], "running")
+        assert api.post(f"/instances/{instance['id']}/save", json={"name": "one"}).status_code == 202
+        over = api.post(f"/instances/{instance['id']}/save", json={"name": "two"})
+        assert over.status_code == 409 and "the most allowed is 1" in over.json()["detail"]
+    finally:
+        count_srv.close()
 
 
 def test_admin_prepares_images_on_nodes_with_progress(server):
@@ -164,7 +180,7 @@ def test_a_failed_save_leaves_no_image_row_and_says_why(server, docker_client):
     wait_status(api, instance["id"], "stopped")
     docker_client.containers.get(f"dy-{server.deployment}-{instance['id']}").remove(force=True)
     assert api.post(f"/instances/{instance['id']}/save", json={"name": "doomed"}).status_code == 202
-    for _ in range(50):
+    for _ in range(300):
         if api.get("/images/doomed:latest").status_code == 404:
             break
         time.sleep(0.2)

@@ -3,7 +3,7 @@
 import json
 
 
-from tests.harness import wait_status
+from tests.harness import BASE_IMAGE, Server, wait_status
 
 
 def market(api) -> dict:
@@ -135,3 +135,25 @@ def test_listings_take_json(server):
     assert all(g["driver_version"] and g["cuda_version"] for g in gpus)
     table = server.cli("gpus", token_of="alice", check=True).stdout
     assert "simulated" in table and "A100-80GB" in table
+
+
+def test_a_system_disk_with_too_many_layers_is_squashed_and_kept(docker_client):
+    srv = Server(max_sysdisk_layers="1").start()
+    try:
+        srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"})
+        api = srv.add_user("lee")
+        created = api.post("/instances", json={"image": "debian-12", "gpu_count": 1, "name": "deep"}).json()
+        wait_status(api, created["id"], "running")
+        api.post("/instances/deep/exec", json={"command": ["sh", "-c", "echo kept > /root/sys.txt"]})
+        for no_gpu in (True, False):  # each start on other GPUs saves the system disk
+            api.post("/instances/deep/stop").raise_for_status()
+            wait_status(api, created["id"], "stopped")
+            api.post("/instances/deep/start", json={"no_gpu": no_gpu}).raise_for_status()
+            wait_status(api, created["id"], "running")
+        out = api.post("/instances/deep/exec", json={"command": ["cat", "/root/sys.txt"]}).json()["output"]
+        assert out == "kept\n"
+        container = docker_client.containers.get(f"dy-{srv.deployment}-{created['id']}")
+        image = docker_client.images.get(container.attrs["Config"]["Image"])
+        assert len(image.attrs["RootFS"]["Layers"]) == 1 and "-flat" in image.tags[0]
+    finally:
+        srv.close()

@@ -8,7 +8,8 @@ import httpx
 import websockets
 from fastapi import Request, WebSocket
 from starlette.background import BackgroundTask
-from starlette.responses import StreamingResponse
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
 from websockets.asyncio.client import connect
 
 from dockyard.services.sessions import COOKIE
@@ -35,12 +36,16 @@ def request_headers(headers, extra: dict[str, str]) -> dict[str, str]:
 
 
 async def forward_http(client: httpx.AsyncClient, request: Request, url: str, extra: dict[str, str]):
+    # A body only when there is one: a GET must not go upstream as an empty chunked body.
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     upstream = client.build_request(
         request.method, url, params=request.query_params, headers=request_headers(request.headers, extra),
-        content=request.stream(),
+        content=request.stream() if has_body else None,
     )
     try:
         response = await client.send(upstream, stream=True)
+    except ClientDisconnect:
+        return Response(status_code=499)  # the caller left while sending its body
     except httpx.TransportError as exc:
         from fastapi.responses import JSONResponse
 

@@ -97,11 +97,30 @@ def _client(request_or_ws) -> httpx.AsyncClient:
     return request_or_ws.app.state.proxy_client
 
 
+# Who may go where, remembered briefly: proxied traffic (a notebook's many small
+# requests) must not cost a database lookup and a `docker inspect` each. Any instance
+# status change (platform.generation) forgets it all at once.
+_CACHE_TTL_S = 5.0
+_cache: dict[tuple, tuple[float, int, Target]] = {}
+
+
+def _resolve_now(platform: Platform, authorization: str | None, cookie: str | None, key: str,
+                 port: int | None) -> Target:
+    cache_key = (authorization, cookie, key, port)
+    hit = _cache.get(cache_key)
+    if hit and hit[1] == platform.generation and time.monotonic() - hit[0] < _CACHE_TTL_S:
+        return hit[2]
+    user = _caller(platform, authorization, cookie)
+    target = _target(platform, user, key, port, "JupyterLab" if port is None else f"port {port}")
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[cache_key] = (time.monotonic(), platform.generation, target)
+    return target
+
+
 async def _resolve(conn, key: str, port: int | None = None) -> Target:
-    platform = conn.app.state.platform
-    user = await run_in_threadpool(_caller, platform, conn.headers.get("authorization"),
-                                   conn.cookies.get(sessions.COOKIE))
-    return await run_in_threadpool(_target, platform, user, key, port, "JupyterLab" if port is None else f"port {port}")
+    return await run_in_threadpool(_resolve_now, conn.app.state.platform, conn.headers.get("authorization"),
+                                   conn.cookies.get(sessions.COOKIE), key, port)
 
 
 @router.get("/login/link")
@@ -123,7 +142,8 @@ async def jupyter(key: str, path: str, request: Request):
     target = await _resolve(request, key)
     if key != target.instance_id:  # by name: go to the id, the base URL JupyterLab knows
         return RedirectResponse(f"/instances/{target.instance_id}/jupyter/{path}", status_code=307)
-    await run_in_threadpool(_touch, request.app.state.platform, target.instance_id)
+    if time.monotonic() - _last_activity.get(target.instance_id, -ACTIVITY_EVERY_S) >= ACTIVITY_EVERY_S:
+        await run_in_threadpool(_touch, request.app.state.platform, target.instance_id)
     url = f"http://{target.ip}:{JUPYTER_PORT}/instances/{target.instance_id}/jupyter/{path}"
     return await forward_http(_client(request), request, url, {PROXY_SECRET_HEADER: target.jupyter_token or ""})
 

@@ -76,11 +76,12 @@ def save(key: str = typer.Argument(..., metavar="ID"), name: str = typer.Argumen
         while wait and image["status"] == "saving":
             spinner.update(f"{image['status_reason'] or 'saving'}... {time.monotonic() - started:.0f}s")
             time.sleep(0.5)
-            image = client.get(f"/images/{image['name']}")
+            try:
+                image = client.get(f"/images/{image['name']}")
+            except CliError:  # a failed save leaves no image behind; the reason is an event
+                raise CliError(f"saving {image['name']} failed; `dockyard events {key}` says why") from None
     if as_json:
         return render.print_json(image)
-    if image["status"] == "failed":
-        raise CliError(f"saving {image['name']} failed: {image['status_reason']}")
     render.console.print(f"{image['name']}  {image['status']}  {_size(image['size_bytes'])}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import threading
 from typing import Callable, Iterator
 
@@ -247,6 +248,32 @@ class DockerRuntime:
         except APIError as exc:
             raise _error(exc) from exc
         return image["Id"]
+
+    def layer_count(self, ref: str) -> int:
+        return len(self.client.api.inspect_image(ref)["RootFS"].get("Layers") or [])
+
+    def flatten(self, ref: str, repository: str, tag: str) -> str:
+        """Copy an image into a single layer (export + import), keeping its config: a
+        system disk saved at every GPU change would otherwise hit overlay2's 128 layers."""
+        config = self.client.api.inspect_image(ref)["Config"] or {}
+        changes = [f"ENV {json.dumps(e.split('=', 1)[0])}={json.dumps(e.split('=', 1)[1])}" for e in config.get("Env") or []]
+        changes += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (config.get("Labels") or {}).items()]
+        for key, instruction in (("Entrypoint", "ENTRYPOINT"), ("Cmd", "CMD")):
+            if config.get(key):
+                changes.append(f"{instruction} {json.dumps(config[key])}")
+        if config.get("WorkingDir"):
+            changes.append(f"WORKDIR {config['WorkingDir']}")
+        try:
+            scratch = self.client.api.create_container(ref, command=["true"], entrypoint=[])
+            try:
+                stream = self.client.api.export(scratch["Id"])
+                self.client.api.import_image(src=stream, repository=repository, tag=tag, changes=changes,
+                                             stream_src=True)
+            finally:
+                self.client.api.remove_container(scratch["Id"], force=True)
+        except APIError as exc:
+            raise _error(exc) from exc
+        return f"{repository}:{tag}"
 
     def list_images(self, labels: dict[str, str]) -> list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

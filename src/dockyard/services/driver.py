@@ -176,12 +176,17 @@ class Driver:
         repository = f"dy-{self.platform.deployment}-sysdisk"
         tag = f"{instance.id}-{int(time.time() * 1000)}"
         runtime.commit(container_id, repository, tag)
+        saved = f"{repository}:{tag}"
+        if runtime.layer_count(saved) > self.platform.settings.max_sysdisk_layers:
+            # Every commit adds a layer and overlay2 stops at 128: squash into one.
+            saved = runtime.flatten(saved, repository, f"{tag}-flat")
+            runtime.remove_image(f"{repository}:{tag}")
         # Record the saved disk before the container goes: a crash now loses nothing.
         with self.platform.sessions.begin() as db:
             row = db.get(Instance, instance.id)
-            row.sysdisk_image, row.container_id, row.container_gpus = f"{repository}:{tag}", None, []
+            row.sysdisk_image, row.container_id, row.container_gpus = saved, None, []
         runtime.remove(container_id)
-        instance.sysdisk_image, instance.container_id = f"{repository}:{tag}", None
+        instance.sysdisk_image, instance.container_id = saved, None
 
     def _drop_old_system_disks(self, runtime: Runtime, instance_id: str) -> None:
         """Untag saved system disks older than the current one (committed images carry
