@@ -104,12 +104,19 @@ _CACHE_TTL_S = 5.0
 _cache: dict[tuple, tuple[float, int, Target]] = {}
 
 
-def _resolve_now(platform: Platform, authorization: str | None, cookie: str | None, key: str,
-                 port: int | None) -> Target:
-    cache_key = (authorization, cookie, key, port)
+def _cached(platform: Platform, cache_key: tuple) -> Target | None:
     hit = _cache.get(cache_key)
     if hit and hit[1] == platform.generation and time.monotonic() - hit[0] < _CACHE_TTL_S:
         return hit[2]
+    return None
+
+
+def _resolve_now(platform: Platform, authorization: str | None, cookie: str | None, key: str,
+                 port: int | None) -> Target:
+    cache_key = (authorization, cookie, key, port)
+    hit = _cached(platform, cache_key)
+    if hit:
+        return hit
     user = _caller(platform, authorization, cookie)
     target = _target(platform, user, key, port, "JupyterLab" if port is None else f"port {port}")
     if len(_cache) > 10_000:
@@ -119,8 +126,11 @@ def _resolve_now(platform: Platform, authorization: str | None, cookie: str | No
 
 
 async def _resolve(conn, key: str, port: int | None = None) -> Target:
-    return await run_in_threadpool(_resolve_now, conn.app.state.platform, conn.headers.get("authorization"),
-                                   conn.cookies.get(sessions.COOKIE), key, port)
+    platform = conn.app.state.platform
+    authorization, cookie = conn.headers.get("authorization"), conn.cookies.get(sessions.COOKIE)
+    # Remembered: answer on the event loop, no thread hop.
+    hit = _cached(platform, (authorization, cookie, key, port))
+    return hit or await run_in_threadpool(_resolve_now, platform, authorization, cookie, key, port)
 
 
 @router.get("/login/link")
