@@ -91,3 +91,11 @@ def _error_text(response: httpx.Response) -> str:
     if response.status_code == 401:
         detail = f"{detail} (log in with `dockyard login`)"
     return str(detail or f"HTTP {response.status_code}")
+
+
+def wait_for(client: Client, collection: str, key: str, statuses: list[str], timeout: float = 600) -> dict:
+    """Block on the server until an instance or cluster reaches a status (long-poll)."""
+    found = client.get(f"/{collection}/{key}", params={"wait_for": statuses, "timeout": timeout})
+    if found["status"] not in statuses:
+        raise CliError(f"{collection[:-1]} {found['name']} is still {found['status']} after {timeout:.0f}s")
+    return found

@@ -8,24 +8,17 @@ from typing import Optional
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, CliError
+from dockyard.cli.client import Client, CliError, wait_for
 
 clusters_app = typer.Typer(help="Clusters: several instances on one private network, for multi-node training.",
                            no_args_is_help=True)
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
 
-def _wait(client: Client, key: str, statuses: list[str], timeout: float = 600) -> dict:
-    cluster = client.get(f"/clusters/{key}", params={"wait_for": statuses, "timeout": timeout})
-    if cluster["status"] not in statuses:
-        raise CliError(f"cluster {cluster['name']} is still {cluster['status']} after {timeout:.0f}s")
-    return cluster
-
-
 def _finish(client: Client, cluster: dict, wait: bool, targets: list[str], as_json: bool) -> None:
     if wait:
         with render.console.status(f"{cluster['name']}: {cluster['status']}..."):
-            cluster = _wait(client, cluster["id"], [*targets, "failed", "degraded"])
+            cluster = wait_for(client, "clusters", cluster["id"], [*targets, "failed", "degraded"])
     if as_json:
         return render.print_json(cluster)
     _members(cluster)

@@ -12,8 +12,10 @@ import typer
 from dockyard.cli import render
 from dockyard.cli.admin import admin
 from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
+from dockyard.cli import billing
+from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
-from dockyard.cli.client import Client, CliError, save_credentials, server_url
+from dockyard.cli.client import Client, CliError, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -24,27 +26,17 @@ app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_o
 app.command("ssh-config")(ssh_config)
 app.command("jupyter")(jupyter)
 app.add_typer(ports_app, name="ports")
-from dockyard.cli import billing as _billing  # noqa: E402  issue 5
-app.command("balance")(_billing.balance)
-app.command("bill")(_billing.bill)
-from dockyard.cli.clusters import clusters_app  # noqa: E402  issue 6
+app.command("balance")(billing.balance)
+app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
 
-def _wait(client: Client, key: str, statuses: list[str], timeout: float = 600) -> dict:
-    """Block on the server until the instance reaches a status (long-poll)."""
-    instance = client.get(f"/instances/{key}", params={"wait_for": statuses, "timeout": timeout})
-    if instance["status"] not in statuses:
-        raise CliError(f"instance {instance['name']} is still {instance['status']} after {timeout:.0f}s")
-    return instance
-
-
 def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_json: bool) -> None:
     if wait:
         with render.console.status(f"{instance['name']}: {instance['status']}..."):
-            instance = _wait(client, instance["id"], [*targets, "failed"])
+            instance = wait_for(client, "instances", instance["id"], [*targets, "failed"])
     if as_json:
         render.print_json(instance)
     else:

@@ -23,7 +23,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import cluster_net
-from dockyard.services import images, instances
+from dockyard.services import images, instances, ownership
 from dockyard.services.platform import Platform
 
 _subnet_lock = threading.Lock()  # one cluster network made at a time: no two pick one subnet
@@ -56,23 +56,11 @@ class MemberSetup:
 
 
 def get_owned(db: Session, user: User, key: str) -> Cluster:
-    """A cluster by id or name, if `user` may see it; otherwise 404."""
-    query = select(Cluster).where((Cluster.id == key) | ((Cluster.name == key) & (Cluster.status != "released")))
-    if not user.is_admin:
-        query = query.where(Cluster.owner_id == user.id)
-    found = db.scalars(query.order_by(Cluster.created_at.desc())).first()
-    if found is None:
-        raise NotFound(f"cluster {key!r} not found")
-    return found
+    return ownership.get_owned(db, Cluster, user, key, "cluster")
 
 
 def list_clusters(db: Session, user: User, include_released: bool = False) -> list[Cluster]:
-    query = select(Cluster).order_by(Cluster.created_at)
-    if not user.is_admin:
-        query = query.where(Cluster.owner_id == user.id)
-    if not include_released:
-        query = query.where(Cluster.status != "released")
-    return list(db.scalars(query))
+    return ownership.list_owned(db, Cluster, user, include_released)
 
 
 def members(db: Session, cluster_id: str) -> list[Instance]:

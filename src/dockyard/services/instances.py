@@ -16,7 +16,7 @@ from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, che
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
-from dockyard.services import images
+from dockyard.services import images, ownership
 from dockyard.services.platform import Platform
 
 ALLOCATION_RETRIES = 5
@@ -38,23 +38,11 @@ class CreateRequest:
 
 
 def get_owned(db: Session, user: User, key: str) -> Instance:
-    """An instance by id or name, if `user` may see it; otherwise 404, never 403."""
-    query = select(Instance).where((Instance.id == key) | ((Instance.name == key) & (Instance.status != "released")))
-    if not user.is_admin:
-        query = query.where(Instance.owner_id == user.id)
-    found = db.scalars(query.order_by(Instance.created_at.desc())).first()
-    if found is None:
-        raise NotFound(f"instance {key!r} not found")
-    return found
+    return ownership.get_owned(db, Instance, user, key, "instance")
 
 
 def list_instances(db: Session, user: User, include_released: bool = False) -> list[Instance]:
-    query = select(Instance).order_by(Instance.created_at)
-    if not user.is_admin:
-        query = query.where(Instance.owner_id == user.id)
-    if not include_released:
-        query = query.where(Instance.status != Status.RELEASED)
-    return list(db.scalars(query))
+    return ownership.list_owned(db, Instance, user, include_released)
 
 
 def assigned_gpus(db: Session, instance_id: str) -> list[Gpu]:
