@@ -280,3 +280,39 @@ def test_kill_9_during_settlement_gives_the_same_ledger(docker_client):
         assert "kill" in server.log() and "fault injection" in server.log()
     finally:
         server.close()
+
+
+def test_saved_images_pay_storage_until_deleted(srv):
+    srv.admin.post("/billing/prices", json={"kind": "image", "price": "86400"}).raise_for_status()  # 1/s per GB
+    try:
+        created = srv.bob.post("/instances", json={"image": "debian-12", "gpu_count": 0}).json()
+        wait_status(srv.bob, created["id"], "running")
+        assert srv.bob.post(f"/instances/{created['id']}/save", json={"name": "kept"}).status_code == 202
+        deadline = time.monotonic() + 60
+        while srv.bob.get("/images/kept:latest").json()["status"] != "ready":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        size_gb = srv.bob.get("/images/kept:latest").json()["size_bytes"] / 2**30
+
+        def image_postings():
+            return [p for p in srv.bob.get("/billing/postings", params={"kind": "storage"}).json()
+                    if p["key"].startswith("image-storage:")]
+
+        deadline = time.monotonic() + 30
+        while len(image_postings()) < 2:  # two 2-second storage periods
+            assert time.monotonic() < deadline, image_postings()
+            time.sleep(0.5)
+        for p in image_postings():  # thousandths of a GB, at 1 unit per GB-second, to the minor unit
+            seconds = p["usage_us"] / 1e6 if p["usage_us"] else 2
+            assert p["amount_minor"] <= seconds * PER_SECOND * size_gb + 1 and p["amount_minor"] > 0
+        srv.bob.delete(f"/instances/{created['id']}").raise_for_status()
+        wait_status(srv.bob, created["id"], "released")
+        assert srv.bob.delete("/images/kept:latest").status_code == 204
+        time.sleep(5)
+        settled = len(image_postings())
+        time.sleep(5)
+        assert len(image_postings()) == settled  # a deleted image costs nothing more
+    finally:
+        srv.admin.post("/billing/prices", json={"kind": "image", "price": "0"}).raise_for_status()
+    report = srv.admin.get("/billing/ledger/verify").json()
+    assert report["ok"], report["problems"]

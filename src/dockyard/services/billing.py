@@ -520,7 +520,8 @@ def _settle_images(db: Session, settings: Settings, rows: list[PriceRow], horizo
         return
     steps = core.price_steps(rows, "image")
     images = db.execute(select(Image.id, Image.owner_id, Image.size_bytes, Image.created_at)
-                        .where(Image.kind == "saved", Image.owner_id.is_not(None), Image.size_bytes.is_not(None))).all()
+                        .where(Image.kind == "saved", Image.status == "ready", Image.owner_id.is_not(None),
+                               Image.size_bytes.is_not(None))).all()
     postings = []
     if steps and settings.billing_enabled:
         vouchers = _live_vouchers(db, {i.owner_id for i in images})
