@@ -99,3 +99,14 @@ def wait_for(client: Client, collection: str, key: str, statuses: list[str], tim
     if found["status"] not in statuses:
         raise CliError(f"{collection[:-1]} {found['name']} is still {found['status']} after {timeout:.0f}s")
     return found
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """--env NAME=VALUE options as a dict."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--env {pair!r}: use NAME=VALUE")
+        env[key] = value
+    return env

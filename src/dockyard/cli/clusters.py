@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, CliError, wait_for
+from dockyard.cli.client import Client, CliError, parse_env, wait_for
 
 clusters_app = typer.Typer(help="Clusters: several instances on one private network, for multi-node training.",
                            no_args_is_help=True)
@@ -37,16 +37,6 @@ def _members(cluster: dict) -> None:
          m["node"], m["address"] or "-", ",".join(map(str, m["gpus"])) or "-"] for m in cluster["members"]])
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise CliError(f"--env {pair!r}: use NAME=VALUE")
-        env[key] = value
-    return env
-
-
 @clusters_app.command()
 def create(
     name: str = typer.Option(..., "--name", "-n", help="members are NAME-0, NAME-1, ... (also their hostnames)"),
@@ -63,7 +53,7 @@ def create(
     """Place K instances at once (all or nothing), connected by a private network."""
     client = Client()
     body = {"name": name, "nodes": nodes, "gpus": gpus, "gpu_model": gpu_model, "image": image,
-            "env": _env(env), "command": command, "data_disk_gb": data_disk}
+            "env": parse_env(env), "command": command, "data_disk_gb": data_disk}
     _finish(client, client.post("/clusters", body), wait, ["running"], as_json)
 
 

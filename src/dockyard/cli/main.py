@@ -15,7 +15,7 @@ from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
 from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
-from dockyard.cli.client import Client, CliError, save_credentials, server_url, wait_for
+from dockyard.cli.client import Client, CliError, parse_env, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -88,16 +88,6 @@ def gpus(as_json: bool = JsonOpt) -> None:
     ])
 
 
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise CliError(f"--env {pair!r}: use NAME=VALUE")
-        env[key] = value
-    return env
-
-
 @app.command()
 def create(
     image: str = typer.Option(..., "--image", "-i", help="image name (see `dockyard images`)"),
@@ -113,7 +103,7 @@ def create(
 ) -> None:
     """Rent an instance."""
     client = Client()
-    body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": _parse_env(env),
+    body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
             "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
