@@ -7,6 +7,7 @@ id: the Docker objects it makes carry that id and are removed when it is closed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
@@ -39,6 +40,9 @@ def test_database_url(home: Path) -> str:
     return server.rsplit("/", 1)[0] + "/" + name
 
 
+_ssh_blocks = itertools.count(os.getpid() % 200)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,8 +53,9 @@ class Server:
     def __init__(self, simulated_gpus: str = "A100-80GB:4,RTX-4090:2", **settings: str):
         self.home = Path(tempfile.mkdtemp(prefix="dockyard-test-"))
         self.port = free_port()
-        # Each test server publishes SSH ports from its own block, so servers never collide.
-        ssh_base = 20000 + (self.port % 200) * 150
+        # Each test server publishes SSH ports from its own block, below Linux's ephemeral
+        # range (32768+) so no client socket of the suite can hold one.
+        ssh_base = 20000 + (next(_ssh_blocks) % 200) * 60
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
@@ -61,7 +66,7 @@ class Server:
             "DOCKYARD_RECONCILE_INTERVAL_S": "1",
             "DOCKYARD_STOP_TIMEOUT_S": "2",
             "DOCKYARD_SSH_PORT_MIN": str(ssh_base),
-            "DOCKYARD_SSH_PORT_MAX": str(ssh_base + 149),
+            "DOCKYARD_SSH_PORT_MAX": str(ssh_base + 59),
             "XDG_CONFIG_HOME": str(self.home / "cli-config"),
             **({"DOCKYARD_BUILD_CA_BUNDLE": HOST_CA_BUNDLE} if Path(HOST_CA_BUNDLE).exists() else {}),
             **{f"DOCKYARD_{k.upper()}": v for k, v in settings.items()},
