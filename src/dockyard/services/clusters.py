@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core import clusters as core
-from dockyard.core.errors import Conflict, DockyardError, InvalidInput, NotFound
+from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
@@ -104,12 +104,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
 
     def attempt() -> tuple[Cluster, list[str]]:
         with platform.sessions.begin() as db:
-            try:
-                image = images.find_image(db, user, request.image)
-            except NotFound:
-                raise InvalidInput(f"image: unknown image {request.image!r}; see `dockyard images`",
-                                   field="image") from None
-            images.require_ready(image)
+            image = images.image_to_run(db, user, request.image)
             instances._lock_allocation(db)
             views = instances._node_views(db)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)

@@ -58,6 +58,17 @@ def find_image(db: Session, user: User, name: str) -> Image:
     raise NotFound(f"image {name!r} not found; see `dockyard images`")
 
 
+def image_to_run(db: Session, user: User, name: str) -> Image:
+    """The image a create names, refused as bad input (field `image`) when unknown, and
+    as a conflict when it is not ready yet."""
+    try:
+        image = find_image(db, user, name)
+    except NotFound:
+        raise InvalidInput(f"image: unknown image {name!r}; see `dockyard images`", field="image") from None
+    require_ready(image)
+    return image
+
+
 def require_ready(image: Image) -> None:
     if image.status == "absent":
         raise Conflict(f"image {image.name} is not built yet; an admin runs `dockyard admin images build {image.name}`")

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dockyard.core.errors import Conflict, InvalidInput, NotFound
+from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
@@ -163,12 +163,7 @@ def _with_retries(action):
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
-            try:
-                image = images.find_image(db, user, request.image)
-            except NotFound:
-                raise InvalidInput(f"image: unknown image {request.image!r}; see `dockyard images`",
-                                   field="image") from None
-            images.require_ready(image)
+            image = images.image_to_run(db, user, request.image)
             _lock_allocation(db)
             views = _node_views(db)
             check_request(views, request.gpu_model, request.gpu_count)
