@@ -100,7 +100,8 @@ class StorageCursor(Base):
 
 
 class Notice(Base):
-    """Messages to a user: low balance, instances stopped for an empty wallet."""
+    """Messages to a user (the console's notifications): low balance, instances stopped
+    for an empty wallet or by their auto-stop policy, saves finished or failed."""
 
     __tablename__ = "billing_notices"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -108,6 +109,7 @@ class Notice(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     kind: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
+    read_at: Mapped[datetime | None] = mapped_column()
 
 
 # Metering scans the events that start and end runs by status and time.

@@ -231,6 +231,10 @@ class Instance(Base):
     # Last use through the access paths (the auto-stop rules read these).
     last_ssh_at: Mapped[datetime | None] = mapped_column()
     last_jupyter_at: Mapped[datetime | None] = mapped_column()
+    # Auto-stop policy (issue 7): stop after this many minutes without SSH or Jupyter
+    # activity, and/or after this many minutes running; None = never.
+    auto_stop_idle_minutes: Mapped[int | None] = mapped_column(Integer)
+    auto_stop_max_minutes: Mapped[int | None] = mapped_column(Integer)
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
@@ -258,6 +262,19 @@ class InstanceEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """What an admin (or the platform on an admin's behalf) did: append-only."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 # Billing tables (issue 5) live in their own module; imported here so the metadata holds them.
