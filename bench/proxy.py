@@ -14,11 +14,9 @@ CPUs (no CPU quota below the host's). Its port is exposed through the API
                                           started here with --default-target http://IP:PORT
   dockyard   http://127.0.0.1:SRV/instances/<id>/ports/<port>/
                                           with `Authorization: Bearer <owner's token>`
-  dy-fwd     Dockyard's forwarding code alone: dockyard.access.proxy's forward_http and
-             forward_websocket with the same pooled httpx client settings as the server,
-             in a bare FastAPI app under uvicorn (same log level), to the fixed target,
-             with no authentication, database or Docker look-up and none of the server's
-             middleware (a separate process started here; src/ is not changed)
+  dy-fwd     Dockyard's relay alone (dockyard.access.relay) with a fixed route to the
+             backend: no authentication, database or Docker look-up (a separate process
+             started here)
 
 at concurrency 1, 10 and 50 (--concurrency), each point for --duration seconds
 (default 5) after a 1 s warm-up, in --rounds rounds (default 3) with the targets
@@ -231,41 +229,24 @@ def start_chp(chp: str, target: str, home: Path) -> tuple[subprocess.Popen, str]
 
 
 FORWARD_ONLY = r'''
+import asyncio
 import sys
 
-import httpx
-import uvicorn
-from contextlib import asynccontextmanager
-from fastapi import FastAPI, Request, WebSocket
+import uvloop
 
-from dockyard.access.proxy import forward_http, forward_websocket
+from dockyard.access.relay import ClientConnection, Route
 
-target, port = sys.argv[1], int(sys.argv[2])
+host, target_port = sys.argv[1].split(":")
+port = int(sys.argv[2])
 
 
-@asynccontextmanager
-async def lifespan(app):
-    app.state.client = httpx.AsyncClient(timeout=httpx.Timeout(30, read=None),
-                                         limits=httpx.Limits(max_connections=500), follow_redirects=False)
-    yield
-    await app.state.client.aclose()
+async def main():
+    route = lambda request: Route((host, int(target_port)), request.url)  # noqa: E731
+    server = await asyncio.get_running_loop().create_server(lambda: ClientConnection(route), "127.0.0.1", port)
+    await server.serve_forever()
 
 
-app = FastAPI(lifespan=lifespan)
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-
-
-@app.api_route("/{path:path}", methods=METHODS)
-async def http(path: str, request: Request):
-    return await forward_http(app.state.client, request, f"http://{target}/{path}", {})
-
-
-@app.websocket("/{path:path}")
-async def ws(websocket: WebSocket, path: str):
-    await forward_websocket(websocket, f"ws://{target}/{path}", {})
-
-
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="info", timeout_graceful_shutdown=5)
+uvloop.run(main())
 '''
 
 
@@ -294,21 +275,15 @@ def wait_ok(url: str, headers: dict[str, str], what: str, timeout: float = 120) 
 # ---- profiling ---------------------------------------------------------------------------
 
 BUCKETS = [  # (label, substring of a frame "function (file:line)"); the innermost matching frame wins
-    ("docker inspect per request (routes._running)", "_running (dockyard/access/routes.py"),
-    ("token, instance and port look-ups (SQLite, BEGIN IMMEDIATE)", "_caller (dockyard/access/routes.py"),
-    ("token, instance and port look-ups (SQLite, BEGIN IMMEDIATE)", "_target (dockyard/access/routes.py"),
-    ("thread-pool hand-offs (run_in_threadpool)", "(anyio/to_thread.py"),
-    ("thread-pool hand-offs (run_in_threadpool)", "run_sync_in_worker_thread (anyio/"),
-    ("thread-pool hand-offs (run_in_threadpool)", "WorkerThread.run (anyio/"),
-    ("failed `import sniffio` on every httpcore call (not installed)", "current_async_library (httpcore/"),
-    ("httpx/httpcore client to the backend", "(httpcore/"),
-    ("httpx/httpcore client to the backend", "(httpx/"),
-    ("websockets client to the backend", "(websockets/asyncio/"),
-    ("websockets protocol (frames, deflate)", "(websockets/"),
-    ("access log (logging)", "(logging/"),
-    ("uvicorn HTTP/WebSocket server", "(uvicorn/"),
-    ("starlette/fastapi routing, middleware, responses", "(starlette/"),
-    ("starlette/fastapi routing, middleware, responses", "(fastapi/"),
+    ("look-ups on a cache miss (database, docker inspect)", "(dockyard/access/targets.py"),
+    ("thread-pool hand-offs", "(concurrent/futures/thread.py"),
+    ("routing: path match, cache hit (front)", "(dockyard/access/front.py"),
+    ("relay: parse heads, rewrite, write bytes", "(dockyard/access/relay.py"),
+    ("uvicorn, starlette/fastapi (the application's requests)", "(uvicorn/"),
+    ("uvicorn, starlette/fastapi (the application's requests)", "(starlette/"),
+    ("uvicorn, starlette/fastapi (the application's requests)", "(fastapi/"),
+    ("logging", "(logging/"),
+    ("event loop (uvloop, native)", "run (uvloop/"),
     ("event loop (uvloop, native)", "Runner.run (asyncio/runners.py"),
 ]
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 
 import anyio
-import httpx
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from dockyard.access import routes as proxy_routes
+from dockyard.access import routes as access_routes
 from dockyard.api.routers import access, auth, images, instances, keys, market
 from dockyard.api.routers import billing as billing_router  # issue 5
 from dockyard.api.routers import clusters as clusters_router  # issue 6
@@ -96,11 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         activity = ActivityWatch(platform, settings.activity_interval_s)
         activity.start()
         app.state.platform, app.state.driver = platform, driver
-        # One pooled client for all proxied traffic; no read timeout (Jupyter long-polls).
-        app.state.proxy_client = httpx.AsyncClient(
-            timeout=httpx.Timeout(30, read=None), limits=httpx.Limits(max_connections=500), follow_redirects=False)
         yield
-        await app.state.proxy_client.aclose()
         reconciler.stop()
         activity.stop()
         metering.stop()  # issue 5
@@ -124,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth.router, market.router, images.router, instances.router, keys.router, access.router,
                    billing_router.router, clusters_router.router):  # clusters: issue 6
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(proxy_routes.router)
+    app.include_router(access_routes.router)  # /login/link; the proxied paths are the front's
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

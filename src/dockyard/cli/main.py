@@ -52,15 +52,13 @@ def serve(host: Optional[str] = typer.Option(None, help="address to listen on"),
     """Run the API server, reconciler and access endpoints in one process."""
     import logging
 
-    import uvicorn
-
+    from dockyard.access import front
     from dockyard.api.app import create_app
     from dockyard.config import get_settings
 
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                log_level="info", timeout_graceful_shutdown=5)
+    front.serve(create_app(settings), host or settings.host, port or settings.port)
 
 
 @app.command()

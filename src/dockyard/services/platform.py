@@ -30,6 +30,9 @@ class Platform:
     # generation tells a waiter whether a change came while it was reading.
     changed: threading.Condition = field(default_factory=threading.Condition)
     generation: int = 0
+    # Bumped when access is taken away (a port closed or unshared, a session or token
+    # ended), so the access paths forget what they remembered at once.
+    access_generation: int = 0
 
     def runtime(self, node: str) -> Runtime:
         try:
@@ -41,6 +44,9 @@ class Platform:
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+
+    def access_revoked(self) -> None:
+        self.access_generation += 1
 
     @property
     def labels(self) -> dict[str, str]:

@@ -256,6 +256,7 @@ def logout(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     check_csrf(p, data.get("csrf"))
     with p.platform.sessions.begin() as db:
         sessions.end(db, p.token)
+    p.platform.access_revoked()  # the proxied paths forget this session at once
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(sessions.COOKIE)
     return response

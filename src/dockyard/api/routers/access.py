@@ -57,8 +57,10 @@ def expose(key: str, body: PortIn, request: Request, user: User = Depends(curren
 
 
 @router.delete("/{key}/ports/{port}", status_code=204)
-def unexpose(key: str, port: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> None:
+def unexpose(key: str, port: int, request: Request, user: User = Depends(current_user),
+             db: Session = Depends(get_db)) -> None:
     db.delete(ports.find(db, instances.get_owned(db, user, key), port))
+    _revoked(request, db)
 
 
 @router.post("/{key}/ports/{port}/share", response_model=Link)
@@ -66,9 +68,19 @@ def share(key: str, port: int, request: Request, user: User = Depends(current_us
           db: Session = Depends(get_db)) -> Link:
     """An unguessable link anyone may open, until revoked (a new one revokes the old)."""
     row = ports.find(db, instances.get_owned(db, user, key), port)
-    return Link(url=f"{_base(request)}/shared/{ports.share(db, row)}/")
+    link = ports.share(db, row)
+    _revoked(request, db)  # the old link
+    return Link(url=f"{_base(request)}/shared/{link}/")
 
 
 @router.delete("/{key}/ports/{port}/share", status_code=204)
-def unshare(key: str, port: int, user: User = Depends(current_user), db: Session = Depends(get_db)) -> None:
+def unshare(key: str, port: int, request: Request, user: User = Depends(current_user),
+            db: Session = Depends(get_db)) -> None:
     ports.find(db, instances.get_owned(db, user, key), port).share_hash = None
+    _revoked(request, db)
+
+
+def _revoked(request: Request, db: Session) -> None:
+    """Committed first, so that the access paths cannot re-read what was just taken away."""
+    db.commit()
+    request.app.state.platform.access_revoked()

@@ -1,0 +1,475 @@
+"""An HTTP/1.1 reverse proxy on raw asyncio protocols.
+
+Request heads are parsed (httptools, C) and rewritten; bodies and responses travel as
+bytes, with a response parser only to see where each response ends; a WebSocket upgrade
+answered with 101 turns the connection into a byte tunnel. Relaying bytes instead of
+re-building each request in an HTTP client and each message in a WebSocket library is
+what makes the proxy as fast as configurable-http-proxy (docs/benchmarks.md, issue 4).
+
+Requests on one client connection are served one at a time, in order (browsers do not
+pipeline; a client that does is still answered correctly, just not in parallel). Each
+client connection keeps its own upstream connections, one per address, reused across
+its requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Union
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+# Request headers never forwarded: they belong to one hop (RFC 9110 7.6.1), or are set by
+# the proxy itself (the client must not claim another address).
+HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+                 b"trailer", b"transfer-encoding", b"upgrade", b"x-forwarded-for", b"x-forwarded-proto",
+                 b"x-forwarded-host"})
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
+CONNECT_TIMEOUT_S = 10
+IDLE_CLIENT_S = 75        # a keep-alive connection with no request for this long is closed
+STALE_UPSTREAM_S = 2.0    # older idle upstream connections are not trusted with a POST
+REPLAY_LIMIT = 64 * 1024  # a request this small is kept to be sent again if the upstream had closed
+
+
+@dataclass
+class Route:
+    """Where one request goes and how its head is rewritten on the way."""
+
+    address: tuple[str, int] | str  # (host, port), or the path of a unix socket
+    target: bytes                   # path and query to send upstream
+    drop: frozenset[bytes] = frozenset()       # more request headers not to forward
+    add: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cookie_filter: Callable[[bytes], bytes] | None = None
+
+
+@dataclass
+class Request:
+    url: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    method: bytes = b""
+    version: str = "1.1"
+    keep_alive: bool = True
+    upgrade: bool = False
+    chunked: bool = False
+    client_ip: str = ""
+    body: list[bytes] = field(default_factory=list)  # arrived before an upstream took the request
+    complete: bool = False
+    upstream: Upstream | None = None
+    route: Route | None = None
+    replay: list[bytes] | None = field(default_factory=list)  # all bytes sent, while small
+    replay_size: int = 0
+    retried: bool = False
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+Router = Callable[[Request], Union[Route, bytes, Awaitable[Union[Route, bytes]]]]
+
+
+def response(status: int, detail: str | None = None, headers: dict[str, str] | None = None,
+             body: bytes | None = None) -> bytes:
+    """A whole HTTP/1.1 response, for answers the proxy gives itself (errors, redirects)."""
+    from http import HTTPStatus
+
+    if body is None:
+        body = json.dumps({"detail": detail or HTTPStatus(status).phrase}).encode()
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def request_head(request: Request, route: Route) -> bytes:
+    lines = [b"%s %s HTTP/%s" % (request.method, route.target, request.version.encode())]
+    for name, value in request.headers:
+        lower = name.lower()
+        if lower in HOP or lower in route.drop:
+            continue
+        if lower == b"cookie" and route.cookie_filter:
+            value = route.cookie_filter(value)
+            if not value:
+                continue
+        lines.append(name + b": " + value)
+    if request.chunked:
+        lines.append(b"Transfer-Encoding: chunked")  # the body is re-chunked as it arrives
+    if request.upgrade:
+        lines += [b"Connection: Upgrade", b"Upgrade: " + (request.header(b"upgrade") or b"websocket")]
+    lines.append(b"X-Forwarded-For: " + request.client_ip.encode())
+    lines.append(b"X-Forwarded-Proto: http")
+    lines += [name + b": " + value for name, value in route.add]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+class Upstream(asyncio.Protocol):
+    """One connection to a backend, serving one client connection's requests in turn."""
+
+    def __init__(self, client: ClientConnection, address):
+        self.client, self.address = client, address
+        self.transport: asyncio.Transport | None = None
+        self.parser = None
+        self.request: Request | None = None
+        self.interim = False      # a 1xx response (100 Continue) that precedes the real one
+        self.answered = False     # some of the response has arrived
+        self.head_done = False    # the response to a HEAD request, complete at its head
+        self.closed = False
+        self.idle_since = time.monotonic()
+
+    # -- asyncio callbacks
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data: bytes):
+        client = self.client
+        if client.tunnel is self:
+            client.write(data)
+            return
+        self.answered = True
+        client.write(data)  # raw and in order; the parser only finds where the response ends
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            client.start_tunnel(self)
+        except httptools.HttpParserError:
+            log.warning("malformed response from %s", self.address)
+            client.close()
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.client.upstream_lost(self)
+
+    def pause_writing(self):
+        self.client.pause("upstream-full")
+
+    def resume_writing(self):
+        self.client.resume("upstream-full")
+
+    # -- httptools callbacks (response parser)
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
+        self.interim = 100 <= status < 200 and status != 101
+        if self.request.method == b"HEAD" and not self.interim:
+            # No body follows, whatever Content-Length says (the next request gets a new parser).
+            self.head_done = True
+            self.client.response_done(self, keep_alive=True)
+
+    def on_message_complete(self):
+        if self.interim:
+            self.interim = False
+        elif not self.head_done and self.parser.get_status_code() != 101:  # 101: a tunnel follows
+            self.client.response_done(self, keep_alive=self.parser.should_keep_alive())
+
+    # -- used by the client side
+    def begin(self, request: Request, head: bytes, replaying: bool = False) -> None:
+        self.request, self.interim, self.answered, self.head_done = request, False, False, False
+        self.parser = httptools.HttpResponseParser(self)
+        request.upstream = self
+        self.send(request, head)
+        if replaying:
+            return
+        for chunk in request.body:
+            self.send(request, _frame(request, chunk))
+        request.body = []
+        if request.complete and request.chunked:
+            self.send(request, b"0\r\n\r\n")
+
+    def send(self, request: Request, data: bytes) -> None:
+        if request.replay is not None:
+            request.replay.append(data)
+            request.replay_size += len(data)
+            if request.replay_size > REPLAY_LIMIT:
+                request.replay = None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport and not self.closed:
+            self.transport.close()
+
+
+def _frame(request: Request, chunk: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(chunk), chunk) if request.chunked else chunk
+
+
+class ClientConnection(asyncio.Protocol):
+    """One browser or client connection: parse its requests, route each, relay the answers."""
+
+    def __init__(self, router: Router):
+        self.router = router
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.pending: deque[Request] = deque()  # parsed requests, the first being served
+        self.upstreams: dict[object, Upstream] = {}
+        self.tunnel: Upstream | None = None
+        self.upgrade_buffer: list[bytes] | None = None  # bytes after an upgrade request's head
+        self.paused: set[str] = set()
+        self.reading = True
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+        self.closing = False
+
+    # -- asyncio callbacks
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self._arm_idle()
+
+    def data_received(self, data: bytes):
+        if self.tunnel is not None:
+            self.tunnel.transport.write(data)
+            return
+        if self.upgrade_buffer is not None:
+            self.upgrade_buffer.append(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # The request was an upgrade: what follows its head is the new protocol's.
+            self.upgrade_buffer = [data[exc.args[0]:]]
+            self._update_reading()
+        except httptools.HttpParserError:
+            self.write(response(400, "malformed HTTP request"))
+            self.close()
+
+    def connection_lost(self, exc):
+        self.closing = True
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        if self.task:
+            self.task.cancel()
+        for upstream in list(self.upstreams.values()):
+            upstream.close()
+        if self.tunnel:
+            self.tunnel.close()
+
+    def pause_writing(self):
+        for upstream in self._feeding():
+            upstream.transport.pause_reading()
+
+    def resume_writing(self):
+        for upstream in self._feeding():
+            upstream.transport.resume_reading()
+
+    def _feeding(self) -> list[Upstream]:
+        current = self.tunnel or (self.pending[0].upstream if self.pending else None)
+        return [current] if current is not None and not current.closed else []
+
+    # -- httptools callbacks (request parser)
+    def on_message_begin(self):
+        if self.idle_timer:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.pending.append(Request(client_ip=self.client_ip))
+
+    def on_url(self, url: bytes):
+        self.pending[-1].url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        self.pending[-1].headers.append((name, value))
+
+    def on_headers_complete(self):
+        request = self.pending[-1]
+        parser = self.parser
+        request.method, request.version = parser.get_method(), parser.get_http_version()
+        request.keep_alive, request.upgrade = parser.should_keep_alive(), parser.should_upgrade()
+        request.chunked = b"chunked" in (request.header(b"transfer-encoding") or b"").lower()
+        if len(self.pending) == 1:
+            self._start(request)
+        self._update_reading()
+
+    def on_body(self, chunk: bytes):
+        request = self.pending[-1]
+        if request.upstream is not None:
+            request.upstream.send(request, _frame(request, chunk))
+        else:
+            request.body.append(chunk)
+
+    def on_message_complete(self):
+        request = self.pending[-1]
+        request.complete = True
+        if request.upstream is not None and request.chunked:
+            request.upstream.send(request, b"0\r\n\r\n")
+
+    # -- serving requests in turn
+    def _start(self, request: Request) -> None:
+        try:
+            decision = self.router(request)
+        except Exception:
+            log.exception("routing %s failed", request.url)
+            decision = response(500, "internal error in the proxy")
+        if isinstance(decision, (Route, bytes)):
+            self._dispatch(request, decision)
+        else:
+            self.task = asyncio.ensure_future(self._await(request, decision))
+
+    async def _await(self, request: Request, decision) -> None:
+        try:
+            decision = await decision
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("routing %s failed", request.url)
+            decision = response(500, "internal error in the proxy")
+        self.task = None
+        self._dispatch(request, decision)
+
+    def _dispatch(self, request: Request, decision: Route | bytes) -> None:
+        if self.closing:
+            return
+        if isinstance(decision, bytes):  # answered by the proxy itself
+            self.write(decision)
+            self._finished(request, keep_alive=request.complete and request.keep_alive and not request.upgrade)
+            return
+        request.route = decision
+        upstream = self.upstreams.get(decision.address)
+        stale = upstream is not None and (
+            upstream.closed or (request.method not in IDEMPOTENT
+                                and time.monotonic() - upstream.idle_since > STALE_UPSTREAM_S))
+        if upstream is not None and not stale:
+            upstream.begin(request, request_head(request, decision))
+            self._update_reading()
+            return
+        if upstream is not None:
+            self._forget(upstream)
+        self.task = asyncio.ensure_future(self._connect(request))
+
+    async def _connect(self, request: Request, replay: bytes | None = None) -> None:
+        """Open a connection to the request's upstream and send it there (again, if replay)."""
+        loop = asyncio.get_running_loop()
+        address = request.route.address
+        make = lambda: Upstream(self, address)  # noqa: E731
+        try:
+            if isinstance(address, str):
+                connecting = loop.create_unix_connection(make, address)
+            else:
+                connecting = loop.create_connection(make, *address)
+            _, upstream = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.task = None
+            self._dispatch(request, response(502, f"the instance did not answer on this port: {type(exc).__name__}"))
+            return
+        self.task = None
+        if self.closing:
+            upstream.close()
+            return
+        self.upstreams[address] = upstream
+        if replay is None:
+            upstream.begin(request, request_head(request, request.route))
+        else:
+            upstream.begin(request, replay, replaying=True)
+        self._update_reading()
+
+    def response_done(self, upstream: Upstream, keep_alive: bool) -> None:
+        request = self.pending[0]
+        upstream.idle_since = time.monotonic()
+        if not keep_alive:
+            self._forget(upstream)
+        if request.upgrade and self.upgrade_buffer is not None:
+            # Refused upgrade: back to HTTP, with whatever the client sent meanwhile.
+            buffered, self.upgrade_buffer = b"".join(self.upgrade_buffer), None
+            self.parser = httptools.HttpRequestParser(self)
+            self._finished(request, keep_alive=request.keep_alive)
+            if buffered and not self.closing:
+                self.data_received(buffered)
+            return
+        # A response that came before its request's body ended leaves the rest of that
+        # body on the connection, indistinguishable from a next request: close after it.
+        self._finished(request, keep_alive=request.complete and request.keep_alive)
+
+    def _finished(self, request: Request, keep_alive: bool) -> None:
+        self.pending.popleft()
+        request.upstream = None
+        if not keep_alive:
+            self.close()
+            return
+        if self.pending:
+            self._start(self.pending[0])
+        else:
+            self._arm_idle()
+        self._update_reading()
+
+    def upstream_lost(self, upstream: Upstream) -> None:
+        self._forget(upstream)
+        if self.closing:
+            return
+        if upstream is self.tunnel:
+            self.close()
+            return
+        if not self.pending or self.pending[0].upstream is not upstream:
+            return  # an idle upstream connection closed: the next request opens another
+        request = self.pending[0]
+        if not upstream.answered and self._may_replay(request):
+            # The upstream had closed the kept-alive connection as the request went out.
+            replay, request.replay, request.retried, request.upstream = b"".join(request.replay), None, True, None
+            self.task = asyncio.ensure_future(self._connect(request, replay))
+        elif upstream.answered:
+            self.close()  # a response delimited by the connection's end: pass the end on
+        else:
+            self.write(response(502, "the instance closed the connection without answering"))
+            self.close()
+
+    @staticmethod
+    def _may_replay(request: Request) -> bool:
+        return (request.complete and request.replay is not None and not request.retried
+                and request.method in IDEMPOTENT and not request.upgrade)
+
+    def start_tunnel(self, upstream: Upstream) -> None:
+        """The upstream said 101: from here on, bytes go both ways untouched."""
+        self.tunnel = upstream
+        del self.upstreams[upstream.address]  # no longer for requests
+        self.pending.clear()
+        buffered, self.upgrade_buffer = b"".join(self.upgrade_buffer or []), None
+        if buffered:
+            upstream.transport.write(buffered)
+        self._update_reading()
+
+    # -- flow control and helpers
+    def pause(self, reason: str) -> None:
+        self.paused.add(reason)
+        self._update_reading()
+
+    def resume(self, reason: str) -> None:
+        self.paused.discard(reason)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read from the client only while its request can go somewhere at once."""
+        if self.closing or self.transport is None:
+            return
+        waiting = self.upgrade_buffer is not None or len(self.pending) > 1 or (
+            self.pending and self.pending[0].upstream is None and self.tunnel is None)
+        should_read = not self.paused and not waiting
+        if should_read != self.reading:
+            self.reading = should_read
+            (self.transport.resume_reading if should_read else self.transport.pause_reading)()
+
+    def _forget(self, upstream: Upstream) -> None:
+        """Stop using an upstream connection for requests, and close it."""
+        if self.upstreams.get(upstream.address) is upstream:
+            del self.upstreams[upstream.address]
+        upstream.close()
+
+    def _arm_idle(self) -> None:
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        self.idle_timer = asyncio.get_running_loop().call_later(IDLE_CLIENT_S, self.close)
+
+    def write(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.transport.close()  # after what is buffered has been sent

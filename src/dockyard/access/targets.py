@@ -1,0 +1,140 @@
+"""Who may pass through the access paths, and where to: the instance's address for
+/instances/<id>/jupyter/, /instances/<id>/ports/<port>/ and /shared/<link>/."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from dockyard.core.errors import Conflict, NotFound, Unauthorized
+from dockyard.core.states import Status
+from dockyard.db.models import Instance, InstanceEvent, ServicePort, User, utcnow
+from dockyard.services import instances, sessions, users
+from dockyard.services.platform import Platform
+
+JUPYTER_PORT = 8888
+# JupyterLab in our images trusts requests that carry the instance's secret here
+# (images/pytorch-cuda/dockyard_jupyter_auth.py), so it keeps no token to leak.
+PROXY_SECRET_HEADER = "X-Dockyard-Proxy-Secret"
+ACTIVITY_EVERY_S = 30
+
+
+@dataclass(frozen=True)
+class Target:
+    instance_id: str
+    ip: str
+    port: int
+    jupyter_token: str | None
+
+
+def _caller(platform: Platform, authorization: str | None, cookie: str | None) -> User:
+    with platform.sessions.begin() as db:
+        if authorization and authorization.lower().startswith("bearer "):
+            user = users.user_for_token(db, authorization[7:].strip())
+        elif cookie:
+            user = sessions.user_for(db, cookie)
+        else:
+            raise Unauthorized("sign in first: `dockyard jupyter ID` prints a link that signs you in")
+        db.expunge(user)
+        return user
+
+
+def _owned_target(platform: Platform, user: User, key: str, port: int | None) -> Target:
+    with platform.sessions.begin() as db:
+        instance = instances.get_owned(db, user, key)  # another user's: 404
+        if port is not None and not db.scalars(select(ServicePort).where(
+                ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
+            raise NotFound(f"port {port} of instance {instance.name} is not exposed")
+        if user.is_admin and instance.owner_id != user.id:
+            _audit(db, instance, f"admin {user.name} opened " + ("JupyterLab" if port is None else f"port {port}"))
+    return _running(platform, instance, port or JUPYTER_PORT)
+
+
+def _running(platform: Platform, instance: Instance, port: int) -> Target:
+    if instance.status != Status.RUNNING or not instance.container_id:
+        raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    info = platform.runtime(instance.node_name).inspect(instance.container_id)
+    if info is None or not info.ip:
+        raise Conflict(f"instance {instance.name} has no network address yet")
+    return Target(instance.id, info.ip, port, instance.jupyter_token)
+
+
+_audited: dict[tuple[str, str], float] = {}
+
+
+def _audit(db, instance: Instance, cause: str) -> None:
+    if time.monotonic() - _audited.get((instance.id, cause), -3600.0) < 3600:
+        return
+    _audited[(instance.id, cause)] = time.monotonic()
+    db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status, cause=cause))
+    from dockyard.services import audit  # issue 7: the admins' audit log too; cause: "admin NAME opened WHAT"
+
+    _, actor, what = cause.split(" ", 2)
+    audit.record(db, actor, "instance.open", f"{instance.name} ({instance.id})", what)
+
+
+_last_activity: dict[str, float] = {}
+
+
+def activity_due(instance_id: str) -> bool:
+    return time.monotonic() - _last_activity.get(instance_id, -ACTIVITY_EVERY_S) >= ACTIVITY_EVERY_S
+
+
+def touch(platform: Platform, instance_id: str) -> None:
+    """Record Jupyter activity, at most every ACTIVITY_EVERY_S per instance."""
+    if not activity_due(instance_id):
+        return
+    _last_activity[instance_id] = time.monotonic()
+    with platform.sessions.begin() as db:
+        db.get(Instance, instance_id).last_jupyter_at = utcnow()
+
+
+# Who may go where, remembered briefly: proxied traffic (a notebook's many small
+# requests) must not cost a database lookup and a `docker inspect` each. Any instance
+# status change or revoked access (the platform's generations) forgets it all at once.
+_CACHE_TTL_S = 5.0
+_cache: dict[tuple, tuple[float, tuple[int, int], Target]] = {}
+
+
+def cached(platform: Platform, cache_key: tuple) -> Target | None:
+    hit = _cache.get(cache_key)
+    if hit and hit[1] == (platform.generation, platform.access_generation) \
+            and time.monotonic() - hit[0] < _CACHE_TTL_S:
+        return hit[2]
+    return None
+
+
+def _remember(platform: Platform, cache_key: tuple, target: Target) -> Target:
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[cache_key] = (time.monotonic(), (platform.generation, platform.access_generation), target)
+    return target
+
+
+def owned(platform: Platform, authorization: str | None, cookie: str | None, key: str,
+          port: int | None) -> Target:
+    """The caller's instance `key` (JupyterLab, or an exposed port): 401, 404 or 409 if not."""
+    cache_key = (authorization, cookie, key, port)
+    hit = cached(platform, cache_key)
+    if hit:
+        return hit
+    user = _caller(platform, authorization, cookie)
+    return _remember(platform, cache_key, _owned_target(platform, user, key, port))
+
+
+def shared(platform: Platform, link: str) -> Target:
+    """The port behind a share link, for anyone who has the link."""
+    cache_key = ("shared", link)
+    hit = cached(platform, cache_key)
+    if hit:
+        return hit
+    digest = hashlib.sha256(link.encode()).hexdigest()
+    with platform.sessions.begin() as db:
+        row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
+        if row is None:
+            raise NotFound("this link does not exist or was revoked")
+        instance, port = db.get(Instance, row.instance_id), row.port
+    return _remember(platform, cache_key, _running(platform, instance, port))
