@@ -92,9 +92,10 @@ def response(status: int, detail: str | None = None, headers: dict[str, str] | N
 
 def request_head(request: Request, route: Route) -> bytes:
     lines = [b"%s %s HTTP/%s" % (request.method, route.target, request.version.encode())]
+    added = {name.lower() for name, _ in route.add}  # ours replace the client's
     for name, value in request.headers:
         lower = name.lower()
-        if lower in HOP or lower in route.drop:
+        if lower in HOP or lower in route.drop or lower in added:
             continue
         if lower == b"cookie" and route.cookie_filter:
             value = route.cookie_filter(value)

@@ -1,0 +1,280 @@
+"""The byte relay behind the access paths (access/relay.py), between real clients (raw
+sockets, httpx, the websockets library) and a real HTTP server (uvicorn), over real
+sockets: framing, keep-alive, uploads, streaming, upgrades and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from websockets.sync.client import connect
+
+from dockyard.access.front import _INSTANCE_HEADERS, without_our_cookie
+from dockyard.access.relay import ClientConnection, Route
+
+
+async def backend(scope, receive, send):
+    """A small ASGI app: /echo describes the request, /big streams, /sse trickles, /ws echoes."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+    path, query = scope["path"], scope["query_string"].decode()
+    if path == "/echo":
+        digest, size = hashlib.sha256(), 0
+        while True:
+            message = await receive()
+            digest.update(message.get("body", b""))
+            size += len(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = json.dumps({"method": scope["method"], "path": path, "query": query, "size": size,
+                           "sha256": digest.hexdigest(),
+                           "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]]}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+    elif path == "/big":
+        n = int(query.split("=")[1])
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # chunked
+        block = bytes(range(256)) * 256
+        for start in range(0, n, len(block)):
+            await send({"type": "http.response.body", "body": block[: min(len(block), n - start)], "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/sse":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await asyncio.sleep(1.0)
+        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+    else:
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def close_delimited(reader, writer):
+    """An old-style server: no Content-Length, the end of the body is the end of the connection."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 100_000)
+    await writer.drain()
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Relay:
+    """A backend (uvicorn), an old-style backend, and the relay in front of both, on one
+    event loop in a background thread."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.backend_port, self.old_port, self.port = _free_port(), _free_port(), _free_port()
+        self.dead_port = _free_port()  # nobody listens here
+        self.server = uvicorn.Server(uvicorn.Config(backend, host="127.0.0.1", port=self.backend_port,
+                                                    log_level="warning", timeout_keep_alive=1))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def route(self, request):
+        path = request.url
+        if path.startswith(b"/old"):
+            return Route(("127.0.0.1", self.old_port), path)
+        if path.startswith(b"/dead"):
+            return Route(("127.0.0.1", self.dead_port), path)
+        if path.startswith(b"/refuse"):
+            from dockyard.access.relay import response
+            return response(404, "no such instance")
+        if path.startswith(b"/slow-refuse"):
+            return self._slow_refusal()
+        # Like an instance route: no Authorization, no platform cookie, an added secret.
+        return Route(("127.0.0.1", self.backend_port), path, _INSTANCE_HEADERS, [(b"X-Secret", b"s3")],
+                     cookie_filter=without_our_cookie)
+
+    async def _slow_refusal(self):
+        from dockyard.access.relay import response
+        await asyncio.sleep(0.2)
+        return response(401, "sign in first")
+
+    def start(self) -> Relay:
+        self.thread.start()
+
+        async def up():
+            asyncio.ensure_future(self.server.serve())
+            await asyncio.start_server(close_delimited, "127.0.0.1", self.old_port)
+            await self.loop.create_server(lambda: ClientConnection(self.route), "127.0.0.1", self.port)
+            while not self.server.started:
+                await asyncio.sleep(0.01)
+
+        asyncio.run_coroutine_threadsafe(up(), self.loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        time.sleep(0.3)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def relay():
+    r = Relay().start()
+    yield r
+    r.stop()
+
+
+def raw(relay: Relay, data: bytes, until_closed: bool = False, expect: int = 1, timeout: float = 5) -> bytes:
+    """Send bytes on a fresh connection; read until `expect` responses are in (or the close)."""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            got += chunk
+            if not until_closed and got.count(b"HTTP/1.1 ") >= expect and _complete(got, expect):
+                break
+        return got
+
+
+def _complete(data: bytes, expect: int) -> bool:
+    """True when `expect` Content-Length-framed responses are whole."""
+    rest = data
+    for _ in range(expect):
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        if len(rest) < length:
+            return False
+        rest = rest[length:]
+    return True
+
+
+def test_headers_are_rewritten_for_an_instance(relay):
+    r = httpx.get(f"{relay.url}/echo?x=1", headers={
+        "Authorization": "Bearer secret-token", "Cookie": "dockyard_session=abc; theirs=1",
+        "X-Forwarded-For": "6.6.6.6", "X-Secret": "forged"})
+    assert r.status_code == 200
+    echo = r.json()
+    headers = {}
+    for name, value in echo["headers"]:
+        headers.setdefault(name, []).append(value)
+    assert echo["query"] == "x=1"
+    assert "authorization" not in headers
+    assert headers["cookie"] == ["theirs=1"]
+    assert headers["x-forwarded-for"] == ["127.0.0.1"]  # the client's claim is dropped
+    assert headers["x-secret"] == ["s3"]
+
+
+def test_keep_alive_head_then_get_and_pipelining(relay):
+    one = b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+    head = b"HEAD /echo HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer = raw(relay, head + one + one, expect=3)
+    assert answer.count(b"HTTP/1.1 200 OK") == 3
+    # The HEAD response has no body, the two GETs have theirs, in order.
+    first_head, _, rest = answer.partition(b"\r\n\r\n")
+    assert rest.startswith(b"HTTP/1.1 200 OK")
+    assert rest.count(b'"method": "GET"') == 2
+
+
+def test_uploads_chunked_and_sized(relay):
+    body = bytes(range(256)) * 20_000  # 5 MB
+
+    def chunks():
+        for i in range(0, len(body), 100_000):
+            yield body[i:i + 100_000]
+
+    chunked = httpx.post(f"{relay.url}/echo", content=chunks(), timeout=30).json()
+    sized = httpx.post(f"{relay.url}/echo", content=body, timeout=30).json()
+    for echo in (chunked, sized):
+        assert echo["size"] == len(body)
+        assert echo["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_expect_100_continue(relay):
+    """The interim 100 Continue is passed on and is not taken for the answer."""
+    answer = raw(relay, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"
+                        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", until_closed=True)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert b'"size": 5' in answer and answer.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_large_streamed_response(relay):
+    n = 20 * 1024 * 1024 + 7
+    with httpx.stream("GET", f"{relay.url}/big?n={n}", timeout=30) as r:
+        got = sum(len(chunk) for chunk in r.iter_raw())
+    assert got == n
+
+
+def test_events_arrive_as_they_are_sent(relay):
+    started = time.monotonic()
+    with httpx.stream("GET", f"{relay.url}/sse", timeout=10) as r:
+        lines = r.iter_lines()
+        assert next(lines) == "data: 1"
+        first = time.monotonic() - started
+        rest = [line for line in lines if line]
+    assert first < 0.9  # not held back until the stream ends (the second comes after 1 s)
+    assert rest == ["data: 2"]
+
+
+def test_websocket_tunnel(relay):
+    with connect(f"ws://127.0.0.1:{relay.port}/ws", max_size=None) as ws:
+        for i in range(100):
+            ws.send(f"message {i}")
+            assert ws.recv(timeout=5) == f"message {i}"
+        blob = bytes(range(256)) * 4096  # 1 MB, binary
+        ws.send(blob)
+        assert ws.recv(timeout=10) == blob
+
+
+def test_close_delimited_response_and_connection_close(relay):
+    answer = raw(relay, b"GET /old HTTP/1.1\r\nHost: a\r\n\r\n", until_closed=True)
+    assert answer.endswith(b"z" * 100_000)
+    answer = raw(relay, b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", until_closed=True)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.rstrip().endswith(b"}")
+
+
+def test_failures_get_clear_answers(relay):
+    assert httpx.get(f"{relay.url}/dead").status_code == 502
+    assert "did not answer" in httpx.get(f"{relay.url}/dead").json()["detail"]
+    refused = httpx.get(f"{relay.url}/refuse")
+    assert refused.status_code == 404 and refused.json()["detail"] == "no such instance"
+    assert httpx.get(f"{relay.url}/slow-refuse").status_code == 401
+    assert raw(relay, b"NOT HTTP AT ALL\r\n\r\n", until_closed=True).startswith(b"HTTP/1.1 400")
+
+
+def test_an_idle_upstream_connection_closed_by_the_backend_is_reopened(relay):
+    with httpx.Client(base_url=relay.url) as client:  # one kept-alive client connection
+        assert client.get("/echo").status_code == 200
+        time.sleep(1.6)  # the backend (keep-alive 1 s) closes its side meanwhile
+        assert client.get("/echo").status_code == 200
+        assert client.post("/echo", content=b"x").json()["size"] == 1
