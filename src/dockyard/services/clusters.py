@@ -131,7 +131,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
                     node_name=placement.node, image_id=image.id, gpu_model=model, gpu_count=request.gpus,
                     status=Status.CREATING, env=request.env, command=request.command,
                     data_disk_gb=request.data_disk_gb, jupyter_token=secrets.token_hex(24),
-                    ssh_port=instances._free_ssh_port(db, platform, placement.node),
+                    ssh_port=instances.free_ssh_port(db, platform, placement.node),
                     cluster_id=cluster.id, cluster_rank=rank,
                 )
                 db.add(instance)

@@ -14,9 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from dockyard.core.states import Status
-from dockyard.db.models import Image, Instance, Node, utcnow
+from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
-from dockyard.services.instances import assigned_gpus, transition
+from dockyard.services.instances import assigned_gpus, free_ssh_port, transition
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -43,6 +43,8 @@ class Driver:
         self.executor = ThreadPoolExecutor(max_workers=platform.settings.workers, thread_name_prefix="drive")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # SSH ports found held by other programs, per node: not handed out again.
+        self._taken_ports: dict[str, set[int]] = {}
 
     def kick(self, instance_id: str) -> None:
         """Drive an instance in the background, now."""
@@ -127,7 +129,13 @@ class Driver:
                 row.container_id, row.container_gpus = container_id, uuids
         else:
             container_id = container.id
-        runtime.start(container_id)
+        try:
+            runtime.start(container_id)
+        except RuntimeError_ as exc:
+            if instance.ssh_port and ("address already in use" in str(exc) or "port is already allocated" in str(exc)):
+                self._move_ssh_port(runtime, instance, status, container_id)
+                return  # the drive loop's next pass makes the container on the new port
+            raise
         self._install_keys(runtime, container_id, instance.owner_id)
         info = runtime.inspect(container_id)
         if info is None or not info.running:
@@ -137,6 +145,26 @@ class Driver:
         if image.framework:  # images of our family carry the self-test
             self.executor.submit(self.check_environment, instance.id)
         self._drop_old_system_disks(runtime, instance.id)
+
+    def _move_ssh_port(self, runtime: Runtime, instance: Instance, status: Status, container_id: str) -> None:
+        """Another program holds the instance's SSH port on the node: take another port and
+        make the container again (Docker fixes published ports at create), keeping the
+        system disk of an instance that has run before."""
+        taken = self._taken_ports.setdefault(instance.node_name, set())
+        taken.add(instance.ssh_port)
+        if status == Status.CREATING:  # never ran: nothing on its system disk yet
+            with self.platform.sessions.begin() as db:
+                row = db.get(Instance, instance.id)
+                row.container_id, row.container_gpus = None, []
+            runtime.remove(container_id)
+        else:
+            self._save_system_disk(runtime, instance, container_id)
+        with self.platform.sessions.begin() as db:
+            row = db.get(Instance, instance.id)
+            old, row.ssh_port = row.ssh_port, free_ssh_port(db, self.platform, row.node_name, exclude=taken)
+            db.add(InstanceEvent(instance_id=row.id, from_status=row.status, to_status=row.status,
+                                 cause=f"SSH port {old} is held by another program on the node: moved to {row.ssh_port}"))
+        log.warning("instance %s: SSH port %s taken on %s, moved to another", instance.id, old, instance.node_name)
 
     def check_environment(self, instance_id: str) -> dict | None:
         """Run the image's self-test (dockyard-check) and keep its result on the instance."""

@@ -111,12 +111,12 @@ def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
     return list(views.values())
 
 
-def _free_ssh_port(db: Session, platform: Platform, node: str) -> int:
+def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int:
     settings = platform.settings
     used = set(db.scalars(select(Instance.ssh_port).where(
         Instance.node_name == node, Instance.status != Status.RELEASED, Instance.ssh_port.is_not(None))))
     for port in range(settings.ssh_port_min, settings.ssh_port_max + 1):
-        if port not in used:
+        if port not in used and port not in exclude:
             return port
     raise Conflict(f"node {node} has no free SSH port left (range {settings.ssh_port_min}-{settings.ssh_port_max})")
 
@@ -181,7 +181,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 raise Conflict(f"name: you already have an instance named {name!r}", field="name")
             gpus = placement.gpus
             instance = Instance(
-                ssh_port=_free_ssh_port(db, platform, placement.node),
+                ssh_port=free_ssh_port(db, platform, placement.node),
                 ssh_password=secrets.token_urlsafe(18) if request.ssh_password else None,
                 id=instance_id,
                 owner_id=user.id,
