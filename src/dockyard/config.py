@@ -133,6 +133,15 @@ class Settings(BaseSettings):
 
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     activity_interval_s: float = Field(default=60.0, gt=0)
+    # Monitoring (issue 7): a sample of every running instance this often, kept this long
+    # (in memory), and its data disk's use measured this often (du walks the files).
+    metrics_interval_s: float = Field(default=15.0, gt=0)
+    metrics_window_s: float = Field(default=3600.0, gt=0)
+    metrics_disk_interval_s: float = Field(default=300.0, gt=0)
+    # Auto-stop (issue 7): how often running instances are checked against their policy,
+    # and the length of one policy minute in seconds: 60, shortened only by tests.
+    autostop_interval_s: float = Field(default=60.0, gt=0)
+    autostop_minute_s: float = Field(default=60.0, gt=0)
     max_body_bytes: int = 256 * 1024
     workers: int = Field(default=16, gt=0)
     api_threads: int = Field(default=200, gt=0)

@@ -19,17 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.browser import CHROMIUM, PASSWORD, SHOTS, shot, sign_in
 from tests.harness import REPO, Server
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 IMAGE = "pytorch-2.13-cpu"
-SHOTS = REPO / "test-artifacts" / "console"
-PASSWORD = "correct-horse"
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600),
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")]
@@ -47,33 +43,6 @@ def console(docker_client, pytorch_image):
     srv.admin.post("/billing/credit", json={"user": "mia", "amount": "1000"}).raise_for_status()
     yield srv
     srv.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
-
-
-def sign_in(browser, url: str, user: str):
-    context = browser.new_context(base_url=url, viewport={"width": 1360, "height": 860}, locale="en-US",
-                                  timezone_id="Asia/Shanghai")
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
-    page = context.new_page()
-    page.goto("/")
-    expect(page).to_have_url(re.compile(r"/login"))
-    page.fill("input[name=user]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/instances$"))
-    return context, page
-
-
-def shot(page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def ssh_parts(command: str) -> tuple[str, str]:
@@ -140,6 +109,7 @@ def test_the_console_end_to_end(console, browser, tmp_path):
     page.select_option("#gpu_count", "1")
     page.select_option("#image", IMAGE)
     page.fill("#name", "lab")
+    expect(page.locator("#create-keys")).to_contain_text("laptop")  # the keys it will get
     expect(page.locator("#price")).to_contain_text("36.00 CNY")
     page.select_option("#gpu_count", "2")
     expect(page.locator("#price")).to_contain_text("72.00 CNY")

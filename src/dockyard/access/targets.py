@@ -12,7 +12,7 @@ from sqlalchemy import select
 from dockyard.core.errors import Conflict, NotFound, Unauthorized
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, ServicePort, User, utcnow
-from dockyard.services import instances, sessions, users
+from dockyard.services import audit, instances, sessions, users
 from dockyard.services.platform import Platform
 
 JUPYTER_PORT = 8888
@@ -49,7 +49,7 @@ def _owned_target(platform: Platform, user: User, key: str, port: int | None) ->
                 ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
             raise NotFound(f"port {port} of instance {instance.name} is not exposed")
         if user.is_admin and instance.owner_id != user.id:
-            _audit(db, instance, f"admin {user.name} opened " + ("JupyterLab" if port is None else f"port {port}"))
+            _audit(db, instance, user, "JupyterLab" if port is None else f"port {port}")
     return _running(platform, instance, port or JUPYTER_PORT)
 
 
@@ -65,15 +65,15 @@ def _running(platform: Platform, instance: Instance, port: int) -> Target:
 _audited: dict[tuple[str, str], float] = {}
 
 
-def _audit(db, instance: Instance, cause: str) -> None:
+def _audit(db, instance: Instance, admin: User, what: str) -> None:
+    """An admin opened another user's instance: an instance event and an audit entry
+    (once an hour per instance and door, not per proxied request)."""
+    cause = f"admin {admin.name} opened {what}"
     if time.monotonic() - _audited.get((instance.id, cause), -3600.0) < 3600:
         return
     _audited[(instance.id, cause)] = time.monotonic()
     db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status, cause=cause))
-    from dockyard.services import audit  # issue 7: the admins' audit log too; cause: "admin NAME opened WHAT"
-
-    _, actor, what = cause.split(" ", 2)
-    audit.record(db, actor, "instance.open", f"{instance.name} ({instance.id})", what)
+    audit.record(db, admin, "instance.open", f"{instance.name} ({instance.id})", f"opened {what}")
 
 
 _last_activity: dict[str, float] = {}

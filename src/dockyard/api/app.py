@@ -15,8 +15,13 @@ from dockyard.access import routes as access_routes
 from dockyard.api.routers import access, auth, images, instances, keys, market
 from dockyard.api.routers import billing as billing_router  # issue 5
 from dockyard.api.routers import clusters as clusters_router  # issue 6
+from dockyard.api.routers import metrics as metrics_router  # issue 7: monitoring
+from dockyard.api.routers import notifications as notifications_router  # issue 7
+from dockyard.api.routers import audit as audit_router, operations as operations_router  # issue 7
 from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
+from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
+from dockyard.background.autostop import AutoStop  # issue 7
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
@@ -25,6 +30,8 @@ from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
 from dockyard.web import routes as web_routes  # issue 7
+from dockyard.web import monitoring as web_monitoring  # issue 7
+from dockyard.web import autostop as web_autostop, notifications as web_notifications  # issue 7
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -94,10 +101,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metering.start()
         activity = ActivityWatch(platform, settings.activity_interval_s)
         activity.start()
+        app.state.metrics = MetricsSampler(platform)  # issue 7: monitoring samples, in memory
+        app.state.metrics.start()
+        autostop = AutoStop(platform, driver)  # issue 7: stops instances by their auto-stop policy
+        autostop.start()
         app.state.platform, app.state.driver = platform, driver
         yield
         reconciler.stop()
         activity.stop()
+        app.state.metrics.stop()
+        autostop.stop()
         metering.stop()  # issue 5
         driver.shutdown()
 
@@ -117,8 +130,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
     for router in (auth.router, market.router, images.router, instances.router, keys.router, access.router,
-                   billing_router.router, clusters_router.router):  # clusters: issue 6
+                   billing_router.router, clusters_router.router,  # clusters: issue 6
+                   notifications_router.router):  # issue 7
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
+    app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
+    app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
     app.include_router(access_routes.router)  # /login/link; the proxied paths are the front's
 
     @app.get("/healthz", include_in_schema=False)
@@ -126,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"ok": True}
 
     web_routes.install(app)  # issue 7: the web console, at /
+    app.include_router(web_monitoring.router)  # issue 7: its monitoring charts' data
+    app.include_router(web_autostop.router)  # issue 7: the instance page's auto-stop form
+    app.include_router(web_notifications.router)  # issue 7: the notifications page
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -6,12 +6,22 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dockyard.core.autostop import MAX_MINUTES
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.validation import IMAGE_REF_PATTERN, NAME_PATTERN, is_valid_env_name
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def policy_minutes(description: str):
+    """An auto-stop policy field (issue 7): whole minutes, 1 to a week, or null for never."""
+    return Field(default=None, ge=1, le=MAX_MINUTES, strict=True, description=description)
+
+
+IDLE_HELP = "stop after this many minutes without SSH or Jupyter activity; null: never"
+MAX_HELP = "stop after this many minutes running since the last start; null: never"
 
 
 class LoginRequest(Strict):
@@ -39,6 +49,8 @@ class CreateInstance(Strict):
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
+    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
+    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
 
     @field_validator("env")
     @classmethod
@@ -66,6 +78,13 @@ class KeyOut(BaseModel):
 
 class StartInstance(Strict):
     no_gpu: bool = False
+
+
+class PatchInstance(Strict):
+    """The fields given change; those left out stay as they are."""
+
+    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
+    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
 
 
 class ExecRequest(Strict):
@@ -103,6 +122,8 @@ class InstanceOut(BaseModel):
     ssh_command: str | None = None
     last_ssh_at: datetime | None = None
     last_jupyter_at: datetime | None = None
+    auto_stop_idle_minutes: int | None = None
+    auto_stop_max_minutes: int | None = None
     # Only in the answer to the create that asked for it: never shown again.
     ssh_password: str | None = None
     created_at: datetime
@@ -162,6 +183,44 @@ class ImageOut(BaseModel):
 class SaveImage(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}(:[A-Za-z0-9_.-]{1,64})?$",
                       description="NAME[:TAG], lower case")
+
+
+class CloneInstance(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="the clone's name")
+    gpu_count: int | None = Field(default=None, ge=0, le=64, description="default: the source's; 0 for none")
+
+
+class OperationOut(BaseModel):
+    """A long operation in progress (services/operations.py); gone some minutes after its end."""
+
+    id: str
+    kind: str
+    target: str
+    phase: str
+    percent: float | None
+    lines: list[str]
+    instance_id: str | None
+    done: bool
+    error: str | None
+    started_at: datetime
+
+
+class CloneOut(BaseModel):
+    instance: InstanceOut
+    operation: OperationOut
+
+
+class AuditOut(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: str
+
+
+class AuditPage(BaseModel):
+    total: int
+    entries: list[AuditOut]
 
 
 class CacheRow(BaseModel):

@@ -4,10 +4,10 @@ the instance's container sets its last_ssh_at (JupyterLab's is set by the proxy)
 from __future__ import annotations
 
 import logging
-import threading
 
 from sqlalchemy import select
 
+from dockyard.background.loop import Loop
 from dockyard.core.activity import has_established
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, utcnow
@@ -35,21 +35,15 @@ def record_ssh_activity(platform: Platform) -> None:
                 db.get(Instance, instance_id).last_ssh_at = utcnow()
 
 
-class ActivityWatch:
+class ActivityWatch(Loop):
+    name = "activity"
+
     def __init__(self, platform: Platform, interval_s: float):
+        super().__init__()
         self.platform, self.interval_s = platform, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="activity", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def run_once(self) -> None:
+        record_ssh_activity(self.platform)
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                record_ssh_activity(self.platform)
-            except Exception:
-                log.exception("activity pass failed")
+    def wait(self) -> None:
+        self._stop.wait(self.interval_s)

@@ -7,10 +7,10 @@ Runs once at start-up and then every few seconds. Each pass is idempotent, so a 
 from __future__ import annotations
 
 import logging
-import threading
 
 from sqlalchemy import select
 
+from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance
 from dockyard.services.driver import Driver, data_volume
@@ -89,22 +89,15 @@ def _check_node(platform, driver, runtime, node: str) -> None:
             runtime.remove_volume(volume)
 
 
-class Reconciler:
+class Reconciler(Loop):
+    name = "reconciler"
+
     def __init__(self, platform: Platform, driver: Driver):
+        super().__init__()
         self.platform, self.driver = platform, driver
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def run_once(self) -> None:
+        reconcile_once(self.platform, self.driver)
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reconcile_once(self.platform, self.driver)
-            except Exception:
-                log.exception("reconcile pass failed")
-            self._stop.wait(self.platform.settings.reconcile_interval_s)
+    def wait(self) -> None:
+        self._stop.wait(self.platform.settings.reconcile_interval_s)

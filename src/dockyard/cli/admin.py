@@ -29,6 +29,7 @@ def create_user(name: str, is_admin: bool = typer.Option(False, "--admin", help=
     from dockyard.config import get_settings
     from dockyard.core.errors import DockyardError
     from dockyard.services.platform import open_platform
+    from dockyard.services import audit
     from dockyard.services.users import create_user as create
 
     generated = None
@@ -44,6 +45,7 @@ def create_user(name: str, is_admin: bool = typer.Option(False, "--admin", help=
     try:
         with platform.sessions.begin() as db:
             create(db, name, password, is_admin)
+            audit.record(db, f"{getpass.getuser()}@server-cli", "user.create", name, "admin" if is_admin else "")
     except DockyardError as exc:
         raise CliError(exc.message) from None
     render.console.print(f"created {'admin' if is_admin else 'user'} {name}")

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import httpx
 
+from dockyard.core import autostop
+from dockyard.core.errors import InvalidInput
+
 API = "/api/v1"
 
 
@@ -69,6 +72,9 @@ class Client:
     def post(self, path: str, body: dict | None = None, **kwargs):
         return self.request("POST", path, json=body, **kwargs).json()
 
+    def patch(self, path: str, body: dict, **kwargs):
+        return self.request("PATCH", path, json=body, **kwargs).json()
+
     def delete(self, path: str, **kwargs):
         return self.request("DELETE", path, **kwargs).json()
 
@@ -99,6 +105,14 @@ def wait_for(client: Client, collection: str, key: str, statuses: list[str], tim
     if found["status"] not in statuses:
         raise CliError(f"{collection[:-1]} {found['name']} is still {found['status']} after {timeout:.0f}s")
     return found
+
+
+def parse_minutes(value: str, option: str) -> int | None:
+    """An auto-stop duration option: 30, 30m, 2h, 1h30m or off (core/autostop.py's rule)."""
+    try:
+        return autostop.parse_minutes(value, option)
+    except InvalidInput as exc:
+        raise CliError(exc.message) from None
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

@@ -11,10 +11,13 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.admin import admin
+from dockyard.cli.autostop import AFTER_HELP, IDLE_HELP, autostop, notifications, policy_body
 from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
 from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
+from dockyard.cli.metrics import metrics  # issue 7
+from dockyard.cli.operations import follow
 from dockyard.cli.client import Client, CliError, parse_env, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
@@ -29,6 +32,9 @@ app.add_typer(ports_app, name="ports")
 app.command("balance")(billing.balance)
 app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")
+app.command("metrics")(metrics)  # issue 7: monitoring
+app.command("autostop")(autostop)  # issue 7
+app.command("notifications")(notifications)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
@@ -96,17 +102,34 @@ def create(
     command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
     data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
     ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
+    auto_stop_idle: Optional[str] = typer.Option(None, "--auto-stop-idle", help=IDLE_HELP),
+    auto_stop_after: Optional[str] = typer.Option(None, "--auto-stop-after", help=AFTER_HELP),
     wait: bool = typer.Option(False, "--wait", help="wait until it is running"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Rent an instance."""
     client = Client()
     body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
-            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password}
+            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password,
+            **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"))}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
         render.console.print(f"root password (shown once): {created['ssh_password']}", highlight=False)
     _finish(client, created, wait, ["running"], as_json)
+
+
+@app.command()
+def clone(key: str = typer.Argument(..., metavar="ID"), name: str = typer.Option(..., "--name", "-n"),
+          gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="number of GPUs (default: the source's)"),
+          wait: bool = typer.Option(False, "--wait", help="wait until it is running"), as_json: bool = JsonOpt) -> None:
+    """Clone an instance: a new one on its node, over copies of its system and data disks."""
+    client = Client()
+    answer = client.post(f"/instances/{key}/clone", {"name": name, **({"gpu_count": gpus} if gpus is not None else {})})
+    if answer["instance"].get("ssh_password") and not as_json:
+        render.console.print(f"root password (shown once): {answer['instance']['ssh_password']}", highlight=False)
+    if wait and not as_json:
+        follow(client, answer["operation"])
+    _finish(client, answer["instance"], wait, ["running"], as_json)
 
 
 @app.command("ls")

@@ -9,6 +9,8 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
+from dockyard.core.autostop import summary
+
 # Piped output is not wrapped at 80 columns: tables stay one line per row for grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
 STATUS_STYLE = {"running": "green", "failed": "red", "stopped": "yellow", "released": "dim"}
@@ -46,6 +48,11 @@ def gpus_text(instance: dict) -> str:
     return f"{len(instance['gpus'])} x {instance['gpu_model']} [{indexes}]{sim}"
 
 
+def policy(instance: dict) -> str:
+    """The auto-stop policy (issue 7) in words."""
+    return summary(instance["auto_stop_idle_minutes"], instance["auto_stop_max_minutes"])
+
+
 def instances(rows: list[dict]) -> None:
     table(
         None,
@@ -63,6 +70,7 @@ def instance(data: dict, events: list[dict]) -> None:
         ("data disk", f"{data['data_disk_gb']} GB at /root/data"),
         ("command", data["command"] or "(image default: sleep)"),
         ("ssh", data.get("ssh_command") or "-"),
+        ("auto-stop", policy(data)),
         ("env", ", ".join(data["env"]) or "-"),
         ("created", when(data["created_at"])), ("started", when(data["started_at"])),
     ]

@@ -11,11 +11,15 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.tls import TLSConfig
 from docker.types import DeviceRequest, IPAMConfig, IPAMPool, Ulimit
+from docker.utils import version_gte
 
 from dockyard.config import NodeConfig
+from dockyard.core.progress import PullProgress, with_percent
+from dockyard.core.metrics import CpuCounters
 from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
+    ContainerStats,
     HostResources,
     ImageInfo,
     RuntimeError_,
@@ -61,10 +65,13 @@ class DockerRuntime:
     def ensure_image(self, ref: str, on_progress: Callable[[str], None] | None = None) -> None:
         if self.image_exists(ref):
             return
+        pulled = PullProgress()
         try:
             for event in self.client.api.pull(ref, stream=True, decode=True):
+                percent = pulled.feed(event)
                 if on_progress and event.get("status"):
-                    on_progress(" ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k)))
+                    text = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
+                    on_progress(text if percent is None else with_percent(text, percent))
         except APIError as exc:
             raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: {exc.explanation}") from exc
         if not self.image_exists(ref):
@@ -119,6 +126,29 @@ class DockerRuntime:
     def list_volumes(self, labels: dict[str, str]) -> list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         return [v.name for v in self.client.volumes.list(filters=filters)]
+
+    def copy_volume(self, source: str, target: str, image: str, name: str, labels: dict[str, str]) -> None:
+        """Copy every file of volume `source` into `target` (owners, modes and times kept),
+        with a short-lived helper container from `image` (any image with `cp`) that mounts
+        both: unprivileged, no network, `source` read-only. Waits for the copy to end."""
+        try:
+            helper = self.client.api.create_container(
+                image, command=["cp", "-a", "/from/.", "/to/"], entrypoint=[], name=name, labels=labels,
+                network_disabled=True, host_config=self.client.api.create_host_config(
+                    binds={source: {"bind": "/from", "mode": "ro"}, target: {"bind": "/to", "mode": "rw"}},
+                    network_mode="none", privileged=False, security_opt=["no-new-privileges"]))
+            try:
+                self.client.api.start(helper["Id"])
+                code = self.client.api.wait(helper["Id"], timeout=24 * 3600)["StatusCode"]
+                if code != 0:
+                    output = self.client.api.logs(helper["Id"], tail=5).decode(errors="replace").strip()
+                    raise RuntimeError_(f"copying volume {source} failed (exit code {code}): {output}")
+            finally:
+                self.client.api.remove_container(helper["Id"], force=True)
+        except ImageNotFound as exc:
+            raise RuntimeError_(f"image {image} is not on this node") from exc
+        except APIError as exc:
+            raise _error(exc) from exc
 
     def create(self, spec: ContainerSpec) -> str:
         try:
@@ -240,6 +270,32 @@ class DockerRuntime:
             raise _error(exc) from exc
         return result.exit_code, result.output or b""
 
+    def stats(self, container_id: str) -> ContainerStats | None:
+        """One reading of a running container's counters. The engine answers about a
+        second later (its collector's tick): callers sample many containers at once."""
+        try:
+            config = self.client.api.inspect_container(container_id)
+            if not config["State"]["Running"]:
+                return None
+            # one-shot skips the engine's second reading (the caller keeps the previous one).
+            one_shot = True if version_gte(self.client.api._version, "1.41") else None
+            data = self.client.api.stats(container_id, stream=False, one_shot=one_shot)
+        except NotFound:
+            return None
+        except APIError as exc:
+            raise _error(exc) from exc
+        cpu, memory = data.get("cpu_stats") or {}, data.get("memory_stats") or {}
+        if not cpu.get("system_cpu_usage") or not memory.get("limit"):
+            return None  # it stopped between the two calls
+        host = config["HostConfig"]
+        return ContainerStats(
+            cpu=CpuCounters(container_ns=int(cpu["cpu_usage"]["total_usage"]), host_ns=int(cpu["system_cpu_usage"]),
+                            host_cpus=int(cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])),
+                            limit_cpus=(host.get("NanoCpus") or 0) / 1e9),
+            memory_used=memory_used(memory),
+            memory_limit=int(memory["limit"]),
+        )
+
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str] | None = None) -> str:
         # LABEL changes override the labels the image would inherit from the container.
         changes = [f'LABEL "{k}"="{v}"' for k, v in (labels or {}).items()]
@@ -294,6 +350,15 @@ def device_requests(spec: ContainerSpec) -> list[DeviceRequest] | None:
     if not (spec.real_gpus and spec.gpu_uuids):
         return None
     return [DeviceRequest(device_ids=list(spec.gpu_uuids), capabilities=[["gpu"]])]
+
+
+def memory_used(memory_stats: dict) -> int:
+    """As `docker stats` counts it: usage less the inactive page cache (cgroup v1 names
+    it total_inactive_file, v2 inactive_file), which the kernel drops before an OOM kill."""
+    stats = memory_stats.get("stats") or {}
+    cache = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    usage = int(memory_stats.get("usage") or 0)
+    return usage - cache if cache < usage else usage
 
 
 def _info(data: dict) -> ContainerInfo:

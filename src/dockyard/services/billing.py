@@ -30,6 +30,7 @@ from dockyard.core.billing import US, US_PER_DAY, US_PER_HOUR, PaymentRequired, 
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
 from dockyard.db.billing_models import Account, Notice, Posting, PriceEntry, StorageCursor, UsageSegment, Voucher
 from dockyard.db.models import Gpu, Image, Instance, InstanceEvent, Meta, Node, User, utcnow
+from dockyard.services import audit
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def set_price(db: Session, kind: str, price: object, model: str = "", node: str 
     entry = PriceEntry(kind=kind, model=model, node=node, price=minor, effective_from=effective_from, created_by=by)
     db.add(entry)
     db.flush()
+    if by is not None:
+        audit.record(db, by, "price.set", " ".join(filter(None, (kind, model, node))),
+                     f"{core.format_amount(minor, 4)} from {effective_from.isoformat()}")
     return entry
 
 
@@ -222,6 +226,7 @@ def recharge(db: Session, user_name: str, amount: object, by: str, request_id: s
         return done
     accounts = {**_system_accounts(), wallet(user.id): ("wallet", user.id)}
     _apply(db, [_row(key, "recharge", RECHARGES, wallet(user.id), minor, user.id, memo=f"recharge by {by}")], accounts)
+    audit.record(db, by, "wallet.recharge", user.name, core.format_amount(minor))
     return db.scalars(select(Posting).where(Posting.key == key)).one()
 
 
@@ -240,6 +245,7 @@ def grant_voucher(db: Session, user_name: str, amount: object, expires_at: datet
     _apply(db, [_row(f"voucher:{voucher.id}", "voucher", VOUCHERS, account, minor, user.id,
                      memo=f"voucher until {expires_at.isoformat()} by {by}")],
            {**_system_accounts(), account: ("voucher", user.id)})
+    audit.record(db, by, "wallet.voucher", user.name, f"{core.format_amount(minor)} until {expires_at.isoformat()}")
     return voucher
 
 

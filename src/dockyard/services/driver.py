@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
@@ -57,11 +58,35 @@ class Driver:
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def drive(self, instance_id: str) -> None:
+    def _lock(self, instance_id: str) -> threading.Lock:
         with self._locks_guard:
-            lock = self._locks.setdefault(instance_id, threading.Lock())
+            return self._locks.setdefault(instance_id, threading.Lock())
+
+    def hold(self, instance_id: str) -> threading.Lock:
+        """Keep `drive` off an instance about to be made (a clone, until its disks are
+        copied): kicks and the reconciler pass it by while held. `drive_prepared` lets go."""
+        lock = self._lock(instance_id)
+        lock.acquire()
+        return lock
+
+    def drive_prepared(self, instance_id: str, lock: threading.Lock, prepare: Callable[[], None]) -> None:
+        """Run `prepare` on a held instance (failing it with the reason if that fails),
+        then drive it as usual and let go of it."""
+        try:
+            try:
+                prepare()
+            except Exception as exc:  # its release removes whatever was half made
+                transition(self.platform, instance_id, Status.CREATING, Status.FAILED, str(exc))
+        finally:
+            self._drive_held(instance_id, lock)
+
+    def drive(self, instance_id: str) -> None:
+        lock = self._lock(instance_id)
         if not lock.acquire(blocking=False):
             return  # someone is driving it; they re-read the status when they finish
+        self._drive_held(instance_id, lock)
+
+    def _drive_held(self, instance_id: str, lock: threading.Lock) -> None:
         try:
             for _ in range(10):  # a step may leave it in another transitional status
                 with self.platform.sessions.begin() as db:

@@ -4,6 +4,7 @@ system disks users save. Also the per-node image cache."""
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable
 
 from sqlalchemy import delete, func, or_, select
@@ -12,10 +13,12 @@ from sqlalchemy.orm import Session
 
 from dockyard.core import catalog
 from dockyard.core.catalog import CatalogEntry
-from dockyard.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.services import audit, notifications
+from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -178,10 +181,41 @@ def _set_status(platform: Platform, image_id: int, status: str | None, reason: s
             image.status, image.status_reason = status, reason
 
 
+def start_prepare(platform: Platform, admin: User, name: str, node: str | None,
+                  on_progress: Callable[[str | None], None] | None = None) -> Operation:
+    """`prepare_image` in the background, audited, as an operation every admin sees live;
+    `on_progress` also gets each line, then None at the end (the operation says how it went)."""
+    with platform.sessions.begin() as db:
+        if db.scalars(select(Image.id).where(Image.name == name)).first() is None:
+            raise NotFound(f"image {name!r} not found")
+        kind = "build" if name in platform.catalog else "pull"
+        audit.record(db, admin, f"image.{kind}", name, f"node {node}" if node else "all nodes")
+    op = platform.operations.start(kind, name, admin, admins=True)
+
+    def line(text: str) -> None:
+        op.update(line=text)
+        if on_progress:
+            on_progress(text)
+
+    def work() -> None:
+        try:
+            prepare_image(platform, name, node, line)
+            op.finish()
+        except DockyardError as exc:
+            op.finish(error=exc.message)
+        except Exception as exc:  # reported, not left hanging
+            op.finish(error=f"{type(exc).__name__}: {exc}")
+        if on_progress:
+            on_progress(None)
+
+    threading.Thread(target=work, name=f"prepare-{name}", daemon=True).start()
+    return op
+
+
 # ---- registered images ---------------------------------------------------------------
 
 
-def add_image(platform: Platform, ref: str, name: str, user_id: int) -> Image:
+def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
     """Register `ref` as `name`, after checking that every online node has it (or pulls it)."""
     with platform.sessions.begin() as db:
         if db.scalars(select(Image).where(Image.name == name)).first():
@@ -195,9 +229,10 @@ def add_image(platform: Platform, ref: str, name: str, user_id: int) -> Image:
         infos[node] = runtime.image_info(ref)
     try:
         with platform.sessions.begin() as db:
-            image = Image(name=name, ref=ref, kind="registered", status="ready", public=True, created_by=user_id)
+            image = Image(name=name, ref=ref, kind="registered", status="ready", public=True, created_by=admin.id)
             db.add(image)
             db.flush()
+            audit.record(db, admin, "image.register", name, ref)
             for node, info in infos.items():
                 _record_on_node(db, node, image.id, info.id, info.size_bytes)
     except IntegrityError:
@@ -244,7 +279,7 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
     return image
 
 
-def finish_save(platform: Platform, image_id: int, instance: Instance) -> None:
+def finish_save(platform: Platform, image_id: int, instance: Instance, op: Operation) -> None:
     runtime = platform.runtime(instance.node_name)
     with platform.sessions.begin() as db:
         image = db.get(Image, image_id)
@@ -261,11 +296,17 @@ def finish_save(platform: Platform, image_id: int, instance: Instance) -> None:
             current = db.get(Instance, instance.id).status
             db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=current,
                                  cause=f"saving image {image.name} failed: {exc}"))
+            notifications.post(db, instance.owner_id, "save", f"saving image {image.name} failed: {exc}")
+        op.finish(error=f"saving image {image.name} failed: {exc}")
         return
+    op.update("recording the image", 90)
     with platform.sessions.begin() as db:
         _record_on_node(db, instance.node_name, image_id, info.id, info.size_bytes)
         row = db.get(Image, image_id)
         row.status, row.status_reason = "ready", None
+        notifications.post(db, instance.owner_id, "save",
+                           f"image {image.name} saved from {instance.name} ({info.size_bytes / 1e9:.2f} GB)")
+    op.finish()
 
 
 def heal_interrupted(platform: Platform) -> None:
@@ -298,11 +339,13 @@ def delete_image(platform: Platform, user: User, name: str) -> None:
             raise Conflict(f"image {image.name} is used by instance {in_use}; release it first")
         if image.kind == "catalog":
             raise Conflict("catalog images are removed from images/catalog.toml, not deleted")
-        nodes, ref, image_id = nodes_holding(db, image.id), image.ref, image.id
+        nodes, ref, image_id, what = nodes_holding(db, image.id), image.ref, image.id, (image.name, image.kind)
     if image.kind == "saved":
         for node in nodes:
             platform.runtime(node).remove_image(ref)
     with platform.sessions.begin() as db:
+        if user.is_admin and image.owner_id != user.id:
+            audit.record(db, user, "image.delete", *what)
         db.execute(delete(NodeImage).where(NodeImage.image_id == image_id))
         # Released instances keep their image id for history: detach rather than delete then.
         if db.scalars(select(Instance.id).where(Instance.image_id == image_id)).first():
@@ -317,4 +360,5 @@ def publish(platform: Platform, name: str, user: User) -> Image:
         image = find_image(db, user, name)
         require_ready(image)
         image.public = True
+        audit.record(db, user, "image.publish", image.name)
         return image

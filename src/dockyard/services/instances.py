@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,14 @@ class CreateRequest:
     command: str | None = None
     data_disk_gb: int = 50
     ssh_password: bool = False
+    auto_stop_idle_minutes: int | None = None  # issue 7: core/autostop.py
+    auto_stop_max_minutes: int | None = None
+    # A clone (services/clone.py): its id, fixed beforehand; its source's node, where the
+    # disks are copied; the copy of the system disk it starts from; its first event.
+    instance_id: str | None = None
+    node: str | None = None
+    sysdisk_image: str | None = None
+    cause: str | None = None
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -65,14 +74,15 @@ def events(db: Session, instance_id: str) -> list[InstanceEvent]:
 
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
-    expected_container: str | None = None, **fields
+    expected_container: str | None = None, also: Callable[[Session], None] | None = None, **fields
 ) -> bool:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`).
 
     Conditional, so two actors cannot both win and a decision made on an old look at
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
-    in the same transaction.
+    in the same transaction; `also` adds writes (a notification) that commit with the
+    change or not at all.
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
@@ -90,6 +100,8 @@ def transition(
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
         db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
+        if also is not None:
+            also(db)
     platform.notify_changed()
     return True
 
@@ -165,14 +177,21 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
         with platform.sessions.begin() as db:
             image = images.image_to_run(db, user, request.image)
             _lock_allocation(db)
-            views = _node_views(db)
+            views = _node_views(db, only_node=request.node)
+            if request.node and not views:
+                raise Conflict(f"node {request.node} is offline; the disks to copy are there")
             check_request(views, request.gpu_model, request.gpu_count)
             views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
-            placement = place(views, request.gpu_model, request.gpu_count)
+            try:
+                placement = place(views, request.gpu_model, request.gpu_count)
+            except Conflict as exc:
+                if request.node:
+                    raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
+                raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
             billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
                                      else request.gpu_model, request.gpu_count, placement.node)
-            instance_id = secrets.token_hex(6)
+            instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
                 select(Instance.id).where(Instance.owner_id == user.id, Instance.name == name, Instance.status != "released")
@@ -195,12 +214,15 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 command=request.command,
                 data_disk_gb=request.data_disk_gb,
                 jupyter_token=secrets.token_hex(24),
+                auto_stop_idle_minutes=request.auto_stop_idle_minutes,
+                auto_stop_max_minutes=request.auto_stop_max_minutes,
+                sysdisk_image=request.sysdisk_image,
             )
             db.add(instance)
             db.flush()
             _assign(db, instance_id, placement)
             db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=Status.CREATING,
-                                 cause=f"created by {user.name}"))
+                                 cause=request.cause or f"created by {user.name}"))
             return instance
 
     instance = _with_retries(attempt)

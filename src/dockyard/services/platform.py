@@ -17,6 +17,7 @@ from dockyard.db import migrate
 from dockyard.db.models import Meta
 from dockyard.db.session import make_engine, make_session_factory
 from dockyard.runtimes.base import Runtime
+from dockyard.services.operations import Operations
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Platform:
     # generation tells a waiter whether a change came while it was reading.
     changed: threading.Condition = field(default_factory=threading.Condition)
     generation: int = 0
+    # Saves, clones, builds and pulls in progress (issue 7: the console's progress bars).
+    operations: Operations = field(default_factory=Operations)
     # Bumped when access is taken away (a port closed or unshared, a session or token
     # ended), so the access paths forget what they remembered at once.
     access_generation: int = 0

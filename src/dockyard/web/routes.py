@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from dockyard.api.routers import billing as billing_api
 from dockyard.api.routers import instances as instances_api
 from dockyard.api.routers import market as market_api
-from dockyard.api.schemas import KeyIn, SaveImage, StartInstance
+from dockyard.api.schemas import CloneInstance, KeyIn, SaveImage, StartInstance
 from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError, NotFound
 from dockyard.core.gpus import driver_runs
@@ -41,7 +41,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import billing, images, instances, keys, ports, sessions, users
+from dockyard.services import billing, images, instances, keys, notifications, ports, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -137,12 +137,20 @@ def render(p: Page, template: str, status_code: int = 200, **context) -> HTMLRes
     return templates.TemplateResponse(p.request, template, {
         "p": p, "t": p.t, "user": p.user, "lang": p.lang, "languages": i18n.LANGUAGES, "csrf": p.csrf,
         "currency": settings.currency, "js_strings": i18n.js_strings(p.lang), "path": p.request.url.path,
+        "unread": unread_notifications(p.platform, p.user.id) if p.user else 0,  # the header's badge
         **context}, status_code=status_code)
+
+
+def unread_notifications(platform: Platform, user_id: int) -> int:
+    with platform.sessions.begin() as db:
+        return notifications.unread_count(db, user_id)
 
 
 def install(app) -> None:
     """Hook the console into the app: its router and its error pages."""
     app.include_router(router)
+    from dockyard.web import admin_pages  # issue 7 (that module imports this one)
+    app.include_router(admin_pages.router)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _exc: SignInRequired):
@@ -308,7 +316,8 @@ def create_context(db: Session, user: User) -> dict:
             "gpu_nodes": [n for n in holding if driver_runs(nodes[n].driver_version, image.min_driver)],
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
-            "models": sorted({r["model"] for r in rows})}
+            "models": sorted({r["model"] for r in rows}),
+            "keys": [k.name for k in keys.list_keys(db, user)]}  # all of them go into every instance
 
 
 @router.get("/create")
@@ -327,17 +336,22 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
+        chosen.update(form_policy(data))
         body = instances_api.CreateInstance(**chosen)
         out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
     except (DockyardError, ValidationError, ValueError) as exc:
-        message = exc.message if isinstance(exc, DockyardError) else _validation_text(exc)
+        message = form_error(exc)
         with p.platform.sessions.begin() as db:
             context = create_context(db, p.user)
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
     return RedirectResponse(f"/instances?created={out.id}", status_code=303)
 
 
-def _validation_text(exc: Exception) -> str:
+def form_error(exc: Exception) -> str:
+    """What a refused form shows: the service's message, or which fields are wrong."""
+    if isinstance(exc, DockyardError):
+        return exc.message
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return str(exc)
@@ -370,6 +384,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
+            "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
             "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
@@ -399,13 +414,15 @@ def not_found(p: Page) -> HTMLResponse:
 
 
 @router.get("/instances/{key}")
-def instance_page(key: str, p: Page = Depends(page)) -> HTMLResponse:
+def instance_page(key: str, p: Page = Depends(page), port_error: str | None = None) -> HTMLResponse:
     platform = p.platform
+    try:
+        with platform.sessions.begin() as db:
+            instance_id = _owned(db, p, key).id
+    except NotFound:
+        return not_found(p)  # after the transaction: rendering reads the database too
     with platform.sessions.begin() as db:
-        try:
-            instance = _owned(db, p, key)
-        except NotFound:
-            return not_found(p)
+        instance = db.get(Instance, instance_id)
         row = instance_rows(db, p.user, {instance.id})
         row = row[0] if row else None
         events = instances.events(db, instance.id)
@@ -419,7 +436,8 @@ def instance_page(key: str, p: Page = Depends(page)) -> HTMLResponse:
             logs = b"".join(platform.runtime(node).logs(container_id, tail=100, follow=False)).decode(errors="replace")
         except Exception as exc:  # the container may be gone between the read and here
             logs = f"({type(exc).__name__}: {exc})"
-    return render(p, "instance.html", i=row, instance_id=instance.id, events=events, ports=port_rows,
+    return render(p, "instance.html", status_code=400 if port_error else 200, i=row, instance_id=instance.id,
+                  events=events, ports=port_rows, port_error=port_error,
                   env_check=json.dumps(env_check, indent=2, ensure_ascii=False) if env_check else None, logs=logs)
 
 
@@ -432,12 +450,13 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
             ports.expose(db, instance, int(data.get("port", "0")))
     except NotFound:
         return not_found(p)
-    except (DockyardError, ValueError):
-        pass  # shown as unchanged; the API gives the reason
+    except (DockyardError, ValueError) as exc:  # the reason goes next to the form
+        return instance_page(key, p, port_error=exc.message if isinstance(exc, DockyardError)
+                             else f"port: {data.get('port', '')!r} is not a number")
     return RedirectResponse(f"/instances/{key}", status_code=303)
 
 
-ACTIONS = ("stop", "start", "start-no-gpu", "release", "save", "check")
+ACTIONS = ("stop", "start", "start-no-gpu", "release", "save", "check", "clone")
 
 
 @router.post("/console/instances/{key}/{action}")
@@ -467,13 +486,18 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
         elif action == "save":
             image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
             return JSONResponse({"image": image.name, "status": image.status})
+        elif action == "clone":
+            body = CloneInstance(**{k: body[k] for k in ("name", "gpu_count") if k in body})
+            out = instances_api.clone(instance_id, body, user, platform, driver)
+            return JSONResponse({"id": out.instance.id, "name": out.instance.name, "operation": out.operation.id,
+                                 "ssh_password": out.instance.ssh_password})
         else:
             out = instances_api.check(instance_id, user, platform, driver)
             return JSONResponse({"status": out.status, "env_check": out.env_check})
     except DockyardError as exc:
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
     except ValidationError as exc:
-        return JSONResponse({"detail": _validation_text(exc)}, status_code=400)
+        return JSONResponse({"detail": form_error(exc)}, status_code=400)
     return JSONResponse({"id": out.id, "status": out.status})
 
 
@@ -495,18 +519,24 @@ def _rows_for(platform: Platform, user: User, ids: set[str]) -> list[dict]:
 @router.get("/events")
 async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse:
     """Server-Sent Events: `instance` with a row whenever one of your instances changes,
-    `gone` when one is released. Polls the platform's generation counter (in memory)
-    every 0.3 s and reads the database only after a change."""
+    `gone` when one is released, `notices` with the unread count after a change. Polls
+    the platform's generation counter (in memory) every 0.3 s and reads the database only
+    after a change."""
     platform, user = p.platform, p.user
 
     async def stream():
         seen_generation = platform.generation
         known = await run_in_threadpool(_snapshot, platform, user.id)
         last_sent = time.monotonic()
+        ops_seen = None  # first: the operations running now (issue 7: progress bars)
         yield "retry: 2000\n\n"
         while True:
             if await request.is_disconnected():
                 return
+            ops_seen, ops = platform.operations.changes(user, ops_seen)
+            for op in ops:
+                yield f"event: operation\ndata: {json.dumps(op)}\n\n"
+                last_sent = time.monotonic()
             generation = platform.generation
             if generation != seen_generation:
                 seen_generation = generation
@@ -517,6 +547,9 @@ async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse
                 if changed:
                     for row in await run_in_threadpool(_rows_for, platform, user, changed):
                         yield f"event: instance\ndata: {json.dumps(row)}\n\n"
+                    # A stop by policy or for the balance comes with a notification (issue 7).
+                    unread = await run_in_threadpool(unread_notifications, platform, user.id)
+                    yield f"event: notices\ndata: {json.dumps({'unread': unread})}\n\n"
                 for instance_id in gone:
                     yield f"event: gone\ndata: {json.dumps({'id': instance_id})}\n\n"
                 if changed or gone:
@@ -560,10 +593,8 @@ def add_key(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         with p.platform.sessions.begin() as db:
             key = KeyIn(name=data.get("name", ""), public_key=data.get("public_key", "").strip())
             keys.add_key(db, p.user, key.name, key.public_key)
-    except DockyardError as exc:
-        return keys_page(p, error=exc.message)
-    except ValidationError as exc:
-        return keys_page(p, error=_validation_text(exc))
+    except (DockyardError, ValidationError) as exc:
+        return keys_page(p, error=form_error(exc))
     return RedirectResponse("/keys", status_code=303)
 
 
@@ -581,12 +612,12 @@ def remove_key(name: str, data: dict = Depends(form), p: Page = Depends(page)) -
 @router.get("/billing")
 def billing_page(month: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
     settings = p.platform.settings
-    with p.platform.sessions.begin() as db:
-        try:
+    try:
+        with p.platform.sessions.begin() as db:
             view = billing.balance_view(db, settings, p.user)
             statement = billing.statement(db, settings, p.user, month)
-        except DockyardError:
-            return not_found(p)
+    except DockyardError:
+        return not_found(p)  # after the transaction: rendering reads the database too
     return render(p, "billing.html", view=view, statement=statement)
 
 

@@ -1,6 +1,5 @@
 import json
 import queue
-import threading
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -9,7 +8,6 @@ from sqlalchemy.orm import Session
 
 from dockyard.api.deps import admin_user, current_user, get_db, get_platform
 from dockyard.api.schemas import CacheRow, ImageIn, ImageOut
-from dockyard.core.errors import DockyardError
 from dockyard.db.models import Image, NodeImage, User
 from dockyard.services import images
 from dockyard.services.platform import Platform
@@ -54,35 +52,31 @@ def show(name: str, user: User = Depends(current_user), db: Session = Depends(ge
 
 @router.post("/images", response_model=ImageOut, status_code=201)
 def add_image(body: ImageIn, user: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> ImageOut:
-    image = images.add_image(platform, body.ref, body.name, user.id)
+    image = images.add_image(platform, body.ref, body.name, user)
     with platform.sessions.begin() as db:
         return image_out(db, db.get(Image, image.id))
 
 
-@router.post("/images/{name:path}/prepare", dependencies=[Depends(admin_user)])
-def prepare(name: str, node: str | None = None, platform: Platform = Depends(get_platform)) -> StreamingResponse:
+@router.post("/images/{name:path}/prepare")
+def prepare(name: str, node: str | None = None, user: User = Depends(admin_user),
+            platform: Platform = Depends(get_platform)) -> StreamingResponse:
     """Build (catalog images) or pull (others) onto a node, or every node. Streams
-    progress as JSON lines: {"progress": ...}, then {"image": ...} or {"error": ...}."""
+    progress as JSON lines: {"progress": ...}, then {"image": ...} or {"error": ...}.
+    The console shows the same operation live."""
     if node is not None:
         platform.runtime(node)  # 404 before the stream starts
     lines: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        try:
-            image = images.prepare_image(platform, name, node, lambda text: lines.put({"progress": text}))
-            with platform.sessions.begin() as db:
-                lines.put({"image": image_out(db, db.get(Image, image.id)).model_dump(mode="json")})
-        except DockyardError as exc:
-            lines.put({"error": exc.message})
-        except Exception as exc:  # the stream has started: report, do not hang
-            lines.put({"error": f"{type(exc).__name__}: {exc}"})
-        lines.put(None)
-
-    threading.Thread(target=work, name=f"prepare-{name}", daemon=True).start()
+    op = images.start_prepare(platform, user, name, node, lines.put)
 
     def stream():
-        while (item := lines.get()) is not None:
-            yield json.dumps(item) + "\n"
+        while (text := lines.get()) is not None:
+            yield json.dumps({"progress": text}) + "\n"
+        if op.error is not None:
+            yield json.dumps({"error": op.error}) + "\n"
+            return
+        with platform.sessions.begin() as db:
+            image = db.scalars(select(Image).where(Image.name == name)).one()
+            yield json.dumps({"image": image_out(db, image).model_dump(mode="json")}) + "\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 

@@ -4,6 +4,8 @@ from sqlalchemy.orm import Session
 
 from dockyard.api.deps import current_user, get_db, get_driver, get_platform
 from dockyard.api.schemas import (
+    CloneInstance,
+    CloneOut,
     CreateInstance,
     EventOut,
     ExecOut,
@@ -11,6 +13,8 @@ from dockyard.api.schemas import (
     GpuRef,
     ImageOut,
     InstanceOut,
+    OperationOut,
+    PatchInstance,
     SaveImage,
     StartInstance,
 )
@@ -18,7 +22,8 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import RuntimeError_
-from dockyard.services import images, instances
+from dockyard.services import autostop, images, instances
+from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -50,6 +55,8 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         ssh_command=ssh_command(db, instance),
         last_ssh_at=instance.last_ssh_at,
         last_jupyter_at=instance.last_jupyter_at,
+        auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
+        auto_stop_max_minutes=instance.auto_stop_max_minutes,
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
@@ -109,6 +116,14 @@ def show(
     return _out(platform, instance.id)
 
 
+@router.patch("/{key}", response_model=InstanceOut)
+def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
+          platform: Platform = Depends(get_platform)) -> InstanceOut:
+    """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
+    instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
+    return _out(platform, instance.id)
+
+
 @router.get("/{key}/events", response_model=list[EventOut])
 def events(key: str, user: User = Depends(current_user), db: Session = Depends(get_db)) -> list[EventOut]:
     instance = instances.get_owned(db, user, key)
@@ -154,8 +169,20 @@ def save(key: str, body: SaveImage, user: User = Depends(current_user), platform
     with platform.sessions.begin() as db:
         instance = instances.get_owned(db, user, key)
     image = images.save_instance(platform, user, instance, body.name)
-    driver.executor.submit(images.finish_save, platform, image.id, instance)
+    op = platform.operations.start("save", image.name, user, phase="committing the system disk")
+    driver.executor.submit(images.finish_save, platform, image.id, instance, op)
     return ImageOut.model_validate(image, from_attributes=True)
+
+
+@router.post("/{key}/clone", response_model=CloneOut, status_code=202)
+def clone(key: str, body: CloneInstance, user: User = Depends(current_user),
+          platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> CloneOut:
+    """A new instance over copies of this one's system and data disks, on its node. The
+    operation reports the copy (GET /operations/ID); the instance then starts as usual."""
+    instance, op = clone_instance(platform, driver, user, key, body.name, body.gpu_count)
+    out = _out(platform, instance.id)
+    out.ssh_password = instance.ssh_password  # a new one, shown once, as at create
+    return CloneOut(instance=out, operation=OperationOut(**op.view()))
 
 
 @router.post("/{key}/check", response_model=InstanceOut)

@@ -13,6 +13,7 @@
     clearTimeout(toast.timer);
     toast.timer = setTimeout(() => el.classList.remove("show"), 2500);
   }
+  D.toast = toast;  // progress.js shows its refusals the same way
 
   // ---- times -------------------------------------------------------------------------
   const fmt = new Intl.DateTimeFormat(D.lang === "zh" ? "zh-CN" : undefined, {dateStyle: "medium", timeStyle: "medium"});
@@ -76,6 +77,10 @@
       if (!document.querySelector(`.instance[data-id="${data.id}"]`) && location.pathname === "/instances") { location.reload(); return; }
       updateRow(data);
     });
+    source.addEventListener("notices", (e) => {  // the header's unread notifications
+      const count = document.getElementById("unread-count"), unread = JSON.parse(e.data).unread;
+      if (count) { count.textContent = unread; count.hidden = !unread; }
+    });
     source.addEventListener("gone", (e) => {
       const data = JSON.parse(e.data);
       document.querySelectorAll(`tr.instance[data-id="${data.id}"]`).forEach((row) => row.remove());
@@ -107,6 +112,11 @@
       if (!name) return;
       body = {name};
     }
+    if (action === "clone") {  // its progress shows in the operations panel (progress.js)
+      const name = prompt(S("inst.clone_prompt"), `${button.dataset.name}-copy`);
+      if (!name) return;
+      body = {name};
+    }
     button.disabled = true;
     try {
       const response = await fetch(`/console/instances/${id}/${action}`, {
@@ -115,6 +125,10 @@
       const data = await response.json();
       if (!response.ok) { toast(data.detail || response.statusText); return; }
       if (action === "save") toast(S("inst.save_started"));
+      if (action === "clone") {
+        toast(S("inst.clone_started"));
+        if (data.ssh_password) prompt(S("inst.clone_password"), data.ssh_password);
+      }
       if (action === "check") { const pre = document.getElementById("env-check"); if (pre) pre.textContent = JSON.stringify(data.env_check, null, 2); }
       if (data.status) updateRow({id, status: data.status, started_at: row.dataset.started});
     } finally { applyButtons(row); }

@@ -1,0 +1,129 @@
+"""The metrics sampler: every `metrics_interval_s`, one reading of each running instance's
+container (CPU, memory) and GPUs (NVML, for real GPUs of this host), and every
+`metrics_disk_interval_s` its data disk's use.
+
+Kept in memory only, the last `metrics_window_s` per instance: metrics are neither money
+nor user data, so a restart that loses them costs the charts their last hour, nothing more.
+The database is read in one short transaction per round, never across an engine call; the
+engine calls run on this loop's own threads, side by side (each takes about a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from dockyard.background.loop import Loop
+from dockyard.core.metrics import CpuCounters, GpuSample, MetricsStore, Sample, cpu_percent, disk_command, parse_disk
+from dockyard.core.states import Status
+from dockyard.db.models import Gpu, GpuAssignment, Instance
+from dockyard.runtimes.gpu_metrics import GpuMeter
+from dockyard.services.driver import DATA_MOUNT, GIB
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+STATS_THREADS = 16  # containers read at once: a round of N takes about N / 16 seconds
+DISK_THREADS = 2  # du on a large data disk can take a while; it never holds up a round
+
+
+@dataclass
+class Target:
+    instance_id: str
+    node: str
+    container_id: str
+    data_disk_gb: int
+    gpus: list[tuple[str, bool]]  # (uuid, simulated), in index order
+
+
+def running_targets(platform: Platform) -> list[Target]:
+    with platform.sessions.begin() as db:
+        targets = {row.id: Target(row.id, row.node_name, row.container_id, row.data_disk_gb, []) for row in db.execute(
+            select(Instance.id, Instance.node_name, Instance.container_id, Instance.data_disk_gb)
+            .where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None)))}
+        if targets:
+            for instance_id, uuid, simulated in db.execute(
+                    select(GpuAssignment.instance_id, Gpu.uuid, Gpu.simulated).join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                    .where(GpuAssignment.instance_id.in_(list(targets))).order_by(Gpu.index)):
+                targets[instance_id].gpus.append((uuid, simulated))
+    return list(targets.values())
+
+
+class MetricsSampler(Loop):
+    name = "metrics"
+
+    def __init__(self, platform: Platform, meter: GpuMeter | None = None):
+        super().__init__()
+        settings = platform.settings
+        self.platform = platform
+        self.interval_s, self.window_s = settings.metrics_interval_s, settings.metrics_window_s
+        self.store = MetricsStore(size=int(self.window_s / self.interval_s) + 1)
+        self._meter = meter or GpuMeter()
+        self._stats_pool = ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="metrics")
+        self._disk_pool = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="metrics-disk")
+        self._counters: dict[str, tuple[str, CpuCounters]] = {}  # instance -> (container, last reading)
+        self._disk_due: dict[str, float] = {}  # instance -> monotonic time of its next disk reading
+        self._next_round = time.monotonic()
+
+    def stop(self) -> None:
+        super().stop()
+        self._stats_pool.shutdown(wait=False, cancel_futures=True)
+        self._disk_pool.shutdown(wait=False, cancel_futures=True)
+
+    def run_once(self) -> None:
+        self.sample_once()
+
+    def wait(self) -> None:
+        self._next_round = max(self._next_round + self.interval_s, time.monotonic())  # no drift
+        self._stop.wait(self._next_round - time.monotonic())
+
+    def finish(self) -> None:
+        self._meter.close()
+
+    def sample_once(self) -> None:
+        targets = running_targets(self.platform)
+        running = {t.instance_id for t in targets}
+        # A stopped instance's counters restart with its container: forget the old reading.
+        for instance_id in set(self._counters) - running:
+            del self._counters[instance_id]
+        for instance_id in set(self._disk_due) - running:
+            del self._disk_due[instance_id]
+        gpus = self._meter.read([uuid for t in targets for uuid, simulated in t.gpus if not simulated])
+        list(self._stats_pool.map(lambda t: self._sample(t, gpus), targets))
+        now = time.monotonic()
+        for target in targets:
+            if self._disk_due.get(target.instance_id, 0.0) <= now:
+                self._disk_due[target.instance_id] = float("inf")  # one reading at a time
+                self._disk_pool.submit(self._measure_disk, target)
+        self.store.forget(older_than=time.time() - self.window_s)
+
+    def _sample(self, target: Target, gpus: dict[str, GpuSample]) -> None:
+        try:
+            stats = self.platform.runtime(target.node).stats(target.container_id)
+        except Exception as exc:  # an engine down or slow: the reconciler reports it, this only skips
+            log.debug("no stats for %s: %s", target.instance_id, exc)
+            return
+        if stats is None:
+            return
+        previous = self._counters.get(target.instance_id)
+        self._counters[target.instance_id] = (target.container_id, stats.cpu)
+        earlier = previous[1] if previous and previous[0] == target.container_id else None
+        self.store.add(target.instance_id, Sample(
+            at=time.time(), cpu_percent=cpu_percent(earlier, stats.cpu), memory_used=stats.memory_used,
+            memory_limit=stats.memory_limit,
+            gpus=tuple(gpus.get(uuid) or GpuSample(uuid=uuid, util_percent=None) for uuid, _ in target.gpus)))
+
+    def _measure_disk(self, target: Target) -> None:
+        try:
+            _, output = self.platform.runtime(target.node).exec(target.container_id, disk_command(DATA_MOUNT))
+            disk = parse_disk(output.decode(errors="replace"), DATA_MOUNT, target.data_disk_gb * GIB, time.time())
+            if disk:
+                self.store.set_disk(target.instance_id, disk)
+        except Exception as exc:
+            log.debug("no disk reading for %s: %s", target.instance_id, exc)
+        finally:
+            if target.instance_id in self._disk_due:
+                self._disk_due[target.instance_id] = time.monotonic() + self.platform.settings.metrics_disk_interval_s

@@ -1,0 +1,65 @@
+"""The console's side of the auto-stop policy (issue 7): the choices of the create form and
+the instance page, reading them from a form, and the instance page's form to change it."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import RedirectResponse, Response
+
+from dockyard.api.routers import instances as instances_api
+from dockyard.api.schemas import PatchInstance
+from dockyard.core.autostop import OFF, parse_minutes
+from dockyard.core.errors import DockyardError, InvalidInput, NotFound
+from dockyard.web.routes import Page, _owned, check_csrf, form, not_found, page, templates
+
+router = APIRouter(include_in_schema=False)
+
+CUSTOM = "custom"
+# Form field -> policy field, and the minutes offered before "custom".
+FIELDS = {"auto_stop_idle": "auto_stop_idle_minutes", "auto_stop_max": "auto_stop_max_minutes"}
+CHOICES = {"auto_stop_idle": (15, 30, 60, 120), "auto_stop_max": (60, 240, 480, 1440)}
+
+
+def duration(minutes: int | None, t) -> str:
+    """'off', '45 min', '2 h', '1 h 30 min', in the page's language."""
+    if minutes is None:
+        return t("autostop.off")
+    hours, rest = divmod(minutes, 60)
+    parts = ([t("autostop.hours").format(n=hours)] if hours else []) + (
+        [t("autostop.minutes").format(n=rest)] if rest else [])
+    return " ".join(parts)
+
+
+templates.env.globals.update(duration=duration, autostop_choices=CHOICES, autostop_custom=CUSTOM)
+
+
+def form_policy(data: dict[str, str]) -> dict[str, int | None]:
+    """The policy fields of a console form: each a choice (minutes or off), or 'custom'
+    with a duration typed in (30, 45m, 3h: the CLI's rule)."""
+    policy = {}
+    for name, field in FIELDS.items():
+        choice = data.get(name, OFF)
+        text = data.get(f"{name}_custom", "") if choice == CUSTOM else choice
+        if choice == CUSTOM and not text.strip():
+            raise InvalidInput(f"{field}: type a duration (45m, 3h) or choose off", field=field)
+        policy[field] = parse_minutes(text, field)
+    return policy
+
+
+@router.post("/instances/{key}/autostop")
+def change(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    target = f"/instances/{quote(key)}"
+    try:
+        with p.platform.sessions.begin() as db:
+            instance_id = _owned(db, p, key).id  # one's own only: an admin's view of others' is 404 here
+        instances_api.patch(instance_id, PatchInstance(**form_policy(data)), p.user, p.platform)
+    except NotFound:
+        return not_found(p)
+    except InvalidInput as exc:  # shown on the page, in its language, by the field at fault
+        return RedirectResponse(f"{target}?autostop_error={exc.field}#autostop", status_code=303)
+    except DockyardError:
+        pass  # released meanwhile: the page says so
+    return RedirectResponse(f"{target}#autostop", status_code=303)
