@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from websockets.sync.client import connect
 
 from dockyard.access.front import _INSTANCE_HEADERS, without_our_cookie
@@ -70,10 +71,15 @@ async def backend(scope, receive, send):
         await send({"type": "http.response.body", "body": b""})
 
 
-async def close_delimited(reader, writer):
-    """An old-style server: no Content-Length, the end of the body is the end of the connection."""
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 100_000)
+async def raw_backend(reader, writer):
+    """/old: no Content-Length, the end of the body is the end of the connection;
+    /evil: a response with a second one glued behind it, for the client's next request."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if head.startswith(b"GET /evil"):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npoison!")
+    else:
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 100_000)
     await writer.drain()
     writer.close()
 
@@ -89,7 +95,7 @@ class Relay:
     event loop in a background thread."""
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()  # as `dockyard serve` runs it
         self.backend_port, self.old_port, self.port = _free_port(), _free_port(), _free_port()
         self.dead_port = _free_port()  # nobody listens here
         self.server = uvicorn.Server(uvicorn.Config(backend, host="127.0.0.1", port=self.backend_port,
@@ -98,7 +104,7 @@ class Relay:
 
     def route(self, request):
         path = request.url
-        if path.startswith(b"/old"):
+        if path.startswith(b"/old") or path.startswith(b"/evil"):
             return Route(("127.0.0.1", self.old_port), path)
         if path.startswith(b"/dead"):
             return Route(("127.0.0.1", self.dead_port), path)
@@ -121,8 +127,8 @@ class Relay:
 
         async def up():
             asyncio.ensure_future(self.server.serve())
-            await asyncio.start_server(close_delimited, "127.0.0.1", self.old_port)
-            await self.loop.create_server(lambda: ClientConnection(self.route), "127.0.0.1", self.port)
+            await asyncio.start_server(raw_backend, "127.0.0.1", self.old_port)
+            await self.loop.create_server(lambda: ClientConnection(self.route), "0.0.0.0", self.port)
             while not self.server.started:
                 await asyncio.sleep(0.01)
 
@@ -182,7 +188,7 @@ def _complete(data: bytes, expect: int) -> bool:
 def test_headers_are_rewritten_for_an_instance(relay):
     r = httpx.get(f"{relay.url}/echo?x=1", headers={
         "Authorization": "Bearer secret-token", "Cookie": "dockyard_session=abc; theirs=1",
-        "X-Forwarded-For": "6.6.6.6", "X-Secret": "forged"})
+        "X-Secret": "forged"})
     assert r.status_code == 200
     echo = r.json()
     headers = {}
@@ -191,7 +197,7 @@ def test_headers_are_rewritten_for_an_instance(relay):
     assert echo["query"] == "x=1"
     assert "authorization" not in headers
     assert headers["cookie"] == ["theirs=1"]
-    assert headers["x-forwarded-for"] == ["127.0.0.1"]  # the client's claim is dropped
+    assert headers["x-forwarded-for"] == ["127.0.0.1"]
     assert headers["x-secret"] == ["s3"]
 
 
@@ -278,3 +284,61 @@ def test_an_idle_upstream_connection_closed_by_the_backend_is_reopened(relay):
         time.sleep(1.6)  # the backend (keep-alive 1 s) closes its side meanwhile
         assert client.get("/echo").status_code == 200
         assert client.post("/echo", content=b"x").json()["size"] == 1
+
+
+def test_forwarded_headers_only_from_this_host(relay):
+    """A TLS terminator on this host may say who the client is; nobody else may."""
+    echo = httpx.get(f"{relay.url}/echo", headers={"X-Forwarded-For": "203.0.113.9",
+                                                  "X-Forwarded-Proto": "https"}).json()
+    headers = dict(echo["headers"])
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert headers["x-forwarded-proto"] == "https"
+    # From another address (this host's own, not loopback) the claim is replaced.
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the source address
+            own = udp.getsockname()[0]
+    except OSError:
+        pytest.skip("this host has no address other than loopback")
+    probe = socket.create_connection((own, relay.port))
+    probe.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := probe.recv(65536):
+        answer += chunk
+    probe.close()
+    assert b"6.6.6.6" not in answer and own.encode() in answer
+
+
+def test_smuggling_shapes_and_huge_heads_are_refused(relay):
+    two = raw(relay, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", until_closed=True)
+    assert two.startswith(b"HTTP/1.1 400") and b"Transfer-Encoding" in two
+    odd = raw(relay, b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+              until_closed=True)
+    assert odd.startswith(b"HTTP/1.1 400")
+    huge = raw(relay, b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", until_closed=True)
+    assert huge.startswith(b"HTTP/1.1 431")
+    # The proxy's own answer to a HEAD has no body, and the connection stays usable.
+    answer = raw(relay, b"HEAD /refuse HTTP/1.1\r\nHost: a\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\n"
+                        b"Connection: close\r\n\r\n", until_closed=True)
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 404") and rest.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_bytes_beyond_a_response_never_reach_the_client(relay):
+    answer = raw(relay, b"GET /evil HTTP/1.1\r\nHost: a\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n",
+                 until_closed=True)
+    assert b"poison" not in answer
+
+
+def test_a_slow_reader_then_its_next_request(relay):
+    """The upstream held back while the client reads slowly is let go again afterwards."""
+    with httpx.Client(base_url=relay.url, timeout=20) as client:
+        with client.stream("GET", "/big?n=8000000") as r:
+            got = 0
+            for chunk in r.iter_raw(65536):
+                got += len(chunk)
+                time.sleep(0.001)
+        assert got == 8_000_000
+        assert client.get("/big?n=10").status_code == 200
+        assert client.get("/echo").json()["method"] == "GET"

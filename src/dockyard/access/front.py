@@ -49,6 +49,11 @@ def _cookie(request: Request) -> str | None:
     return None
 
 
+def _log_failure(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("recording Jupyter activity failed: %s", future.exception())
+
+
 def _error(exc: DockyardError) -> bytes:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return response(exc.status_code, exc.message, headers)
@@ -112,8 +117,9 @@ class Front:
             location = (base + (rest or b"/") + query).decode("latin-1")
             return response(307, "see Location", {"Location": location})
         if targets.activity_due(target.instance_id):
-            asyncio.get_running_loop().run_in_executor(self.pool, targets.touch, self.app.state.platform,
-                                                       target.instance_id)
+            touching = asyncio.get_running_loop().run_in_executor(self.pool, targets.touch, self.app.state.platform,
+                                                                  target.instance_id)
+            touching.add_done_callback(_log_failure)
         secret = (targets.PROXY_SECRET_HEADER.encode(), (target.jupyter_token or "").encode())
         return Route((target.ip, targets.JUPYTER_PORT), request.url, _INSTANCE_HEADERS, [secret],
                      cookie_filter=without_our_cookie)

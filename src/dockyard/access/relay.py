@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                  b"trailer", b"transfer-encoding", b"upgrade", b"x-forwarded-for", b"x-forwarded-proto",
                  b"x-forwarded-host"})
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 CONNECT_TIMEOUT_S = 10
 IDLE_CLIENT_S = 75        # a keep-alive connection with no request for this long is closed
+HEAD_TIMEOUT_S = 30       # ... and one whose request head takes longer than this to arrive
+HEAD_LIMIT = 64 * 1024    # bytes of request line and headers
 STALE_UPSTREAM_S = 2.0    # older idle upstream connections are not trusted with a POST
 REPLAY_LIMIT = 64 * 1024  # a request this small is kept to be sent again if the upstream had closed
 
@@ -66,6 +69,9 @@ class Request:
     replay: list[bytes] | None = field(default_factory=list)  # all bytes sent, while small
     replay_size: int = 0
     retried: bool = False
+    head_size: int = 0
+    refused: bytes | None = None  # the answer to a request that goes nowhere
+    answered: bool = False  # by the proxy itself, before its body ended
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -106,8 +112,15 @@ def request_head(request: Request, route: Route) -> bytes:
         lines.append(b"Transfer-Encoding: chunked")  # the body is re-chunked as it arrives
     if request.upgrade:
         lines += [b"Connection: Upgrade", b"Upgrade: " + (request.header(b"upgrade") or b"websocket")]
-    lines.append(b"X-Forwarded-For: " + request.client_ip.encode())
-    lines.append(b"X-Forwarded-Proto: http")
+    forwarded_for, proto = request.client_ip.encode(), b"http"
+    if request.client_ip in LOOPBACK:  # a TLS terminator on this host: keep what it says
+        claimed, claimed_proto = request.header(b"x-forwarded-for"), request.header(b"x-forwarded-proto")
+        if claimed:
+            forwarded_for = claimed + b", " + forwarded_for
+        if claimed_proto in (b"http", b"https"):
+            proto = claimed_proto
+    lines.append(b"X-Forwarded-For: " + forwarded_for)
+    lines.append(b"X-Forwarded-Proto: " + proto)
     lines += [name + b": " + value for name, value in route.add]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -122,7 +135,8 @@ class Upstream(asyncio.Protocol):
         self.request: Request | None = None
         self.interim = False      # a 1xx response (100 Continue) that precedes the real one
         self.answered = False     # some of the response has arrived
-        self.head_done = False    # the response to a HEAD request, complete at its head
+        self.finished: bool | None = None  # the response is complete: whether to keep alive
+        self.surplus = False      # bytes beyond the response: a broken or hostile backend
         self.closed = False
         self.idle_since = time.monotonic()
 
@@ -131,19 +145,32 @@ class Upstream(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes):
+        """Parse first, then pass the bytes on: bytes that nobody asked for (on an idle
+        connection, or after the end of the response) must never reach the client, where
+        they would pass for the answer to its next request, perhaps to the platform itself."""
         client = self.client
-        if client.tunnel is self:
-            client.write(data)
+        if self.request is None or client.closing:
+            client.forget(self)
             return
         self.answered = True
-        client.write(data)  # raw and in order; the parser only finds where the response ends
+        upgraded = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            client.start_tunnel(self)
+            upgraded = True
         except httptools.HttpParserError:
-            log.warning("malformed response from %s", self.address)
+            self.surplus = True
+        if self.surplus or (upgraded and not self.request.upgrade):
+            log.warning("the backend at %s answered beyond its response: connection closed", self.address)
             client.close()
+            self.close()
+            return
+        client.write(data)
+        if upgraded:
+            client.start_tunnel(self)
+        elif self.finished is not None:
+            keep_alive, self.request = self.finished, None
+            client.response_done(self, keep_alive)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -156,25 +183,35 @@ class Upstream(asyncio.Protocol):
         self.client.resume("upstream-full")
 
     # -- httptools callbacks (response parser)
+    def on_message_begin(self):
+        if self.finished is not None:
+            self.surplus = True
+
     def on_headers_complete(self):
+        if self.finished is not None:
+            return
         status = self.parser.get_status_code()
         self.interim = 100 <= status < 200 and status != 101
         if self.request.method == b"HEAD" and not self.interim:
             # No body follows, whatever Content-Length says (the next request gets a new parser).
-            self.head_done = True
-            self.client.response_done(self, keep_alive=True)
+            self.finished = self.parser.should_keep_alive()
+
+    def on_body(self, chunk: bytes):
+        if self.finished is not None:
+            self.surplus = True
 
     def on_message_complete(self):
         if self.interim:
             self.interim = False
-        elif not self.head_done and self.parser.get_status_code() != 101:  # 101: a tunnel follows
-            self.client.response_done(self, keep_alive=self.parser.should_keep_alive())
+        elif self.finished is None and self.parser.get_status_code() != 101:  # 101: a tunnel follows
+            self.finished = self.parser.should_keep_alive()
 
     # -- used by the client side
     def begin(self, request: Request, head: bytes, replaying: bool = False) -> None:
-        self.request, self.interim, self.answered, self.head_done = request, False, False, False
+        self.request, self.interim, self.answered, self.finished = request, False, False, None
         self.parser = httptools.HttpResponseParser(self)
         request.upstream = self
+        self.client.feed_from(self)
         self.send(request, head)
         if replaying:
             return
@@ -197,6 +234,24 @@ class Upstream(asyncio.Protocol):
             self.transport.close()
 
 
+class _Pipe(asyncio.Protocol):
+    """One side of a tunnel: what arrives is written to the other side as it is. The event
+    loop calls the other transport's `write` itself, with no Python frame per chunk."""
+
+    def __init__(self, out: asyncio.Transport):
+        self.out = out
+        self.data_received = out.write
+
+    def connection_lost(self, exc):
+        self.out.close()
+
+    def pause_writing(self):  # our side cannot take more: stop reading the other
+        self.out.pause_reading()
+
+    def resume_writing(self):
+        self.out.resume_reading()
+
+
 def _frame(request: Request, chunk: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(chunk), chunk) if request.chunked else chunk
 
@@ -211,10 +266,11 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = ""
         self.pending: deque[Request] = deque()  # parsed requests, the first being served
         self.upstreams: dict[object, Upstream] = {}
-        self.tunnel: Upstream | None = None
         self.upgrade_buffer: list[bytes] | None = None  # bytes after an upgrade request's head
         self.paused: set[str] = set()
         self.reading = True
+        self.write_paused = False  # the client is not reading what we send it
+        self.held: set[Upstream] = set()  # upstreams not read meanwhile
         self.idle_timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task | None = None
         self.closing = False
@@ -227,9 +283,6 @@ class ClientConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes):
-        if self.tunnel is not None:
-            self.tunnel.transport.write(data)
-            return
         if self.upgrade_buffer is not None:
             self.upgrade_buffer.append(data)
             return
@@ -251,46 +304,64 @@ class ClientConnection(asyncio.Protocol):
             self.task.cancel()
         for upstream in list(self.upstreams.values()):
             upstream.close()
-        if self.tunnel:
-            self.tunnel.close()
 
     def pause_writing(self):
-        for upstream in self._feeding():
-            upstream.transport.pause_reading()
+        self.write_paused = True
+        if self.pending and self.pending[0].upstream is not None:
+            self.feed_from(self.pending[0].upstream)
 
     def resume_writing(self):
-        for upstream in self._feeding():
-            upstream.transport.resume_reading()
+        self.write_paused = False
+        for upstream in self.held:
+            if not upstream.closed:
+                upstream.transport.resume_reading()
+        self.held.clear()
 
-    def _feeding(self) -> list[Upstream]:
-        current = self.tunnel or (self.pending[0].upstream if self.pending else None)
-        return [current] if current is not None and not current.closed else []
+    def feed_from(self, upstream: Upstream) -> None:
+        """An upstream now answering us: not read while the client cannot take more."""
+        if self.write_paused and upstream not in self.held:
+            self.held.add(upstream)
+            upstream.transport.pause_reading()
 
     # -- httptools callbacks (request parser)
     def on_message_begin(self):
-        if self.idle_timer:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self._arm_idle(HEAD_TIMEOUT_S)  # the head must come whole, and soon
         self.pending.append(Request(client_ip=self.client_ip))
 
     def on_url(self, url: bytes):
-        self.pending[-1].url += url
+        request = self.pending[-1]
+        request.url += url
+        request.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes):
-        self.pending[-1].headers.append((name, value))
+        request = self.pending[-1]
+        request.headers.append((name, value))
+        request.head_size += len(name) + len(value)
 
     def on_headers_complete(self):
+        if self.idle_timer:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         request = self.pending[-1]
         parser = self.parser
         request.method, request.version = parser.get_method(), parser.get_http_version()
         request.keep_alive, request.upgrade = parser.should_keep_alive(), parser.should_upgrade()
-        request.chunked = b"chunked" in (request.header(b"transfer-encoding") or b"").lower()
+        encodings = [value.strip().lower() for name, value in request.headers if name.lower() == b"transfer-encoding"]
+        request.chunked = bool(encodings)
+        if encodings and encodings != [b"chunked"]:
+            # Anything but one plain "chunked" is read differently by different servers:
+            # the classic way to smuggle a request past a proxy.
+            request.refused = response(400, "Transfer-Encoding other than one 'chunked' is not accepted")
+        elif request.head_size > HEAD_LIMIT:
+            request.refused = response(431, f"request head over {HEAD_LIMIT} bytes")
         if len(self.pending) == 1:
             self._start(request)
         self._update_reading()
 
     def on_body(self, chunk: bytes):
         request = self.pending[-1]
+        if request.answered:
+            return
         if request.upstream is not None:
             request.upstream.send(request, _frame(request, chunk))
         else:
@@ -299,11 +370,17 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self):
         request = self.pending[-1]
         request.complete = True
-        if request.upstream is not None and request.chunked:
+        if request.answered:
+            self._finished(request, keep_alive=request.keep_alive and not request.upgrade)
+        elif request.upstream is not None and request.chunked:
             request.upstream.send(request, b"0\r\n\r\n")
 
     # -- serving requests in turn
     def _start(self, request: Request) -> None:
+        if request.refused:
+            self.write(request.refused)
+            self.close()
+            return
         try:
             decision = self.router(request)
         except Exception:
@@ -329,8 +406,14 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return
         if isinstance(decision, bytes):  # answered by the proxy itself
+            if request.method == b"HEAD":
+                decision = decision.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
             self.write(decision)
-            self._finished(request, keep_alive=request.complete and request.keep_alive and not request.upgrade)
+            if request.complete:
+                self._finished(request, keep_alive=request.keep_alive and not request.upgrade)
+            else:
+                request.answered = True  # its body is read and dropped, then the next request
+                self._update_reading()
             return
         request.route = decision
         upstream = self.upstreams.get(decision.address)
@@ -342,7 +425,7 @@ class ClientConnection(asyncio.Protocol):
             self._update_reading()
             return
         if upstream is not None:
-            self._forget(upstream)
+            self.forget(upstream)
         self.task = asyncio.ensure_future(self._connect(request))
 
     async def _connect(self, request: Request, replay: bytes | None = None) -> None:
@@ -364,6 +447,9 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             upstream.close()
             return
+        if upstream.closed or upstream.transport.is_closing():  # it spoke first (not HTTP), or went
+            self._dispatch(request, response(502, "the instance's port does not speak HTTP"))
+            return
         self.upstreams[address] = upstream
         if replay is None:
             upstream.begin(request, request_head(request, request.route))
@@ -375,7 +461,7 @@ class ClientConnection(asyncio.Protocol):
         request = self.pending[0]
         upstream.idle_since = time.monotonic()
         if not keep_alive:
-            self._forget(upstream)
+            self.forget(upstream)
         if request.upgrade and self.upgrade_buffer is not None:
             # Refused upgrade: back to HTTP, with whatever the client sent meanwhile.
             buffered, self.upgrade_buffer = b"".join(self.upgrade_buffer), None
@@ -401,11 +487,8 @@ class ClientConnection(asyncio.Protocol):
         self._update_reading()
 
     def upstream_lost(self, upstream: Upstream) -> None:
-        self._forget(upstream)
+        self.forget(upstream)
         if self.closing:
-            return
-        if upstream is self.tunnel:
-            self.close()
             return
         if not self.pending or self.pending[0].upstream is not upstream:
             return  # an idle upstream connection closed: the next request opens another
@@ -426,14 +509,23 @@ class ClientConnection(asyncio.Protocol):
                 and request.method in IDEMPOTENT and not request.upgrade)
 
     def start_tunnel(self, upstream: Upstream) -> None:
-        """The upstream said 101: from here on, bytes go both ways untouched."""
-        self.tunnel = upstream
-        del self.upstreams[upstream.address]  # no longer for requests
+        """The upstream said 101: from here on the two connections are piped to each
+        other, bytes untouched, and this object steps aside."""
+        del self.upstreams[upstream.address]
+        self.closing = True  # no more HTTP on this connection: what this object held goes
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        for other in self.upstreams.values():
+            other.close()
         self.pending.clear()
         buffered, self.upgrade_buffer = b"".join(self.upgrade_buffer or []), None
         if buffered:
             upstream.transport.write(buffered)
-        self._update_reading()
+        client, server = self.transport, upstream.transport
+        client.set_protocol(_Pipe(server))
+        server.set_protocol(_Pipe(client))
+        client.resume_reading()  # paused while the upgrade was pending
+        server.resume_reading()
 
     # -- flow control and helpers
     def pause(self, reason: str) -> None:
@@ -449,22 +541,25 @@ class ClientConnection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         waiting = self.upgrade_buffer is not None or len(self.pending) > 1 or (
-            self.pending and self.pending[0].upstream is None and self.tunnel is None)
+            self.pending and self.pending[0].upstream is None and not self.pending[0].answered)
         should_read = not self.paused and not waiting
         if should_read != self.reading:
             self.reading = should_read
             (self.transport.resume_reading if should_read else self.transport.pause_reading)()
 
-    def _forget(self, upstream: Upstream) -> None:
+    def forget(self, upstream: Upstream) -> None:
         """Stop using an upstream connection for requests, and close it."""
         if self.upstreams.get(upstream.address) is upstream:
             del self.upstreams[upstream.address]
+        self.held.discard(upstream)
+        if "upstream-full" in self.paused and self.pending and self.pending[0].upstream is upstream:
+            self.resume("upstream-full")  # a closed transport never says it drained
         upstream.close()
 
-    def _arm_idle(self) -> None:
+    def _arm_idle(self, seconds: float = IDLE_CLIENT_S) -> None:
         if self.idle_timer:
             self.idle_timer.cancel()
-        self.idle_timer = asyncio.get_running_loop().call_later(IDLE_CLIENT_S, self.close)
+        self.idle_timer = asyncio.get_running_loop().call_later(seconds, self.close)
 
     def write(self, data: bytes) -> None:
         if not self.closing:

@@ -89,7 +89,9 @@ def touch(platform: Platform, instance_id: str) -> None:
         return
     _last_activity[instance_id] = time.monotonic()
     with platform.sessions.begin() as db:
-        db.get(Instance, instance_id).last_jupyter_at = utcnow()
+        instance = db.get(Instance, instance_id)
+        if instance is not None:
+            instance.last_jupyter_at = utcnow()
 
 
 # Who may go where, remembered briefly: proxied traffic (a notebook's many small
@@ -101,16 +103,20 @@ _cache: dict[tuple, tuple[float, tuple[int, int], Target]] = {}
 
 def cached(platform: Platform, cache_key: tuple) -> Target | None:
     hit = _cache.get(cache_key)
-    if hit and hit[1] == (platform.generation, platform.access_generation) \
-            and time.monotonic() - hit[0] < _CACHE_TTL_S:
+    if hit and hit[1] == _generations(platform) and time.monotonic() - hit[0] < _CACHE_TTL_S:
         return hit[2]
     return None
 
 
-def _remember(platform: Platform, cache_key: tuple, target: Target) -> Target:
+def _generations(platform: Platform) -> tuple[int, int]:
+    return platform.generation, platform.access_generation
+
+
+def _remember(cache_key: tuple, generations: tuple[int, int], target: Target) -> Target:
+    """`generations` as read before the look-up: a change committed meanwhile is not hidden."""
     if len(_cache) > 10_000:
         _cache.clear()
-    _cache[cache_key] = (time.monotonic(), (platform.generation, platform.access_generation), target)
+    _cache[cache_key] = (time.monotonic(), generations, target)
     return target
 
 
@@ -121,8 +127,9 @@ def owned(platform: Platform, authorization: str | None, cookie: str | None, key
     hit = cached(platform, cache_key)
     if hit:
         return hit
+    generations = _generations(platform)
     user = _caller(platform, authorization, cookie)
-    return _remember(platform, cache_key, _owned_target(platform, user, key, port))
+    return _remember(cache_key, generations, _owned_target(platform, user, key, port))
 
 
 def shared(platform: Platform, link: str) -> Target:
@@ -131,10 +138,11 @@ def shared(platform: Platform, link: str) -> Target:
     hit = cached(platform, cache_key)
     if hit:
         return hit
+    generations = _generations(platform)
     digest = hashlib.sha256(link.encode()).hexdigest()
     with platform.sessions.begin() as db:
         row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
         if row is None:
             raise NotFound("this link does not exist or was revoked")
         instance, port = db.get(Instance, row.instance_id), row.port
-    return _remember(platform, cache_key, _running(platform, instance, port))
+    return _remember(cache_key, generations, _running(platform, instance, port))

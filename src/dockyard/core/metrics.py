@@ -59,8 +59,9 @@ class DiskUsage:
 
 def disk_command(mount: str) -> list[str]:
     """Run in the container every few minutes (du walks the files): the free space of the
-    filesystem under the data disk (df), then what the data disk holds (du), in KiB."""
-    return ["sh", "-c", f"df -kP {mount} | tail -n 1; nice -n 19 du -sxk {mount} 2>/dev/null"]
+    filesystem under the data disk (df), then what the data disk holds (du), in KiB. Each
+    under a time limit: a container that hangs them must not hold the sampler's threads."""
+    return ["sh", "-c", f"timeout 10 df -kP {mount} | tail -n 1; timeout 60 nice -n 19 du -sxk {mount} 2>/dev/null"]
 
 
 def parse_disk(output: str, mount: str, rented_bytes: int, at: float) -> DiskUsage | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from dockyard.core.errors import Conflict, NotFound
@@ -22,6 +23,11 @@ from dockyard.services import instances, notifications
 from dockyard.services.driver import Driver, container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
+
+
+# Disk copies can take long: they run here, not on the driver's workers, so that starts,
+# stops and releases never wait behind them.
+_copies = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clone")
 
 
 def clone_instance(platform: Platform, driver: Driver, user: User, key: str, name: str,
@@ -51,7 +57,7 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
         lock.release()
         raise
     op = platform.operations.start("clone", clone.name, user, phase="copying the data disk", instance_id=clone.id)
-    driver.executor.submit(driver.drive_prepared, clone.id, lock,
+    _copies.submit(driver.drive_prepared, clone.id, lock,
                            partial(_copy_disks, platform, source, clone, image.ref, op))
     return clone, op
 

@@ -414,7 +414,12 @@ def not_found(p: Page) -> HTMLResponse:
 
 
 @router.get("/instances/{key}")
-def instance_page(key: str, p: Page = Depends(page), port_error: str | None = None) -> HTMLResponse:
+def instance_page(key: str, p: Page = Depends(page)) -> HTMLResponse:
+    return _instance_page(key, p)
+
+
+def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResponse:
+    """The detail page; with the message of a refused port form (never from the URL)."""
     platform = p.platform
     try:
         with platform.sessions.begin() as db:
@@ -451,7 +456,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     except NotFound:
         return not_found(p)
     except (DockyardError, ValueError) as exc:  # the reason goes next to the form
-        return instance_page(key, p, port_error=exc.message if isinstance(exc, DockyardError)
+        return _instance_page(key, p, port_error=exc.message if isinstance(exc, DockyardError)
                              else f"port: {data.get('port', '')!r} is not a number")
     return RedirectResponse(f"/instances/{key}", status_code=303)
 
