@@ -106,7 +106,8 @@ def sse_latency(client: httpx.Client, csrf: str, base: str, runs: int) -> list[f
                         ready.set()
                     if line.startswith("data: "):
                         data = json.loads(line[6:])
-                        seen.setdefault(data["id"], time.perf_counter())
+                        if "id" in data:  # instance and gone events (not the notices count)
+                            seen.setdefault(data["id"], time.perf_counter())
                     if stop.is_set():
                         return
 
