@@ -349,12 +349,7 @@ def main() -> int:
         print(f"\nserver log: {server.home / 'server.log'}")
         return 0
     except Exception as exc:
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        try:
-            print(server.log()[-4000:], file=sys.stderr)
-        except OSError:
-            pass
-        return 1
+        return server.report_failure(exc, tail=4000)
     finally:
         server.close()
         cleanup(client, labels)

@@ -440,12 +440,7 @@ def main() -> int:
                     summarise(profile(args.py_spy, pid, args.profile, args.duration, run))
         return 0
     except Exception as exc:
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        try:
-            print(server.log()[-3000:], file=sys.stderr)
-        except OSError:
-            pass
-        return 1
+        return server.report_failure(exc)
     finally:
         for process in (chp_process, fwd_process):
             if process:

@@ -190,12 +190,7 @@ def main() -> int:
         print(f"load average at the end: {load()}")
         return 0
     except Exception as exc:
-        print(f"benchmark failed: {exc!r}", file=sys.stderr)
-        try:
-            print(server.log()[-3000:], file=sys.stderr)
-        except OSError:
-            pass
-        return 1
+        return server.report_failure(exc)
     finally:
         server.close()
         shutil.rmtree(scratch, ignore_errors=True)

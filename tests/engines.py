@@ -56,3 +56,11 @@ def second_engine(images: list[str]) -> docker.DockerClient:
         except docker.errors.ImageNotFound:
             client.images.load(local.images.get(ref).save(named=True))
     return client
+
+
+def clean_second_engine(engine: docker.DockerClient) -> None:
+    """Remove what any Dockyard test server left on the second engine."""
+    for container in engine.containers.list(all=True, filters={"label": "dockyard.deployment"}):
+        container.remove(force=True)
+    for volume in engine.volumes.list(filters={"label": "dockyard.deployment"}):
+        volume.remove(force=True)

@@ -106,6 +106,15 @@ class Server:
     def log(self) -> str:
         return (self.home / "server.log").read_text(errors="replace")
 
+    def report_failure(self, exc: Exception, tail: int = 3000) -> int:
+        """For benchmarks: say what failed, with the end of the server's log; exit status 1."""
+        print(f"benchmark failed: {exc!r}", file=sys.stderr)
+        try:
+            print(self.log()[-tail:], file=sys.stderr)
+        except OSError:
+            pass
+        return 1
+
     # ---- users and clients ------------------------------------------------------------
 
     def cli(self, *args: str, token_of: str | None = None, input: str | None = None,

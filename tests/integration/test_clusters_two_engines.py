@@ -7,7 +7,7 @@ import json
 import docker
 import pytest
 
-from tests.engines import ENGINE_ADDR, HOST_ADDR, SOCKET, second_engine
+from tests.engines import ENGINE_ADDR, HOST_ADDR, SOCKET, clean_second_engine, second_engine
 from tests.harness import BASE_IMAGE, Server
 from tests.integration.test_clusters import IMAGE, TORCHRUN, exec_, put_script, results, run_everywhere, wait_until
 
@@ -48,10 +48,7 @@ def two_hosts(docker_client, pytorch_image):
     srv.engine2 = engine2
     yield srv
     srv.close()
-    for container in engine2.containers.list(all=True, filters={"label": "dockyard.deployment"}):
-        container.remove(force=True)
-    for volume in engine2.volumes.list(filters={"label": "dockyard.deployment"}):
-        volume.remove(force=True)
+    clean_second_engine(engine2)
 
 
 def test_a_cluster_spans_two_engines_on_an_overlay_network(two_hosts, docker_client):

@@ -3,7 +3,7 @@ the remote one."""
 
 import pytest
 
-from tests.engines import SOCKET, second_engine
+from tests.engines import SOCKET, clean_second_engine, second_engine
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 
@@ -22,10 +22,7 @@ def two_nodes(docker_client, tmp_path_factory):
     srv.engine2 = engine2
     yield srv
     srv.close()
-    for container in engine2.containers.list(all=True, filters={"label": "dockyard.deployment"}):
-        container.remove(force=True)
-    for volume in engine2.volumes.list(filters={"label": "dockyard.deployment"}):
-        volume.remove(force=True)
+    clean_second_engine(engine2)
 
 
 def test_market_lists_both_nodes_with_their_drivers(two_nodes):
