@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from dockyard.core.validation import NAME_PATTERN
@@ -66,6 +66,14 @@ class NodeConfig(BaseModel):
             raise ValueError("node url must start with unix://, tcp:// or ssh://")
         return value
 
+    @model_validator(mode="after")
+    def _tcp_needs_tls(self) -> "NodeConfig":
+        # An engine's API is root on its host: over plain TCP, for anyone on the network.
+        if self.url.startswith("tcp://") and not (self.tls_ca and self.tls_cert and self.tls_key):
+            raise ValueError(f"node {self.name}: a tcp:// engine needs tls_ca, tls_cert and tls_key "
+                             "(verified TLS); use ssh:// or a unix socket otherwise")
+        return self
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOCKYARD_", extra="ignore")
@@ -84,6 +92,15 @@ class Settings(BaseSettings):
     # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
     # finds which resource limits each engine may give containers.
     gpu_probe_image: str = "dockyard/debian:bookworm"
+    # A static busybox (Debian's busybox-static): the platform's own tools in instances.
+    tools_busybox: Path = Path("/bin/busybox")
+    # Commands run in instances: the user's `exec` (its output streamed, cut at the cap)
+    # and the platform's own (connection reads, disk use, the self-test).
+    exec_timeout_s: float = Field(default=600, gt=0, le=86400)
+    exec_max_output_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    logs_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # The image's self-test imports the framework: tens of seconds on a busy host.
+    check_timeout_s: float = Field(default=180, gt=0)
 
     # A GPU-less instance (and no-GPU mode) gets this small share.
     no_gpu_cpus: float = Field(default=0.5, gt=0)
@@ -93,6 +110,11 @@ class Settings(BaseSettings):
     stop_timeout_s: int = Field(default=10, ge=0)
     # A system disk saved at each GPU change grows a layer each time; overlay2 allows 128.
     max_sysdisk_layers: int = Field(default=100, ge=1, le=120)
+
+    # Instances cannot reach this host's own addresses (the API, the engine, the database)
+    # nor link-local metadata services; except these TCP ports of the host (a mirror).
+    protect_host: bool = True
+    instance_host_open_ports: list[int] = Field(default_factory=list)
 
     # Each user's private bridge network on a node is a subnet of this pool.
     network_pool: str = "10.213.0.0/16"
@@ -126,10 +148,10 @@ class Settings(BaseSettings):
 
     # Clusters (issue 6, docs/distributed.md): at most this many members; each cluster's
     # private network is a subnet of this pool; overlay (cross-engine) traffic encrypted
-    # with IPsec when cluster_network_encrypted (slower).
+    # with IPsec unless cluster_network_encrypted is turned off (faster, for trusted links).
     max_cluster_nodes: int = Field(default=16, ge=1, le=100)
     cluster_network_pool: str = "10.214.0.0/16"
-    cluster_network_encrypted: bool = False
+    cluster_network_encrypted: bool = True
 
     reconcile_interval_s: float = Field(default=5.0, gt=0)
     activity_interval_s: float = Field(default=60.0, gt=0)

@@ -37,7 +37,10 @@ def two_hosts(docker_client, pytorch_image):
     ref = pytorch_image.tags[0]
     engine2 = second_engine([BASE_IMAGE, ref])
     ensure_swarm(docker_client, engine2)
-    srv = Server(simulated_gpus="A100-80GB:1", cpus_per_gpu="1", memory_per_gpu_gb="2")
+    # This sandbox's kernel has no IPsec (ESP) for the swarm: the overlay runs unencrypted
+    # here; encryption is the default everywhere else (tests/unit/test_config.py).
+    srv = Server(simulated_gpus="A100-80GB:1", cpus_per_gpu="1", memory_per_gpu_gb="2",
+                 cluster_network_encrypted="false")
     (srv.home / "config.toml").write_text(
         f'[[nodes]]\nname = "gpu2"\nurl = "{SOCKET}"\nsimulated_gpus = "A100-80GB:1@550.54.15"\n'
         "cpus_per_gpu = 1\nmemory_per_gpu_gb = 2\n"

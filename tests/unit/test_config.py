@@ -15,6 +15,8 @@ simulated_gpus = "A100-80GB:4,RTX-4090:2"
 name = "gpu2"
 url = "tcp://10.0.0.2:2376"
 tls_ca = "/etc/dockyard/ca.pem"
+tls_cert = "/etc/dockyard/cert.pem"
+tls_key = "/etc/dockyard/key.pem"
 cpus_per_gpu = 8
 memory_per_gpu_gb = 64
 """
@@ -48,7 +50,8 @@ def test_reads_config_toml(home):
     assert s.simulated_gpus == "A100-80GB:4,RTX-4090:2"
     (node,) = s.nodes
     assert node == NodeConfig(
-        name="gpu2", url="tcp://10.0.0.2:2376", tls_ca="/etc/dockyard/ca.pem", cpus_per_gpu=8, memory_per_gpu_gb=64
+        name="gpu2", url="tcp://10.0.0.2:2376", tls_ca="/etc/dockyard/ca.pem", tls_cert="/etc/dockyard/cert.pem",
+        tls_key="/etc/dockyard/key.pem", cpus_per_gpu=8, memory_per_gpu_gb=64
     )
 
 
@@ -84,12 +87,12 @@ def test_node_configs_puts_local_first_with_settings_values(home, monkeypatch):
 def test_explicit_local_node_is_not_duplicated(home):
     (home / "config.toml").write_text(
         '[[nodes]]\nname = "gpu2"\nurl = "ssh://me@gpu2"\n\n'
-        '[[nodes]]\nname = "local"\nurl = "tcp://127.0.0.1:2375"\nsimulated_gpus = "T4:1"\n'
+        '[[nodes]]\nname = "local"\nurl = "unix:///run/other.sock"\nsimulated_gpus = "T4:1"\n'
     )
     nodes = Settings(simulated_gpus="H100:8").node_configs()
     assert [(n.name, n.url, n.simulated_gpus) for n in nodes] == [
         ("gpu2", "ssh://me@gpu2", None),
-        ("local", "tcp://127.0.0.1:2375", "T4:1"),
+        ("local", "unix:///run/other.sock", "T4:1"),
     ]
 
 
@@ -120,3 +123,13 @@ def test_bad_port_in_environment_rejected(home, monkeypatch):
 def test_non_positive_share_rejected(home):
     with pytest.raises(ValidationError):
         Settings(cpus_per_gpu=0)
+
+
+@pytest.mark.parametrize("tls", [{}, {"tls_ca": "/ca.pem"}, {"tls_cert": "/c.pem", "tls_key": "/k.pem"}])
+def test_tcp_engine_without_verified_tls_is_refused(tls):
+    with pytest.raises(ValidationError, match="tcp:// engine needs tls_ca, tls_cert and tls_key"):
+        NodeConfig(name="gpu2", url="tcp://10.0.0.2:2375", **tls)
+
+
+def test_cluster_networks_are_encrypted_by_default(home):
+    assert Settings().cluster_network_encrypted is True

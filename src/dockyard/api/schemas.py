@@ -89,11 +89,18 @@ class PatchInstance(Strict):
 
 class ExecRequest(Strict):
     command: list[str] = Field(min_length=1, max_length=256)
+    # Stopped (and its output ended) after this long; the server's cap applies too.
+    timeout_s: float = Field(default=600, gt=0, le=86400)
+    # Stream the output as it comes (NDJSON lines: {"output": ...}, then one
+    # {"exit_code", "timed_out", "truncated"}), instead of one answer at the end.
+    stream: bool = False
 
 
 class ExecOut(BaseModel):
-    exit_code: int
+    exit_code: int  # -1: stopped at its deadline or its output cap
     output: str
+    timed_out: bool = False
+    truncated: bool = False
 
 
 class GpuRef(BaseModel):

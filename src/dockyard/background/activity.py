@@ -27,7 +27,8 @@ def record_ssh_activity(platform: Platform) -> None:
         if runtime is None or not container_id:
             continue
         try:
-            code, output = runtime.exec(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+            code, output = runtime.tool(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"],
+                                        timeout_s=5, max_bytes=4 * 1024 * 1024)
         except RuntimeError_:
             continue
         if has_established(output.decode(errors="replace"), SSH_PORT):

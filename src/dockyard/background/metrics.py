@@ -118,7 +118,8 @@ class MetricsSampler(Loop):
 
     def _measure_disk(self, target: Target) -> None:
         try:
-            _, output = self.platform.runtime(target.node).exec(target.container_id, disk_command(DATA_MOUNT))
+            _, output = self.platform.runtime(target.node).tool(target.container_id, disk_command(DATA_MOUNT),
+                                                                 timeout_s=90, max_bytes=64 * 1024)
             disk = parse_disk(output.decode(errors="replace"), DATA_MOUNT, target.data_disk_gb * GIB, time.time())
             if disk:
                 self.store.set_disk(target.instance_id, disk)

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance
+from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
@@ -51,6 +52,8 @@ def _check_node(platform, driver, runtime, node: str) -> None:
     instances = _live_instances(platform)
     by_id = {c.id: c for c in containers}
     for container in containers:
+        if HELPER_LABEL in container.labels:
+            continue  # short-lived, removed by whoever started it (and at startup: heal_interrupted)
         owner = instances.get(container.labels.get("dockyard.instance", ""))
         if owner is None or owner.node_name != node:
             log.info("removing container %s: it belongs to no live instance", container.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -78,9 +79,9 @@ class Client:
     def delete(self, path: str, **kwargs):
         return self.request("DELETE", path, **kwargs).json()
 
-    def stream(self, path: str, method: str = "GET", **params):
+    def stream(self, path: str, method: str = "GET", body: dict | None = None, **params):
         try:
-            with self.http.stream(method, path, params=params, timeout=None) as response:
+            with self.http.stream(method, path, params=params, json=body, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise CliError(_error_text(response))
@@ -113,6 +114,14 @@ def parse_minutes(value: str, option: str) -> int | None:
         return autostop.parse_minutes(value, option)
     except InvalidInput as exc:
         raise CliError(exc.message) from None
+
+
+def parse_seconds(value: str, option: str) -> float:
+    """A duration such as 90, 30s, 10m or 2h, in seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", value)
+    if not match or float(match[1]) <= 0:
+        raise CliError(f"{option} {value!r}: use a positive duration such as 30s, 10m or 2h")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ through the REST API."""
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from typing import Optional
 
@@ -18,7 +19,7 @@ from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
 from dockyard.cli.metrics import metrics  # issue 7
 from dockyard.cli.operations import follow
-from dockyard.cli.client import Client, CliError, parse_env, save_credentials, server_url, wait_for
+from dockyard.cli.client import Client, CliError, parse_env, parse_seconds, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -212,11 +213,28 @@ def logs(key: str = typer.Argument(..., metavar="ID"), tail: int = typer.Option(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec(key: str = typer.Argument(..., metavar="ID"), command: list[str] = typer.Argument(..., metavar="-- CMD...")) -> None:
-    """Run a command in a running instance and print its output."""
-    result = Client().post(f"/instances/{key}/exec", {"command": command})
-    sys.stdout.write(result["output"])
-    raise typer.Exit(result["exit_code"])
+def exec(key: str = typer.Argument(..., metavar="ID"), command: list[str] = typer.Argument(..., metavar="-- CMD..."),
+         timeout: str = typer.Option("10m", "--timeout", help="stop the command after this long (30s, 10m, 2h)")) -> None:
+    """Run a command in a running instance, printing its output as it comes."""
+    body = {"command": command, "timeout_s": parse_seconds(timeout, "--timeout"), "stream": True}
+    pending, end = b"", {}
+    for chunk in Client().stream(f"/instances/{key}/exec", "POST", body):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in filter(None, lines):
+            message = json.loads(line)
+            if "output" in message:
+                sys.stdout.write(message["output"])
+                sys.stdout.flush()
+            else:
+                end = message
+    if end.get("timed_out"):
+        print(f"error: the command ran past --timeout {timeout} and was stopped", file=sys.stderr)
+    elif end.get("truncated"):
+        print("error: the command's output passed the server's cap; it was stopped", file=sys.stderr)
+    elif not end:
+        raise CliError("the connection ended before the command did")
+    raise typer.Exit(end.get("exit_code", -1) if end.get("exit_code", -1) >= 0 else 124)
 
 
 def run() -> None:

@@ -58,10 +58,12 @@ class DiskUsage:
 
 
 def disk_command(mount: str) -> list[str]:
-    """Run in the container every few minutes (du walks the files): the free space of the
-    filesystem under the data disk (df), then what the data disk holds (du), in KiB. Each
-    under a time limit: a container that hangs them must not hold the sampler's threads."""
-    return ["sh", "-c", f"timeout 10 df -kP {mount} | tail -n 1; timeout 60 nice -n 19 du -sxk {mount} 2>/dev/null"]
+    """Run by the platform's busybox sh in the container every few minutes (du walks the
+    files): the free space of the filesystem under the data disk (df), then what the data
+    disk holds (du), in KiB. Each under a time limit: a container that hangs them must not
+    hold the sampler's threads."""
+    # Every mount's line: busybox's `df PATH` names the first mount of PATH's device.
+    return ["sh", "-c", f"timeout 10 df -kP | grep ' {mount}$'; timeout 60 ionice -c 3 du -sxk {mount} 2>/dev/null"]
 
 
 def parse_disk(output: str, mount: str, rented_bytes: int, at: float) -> DiskUsage | None:

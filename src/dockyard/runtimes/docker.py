@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
+from pathlib import Path
 from typing import Callable, Iterator
 
 import docker
@@ -16,14 +17,32 @@ from docker.utils import version_gte
 from dockyard.config import NodeConfig
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
+from dockyard.runtimes import docker_tools
+from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
+    HELPER_LABEL,
     HostResources,
     ImageInfo,
     RuntimeError_,
 )
+
+
+# Capabilities of Docker's default set that an instance has no use for: raw sockets
+# (spoofing on the bridge), device nodes, file capabilities, audit records. What sshd
+# and JupyterLab need stays (setuid/setgid, chroot, chown, kill, binding port 22).
+DROPPED_CAPABILITIES = ["NET_RAW", "MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE"]
+
+
+# Run by the platform's busybox sh over a system disk being saved as an image: what
+# would let the author in, or let one instance pass for another, goes.
+SCRUB_SCRIPT = """
+rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub /etc/environment \
+      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys
+if [ -f /etc/shadow ]; then sed -i -e 's/^root:[^:]*:/root:*:/' /etc/shadow; fi
+"""
 
 
 def _error(exc: APIError) -> RuntimeError_:
@@ -32,12 +51,11 @@ def _error(exc: APIError) -> RuntimeError_:
 
 class DockerRuntime:
     def __init__(self, node: NodeConfig, network_pool: str = "10.213.0.0/16", network_prefix: int = 24,
-                 timeout: int = 120):
+                 timeout: int = 120, busybox: Path = Path("/bin/busybox")):
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
-        if node.tls_cert or node.tls_ca:
-            client_cert = (node.tls_cert, node.tls_key) if node.tls_cert else None
-            tls = TLSConfig(client_cert=client_cert, ca_cert=node.tls_ca, verify=bool(node.tls_ca))
+        if node.url.startswith("tcp://"):  # the config insists on all three
+            tls = TLSConfig(client_cert=(node.tls_cert, node.tls_key), ca_cert=node.tls_ca, verify=True)
         self.client = docker.DockerClient(
             base_url=node.url,
             tls=tls,
@@ -47,6 +65,7 @@ class DockerRuntime:
         )
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
+        self.tools = docker_tools.ToolsVolume(self.client, busybox)
 
     def resources(self) -> HostResources:
         info = self.client.info()
@@ -127,21 +146,30 @@ class DockerRuntime:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         return [v.name for v in self.client.volumes.list(filters=filters)]
 
-    def copy_volume(self, source: str, target: str, image: str, name: str, labels: dict[str, str]) -> None:
+    def copy_volume(self, source: str, target: str, image: str, name: str, labels: dict[str, str],
+                    timeout_s: float = 6 * 3600) -> None:
         """Copy every file of volume `source` into `target` (owners, modes and times kept),
-        with a short-lived helper container from `image` (any image with `cp`) that mounts
-        both: unprivileged, no network, `source` read-only. Waits for the copy to end."""
+        with a short-lived helper container that mounts both: the platform's busybox does
+        the copy (never a program of the image, which only lends its empty root), with no
+        network, `source` read-only, and limits on CPU, memory, processes and time."""
         try:
+            tools = self.tools.ensure(image)
             helper = self.client.api.create_container(
-                image, command=["cp", "-a", "/from/.", "/to/"], entrypoint=[], name=name, labels=labels,
-                network_disabled=True, host_config=self.client.api.create_host_config(
-                    binds={source: {"bind": "/from", "mode": "ro"}, target: {"bind": "/to", "mode": "rw"}},
-                    network_mode="none", privileged=False, security_opt=["no-new-privileges"]))
+                image, command=["cp", "-a", "/from/.", "/to/"], entrypoint=[docker_tools.BUSYBOX], name=name,
+                labels=labels, network_disabled=True, host_config=self.client.api.create_host_config(
+                    binds={source: {"bind": "/from", "mode": "ro"}, target: {"bind": "/to", "mode": "rw"},
+                           tools: {"bind": docker_tools.MOUNT, "mode": "ro"}},
+                    network_mode="none", privileged=False, security_opt=["no-new-privileges"],
+                    cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
+                    nano_cpus=1_000_000_000, mem_limit="512m", pids_limit=64))
             try:
                 self.client.api.start(helper["Id"])
-                code = self.client.api.wait(helper["Id"], timeout=24 * 3600)["StatusCode"]
+                try:
+                    code = self.client.api.wait(helper["Id"], timeout=timeout_s)["StatusCode"]
+                except Exception as exc:  # the engine's wait timed out: the copy took too long
+                    raise RuntimeError_(f"copying volume {source} did not finish in {timeout_s:.0f} s") from exc
                 if code != 0:
-                    output = self.client.api.logs(helper["Id"], tail=5).decode(errors="replace").strip()
+                    output = self.client.api.logs(helper["Id"], tail=5).decode(errors="replace").strip()[-2000:]
                     raise RuntimeError_(f"copying volume {source} failed (exit code {code}): {output}")
             finally:
                 self.client.api.remove_container(helper["Id"], force=True)
@@ -152,6 +180,9 @@ class DockerRuntime:
 
     def create(self, spec: ContainerSpec) -> str:
         try:
+            tools = self.tools.ensure(spec.image)
+            volumes = {name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()}
+            volumes[tools] = {"bind": docker_tools.MOUNT, "mode": "ro"}
             container = self.client.containers.create(
                 spec.image,
                 command=spec.command,
@@ -160,7 +191,7 @@ class DockerRuntime:
                 environment=spec.env,
                 labels=spec.labels,
                 network=spec.network,
-                volumes={name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()},
+                volumes=volumes,
                 ports={f"{port}/tcp": host for port, host in spec.ports.items()},
                 device_requests=device_requests(spec),
                 nano_cpus=spec.nano_cpus or None,
@@ -177,6 +208,7 @@ class DockerRuntime:
                 init=True,  # reap zombies and forward signals for any image
                 privileged=False,
                 security_opt=["no-new-privileges"],
+                cap_drop=DROPPED_CAPABILITIES,
                 log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "3"}},
             )
         except ImageNotFound as exc:
@@ -253,22 +285,43 @@ class DockerRuntime:
             for c in self.client.api.containers(all=True, filters=filters)
         ]
 
-    def logs(self, container_id: str, tail: int, follow: bool) -> Iterator[bytes]:
+    def logs(self, container_id: str, tail: int, follow: bool, max_bytes: int = 64 * 1024 * 1024) -> CappedStream:
+        """The container's output, streamed (never gathered in memory) and cut at `max_bytes`."""
         try:
-            if follow:
-                return self.client.api.logs(container_id, stream=True, follow=True, tail=tail)
-            return iter([self.client.api.logs(container_id, tail=tail)])
-        except NotFound as exc:
-            raise RuntimeError_("the container is gone") from exc
-
-    def exec(self, container_id: str, command: list[str]) -> tuple[int, bytes]:
-        try:
-            result = self.client.containers.get(container_id).exec_run(command, demux=False)
+            chunks = self.client.api.logs(container_id, stream=True, follow=follow, tail=tail)
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
             raise _error(exc) from exc
-        return result.exit_code, result.output or b""
+        return CappedStream(chunks, max_bytes)
+
+    def exec(self, container_id: str, command: list[str], timeout_s: float = 60,
+             max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
+        """Run `command` with the platform's fixed PATH; its output cut at `max_bytes`, the
+        command killed at `timeout_s`. Exit code -1 when it was stopped."""
+        run = self.exec_stream(container_id, command, timeout_s, max_bytes)
+        output = run.read_all()
+        return (-1 if run.exit_code is None else run.exit_code), output
+
+    def exec_stream(self, container_id: str, command: list[str], timeout_s: float, max_bytes: int) -> BoundedExec:
+        return BoundedExec(self.client, container_id, command, timeout_s, max_bytes)
+
+    def tool(self, container_id: str, args: list[str], timeout_s: float = 30,
+             max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
+        """Run one of the platform's own tools (a busybox applet: `cat`, `df`, `sh`...) from
+        its read-only volume, never a program of the image."""
+        return self.exec(container_id, [docker_tools.BUSYBOX, *args], timeout_s, max_bytes)
+
+    def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
+                  parent: str, dir_mode: int = 0o755) -> None:
+        """Write `files` (name -> (content, mode)) into `parent/directory`, owned by root,
+        with an archive upload: no program of the image runs."""
+        try:
+            self.client.api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode))
+        except NotFound as exc:
+            raise RuntimeError_("the container is gone") from exc
+        except APIError as exc:
+            raise _error(exc) from exc
 
     def stats(self, container_id: str) -> ContainerStats | None:
         """One reading of a running container's counters. The engine answers about a
@@ -300,7 +353,51 @@ class DockerRuntime:
         # LABEL changes override the labels the image would inherit from the container.
         changes = [f'LABEL "{k}"="{v}"' for k, v in (labels or {}).items()]
         try:
-            image = self.client.api.commit(container_id, repository=repository, tag=tag, changes=changes or None)
+            # Never pause: a paused container blocks every exec into it, and this engine's
+            # version can deadlock a commit against a concurrent exec.
+            image = self.client.api.commit(container_id, repository=repository, tag=tag, changes=changes or None,
+                                           pause=False)
+        except APIError as exc:
+            raise _error(exc) from exc
+        return image["Id"]
+
+    def save_image(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> str:
+        """Commit a container's files as an image for others to use, without what made it
+        this instance: the environment values set at its creation are blanked (the names
+        stay, empty: a commit cannot drop them), and a platform-run scrub removes SSH host
+        keys, the root password and the files the entrypoint writes from the environment."""
+        raw_tag = f"{tag}-unscrubbed"
+        try:
+            container = self.client.api.inspect_container(container_id)
+            image_env = {e.split("=", 1)[0] for e in (self.client.api.inspect_image(container["Image"])["Config"]
+                                                      .get("Env") or [])}
+            added = sorted({e.split("=", 1)[0] for e in container["Config"].get("Env") or []} - image_env)
+            self.commit(container_id, repository, raw_tag)
+            config = self.client.api.inspect_image(f"{repository}:{raw_tag}")["Config"] or {}
+            tools = self.tools.ensure(f"{repository}:{raw_tag}")
+            scrub = self.client.api.create_container(
+                f"{repository}:{raw_tag}", command=["sh", "-c", SCRUB_SCRIPT], entrypoint=[docker_tools.BUSYBOX],
+                network_disabled=True, labels={**labels, HELPER_LABEL: "save"},
+                host_config=self.client.api.create_host_config(
+                    binds={tools: {"bind": docker_tools.MOUNT, "mode": "ro"}}, network_mode="none",
+                    security_opt=["no-new-privileges"], nano_cpus=1_000_000_000, mem_limit="256m", pids_limit=32))
+            try:
+                self.client.api.start(scrub["Id"])
+                code = self.client.api.wait(scrub["Id"], timeout=300)["StatusCode"]
+                if code != 0:
+                    output = self.client.api.logs(scrub["Id"], tail=5).decode(errors="replace")[-1000:]
+                    raise RuntimeError_(f"cleaning the saved system disk failed (exit code {code}): {output}")
+                changes = [f"ENV {json.dumps(name)}=\"\"" for name in added]
+                changes += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()]
+                changes.append(f"ENTRYPOINT {json.dumps(config.get('Entrypoint') or [])}")
+                changes.append(f"CMD {json.dumps(config.get('Cmd') or [])}")
+                image = self.client.api.commit(scrub["Id"], repository=repository, tag=tag, changes=changes,
+                                               pause=False)
+            finally:
+                self.client.api.remove_container(scrub["Id"], force=True)
+                self.remove_image(f"{repository}:{raw_tag}")
+        except NotFound as exc:
+            raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
             raise _error(exc) from exc
         return image["Id"]
@@ -342,6 +439,32 @@ class DockerRuntime:
             pass
         except APIError as exc:
             raise _error(exc) from exc
+
+
+class CappedStream:
+    """An engine's stream of chunks, ended after `max_bytes`; `close` (from any thread)
+    closes the connection under it, which also wakes a reader waiting on it."""
+
+    def __init__(self, chunks, max_bytes: int):
+        self.chunks, self.max_bytes = chunks, max_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        try:
+            for chunk in self.chunks:
+                if sent + len(chunk) >= self.max_bytes:
+                    yield chunk[:self.max_bytes - sent]
+                    return
+                sent += len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.chunks.close()
+        except Exception:  # already closed, or closed under a reader
+            pass
 
 
 def device_requests(spec: ContainerSpec) -> list[DeviceRequest] | None:

@@ -6,7 +6,6 @@ the job after a crash (the reconciler calls `drive` for every transitional insta
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -42,6 +41,8 @@ class Driver:
     def __init__(self, platform: Platform):
         self.platform = platform
         self.executor = ThreadPoolExecutor(max_workers=platform.settings.workers, thread_name_prefix="drive")
+        # Self-tests run a program of the image: on their own threads, never the driver's.
+        self.checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="check")
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         # SSH ports found held by other programs, per node: not handed out again.
@@ -57,6 +58,7 @@ class Driver:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.checks.shutdown(wait=False, cancel_futures=True)
 
     def _lock(self, instance_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -168,7 +170,7 @@ class Driver:
         cause = "container started" + (f" with GPUs {', '.join(str(g.index) for g in gpus)}" if gpus else " without GPUs")
         transition(self.platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow())
         if image.framework:  # images of our family carry the self-test
-            self.executor.submit(self.check_environment, instance.id)
+            self.checks.submit(self.check_environment, instance.id)
         self._drop_old_system_disks(runtime, instance.id)
 
     def _move_ssh_port(self, runtime: Runtime, instance: Instance, status: Status, container_id: str) -> None:
@@ -198,7 +200,9 @@ class Driver:
         if instance.status != Status.RUNNING or not instance.container_id:
             return None
         try:
-            code, output = self.platform.runtime(instance.node_name).exec(instance.container_id, ["dockyard-check"])
+            # The image's own program: bounded, since a tenant may have replaced it.
+            code, output = self.platform.runtime(instance.node_name).exec(
+                instance.container_id, ["dockyard-check"], timeout_s=self.platform.settings.check_timeout_s, max_bytes=256 * 1024)
             result = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
             if not isinstance(result, dict):
                 raise ValueError("not a JSON object")
@@ -214,15 +218,10 @@ class Driver:
         start stops working now, even in a container that is reused."""
         with self.platform.sessions.begin() as db:
             keys = authorized_keys(db, owner_id)
-        script = ('mkdir -p /root/.ssh && chmod 700 /root/.ssh && printf %s "$1" | base64 -d > '
-                  '/root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys')
-        encoded = base64.b64encode(keys.encode()).decode()
-        try:
-            code, output = runtime.exec(container_id, ["sh", "-c", script, "sh", encoded])
+        try:  # an archive upload: nothing of the image runs
+            runtime.put_files(container_id, ".ssh", {"authorized_keys": (keys.encode(), 0o600)}, "/root", 0o700)
         except RuntimeError_ as exc:
-            code, output = -1, str(exc).encode()
-        if code != 0:  # an image without a shell still runs; it just has no SSH
-            log.info("could not install SSH keys in %s: %s", container_id[:12], output[:200])
+            log.info("could not install SSH keys in %s: %s", container_id[:12], exc)
 
     def _save_system_disk(self, runtime: Runtime, instance: Instance, container_id: str) -> None:
         runtime.stop(container_id, timeout=self.platform.settings.stop_timeout_s)

@@ -16,7 +16,7 @@ from dockyard.core.catalog import CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
 from dockyard.services import audit, notifications
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
@@ -286,8 +286,8 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
     repository, tag = image.ref.rsplit(":", 1)
     try:
         # Labels: not the instance's (its release must not delete this), but ours.
-        runtime.commit(instance.container_id, repository, tag,
-                       labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
+        runtime.save_image(instance.container_id, repository, tag,
+                           labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
         info = runtime.image_info(image.ref)
     except RuntimeError_ as exc:
         # Nothing half-made: no row without an image. The reason goes to the instance's events.
@@ -312,6 +312,9 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
 def heal_interrupted(platform: Platform) -> None:
     """After a crash: a save that left its image becomes ready, one that did not is
     dropped; a build that never finished leaves its catalog entry absent."""
+    for runtime in platform.runtimes.values():  # helpers of a save that a crash interrupted
+        for helper in runtime.list({**platform.labels, HELPER_LABEL: "save"}):
+            runtime.remove(helper.id)
     with platform.sessions.begin() as db:
         for image in db.scalars(select(Image).where(Image.status == "building")):
             image.status = "absent"

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
 from dockyard.db.models import Gpu, Node, utcnow
-from dockyard.runtimes import gpu_discovery
+from dockyard.runtimes import gpu_discovery, host_firewall
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.services.platform import Platform
 
@@ -36,7 +36,8 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
-            runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix)
+            runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
+                                    busybox=platform.settings.tools_busybox)
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
             runtime.probe_ulimits(platform.settings.gpu_probe_image)
@@ -46,6 +47,12 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
             continue
         platform.runtimes[config.name] = runtime
         _record_node(platform, config, resources.cpus, resources.memory_bytes, gpus)
+        if config.name == LOCAL_NODE and config.url.startswith("unix://") and platform.settings.protect_host:
+            settings = platform.settings
+            problem = host_firewall.protect_host([settings.network_pool, settings.cluster_network_pool],
+                                                 settings.instance_host_open_ports)
+            if problem:  # the platform still runs; docs/security.md says what is then open
+                log.warning("instances on node %s can reach this host: %s", config.name, problem)
 
 
 def _shares(config: NodeConfig, cpus: float, memory: int, gpu_count: int) -> tuple[float, int]:

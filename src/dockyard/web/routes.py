@@ -438,7 +438,8 @@ def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResp
     logs = None
     if container_id and not released:
         try:
-            logs = b"".join(platform.runtime(node).logs(container_id, tail=100, follow=False)).decode(errors="replace")
+            logs = b"".join(platform.runtime(node).logs(container_id, tail=100, follow=False,
+                                                          max_bytes=256 * 1024)).decode(errors="replace")
         except Exception as exc:  # the container may be gone between the read and here
             logs = f"({type(exc).__name__}: {exc})"
     return render(p, "instance.html", status_code=400 if port_error else 200, i=row, instance_id=instance.id,

@@ -1,7 +1,13 @@
+import codecs
+import json
+from typing import AsyncIterator
+
 from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from dockyard.api.streams import pumped
 from dockyard.api.deps import current_user, get_db, get_driver, get_platform
 from dockyard.api.schemas import (
     CloneInstance,
@@ -21,7 +27,7 @@ from dockyard.api.schemas import (
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.services import autostop, images, instances
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
@@ -206,20 +212,51 @@ def logs(
 ) -> StreamingResponse:
     instance, container_id = _running_container(platform, user, key)
     try:
-        chunks = platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow)
+        chunks = platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow,
+                                                           max_bytes=platform.settings.logs_max_bytes)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
-    return StreamingResponse(chunks, media_type="text/plain")
+    return StreamingResponse(pumped(chunks), media_type="text/plain")
 
 
-@router.post("/{key}/exec", response_model=ExecOut)
-def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
-          platform: Platform = Depends(get_platform)) -> ExecOut:
-    instance, container_id = _running_container(platform, user, key)
+# Output kept for one answer at the end; a stream may be as long as the server allows.
+EXEC_ANSWER_MAX_BYTES = 1024 * 1024
+
+
+@router.post("/{key}/exec", response_model=ExecOut,
+             responses={200: {"content": {"application/x-ndjson": {}}, "description": "with stream: true"}})
+async def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
+                platform: Platform = Depends(get_platform)):
+    """Run a command in a running instance, with a deadline and a cap on its output; a
+    stream stops the command when the client goes away."""
+    instance, container_id = await run_in_threadpool(_running_container, platform, user, key)
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    timeout_s = min(body.timeout_s, platform.settings.exec_timeout_s)
+    cap = platform.settings.exec_max_output_bytes if body.stream else EXEC_ANSWER_MAX_BYTES
     try:
-        code, output = platform.runtime(instance.node_name).exec(container_id, body.command)
+        run = await run_in_threadpool(platform.runtime(instance.node_name).exec_stream,
+                                      container_id, body.command, timeout_s, cap)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
-    return ExecOut(exit_code=code, output=output.decode(errors="replace"))
+    if body.stream:
+        return StreamingResponse(exec_lines(run), media_type="application/x-ndjson")
+    try:
+        output = await run_in_threadpool(b"".join, run)
+    finally:
+        await run_in_threadpool(run.close)
+    return ExecOut(exit_code=-1 if run.exit_code is None else run.exit_code, output=output.decode(errors="replace"),
+                   timed_out=run.timed_out, truncated=run.truncated)
+
+
+async def exec_lines(run: ExecStream) -> AsyncIterator[bytes]:
+    """The command's output as NDJSON lines, then how it ended."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for chunk in pumped(run):
+        if text := decoder.decode(chunk):
+            yield (json.dumps({"output": text}) + "\n").encode()
+    if tail := decoder.decode(b"", final=True):
+        yield (json.dumps({"output": tail}) + "\n").encode()
+    end = {"exit_code": -1 if run.exit_code is None else run.exit_code,
+           "timed_out": run.timed_out, "truncated": run.truncated}
+    yield (json.dumps(end) + "\n").encode()
