@@ -50,3 +50,20 @@ def pytorch_image(docker_client):
                         lambda line: print(line, flush=True))
     print(f"built {built.ref} in {time.monotonic() - started:.0f} s, {built.size_bytes} bytes")
     return docker_client.images.get(entry.ref)
+
+
+# Modules whose subject is the engine, the network or the browser, not the database: run
+# on SQLite only, so the suite stays inside CI's time. Everything else runs on both.
+ONE_DATABASE = {
+    "test_relay", "test_jupyter_proxy", "test_ssh", "test_ssh_port_taken", "test_pytorch_image",
+    "test_pytorch_instance", "test_metrics", "test_hostile_tenant", "test_saved_image_secrets",
+    "test_clusters_two_engines", "test_isolation", "test_console_monitoring",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("DOCKYARD_TEST_DB", "sqlite") == "sqlite":
+        return
+    kept = [item for item in items if item.module.__name__.rsplit(".", 1)[-1] not in ONE_DATABASE]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
