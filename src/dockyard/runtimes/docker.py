@@ -297,14 +297,18 @@ class DockerRuntime:
 
     def exec(self, container_id: str, command: list[str], timeout_s: float = 60,
              max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
-        """Run `command` with the platform's fixed PATH; its output cut at `max_bytes`, the
-        command killed at `timeout_s`. Exit code -1 when it was stopped."""
-        run = self.exec_stream(container_id, command, timeout_s, max_bytes)
+        """Run `command` for the platform, with a fixed PATH; its output cut at `max_bytes`,
+        the command killed at `timeout_s`. Exit code -1 when it was stopped."""
+        run = self.exec_stream(container_id, command, timeout_s, max_bytes, fixed_path=True)
         output = run.read_all()
         return (-1 if run.exit_code is None else run.exit_code), output
 
-    def exec_stream(self, container_id: str, command: list[str], timeout_s: float, max_bytes: int) -> BoundedExec:
-        return BoundedExec(self.client, container_id, command, timeout_s, max_bytes)
+    def exec_stream(self, container_id: str, command: list[str], timeout_s: float, max_bytes: int,
+                    fixed_path: bool = False) -> BoundedExec:
+        """A command's output as it comes. A user's command sees the container's own
+        environment; the platform's (`fixed_path`) a PATH of its choosing."""
+        environment = [f"PATH={docker_tools.FIXED_PATH}"] if fixed_path else None
+        return BoundedExec(self.client, container_id, command, timeout_s, max_bytes, environment)
 
     def tool(self, container_id: str, args: list[str], timeout_s: float = 30,
              max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:

@@ -33,7 +33,8 @@ class BoundedExec:
     `timed_out` and `truncated` say why it ended early.
     """
 
-    def __init__(self, client, container_id: str, command: list[str], timeout_s: float, max_bytes: int):
+    def __init__(self, client, container_id: str, command: list[str], timeout_s: float, max_bytes: int,
+                 environment: list[str] | None = None):
         self.client, self.container_id = client, container_id
         self.deadline = time.monotonic() + timeout_s
         self.max_bytes = max_bytes
@@ -45,7 +46,7 @@ class BoundedExec:
         try:
             self._exec_id = client.api.exec_create(
                 container_id, [docker_tools.RUN, *command], stdout=True, stderr=True, stdin=False, tty=False,
-                environment=[f"PATH={docker_tools.FIXED_PATH}"])["Id"]
+                environment=environment)["Id"]
             response = client.api.exec_start(self._exec_id, socket=True)
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
