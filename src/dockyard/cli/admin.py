@@ -73,7 +73,7 @@ def simulate(
     nodes: str = typer.Option(..., "--nodes", help="node list CSV (openb format: sn,cpu_milli,memory_mib,gpu,model)"),
     pods: str = typer.Option(..., "--pods", help="task list CSV (openb format: cpu_milli,memory_mib,num_gpu,gpu_milli[,gpu_spec])"),
     policy: str = typer.Option("dockyard", "--policy", help="first-fit, best-fit, fgd or dockyard"),
-    seed: int = typer.Option(42, "--seed", help="seed of the resampling, the shuffle and random tie-breaks"),
+    seed: int = typer.Option(42, "--seed", help="seed of the resampling and the shuffle"),
     load: float = typer.Option(1.3, "--load", help="arrived GPU requests to reach, as a multiple of GPU capacity"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:

@@ -64,7 +64,7 @@ def simulate(nodes: list[NodeSpec], pods: list[Request], policy_name: str, seed:
     state = ClusterState(nodes)
     if not state.capacity_milli:
         raise ValueError("the cluster has no GPUs")
-    policy = make_policy(policy_name, workload=Workload.from_requests(pods), seed=seed)
+    policy = make_policy(policy_name, workload=Workload.from_requests(pods))
     tasks = arrivals(pods, state.capacity_milli, load, seed)
     marks = [round(STEP * k, 10) for k in range(1, int(round(load / STEP)) + 1)]
     steps: list[Step] = []

@@ -26,11 +26,11 @@ class PlacementPolicy(Protocol):
 DEFAULT_POLICY = "dockyard"
 
 # placement_policy values; the workload-aware ones need the expected workload
-_FACTORIES: dict[str, Callable[[Workload | None, int], PlacementPolicy]] = {
-    "first-fit": lambda workload, seed: FirstFit(),
-    "best-fit": lambda workload, seed: BestFit(),
-    "fgd": lambda workload, seed: FGD(_needs(workload, "fgd"), seed),
-    "dockyard": lambda workload, seed: Dockyard(_needs(workload, "dockyard"), seed),
+_FACTORIES: dict[str, Callable[[Workload | None], PlacementPolicy]] = {
+    "first-fit": lambda workload: FirstFit(),
+    "best-fit": lambda workload: BestFit(),
+    "fgd": lambda workload: FGD(_needs(workload, "fgd")),
+    "dockyard": lambda workload: Dockyard(_needs(workload, "dockyard")),
 }
 POLICY_NAMES = tuple(_FACTORIES)
 
@@ -41,13 +41,14 @@ def _needs(workload: Workload | None, name: str) -> Workload:
     return workload
 
 
-def make_policy(name: str, workload: Workload | None = None, seed: int = 0) -> PlacementPolicy:
-    """The policy called `name`; `seed` drives the random tie-breaks of those that have them."""
+def make_policy(name: str, workload: Workload | None = None) -> PlacementPolicy:
+    """The policy called `name`. All are deterministic: the same books and request give the
+    same decision."""
     try:
         factory = _FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown placement policy {name!r}; choose from {', '.join(POLICY_NAMES)}") from None
-    return factory(workload, seed)
+    return factory(workload)
 
 
 __all__ = ["MILLI", "ClusterState", "Decision", "NodeSpec", "Request", "Fragmentation", "TaskType", "Workload",

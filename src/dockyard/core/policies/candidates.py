@@ -28,13 +28,12 @@ class _Entry:
 
 
 class DeltaCache:
-    """Per request shape and node: the best fragmentation change and the GPUs that give it.
-    `quantize` picks a share's GPU as the artifact does: the first GPU with the best integer
-    score, not the exact minimum."""
+    """Per request shape and node: the fragmentation change of its placement there and the GPUs
+    it takes. A share goes on the first GPU with the best integer score (quantized_score), as
+    in the paper's artifact."""
 
-    def __init__(self, fragmentation: Fragmentation, state: ClusterState, quantize: bool = False) -> None:
+    def __init__(self, fragmentation: Fragmentation, state: ClusterState) -> None:
         self.frag = fragmentation
-        self.quantize = quantize
         self.uid = state.uid  # the one state this cache is valid for
         self._entries: dict[Request, _Entry] = {}
         self._current = np.zeros(len(state.nodes))
@@ -94,8 +93,7 @@ class DeltaCache:
         new_free[at, gpu] -= request.milli
         new_gmem[at, gpu] -= request.gpu_memory_mib
         delta = self.frag.score(new_free, new_gmem, cpu[row], mem[row], model[row]) - before[row]
-        rank = -quantized_score(delta) if self.quantize else delta
-        order = np.lexsort((gpu, rank, row))
+        order = np.lexsort((gpu, -quantized_score(delta), row))
         _, first = np.unique(row[order], return_index=True)
         pick = order[first]
         return delta[pick], (1 << gpu[pick]).astype(np.int64)
