@@ -61,7 +61,12 @@ class DeltaCache:
                                                      np.full(n, -1, dtype=np.int64))
         stale = nodes[entry.seen[nodes] != state.version[nodes]]
         if stale.size:
-            delta, choice = self._evaluate(state, request, stale)
+            if stale.size > _GROUP_ABOVE:  # nodes in the same state have the same answer: score each state once
+                first, inverse = _alike(state, stale)
+                delta, choice = self._evaluate(state, request, stale[first])
+                delta, choice = delta[inverse], choice[inverse]
+            else:
+                delta, choice = self._evaluate(state, request, stale)
             entry.delta[stale], entry.choice[stale] = delta, choice
             entry.seen[stale] = state.version[stale]
         return entry.delta[nodes], entry.choice[nodes]
@@ -97,6 +102,17 @@ class DeltaCache:
         _, first = np.unique(row[order], return_index=True)
         pick = order[first]
         return delta[pick], (1 << gpu[pick]).astype(np.int64)
+
+
+_GROUP_ABOVE = 64  # grouping costs a sort; below this many nodes, scoring each is cheaper
+
+
+def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group nodes whose books are identical: (position of each group's first node, group of each node)."""
+    rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
+                           state.mem_free[nodes, None], state.model[nodes, None]], axis=1)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 def gpus_of(mask: int) -> tuple[int, ...]:

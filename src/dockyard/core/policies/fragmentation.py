@@ -71,8 +71,9 @@ class Fragmentation:
         self.cpu = np.array([t.request.cpu_milli for t in types], dtype=np.int64)
         self.mem = np.array([t.request.memory_mib if with_memory else 0 for t in types], dtype=np.int64)
         # access[model, type]: may this type use GPUs of this model
-        self.access = self._access(types, state)
-        self.gpu_task = self.gpus > 0
+        self.access = self._access(types, state) & (self.gpus > 0)  # a CPU-only type never "fits" GPUs
+        self.needs_gpu_mem = bool((self.gpu_mem > 0).any())
+        self.needs_memory = bool((self.mem > 0).any())
 
     @staticmethod
     def _access(types: list[TaskType], state: ClusterState) -> np.ndarray:
@@ -85,14 +86,16 @@ class Fragmentation:
     def score(self, free: np.ndarray, gmem: np.ndarray, cpu: np.ndarray, mem: np.ndarray,
               model: np.ndarray) -> np.ndarray:
         """F for each row: free/gmem are (B, G) per-GPU free compute/memory, the rest (B,)."""
-        usable = (free[:, None, :] >= self.milli[None, :, None]) & (gmem[:, None, :] >= self.gpu_mem[None, :, None])
-        count = usable.sum(axis=2)
-        small = np.where(usable, 0, free[:, None, :]).sum(axis=2)
+        usable = free[:, None, :] >= self.milli[None, :, None]  # (B, T, G)
+        if self.needs_gpu_mem:
+            usable &= gmem[:, None, :] >= self.gpu_mem[None, :, None]
+        count = usable.sum(axis=2, dtype=np.int32)
         total = free.sum(axis=1)
-        fits = ((count >= self.gpus[None, :]) & self.gpu_task[None, :] & self.access[model]
-                & (cpu[:, None] >= self.cpu[None, :]) & (mem[:, None] >= self.mem[None, :]))
-        per_type = np.where(fits, small, total[:, None])
-        return per_type @ self.weight
+        small = total[:, None] - np.einsum("btg,bg->bt", usable, free, dtype=np.int64)
+        fits = (count >= self.gpus) & self.access[model] & (cpu[:, None] >= self.cpu)
+        if self.needs_memory:
+            fits &= mem[:, None] >= self.mem
+        return np.where(fits, small, total[:, None]) @ self.weight
 
     def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
         return self.score(state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes],
