@@ -33,7 +33,7 @@ class BestFit:
         if not nodes.size:
             return None
         gpu_left = state.gpu_free[nodes].sum(axis=1) - request.gpu_milli_total
-        cpu_left = (state.cpu_free[nodes] - request.cpu_milli) / np.maximum(1, [state.nodes[n].cpu_milli for n in nodes])
+        cpu_left = (state.cpu_free[nodes] - request.cpu_milli) / np.maximum(1, state.cpu_total[nodes])
         node = int(nodes[np.lexsort((nodes, cpu_left, gpu_left))[0]])
         if request.shared:
             slots = state.share_slots(request)[node]
