@@ -99,7 +99,8 @@ def simulate(
     render.table(f"{policy}, seed {seed}: {result.placed} placed, {result.failed} not placed",
                  ["ARRIVED LOAD", "UNALLOCATED GPU"],
                  [[f"{s.load:.0%}", f"{s.unallocated_pct:.2f}%"] for s in result.steps])
-    render.console.print(f"decision time: p50 {result.decision_ms_p50:.3f} ms, p99 {result.decision_ms_p99:.3f} ms")
+    render.console.print(f"decision time: p50 {result.decision_ms_p50:.3f} ms, p99 {result.decision_ms_p99:.3f} ms "
+                         f"(CPU time: p50 {result.decision_cpu_ms_p50:.3f} ms, p99 {result.decision_cpu_ms_p99:.3f} ms)")
 
 
 def _trace_lines(path: str) -> list[str]:

@@ -104,15 +104,31 @@ class DeltaCache:
         return delta[pick], (1 << gpu[pick]).astype(np.int64)
 
 
-_GROUP_ABOVE = 64  # grouping costs a sort; below this many nodes, scoring each is cheaper
+_GROUP_ABOVE = 16  # grouping costs a sort; below this many nodes, scoring each is cheaper
 
 
 def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group nodes whose books are identical: (position of each group's first node, group of each node)."""
+    """Group nodes whose books are identical: (position of each group's first node, group of each node).
+    Rows are grouped by a 64-bit hash (one sort of integers, not of rows), then checked equal to
+    their group's first row; a collision falls back to grouping the rows themselves."""
     rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
-                           state.mem_free[nodes, None], state.model[nodes, None]], axis=1)
-    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.reshape(-1)
+                           state.mem_free[nodes, None], state.model[nodes, None]], axis=1).astype(np.int64)
+    keys = rows @ _hash_weights(rows.shape[1])  # wraps around: a hash, not a sum
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not (rows == rows[first][inverse]).all():
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
+
+
+_weights: dict[int, np.ndarray] = {}
+
+
+def _hash_weights(width: int) -> np.ndarray:
+    if width not in _weights:
+        _weights[width] = np.random.default_rng(width).integers(1, 2**62, size=width, dtype=np.int64) | 1
+    return _weights[width]
 
 
 def gpus_of(mask: int) -> tuple[int, ...]:
