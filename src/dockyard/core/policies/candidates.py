@@ -75,18 +75,17 @@ class DeltaCache:
         before = self.current(state, nodes)
         free, gmem = state.gpu_free[nodes], state.gpu_mem_free[nodes]
         cpu = state.cpu_free[nodes] - request.cpu_milli
-        mem = state.mem_free[nodes] - request.memory_mib
         model = state.model[nodes]
         if request.gpus == 0:
-            return self.frag.score(free, gmem, cpu, mem, model) - before, np.zeros(len(nodes), dtype=np.int64)
+            return self.frag.score(free, gmem, cpu, model) - before, np.zeros(len(nodes), dtype=np.int64)
         if not request.shared:
             take = state.whole_free()[nodes]
             take &= np.cumsum(take, axis=1) <= request.gpus
-            after = self.frag.score(np.where(take, 0, free), np.where(take, 0, gmem), cpu, mem, model)
+            after = self.frag.score(np.where(take, 0, free), np.where(take, 0, gmem), cpu, model)
             return after - before, (take * (1 << np.arange(take.shape[1]))).sum(axis=1)
-        return self._share(free, gmem, cpu, mem, model, before, request)
+        return self._share(free, gmem, cpu, model, before, request)
 
-    def _share(self, free, gmem, cpu, mem, model, before, request):
+    def _share(self, free, gmem, cpu, model, before, request):
         slots = (free >= request.milli) & (gmem >= request.gpu_memory_mib)
         width = free.shape[1]
         same = (free[:, :, None] == free[:, None, :]) & (gmem[:, :, None] == gmem[:, None, :])
@@ -97,7 +96,7 @@ class DeltaCache:
         at = np.arange(len(row))
         new_free[at, gpu] -= request.milli
         new_gmem[at, gpu] -= request.gpu_memory_mib
-        delta = self.frag.score(new_free, new_gmem, cpu[row], mem[row], model[row]) - before[row]
+        delta = self.frag.score(new_free, new_gmem, cpu[row], model[row]) - before[row]
         order = np.lexsort((gpu, -quantized_score(delta), row))
         _, first = np.unique(row[order], return_index=True)
         pick = order[first]
@@ -108,11 +107,12 @@ _GROUP_ABOVE = 16  # grouping costs a sort; below this many nodes, scoring each 
 
 
 def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Group nodes whose books are identical: (position of each group's first node, group of each node).
+    """Group nodes whose books (as fragmentation reads them) are identical: (position of each
+    group's first node, group of each node).
     Rows are grouped by a 64-bit hash (one sort of integers, not of rows), then checked equal to
     their group's first row; a collision falls back to grouping the rows themselves."""
     rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
-                           state.mem_free[nodes, None], state.model[nodes, None]], axis=1).astype(np.int64)
+                           state.model[nodes, None]], axis=1).astype(np.int64)  # all fragmentation reads
     keys = rows @ _hash_weights(rows.shape[1])  # wraps around: a hash, not a sum
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)

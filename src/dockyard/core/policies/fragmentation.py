@@ -59,21 +59,19 @@ def _order(r: Request) -> tuple:
 
 
 class Fragmentation:
-    """Scores node states against a workload. `with_memory` also requires host memory for a
-    type to fit (the paper looks at CPU and GPU only)."""
+    """Scores node states against a workload. Like the paper, a type fits by its GPUs and CPU;
+    host memory is not part of the measure."""
 
-    def __init__(self, workload: Workload, state: ClusterState, with_memory: bool = False) -> None:
+    def __init__(self, workload: Workload, state: ClusterState) -> None:
         types = workload.types
         self.weight = np.array([t.weight for t in types])
         self.milli = np.array([t.request.milli if t.request.gpus else 0 for t in types], dtype=np.int32)
         self.gpus = np.array([t.request.gpus for t in types], dtype=np.int32)
         self.gpu_mem = np.array([t.request.gpu_memory_mib for t in types], dtype=np.int64)
         self.cpu = np.array([t.request.cpu_milli for t in types], dtype=np.int64)
-        self.mem = np.array([t.request.memory_mib if with_memory else 0 for t in types], dtype=np.int64)
         # access[model, type]: may this type use GPUs of this model
         self.access = self._access(types, state) & (self.gpus > 0)  # a CPU-only type never "fits" GPUs
         self.needs_gpu_mem = bool((self.gpu_mem > 0).any())
-        self.needs_memory = bool((self.mem > 0).any())
 
     @staticmethod
     def _access(types: list[TaskType], state: ClusterState) -> np.ndarray:
@@ -83,8 +81,7 @@ class Fragmentation:
                 access[i, j] = model != "" and (t.request.models is None or model in t.request.models)
         return access
 
-    def score(self, free: np.ndarray, gmem: np.ndarray, cpu: np.ndarray, mem: np.ndarray,
-              model: np.ndarray) -> np.ndarray:
+    def score(self, free: np.ndarray, gmem: np.ndarray, cpu: np.ndarray, model: np.ndarray) -> np.ndarray:
         """F for each row: free/gmem are (B, G) per-GPU free compute/memory, the rest (B,)."""
         usable = free[:, None, :] >= self.milli[None, :, None]  # (B, T, G)
         if self.needs_gpu_mem:
@@ -93,10 +90,7 @@ class Fragmentation:
         total = free.sum(axis=1)
         small = total[:, None] - np.einsum("btg,bg->bt", usable, free, dtype=np.int64)
         fits = (count >= self.gpus) & self.access[model] & (cpu[:, None] >= self.cpu)
-        if self.needs_memory:
-            fits &= mem[:, None] >= self.mem
         return np.where(fits, small, total[:, None]) @ self.weight
 
     def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
-        return self.score(state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes],
-                          state.mem_free[nodes], state.model[nodes])
+        return self.score(state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes], state.model[nodes])
