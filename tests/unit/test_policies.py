@@ -148,3 +148,18 @@ def test_no_policy_over_commits_or_breaks_a_model_constraint(nodes, asks, name):
         state.apply(decision)
         assert (state.gpu_free >= 0).all() and (state.gpu_mem_free >= 0).all()
         assert (state.cpu_free >= 0).all() and (state.mem_free >= 0).all()
+
+
+def test_a_nodes_score_does_not_depend_on_the_batch_it_is_scored_in():
+    # ties are decided on integer scores, so a last-bit difference between batch sizes would
+    # change decisions; scoring row by row keeps every node's score exact to itself
+    rng = np.random.default_rng(1)
+    state = ClusterState([NodeSpec(f"n{i}", "T4", 8, 96000, 65536) for i in range(300)])
+    state.gpu_free[:] = rng.integers(0, 1001, size=state.gpu_free.shape)
+    state.cpu_free[:] = rng.integers(0, 96001, size=300)
+    workload = Workload([TaskType(Request(gpus=1, milli=int(m), cpu_milli=int(c)), float(w))
+                         for m, c, w in zip(rng.integers(1, 1001, 40), rng.integers(0, 20000, 40), rng.random(40))])
+    fragmentation = Fragmentation(workload, state)
+    together = fragmentation.of_nodes(state, np.arange(300))
+    alone = [fragmentation.of_nodes(state, np.array([n]))[0] for n in range(300)]
+    assert together.tolist() == alone

@@ -90,7 +90,8 @@ class Fragmentation:
         total = free.sum(axis=1)
         small = total[:, None] - np.einsum("btg,bg->bt", usable, free, dtype=np.int64)
         fits = (count >= self.gpus) & self.access[model] & (cpu[:, None] >= self.cpu)
-        return np.where(fits, small, total[:, None]) @ self.weight
+        # a row-wise sum, not a matrix product: a row's result must not depend on the batch it is in
+        return (np.where(fits, small, total[:, None]) * self.weight).sum(axis=1)
 
     def of_nodes(self, state: ClusterState, nodes: np.ndarray) -> np.ndarray:
         return self.score(state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes], state.model[nodes])
