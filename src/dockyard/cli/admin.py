@@ -96,8 +96,8 @@ def simulate(
         raise CliError(str(exc)) from None
     if as_json:
         return render.print_json(result.as_dict())
-    render.table(f"{policy}, seed {seed}: {result.placed} placed, {result.failed} not placed",
-                 ["ARRIVED LOAD", "UNALLOCATED GPU"],
+    render.console.print(f"{policy}, seed {seed}: {result.placed} tasks placed, {result.failed} not placed")
+    render.table(None, ["ARRIVED LOAD", "UNALLOCATED GPU"],
                  [[f"{s.load:.0%}", f"{s.unallocated_pct:.2f}%"] for s in result.steps])
     render.console.print(f"decision time: p50 {result.decision_ms_p50:.3f} ms, p99 {result.decision_ms_p99:.3f} ms "
                          f"(CPU time: p50 {result.decision_cpu_ms_p50:.3f} ms, p99 {result.decision_cpu_ms_p99:.3f} ms)")
