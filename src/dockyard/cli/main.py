@@ -1,5 +1,5 @@
-"""`dockyard`: the command line. Everything but `serve` and `admin create-user` goes
-through the REST API."""
+"""`dockyard`: the command line. Everything but `serve`, `admin create-user` and the offline
+`admin simulate` goes through the REST API."""
 
 from __future__ import annotations
 
