@@ -8,6 +8,7 @@ origin, or a cookie, with the console or with another instance (docs/access.md).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Instance ids are lowercase hex (secrets.token_hex); host names are case-insensitive.
 _ID = r"([0-9a-f]{1,64})"
@@ -43,3 +44,14 @@ class InstanceOrigins:
             if not console.endswith("]") and ":" in console:
                 port = console.rsplit(":", 1)[1]
         return f"{scheme}://{self.host(instance_id)}" + (f":{port}" if port else "")
+
+
+@lru_cache(maxsize=8)
+def for_template(template: str) -> InstanceOrigins:
+    return InstanceOrigins(template)
+
+
+def instance_base(request, instance_id: str) -> str:
+    """An instance's `scheme://host[:port]`, for a link answered to a request on the console's host."""
+    origins = for_template(request.app.state.platform.settings.instance_domain)
+    return origins.base(instance_id, request.url.scheme, request.headers.get("host", ""))

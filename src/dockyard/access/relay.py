@@ -332,12 +332,11 @@ class ClientConnection(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.closing = False
         self.admitted = False
-        # The request head now arriving: whether one is, whether a piece of it (the URL, a
-        # header) completed during the last read, and the bytes of reads since the last one
-        # that did (those are held by the parser, in a piece not yet complete).
+        # The request head now arriving: whether one is, and its bytes read so far. A read in
+        # which a head began holds nothing before it unless another request ended in it too.
         self.in_head = False
-        self.head_progress = False
-        self.head_partial = 0
+        self.head_seen = 0
+        self.head_began = self.message_ended = False
         self.lingering: int | None = None  # bytes read and dropped since a lingering close began
 
     # -- asyncio callbacks
@@ -361,6 +360,7 @@ class ClientConnection(asyncio.Protocol):
         if self.upgrade_buffer is not None:
             self.upgrade_buffer.append(data)
             return
+        self.head_began = self.message_ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -373,8 +373,8 @@ class ClientConnection(asyncio.Protocol):
                 self.close(linger=True)
             return
         if self.in_head and not self.closing:
-            self.head_partial = 0 if self.head_progress else self.head_partial + len(data)
-            self.head_progress = False
+            if not (self.head_began and self.message_ended):
+                self.head_seen += len(data)
             self._check_head_size()
 
     def eof_received(self):
@@ -416,27 +416,25 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self):
         self._arm_idle(self.limits.head_timeout_s)  # the head must come whole, and soon
         self.pending.append(Request(client_ip=self.client_ip))
-        self.in_head, self.head_progress, self.head_partial = True, True, 0
+        self.in_head, self.head_began, self.head_seen = True, True, 0
 
     def on_url(self, url: bytes):
         request = self.pending[-1]
         request.url += url
         request.head_size += len(url)
-        self.head_progress = True
         self._check_head_size()
 
     def on_header(self, name: bytes, value: bytes):
         request = self.pending[-1]
         request.headers.append((name, value))
         request.head_size += len(name) + len(value) + 4
-        self.head_progress = True
         self._check_head_size()
 
     def _check_head_size(self) -> None:
         """A head over the limit is refused as it arrives, not held until it is whole."""
         if self.closing or not self.pending:
             return
-        if self.pending[-1].head_size + self.head_partial > self.limits.head_bytes:
+        if max(self.pending[-1].head_size, self.head_seen) > self.limits.head_bytes:
             self.write(response(431, f"request head over {self.limits.head_bytes} bytes", {"Connection": "close"}))
             self.close(linger=True)
 
@@ -471,6 +469,7 @@ class ClientConnection(asyncio.Protocol):
             request.body.append(chunk)
 
     def on_message_complete(self):
+        self.message_ended = True
         request = self.pending[-1]
         request.complete = True
         if request.answered:

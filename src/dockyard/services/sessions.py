@@ -1,5 +1,5 @@
-"""Browser sessions (an HttpOnly cookie), one-time login links that start one, and the
-sessions of an instance's own host with the one-time tickets that open them."""
+"""Browser sessions (an HttpOnly cookie), and the sessions of an instance's own host with
+the one-time tickets that open them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ COOKIE = "dockyard_session"
 INSTANCE_COOKIE = "dockyard_instance"  # on an instance's host only
 SESSION_LIFETIME = timedelta(days=7)
 INSTANCE_SESSION_LIFETIME = timedelta(days=1)
-LINK_LIFETIME = timedelta(minutes=2)
+TICKET_LIFETIME = timedelta(minutes=2)
 
 
 def _digest(token: str) -> str:
@@ -44,11 +44,11 @@ def user_for(db: Session, token: str) -> User:
 
 
 def mint_ticket(db: Session, user: User, instance_id: str, console_token: str | None = None) -> str:
-    """A one-time ticket (valid LINK_LIFETIME) that opens `instance_id`'s host for `user`;
+    """A one-time ticket (valid TICKET_LIFETIME) that opens `instance_id`'s host for `user`;
     the session it opens ends with the console session it came from, if any."""
     parent = _row(db, console_token) if console_token else None
     token = secrets.token_urlsafe(32)
-    db.add(BrowserSession(user_id=user.id, token_hash=_digest(token), expires_at=utcnow() + LINK_LIFETIME,
+    db.add(BrowserSession(user_id=user.id, token_hash=_digest(token), expires_at=utcnow() + TICKET_LIFETIME,
                           instance_id=instance_id, ticket=True, parent_id=parent.id if parent else None))
     return token
 
@@ -71,13 +71,6 @@ def user_for_instance(db: Session, token: str, instance_id: str) -> User:
     if row is None or row.ticket or row.instance_id != instance_id:
         raise Unauthorized("not signed in to this instance: open it from the console or `dockyard jupyter`")
     return db.get(User, row.user_id)
-
-
-def redeem_link(db: Session, token: str) -> str:
-    """Trade a one-time login link for a browser session; the link is spent."""
-    user = user_for(db, token)
-    db.execute(delete(BrowserSession).where(BrowserSession.token_hash == _digest(token)))
-    return start(db, user)
 
 
 def end(db: Session, token: str) -> None:
