@@ -2,6 +2,7 @@
 instance's own host (`<id>.localhost`), never on the console's."""
 
 import json
+import re
 import time
 import uuid
 
@@ -186,3 +187,28 @@ def test_an_instance_sets_no_cookie_of_ours_and_gets_none(lab):
         time.sleep(0.5)
     assert page.text == "theirs=1"  # our cookies never reach the instance
     assert page.headers.get_list("set-cookie") == ["theirs=1; Path=/"]
+
+
+def test_the_console_opens_the_instance_host_with_a_ticket_and_signing_out_closes_it(lab):
+    key = lab.instance["id"]
+    browser = httpx.Client(base_url=lab.url, timeout=30)
+    form = browser.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    assert browser.post("/login", data={"user": "jo", "password": "correct-horse", "csrf": csrf}).status_code == 303
+    opened = browser.get(f"/instances/{key}/jupyter/api/status", follow_redirects=True)
+    assert opened.status_code == 200 and str(opened.url) == f"{lab.origin}/instances/{key}/jupyter/api/status"
+    first, second = opened.history
+    assert first.status_code == 303 and first.headers["location"].startswith(f"{lab.origin}/_dockyard/open?ticket=")
+    assert first.headers["referrer-policy"] == "no-referrer"
+    ticket_url = first.headers["location"]
+    # The ticket is for this instance's host only, and once.
+    other_host = ticket_url.replace(lab.origin, f"http://0123abcd.localhost:{lab.port}")
+    assert httpx.get(other_host).status_code == 401
+    assert httpx.get(ticket_url).status_code == 401
+    # Back to a spent ticket with the host's cookie: on to the page.
+    again = browser.get(ticket_url)
+    assert again.status_code == 303 and again.headers["location"] == f"/instances/{key}/jupyter/api/status"
+    page = browser.get("/instances")
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    assert browser.post("/logout", data={"csrf": token}).status_code == 303
+    assert browser.get(f"{lab.origin}/instances/{key}/jupyter/api/status").status_code == 401

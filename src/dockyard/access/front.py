@@ -46,6 +46,7 @@ _OPEN_PATH = b"/_dockyard/open"
 _INSTANCE_HEADERS = frozenset({b"authorization", targets.PROXY_SECRET_HEADER.lower().encode()})
 _OUR_COOKIES = frozenset(name.encode() for name in (sessions.COOKIE, sessions.INSTANCE_COOKIE, "dockyard_login_csrf"))
 _SAFE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_URL_SAFE = "/?&=%:@!$'()*+,;~-._"  # kept as they are when a path is quoted into Location
 # A shared page runs in an opaque origin: it cannot read or write the cookies or pages of
 # its host (the owner's JupyterLab), whoever opens it. Its own requests to the link are
 # cross-origin, so its answers allow any origin: nothing behind a share link needs or gets
@@ -229,13 +230,16 @@ class Front:
         try:
             session = await self._off_loop(targets.open_session, ticket, host_id)
         except DockyardError as exc:
+            cookie = _cookie(request, sessions.INSTANCE_COOKIE)
+            if cookie and await self._off_loop(targets.signed_in, cookie, host_id):
+                return _see(quote(next_path, safe=_URL_SAFE), 303)  # a spent ticket again (Back): go on
             return _error(exc)
         lifetime = int(sessions.INSTANCE_SESSION_LIFETIME.total_seconds())
         # No Domain: the cookie is this host's only, never its parent's or a sibling's.
         cookie = f"{sessions.INSTANCE_COOKIE}={session}; Path=/; Max-Age={lifetime}; HttpOnly; SameSite=Lax"
         if _scheme(request) == "https":
             cookie += "; Secure"
-        return _see(quote(next_path, safe="/?&=%:@!$'()*+,;~-._"), 303,
+        return _see(quote(next_path, safe=_URL_SAFE), 303,
                     **{"Set-Cookie": cookie, "Referrer-Policy": "no-referrer"})
 
     def _instance(self, request: Request, url, match, host_id: str):

@@ -168,6 +168,15 @@ def open_session(platform: Platform, ticket: str, host_id: str) -> str:
         return sessions.redeem_ticket(db, ticket, host_id)
 
 
+def signed_in(platform: Platform, cookie: str, host_id: str) -> bool:
+    """Whether `cookie` is a live session of instance `host_id`'s host."""
+    try:
+        _caller(platform, None, cookie, host_id)
+    except Unauthorized:
+        return False
+    return True
+
+
 def _share(db, link: str) -> ServicePort:
     digest = hashlib.sha256(link.encode()).hexdigest()
     row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()

@@ -47,6 +47,9 @@ def mint_ticket(db: Session, user: User, instance_id: str, console_token: str | 
     """A one-time ticket (valid TICKET_LIFETIME) that opens `instance_id`'s host for `user`;
     the session it opens ends with the console session it came from, if any."""
     parent = _row(db, console_token) if console_token else None
+    # The user's spent-out instance sessions and tickets go, so that they do not pile up.
+    db.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id, BrowserSession.instance_id.is_not(None),
+                                            BrowserSession.expires_at <= utcnow()))
     token = secrets.token_urlsafe(32)
     db.add(BrowserSession(user_id=user.id, token_hash=_digest(token), expires_at=utcnow() + TICKET_LIFETIME,
                           instance_id=instance_id, ticket=True, parent_id=parent.id if parent else None))
