@@ -39,8 +39,8 @@ def jupyter_link(key: str, request: Request, user: User = Depends(current_user),
 
 
 def _port_out(request: Request, instance_id: str, row) -> PortOut:
-    return PortOut(port=row.port, url=f"{instance_base(request, instance_id)}/instances/{instance_id}/ports/{row.port}/",
-                   shared=row.share_hash is not None)
+    url = f"{instance_base(request, instance_id)}/instances/{instance_id}/ports/{row.port}/"
+    return PortOut(port=row.port, url=url, shared=row.share_hash is not None)
 
 
 @router.get("/{key}/ports", response_model=list[PortOut])
@@ -52,7 +52,7 @@ def list_ports(key: str, request: Request, user: User = Depends(current_user), d
 @router.post("/{key}/ports", response_model=PortOut, status_code=201)
 def expose(key: str, body: PortIn, request: Request, user: User = Depends(current_user),
            db: Session = Depends(get_db)) -> PortOut:
-    """Expose an HTTP port at /instances/<id>/ports/<port>/, for you only."""
+    """Expose an HTTP port at /instances/<id>/ports/<port>/ on the instance's own host, for you only."""
     instance = instances.get_owned(db, user, key)
     return _port_out(request, instance.id, ports.expose(db, instance, body.port))
 
