@@ -29,6 +29,7 @@ def test_links_keep_the_consoles_port_unless_the_template_has_one():
     assert InstanceOrigins("{id}.inst.example.org:8443").base("ab12", "https", "dockyard.example.org:443") == \
         "https://ab12.inst.example.org:8443"
     assert InstanceOrigins("{id}.localhost").base("ab12", "http", "[::1]") == "http://ab12.localhost"
+    assert InstanceOrigins("{id}.localhost").base("ab12", "http", "a:8000/x") == "http://ab12.localhost"
 
 
 @pytest.mark.parametrize("bad", ["localhost", "{id}", "x.{id}.example.org", "{id}.{id}.org", "{id}.ex ample.org",

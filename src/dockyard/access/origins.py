@@ -43,6 +43,7 @@ class InstanceOrigins:
             console = console_host.strip()
             if not console.endswith("]") and ":" in console:
                 port = console.rsplit(":", 1)[1]
+                port = port if port.isdigit() else ""
         return f"{scheme}://{self.host(instance_id)}" + (f":{port}" if port else "")
 
 
