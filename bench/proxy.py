@@ -12,7 +12,8 @@ CPUs (no CPU quota below the host's). Its port is exposed through the API
                                           no proxy: the ceiling for both proxies
   chp        http://127.0.0.1:CHP/        configurable-http-proxy (JupyterHub's proxy),
                                           started here with --default-target http://IP:PORT
-  dockyard   http://127.0.0.1:SRV/instances/<id>/ports/<port>/
+  dockyard   http://<id>.localhost:SRV/instances/<id>/ports/<port>/
+                                          (the instance's own host, reached at 127.0.0.1)
                                           with `Authorization: Bearer <owner's token>`
   dy-fwd     Dockyard's relay alone (dockyard.access.relay) with a fixed route to the
              backend: no authentication, database or Docker look-up (a separate process
@@ -62,7 +63,7 @@ import docker  # noqa: E402
 import httpx  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
-from tests.harness import Server, free_port, wait_status  # noqa: E402
+from tests.harness import Server, free_port, resolve_localhost_subdomains, wait_status  # noqa: E402
 
 IMAGE_NAME = "pytorch-2.13-cpu"
 GPU_MODEL = "A100-80GB"
@@ -109,9 +110,18 @@ def load() -> str:
 # ---- load generators -------------------------------------------------------------------
 
 
+def _address(host: str) -> str:
+    """Where to connect for `host`: the instances' hosts (`<id>.localhost`) are this machine."""
+    return "127.0.0.1" if host.endswith(".localhost") else host
+
+
 def wrk_point(url: str, headers: dict[str, str], conc: int, duration: float) -> tuple[float, int]:
     """Requests per second and the number of bad answers (non-2xx/3xx, socket errors)."""
     args = ["wrk", "-t1", f"-c{conc}", f"-d{duration:g}s", "--timeout", "10s"]
+    parsed = httpx.URL(url)
+    if _address(parsed.host) != parsed.host:  # wrk resolves names itself: connect by address, send the Host
+        headers = {**headers, "Host": f"{parsed.host}:{parsed.port}"}
+        url = str(parsed.copy_with(host=_address(parsed.host)))
     for key, value in headers.items():
         args += ["-H", f"{key}: {value}"]
     out = subprocess.run(args + [url], capture_output=True, text=True, timeout=duration + 60).stdout
@@ -133,7 +143,7 @@ async def _python_http(url: str, headers: dict[str, str], conc: int, duration: f
     stop = asyncio.Event()
 
     async def worker(index: int) -> None:
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        reader, writer = await asyncio.open_connection(_address(parsed.host), parsed.port)
         try:
             while not stop.is_set():
                 writer.write(request)
@@ -162,8 +172,10 @@ async def _python_http(url: str, headers: dict[str, str], conc: int, duration: f
 
 async def _websocket(url: str, headers: dict[str, str], conc: int, duration: float,
                      deflate: bool) -> tuple[float, str]:
+    parsed = httpx.URL(url)
     sockets = [await connect(url, additional_headers=headers, max_size=None, open_timeout=20,
-                             compression="deflate" if deflate else None) for _ in range(conc)]
+                             compression="deflate" if deflate else None, host=_address(parsed.host),
+                             port=parsed.port) for _ in range(conc)]
     negotiated = sockets[0].response.headers.get("sec-websocket-extensions") or ""
     extensions = "deflate" if "permessage-deflate" in negotiated else "no compression"
     counts = [0] * conc
@@ -350,6 +362,7 @@ def main() -> int:
               "configurable-http-proxy", file=sys.stderr)
         return 1
 
+    resolve_localhost_subdomains()  # for httpx's look-ups of the instance's host
     client = docker.from_env()
     server = Server(simulated_gpus=f"{GPU_MODEL}:1")
     chp_process = fwd_process = None
@@ -367,7 +380,7 @@ def main() -> int:
         targets = {
             "direct": (f"http://{ip}:{BACKEND_PORT}/", {}),
             "chp": (chp_url, {}),
-            "dockyard": (f"{server.url}/instances/{key}/ports/{BACKEND_PORT}/", auth),
+            "dockyard": (f"{server.instance_url(key)}/instances/{key}/ports/{BACKEND_PORT}/", auth),
             "dy-fwd": (fwd_url, {}),
         }
         for name, (url, headers) in targets.items():

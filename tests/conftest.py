@@ -8,7 +8,9 @@ from docker.errors import ImageNotFound
 
 from dockyard.core.catalog import find, load_catalog
 from dockyard.runtimes.image_build import build_image, recipe_dir
-from tests.harness import BASE_IMAGE, HOST_CA_BUNDLE, Server
+from tests.harness import BASE_IMAGE, HOST_CA_BUNDLE, Server, resolve_localhost_subdomains
+
+resolve_localhost_subdomains()
 
 PYTORCH_ENTRY = "pytorch-2.13-cpu"
 

@@ -43,6 +43,24 @@ def test_database_url(home: Path) -> str:
 _ssh_blocks = itertools.count(os.getpid() % 200)
 
 
+def resolve_localhost_subdomains() -> None:
+    """Resolve `*.localhost` to loopback in this process, as browsers do (RFC 6761): the
+    default instance hosts (`<id>.localhost`) are not in /etc/hosts."""
+    if getattr(socket.getaddrinfo, "dockyard", False):
+        return
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if isinstance(host, str) and host.lower().rstrip(".").endswith(".localhost"):
+            host = "127.0.0.1"
+        return original(host, *args, **kwargs)
+
+    getaddrinfo.dockyard = True
+    socket.getaddrinfo = getaddrinfo
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,6 +152,15 @@ class Server:
         token = httpx.post(self.url + "/api/v1/auth/login", json={"user": name, "password": password}).json()["token"]
         self.tokens[name] = token
         return self.client(token)
+
+    def instance_url(self, instance_id: str) -> str:
+        """The instance's own origin (the default instance_domain, `{id}.localhost`)."""
+        return f"http://{instance_id}.localhost:{self.port}"
+
+    def instance_client(self, instance_id: str, token: str) -> httpx.Client:
+        """An API client on the instance's own host, by bearer token (no browser cookie)."""
+        return httpx.Client(base_url=self.instance_url(instance_id), headers={"Authorization": f"Bearer {token}"},
+                            timeout=30)
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

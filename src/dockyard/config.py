@@ -18,6 +18,7 @@ The environment wins over the file. Example config.toml:
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -165,8 +166,34 @@ class Settings(BaseSettings):
     autostop_interval_s: float = Field(default=60.0, gt=0)
     autostop_minute_s: float = Field(default=60.0, gt=0)
     max_body_bytes: int = 256 * 1024
+
+    # Everything that comes out of an instance (JupyterLab, ports, share links) is served on
+    # a host of its own, made from this template ({id}: the instance's id), so that it never
+    # shares an origin or a cookie with the console (docs/access.md). Browsers resolve
+    # *.localhost to this machine; for other machines set e.g. "{id}.inst.example.org" with a
+    # wildcard DNS record and certificate. A ":port" in it is used in links as it is;
+    # without one, links keep the port the console was reached on.
+    instance_domain: str = "{id}.localhost"
+    # The front door's limits on what a client may hold (docs/security.md).
+    max_connections_per_ip: int = Field(default=64, ge=1)
+    request_head_bytes: int = Field(default=64 * 1024, ge=1024)
+    request_head_timeout_s: float = Field(default=20.0, gt=0)
     workers: int = Field(default=16, gt=0)
     api_threads: int = Field(default=200, gt=0)
+
+    @field_validator("instance_domain")
+    @classmethod
+    def _one_id_in_the_first_label(cls, value: str) -> str:
+        value = value.strip().lower()
+        host = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        labels = host.split(".")
+        if value.count("{id}") != 1 or "{id}" not in labels[0] or len(labels) < 2 or not all(
+                re.fullmatch(r"[a-z0-9-]+", label.replace("{id}", "x")) for label in labels):
+            raise ValueError("instance_domain must be a host name with {id} in its first label, "
+                             "like {id}.inst.example.org")
+        if ":" in value and not re.fullmatch(r"[0-9]{1,5}", value.rsplit(":", 1)[1]):
+            raise ValueError("instance_domain's port must be a number")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -128,16 +128,20 @@ def test_the_console_end_to_end(console, browser, tmp_path):
     expect(row.locator(".uptime")).not_to_have_text("—")
     shot(page, "instances")
 
-    # JupyterLab through the console: wait until it answers, then open it from the row.
-    for _ in range(120):
-        if page.request.get(f"/instances/{instance_id}/jupyter/api/status").status == 200:
-            break
-        time.sleep(0.5)
+    # JupyterLab through the console: wait until it answers, then open it from the row. It
+    # opens on the instance's own host (a ticket from the console, traded for that host's
+    # cookie), never on the console's.
+    with console.instance_client(instance_id, console.tokens["mia"]) as api:
+        for _ in range(120):
+            if api.get(f"/instances/{instance_id}/jupyter/api/status").status_code == 200:
+                break
+            time.sleep(0.5)
     with context.expect_page() as opened:
         row.locator("text=JupyterLab").click()
     lab = opened.value
     lab.wait_for_load_state()
-    expect(lab).to_have_url(re.compile(rf"/instances/{instance_id}/jupyter/lab"))
+    expect(lab).to_have_url(re.compile(rf"^{re.escape(console.instance_url(instance_id))}/instances/{instance_id}/jupyter/lab"))
+    assert "dockyard_instance" in [c["name"] for c in context.cookies(console.instance_url(instance_id))]
     lab.locator(".jp-LauncherCard[data-category='Notebook']").first.click(timeout=90_000)
     expect(lab.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle"))).to_be_visible(timeout=90_000)
     cell = lab.locator(".jp-Notebook .jp-Cell .cm-content").first

@@ -142,7 +142,8 @@ def test_admin_images_page_pulls_with_live_progress_and_saves_show_too(console, 
     expect(card.locator(".op-log")).to_contain_text("[local]")
     expect(card.locator(".op-percent")).to_have_text("100%", timeout=60_000)
     # Its end reloads the page (the tables show what it made); the card stays a while.
-    page.wait_for_function("!window.__beforePull", timeout=10_000)
+    # A function, not an expression: across the reload Playwright would eval the string, which the CSP refuses.
+    page.wait_for_function("() => !window.__beforePull", timeout=10_000)
     expect(card.locator(".op-phase")).to_have_text("done")
     shot(page, "admin-images")
 

@@ -179,7 +179,7 @@ def test_admin_actions_are_audited_and_only_admins_read_the_log(server):
     # the proxy answers an error, but the decision to let the admin in is recorded).
     instance = server.alice.post("/instances", json={"image": "debian-12", "gpu_count": 0}).json()
     wait_status(server.alice, instance["id"], "running")
-    httpx.get(f"{server.url}/instances/{instance['id']}/jupyter/api/status",
+    httpx.get(f"{server.instance_url(instance['id'])}/instances/{instance['id']}/jupyter/api/status",
               headers={"Authorization": f"Bearer {server.tokens['root-admin']}"}, timeout=30)
     opened = admin.get("/admin/audit", params={"action": "instance.open"}).json()["entries"]
     assert [(e["actor"], e["target"], e["detail"]) for e in opened] == [

@@ -17,8 +17,8 @@ import uvicorn
 import uvloop
 from websockets.sync.client import connect
 
-from dockyard.access.front import _INSTANCE_HEADERS, without_our_cookie
-from dockyard.access.relay import ClientConnection, Route
+from dockyard.access.front import _INSTANCE_HEADERS, without_our_cookies
+from dockyard.access.relay import ClientConnection, Limits, Route
 
 
 async def backend(scope, receive, send):
@@ -61,6 +61,11 @@ async def backend(scope, receive, send):
         for start in range(0, n, len(block)):
             await send({"type": "http.response.body", "body": block[: min(len(block), n - start)], "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/early":  # answers before reading the body, as a body limit does
+        body = b'{"detail": "request body too large"}'
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
     elif path == "/sse":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
@@ -94,7 +99,8 @@ class Relay:
     """A backend (uvicorn), an old-style backend, and the relay in front of both, on one
     event loop in a background thread."""
 
-    def __init__(self):
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
         self.loop = uvloop.new_event_loop()  # as `dockyard serve` runs it
         self.backend_port, self.old_port, self.port = _free_port(), _free_port(), _free_port()
         self.dead_port = _free_port()  # nobody listens here
@@ -115,7 +121,7 @@ class Relay:
             return self._slow_refusal()
         # Like an instance route: no Authorization, no platform cookie, an added secret.
         return Route(("127.0.0.1", self.backend_port), path, _INSTANCE_HEADERS, [(b"X-Secret", b"s3")],
-                     cookie_filter=without_our_cookie)
+                     cookie_filter=without_our_cookies)
 
     async def _slow_refusal(self):
         from dockyard.access.relay import response
@@ -128,7 +134,7 @@ class Relay:
         async def up():
             asyncio.ensure_future(self.server.serve())
             await asyncio.start_server(raw_backend, "127.0.0.1", self.old_port)
-            await self.loop.create_server(lambda: ClientConnection(self.route), "0.0.0.0", self.port)
+            await self.loop.create_server(lambda: ClientConnection(self.route, self.limits), "0.0.0.0", self.port)
             while not self.server.started:
                 await asyncio.sleep(0.01)
 
@@ -150,6 +156,31 @@ def relay():
     r = Relay().start()
     yield r
     r.stop()
+
+
+@pytest.fixture(scope="module")
+def tight():
+    """A relay with small limits: 4 KB heads, 1 s to send one, 3 connections per address."""
+    r = Relay(Limits(head_bytes=4096, head_timeout_s=1.0, connections_per_ip=3)).start()
+    yield r
+    r.stop()
+
+
+def _own_address() -> str:
+    """This host's address other than loopback (the limits do not apply to loopback)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the source address
+            return udp.getsockname()[0]
+    except OSError:
+        pytest.skip("this host has no address other than loopback")
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
 
 
 def raw(relay: Relay, data: bytes, until_closed: bool = False, expect: int = 1, timeout: float = 5) -> bytes:
@@ -342,3 +373,69 @@ def test_a_slow_reader_then_its_next_request(relay):
         assert got == 8_000_000
         assert client.get("/big?n=10").status_code == 200
         assert client.get("/echo").json()["method"] == "GET"
+
+
+def test_an_early_answer_reaches_a_client_that_is_still_sending(relay):
+    """The backend answers 413 before the body is read: the client, still sending a large
+    body in one go, must read the answer, not a connection reset (the kernel resets a
+    socket closed with unread bytes; the relay half-closes and drains first)."""
+    body = b"x" * 8_000_000
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=20) as sock:
+            sock.sendall(b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            answer = _read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 413") and answer.endswith(b'{"detail": "request body too large"}')
+
+
+def test_a_head_over_the_limit_is_refused_while_it_arrives(tight):
+    with socket.create_connection(("127.0.0.1", tight.port), timeout=5) as sock:
+        # One header that never ends: refused once 4 KB are in, not held until it is whole.
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20_000)
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431") and b"over 4096 bytes" in answer
+    many = b"".join(b"X-%d: %s\r\n" % (i, b"b" * 50) for i in range(200))
+    assert raw(tight, b"GET /echo HTTP/1.1\r\nHost: a\r\n" + many, until_closed=True).startswith(b"HTTP/1.1 431")
+    assert raw(tight, b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+def test_slow_heads_time_out(tight):
+    started = time.monotonic()
+    slow = [socket.create_connection(("127.0.0.1", tight.port), timeout=5) for _ in range(50)]
+    for sock in slow:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n")
+    for _ in range(3):  # a byte now and then, never the end of the head
+        time.sleep(0.2)
+        for sock in slow:
+            try:
+                sock.send(b"X")
+            except OSError:
+                pass
+        assert raw(tight, b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").startswith(b"HTTP/1.1 200")
+    silent = socket.create_connection(("127.0.0.1", tight.port), timeout=5)  # sends nothing at all
+    for sock in [*slow, silent]:
+        try:
+            assert sock.recv(65536) == b""  # closed by the relay
+        except ConnectionResetError:
+            pass
+        sock.close()
+    assert time.monotonic() - started < 4
+
+
+def test_connections_per_address_are_capped(tight):
+    own = _own_address()
+    held = [socket.create_connection((own, tight.port), timeout=5) for _ in range(3)]
+    try:
+        with socket.create_connection((own, tight.port), timeout=5) as fourth:
+            fourth.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = _read_all(fourth)
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        # Loopback (a TLS terminator on this host) is not capped.
+        assert raw(tight, b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n").startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    with socket.create_connection((own, tight.port), timeout=5) as again:
+        again.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert _read_all(again).startswith(b"HTTP/1.1 200")

@@ -35,10 +35,40 @@ LOOPBACK = frozenset({"127.0.0.1", "::1"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 CONNECT_TIMEOUT_S = 10
 IDLE_CLIENT_S = 75        # a keep-alive connection with no request for this long is closed
-HEAD_TIMEOUT_S = 30       # ... and one whose request head takes longer than this to arrive
-HEAD_LIMIT = 64 * 1024    # bytes of request line and headers
 STALE_UPSTREAM_S = 2.0    # older idle upstream connections are not trusted with a POST
 REPLAY_LIMIT = 64 * 1024  # a request this small is kept to be sent again if the upstream had closed
+RESPONSE_HEAD_LIMIT = 256 * 1024  # a response head that is rewritten is held whole first
+# Closing a socket with unread bytes makes the kernel send a reset, and a reset can destroy
+# the answer before the client reads it. So a connection closed while its client is still
+# sending (an early 413, a refused upload) is half-closed and read from, for at most this long
+# and this much, first.
+LINGER_S = 10.0
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Limits:
+    """What one client may hold of the front door (settings: docs/security.md)."""
+
+    head_bytes: int = 64 * 1024   # request line and headers, counted while they arrive
+    head_timeout_s: float = 20.0  # for a whole request head, from its first byte (or the connection's start)
+    connections_per_ip: int = 256  # open connections from one address (loopback: a proxy here, not limited)
+    open: dict[str, int] = field(default_factory=dict)  # address -> open connections
+
+    def admit(self, ip: str) -> bool:
+        if ip in LOOPBACK:
+            return True
+        if self.open.get(ip, 0) >= self.connections_per_ip:
+            return False
+        self.open[ip] = self.open.get(ip, 0) + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        left = self.open.get(ip, 0) - 1
+        if left > 0:
+            self.open[ip] = left
+        else:
+            self.open.pop(ip, None)
 
 
 @dataclass
@@ -50,6 +80,8 @@ class Route:
     drop: frozenset[bytes] = frozenset()       # more request headers not to forward
     add: list[tuple[bytes, bytes]] = field(default_factory=list)
     cookie_filter: Callable[[bytes], bytes] | None = None
+    # Rewrites each response head (status line and header lines, without the blank line).
+    response_head: Callable[[bytes], bytes] | None = None
 
 
 @dataclass
@@ -139,6 +171,7 @@ class Upstream(asyncio.Protocol):
         self.surplus = False      # bytes beyond the response: a broken or hostile backend
         self.closed = False
         self.idle_since = time.monotonic()
+        self.head: bytearray | None = None  # a response head being held to be rewritten
 
     # -- asyncio callbacks
     def connection_made(self, transport):
@@ -165,12 +198,34 @@ class Upstream(asyncio.Protocol):
             client.close()
             self.close()
             return
-        client.write(data)
+        if self.head is None:
+            client.write(data)
+        elif not self._rewrite(data):
+            log.warning("the backend at %s sent a response head over %s bytes", self.address, RESPONSE_HEAD_LIMIT)
+            client.write(response(502, "the instance's response head is too large"))
+            client.close()
+            self.close()
+            return
         if upgraded:
             client.start_tunnel(self)
         elif self.finished is not None:
             keep_alive, self.request = self.finished, None
             client.response_done(self, keep_alive)
+
+    def _rewrite(self, data: bytes) -> bool:
+        """Hold the response head until it is whole, pass it on rewritten, then the rest as it is."""
+        self.head += data
+        while self.head is not None:
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return len(self.head) <= RESPONSE_HEAD_LIMIT
+            head, rest = bytes(self.head[:end]), bytes(self.head[end + 4:])
+            self.client.write(self.request.route.response_head(head) + b"\r\n\r\n")
+            interim = head[9:10] == b"1" and head[9:12] != b"101"  # "HTTP/1.1 100 ...": a head follows
+            self.head = bytearray(rest) if interim else None
+            if not interim and rest:
+                self.client.write(rest)
+        return True
 
     def connection_lost(self, exc):
         self.closed = True
@@ -210,6 +265,7 @@ class Upstream(asyncio.Protocol):
     def begin(self, request: Request, head: bytes, replaying: bool = False) -> None:
         self.request, self.interim, self.answered, self.finished = request, False, False, None
         self.parser = httptools.HttpResponseParser(self)
+        self.head = bytearray() if request.route.response_head else None
         request.upstream = self
         self.client.feed_from(self)
         self.send(request, head)
@@ -259,8 +315,9 @@ def _frame(request: Request, chunk: bytes) -> bytes:
 class ClientConnection(asyncio.Protocol):
     """One browser or client connection: parse its requests, route each, relay the answers."""
 
-    def __init__(self, router: Router):
+    def __init__(self, router: Router, limits: Limits | None = None):
         self.router = router
+        self.limits = limits or Limits()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -274,18 +331,36 @@ class ClientConnection(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task | None = None
         self.closing = False
+        self.admitted = False
+        # The request head now arriving: whether one is, and its bytes read so far. A read in
+        # which a head began holds nothing before it unless another request ended in it too.
+        self.in_head = False
+        self.head_seen = 0
+        self.head_began = self.message_ended = False
+        self.lingering: int | None = None  # bytes read and dropped since a lingering close began
 
     # -- asyncio callbacks
     def connection_made(self, transport):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self._arm_idle()
+        if not self.limits.admit(self.client_ip):
+            transport.write(response(503, "too many connections from your address", {"Connection": "close"}))
+            self.close(linger=True)
+            return
+        self.admitted = True
+        self._arm_idle(self.limits.head_timeout_s)  # the first request must come soon
 
     def data_received(self, data: bytes):
+        if self.lingering is not None:
+            self.lingering += len(data)
+            if self.lingering > LINGER_BYTES:
+                self.transport.close()
+            return
         if self.upgrade_buffer is not None:
             self.upgrade_buffer.append(data)
             return
+        self.head_began = self.message_ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -293,11 +368,25 @@ class ClientConnection(asyncio.Protocol):
             self.upgrade_buffer = [data[exc.args[0]:]]
             self._update_reading()
         except httptools.HttpParserError:
-            self.write(response(400, "malformed HTTP request"))
-            self.close()
+            if not self.closing:
+                self.write(response(400, "malformed HTTP request"))
+                self.close(linger=True)
+            return
+        if self.in_head and not self.closing:
+            if not (self.head_began and self.message_ended):
+                self.head_seen += len(data)
+            self._check_head_size()
+
+    def eof_received(self):
+        if self.lingering is not None:
+            self.transport.close()  # the client is done sending: our answer is with it
+        return False
 
     def connection_lost(self, exc):
         self.closing = True
+        if self.admitted:
+            self.admitted = False
+            self.limits.release(self.client_ip)
         if self.idle_timer:
             self.idle_timer.cancel()
         if self.task:
@@ -325,20 +414,34 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks (request parser)
     def on_message_begin(self):
-        self._arm_idle(HEAD_TIMEOUT_S)  # the head must come whole, and soon
+        self._arm_idle(self.limits.head_timeout_s)  # the head must come whole, and soon
         self.pending.append(Request(client_ip=self.client_ip))
+        self.in_head, self.head_began, self.head_seen = True, True, 0
 
     def on_url(self, url: bytes):
         request = self.pending[-1]
         request.url += url
         request.head_size += len(url)
+        self._check_head_size()
 
     def on_header(self, name: bytes, value: bytes):
         request = self.pending[-1]
         request.headers.append((name, value))
-        request.head_size += len(name) + len(value)
+        request.head_size += len(name) + len(value) + 4
+        self._check_head_size()
+
+    def _check_head_size(self) -> None:
+        """A head over the limit is refused as it arrives, not held until it is whole."""
+        if self.closing or not self.pending:
+            return
+        if max(self.pending[-1].head_size, self.head_seen) > self.limits.head_bytes:
+            self.write(response(431, f"request head over {self.limits.head_bytes} bytes", {"Connection": "close"}))
+            self.close(linger=True)
 
     def on_headers_complete(self):
+        self.in_head = False
+        if self.closing:
+            return
         if self.idle_timer:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -352,8 +455,6 @@ class ClientConnection(asyncio.Protocol):
             # Anything but one plain "chunked" is read differently by different servers:
             # the classic way to smuggle a request past a proxy.
             request.refused = response(400, "Transfer-Encoding other than one 'chunked' is not accepted")
-        elif request.head_size > HEAD_LIMIT:
-            request.refused = response(431, f"request head over {HEAD_LIMIT} bytes")
         if len(self.pending) == 1:
             self._start(request)
         self._update_reading()
@@ -368,6 +469,7 @@ class ClientConnection(asyncio.Protocol):
             request.body.append(chunk)
 
     def on_message_complete(self):
+        self.message_ended = True
         request = self.pending[-1]
         request.complete = True
         if request.answered:
@@ -379,7 +481,7 @@ class ClientConnection(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         if request.refused:
             self.write(request.refused)
-            self.close()
+            self.close(linger=True)
             return
         try:
             decision = self.router(request)
@@ -478,7 +580,7 @@ class ClientConnection(asyncio.Protocol):
         self.pending.popleft()
         request.upstream = None
         if not keep_alive:
-            self.close()
+            self.close(linger=not request.complete)
             return
         if self.pending:
             self._start(self.pending[0])
@@ -498,10 +600,10 @@ class ClientConnection(asyncio.Protocol):
             replay, request.replay, request.retried, request.upstream = b"".join(request.replay), None, True, None
             self.task = asyncio.ensure_future(self._connect(request, replay))
         elif upstream.answered:
-            self.close()  # a response delimited by the connection's end: pass the end on
+            self.close(linger=not request.complete)  # a response delimited by the connection's end: pass the end on
         else:
             self.write(response(502, "the instance closed the connection without answering"))
-            self.close()
+            self.close(linger=not request.complete)
 
     @staticmethod
     def _may_replay(request: Request) -> bool:
@@ -565,7 +667,22 @@ class ClientConnection(asyncio.Protocol):
         if not self.closing:
             self.transport.write(data)
 
-    def close(self) -> None:
-        if not self.closing:
-            self.closing = True
-            self.transport.close()  # after what is buffered has been sent
+    def close(self, linger: bool = False) -> None:
+        """Close after what is buffered has been sent. With `linger` (the client may still be
+        sending), shut down our side only and read and drop what comes, so that the client
+        reads our answer before the connection goes (LINGER_S, LINGER_BYTES)."""
+        if self.closing:
+            return
+        self.closing = True
+        transport = self.transport
+        if not linger or not transport.can_write_eof():
+            transport.close()
+            return
+        for upstream in list(self.upstreams.values()):
+            upstream.close()
+        self.lingering = 0
+        transport.write_eof()
+        transport.resume_reading()
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        self.idle_timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)

@@ -1,5 +1,6 @@
 """Who may pass through the access paths, and where to: the instance's address for
-/instances/<id>/jupyter/, /instances/<id>/ports/<port>/ and /shared/<link>/."""
+/instances/<id>/jupyter/, /instances/<id>/ports/<port>/ and /shared/<link>/ on the
+instance's own host, and the tickets that open that host to a signed-in browser."""
 
 from __future__ import annotations
 
@@ -30,24 +31,41 @@ class Target:
     jupyter_token: str | None
 
 
-def _caller(platform: Platform, authorization: str | None, cookie: str | None) -> User:
+def _bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def _caller(platform: Platform, authorization: str | None, cookie: str | None, host_id: str | None) -> User:
+    """Who asks: by API token, or by the browser's cookie (on an instance's host, a session
+    of that host; elsewhere, a console session)."""
     with platform.sessions.begin() as db:
-        if authorization and authorization.lower().startswith("bearer "):
-            user = users.user_for_token(db, authorization[7:].strip())
+        if _bearer(authorization):
+            user = users.user_for_token(db, _bearer(authorization))
+        elif cookie and host_id:
+            user = sessions.user_for_instance(db, cookie, host_id)
         elif cookie:
             user = sessions.user_for(db, cookie)
         else:
-            raise Unauthorized("sign in first: `dockyard jupyter ID` prints a link that signs you in")
+            raise Unauthorized("sign in first: open it from the console, or `dockyard jupyter ID` prints a link")
         db.expunge(user)
         return user
 
 
-def _owned_target(platform: Platform, user: User, key: str, port: int | None) -> Target:
+def _owned(db, user: User, key: str, port: int | None) -> Instance:
+    instance = instances.get_owned(db, user, key)  # another user's: 404
+    if port is not None and not db.scalars(select(ServicePort).where(
+            ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
+        raise NotFound(f"port {port} of instance {instance.name} is not exposed")
+    return instance
+
+
+def _owned_target(platform: Platform, user: User, host_id: str, key: str, port: int | None) -> Target:
     with platform.sessions.begin() as db:
-        instance = instances.get_owned(db, user, key)  # another user's: 404
-        if port is not None and not db.scalars(select(ServicePort).where(
-                ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
-            raise NotFound(f"port {port} of instance {instance.name} is not exposed")
+        instance = _owned(db, user, key, port)
+        if instance.id != host_id:  # this host serves its own instance only
+            raise NotFound(f"instance {key} not found")
         if user.is_admin and instance.owner_id != user.id:
             _audit(db, instance, user, "JupyterLab" if port is None else f"port {port}")
     return _running(platform, instance, port or JUPYTER_PORT)
@@ -120,16 +138,57 @@ def _remember(cache_key: tuple, generations: tuple[int, int], target: Target) ->
     return target
 
 
-def owned(platform: Platform, authorization: str | None, cookie: str | None, key: str,
+def owned(platform: Platform, authorization: str | None, cookie: str | None, host_id: str, key: str,
           port: int | None) -> Target:
-    """The caller's instance `key` (JupyterLab, or an exposed port): 401, 404 or 409 if not."""
-    cache_key = (authorization, cookie, key, port)
+    """On instance `host_id`'s host, the caller's instance `key` (JupyterLab, or an exposed
+    port): 401, 404 or 409 if not."""
+    cache_key = (authorization, cookie, host_id, key, port)
     hit = cached(platform, cache_key)
     if hit:
         return hit
     generations = _generations(platform)
-    user = _caller(platform, authorization, cookie)
-    return _remember(cache_key, generations, _owned_target(platform, user, key, port))
+    user = _caller(platform, authorization, cookie, host_id)
+    return _remember(cache_key, generations, _owned_target(platform, user, host_id, key, port))
+
+
+def ticket(platform: Platform, authorization: str | None, cookie: str | None, key: str,
+           port: int | None) -> tuple[str, str | None]:
+    """On the console's host: the id of the caller's instance `key` (401, 404 if not theirs
+    or the port is not exposed) and, for a signed-in browser, a one-time ticket to its host."""
+    user = _caller(platform, authorization, cookie, None)
+    with platform.sessions.begin() as db:
+        instance = _owned(db, user, key, port)
+        by_browser = cookie is not None and not _bearer(authorization)
+        return instance.id, sessions.mint_ticket(db, user, instance.id, cookie) if by_browser else None
+
+
+def open_session(platform: Platform, ticket: str, host_id: str) -> str:
+    """A ticket, spent, for a session of instance `host_id`'s host (the cookie's value)."""
+    with platform.sessions.begin() as db:
+        return sessions.redeem_ticket(db, ticket, host_id)
+
+
+def signed_in(platform: Platform, cookie: str, host_id: str) -> bool:
+    """Whether `cookie` is a live session of instance `host_id`'s host."""
+    try:
+        _caller(platform, None, cookie, host_id)
+    except Unauthorized:
+        return False
+    return True
+
+
+def _share(db, link: str) -> ServicePort:
+    digest = hashlib.sha256(link.encode()).hexdigest()
+    row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
+    if row is None:
+        raise NotFound("this link does not exist or was revoked")
+    return row
+
+
+def shared_instance(platform: Platform, link: str) -> str:
+    """The id of the instance behind a share link (its host serves the link)."""
+    with platform.sessions.begin() as db:
+        return _share(db, link).instance_id
 
 
 def shared(platform: Platform, link: str) -> Target:
@@ -139,10 +198,7 @@ def shared(platform: Platform, link: str) -> Target:
     if hit:
         return hit
     generations = _generations(platform)
-    digest = hashlib.sha256(link.encode()).hexdigest()
     with platform.sessions.begin() as db:
-        row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
-        if row is None:
-            raise NotFound("this link does not exist or was revoked")
+        row = _share(db, link)
         instance, port = db.get(Instance, row.instance_id), row.port
     return _remember(cache_key, generations, _running(platform, instance, port))

@@ -11,7 +11,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from dockyard.access import routes as access_routes
 from dockyard.api.routers import access, auth, images, instances, keys, market
 from dockyard.api.routers import billing as billing_router  # issue 5
 from dockyard.api.routers import clusters as clusters_router  # issue 6
@@ -64,6 +63,35 @@ class BodyLimit:
             await self.app(scope, counted_receive, send)
         except _BodyTooLarge:
             await _too_large(self.limit)(scope, receive, send)
+
+
+# The console runs its own scripts only (none inline, none from elsewhere), is framed by
+# itself only, and no answer of it is sniffed into another type. /docs (Swagger UI) loads
+# its scripts from a CDN and inline: it gets the framing rule only.
+CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+               "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'")
+_DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeaders:
+    """Headers on every answer of the application (the console and the API)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        csp = "frame-ancestors 'self'" if scope["path"].startswith(_DOCS_PATHS) else CONSOLE_CSP
+        added = [(b"content-security-policy", csp.encode()), (b"x-content-type-options", b"nosniff"),
+                 (b"x-frame-options", b"SAMEORIGIN"), (b"referrer-policy", b"same-origin")]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class _BodyTooLarge(Exception):
@@ -136,7 +164,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
     app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
     app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
-    app.include_router(access_routes.router)  # /login/link; the proxied paths are the front's
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
@@ -148,5 +175,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_notifications.router)  # issue 7: the notifications page
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 

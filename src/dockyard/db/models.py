@@ -94,6 +94,13 @@ class BrowserSession(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
+    # Set: a session of that instance's own host (its JupyterLab and ports), never of the
+    # console; `ticket`: the one-time ticket that opens one, not yet exchanged; `parent`:
+    # the console session it was opened from (signing out there ends it too).
+    instance_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    ticket: Mapped[bool] = mapped_column(Boolean, default=False)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("browser_sessions.id", ondelete="CASCADE"),
+                                                  default=None, index=True)
 
 
 class ServicePort(Base):

@@ -1,9 +1,12 @@
 """Links into instances: JupyterLab sign-in links and service ports."""
 
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from dockyard.access.origins import instance_base
 from dockyard.api.deps import current_user, get_db
 from dockyard.db.models import User
 from dockyard.services import instances, ports, sessions
@@ -25,21 +28,19 @@ class PortOut(BaseModel):
     shared: bool
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
 @router.post("/{key}/jupyter-link", response_model=Link)
 def jupyter_link(key: str, request: Request, user: User = Depends(current_user), db: Session = Depends(get_db)) -> Link:
-    """A one-time link (valid two minutes) that signs a browser in and opens JupyterLab."""
+    """A one-time link (valid two minutes) that opens JupyterLab, on the instance's own host,
+    in a browser: a ticket for that host only, not a console session."""
     instance = instances.get_owned(db, user, key)
-    token = sessions.start(db, user, sessions.LINK_LIFETIME)
-    return Link(url=f"{_base(request)}/login/link?token={token}&next=/instances/{instance.id}/jupyter/lab")
+    ticket = sessions.mint_ticket(db, user, instance.id)
+    query = urlencode({"ticket": ticket, "next": f"/instances/{instance.id}/jupyter/lab"})
+    return Link(url=f"{instance_base(request, instance.id)}/_dockyard/open?{query}")
 
 
 def _port_out(request: Request, instance_id: str, row) -> PortOut:
-    return PortOut(port=row.port, url=f"{_base(request)}/instances/{instance_id}/ports/{row.port}/",
-                   shared=row.share_hash is not None)
+    url = f"{instance_base(request, instance_id)}/instances/{instance_id}/ports/{row.port}/"
+    return PortOut(port=row.port, url=url, shared=row.share_hash is not None)
 
 
 @router.get("/{key}/ports", response_model=list[PortOut])
@@ -51,7 +52,7 @@ def list_ports(key: str, request: Request, user: User = Depends(current_user), d
 @router.post("/{key}/ports", response_model=PortOut, status_code=201)
 def expose(key: str, body: PortIn, request: Request, user: User = Depends(current_user),
            db: Session = Depends(get_db)) -> PortOut:
-    """Expose an HTTP port at /instances/<id>/ports/<port>/, for you only."""
+    """Expose an HTTP port at /instances/<id>/ports/<port>/ on the instance's own host, for you only."""
     instance = instances.get_owned(db, user, key)
     return _port_out(request, instance.id, ports.expose(db, instance, body.port))
 
@@ -70,7 +71,7 @@ def share(key: str, port: int, request: Request, user: User = Depends(current_us
     row = ports.find(db, instances.get_owned(db, user, key), port)
     link = ports.share(db, row)
     _revoked(request, db)  # the old link
-    return Link(url=f"{_base(request)}/shared/{link}/")
+    return Link(url=f"{instance_base(request, row.instance_id)}/shared/{link}/")
 
 
 @router.delete("/{key}/ports/{port}/share", status_code=204)

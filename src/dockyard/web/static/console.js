@@ -1,7 +1,14 @@
 // Dockyard console: times in the browser's zone, live instance status (SSE), actions.
 (function () {
   "use strict";
-  const D = window.DOCKYARD || {strings: {}};
+  // The page's data comes as JSON, not as an inline script: the console's CSP runs none.
+  const data = document.getElementById("dockyard-page");
+  window.DOCKYARD = data ? JSON.parse(data.textContent) : {strings: {}};
+  const D = window.DOCKYARD;
+  document.addEventListener("submit", (event) => {
+    const question = event.target.dataset && event.target.dataset.confirm;
+    if (question && !confirm(question)) event.preventDefault();
+  });
   const S = (k) => D.strings[k] || k;
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
 
