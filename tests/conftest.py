@@ -67,6 +67,10 @@ ONE_DATABASE = {
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("DOCKYARD_TEST_DB", "sqlite") == "sqlite":
         return
-    kept = [item for item in items if item.module.__name__.rsplit(".", 1)[-1] not in ONE_DATABASE]
+    def once(item) -> bool:
+        package, _, module = item.module.__name__.rpartition(".")
+        return package in ("tests.integration", "tests.e2e") and module in ONE_DATABASE
+
+    kept = [item for item in items if not once(item)]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept
