@@ -20,6 +20,7 @@ from pathlib import Path
 
 import docker
 import httpx
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "dockyard/debian:bookworm"
@@ -224,3 +225,13 @@ def wait_status(api: httpx.Client, key: str, *statuses: str, timeout: float = 60
     data = response.json()
     assert data["status"] in statuses, f"{key} is {data['status']} ({data['status_reason']}), wanted {statuses}"
     return data
+
+
+def own_address() -> str:
+    """This host's address other than loopback (the limits do not apply to loopback)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the source address
+            return udp.getsockname()[0]
+    except OSError:
+        pytest.skip("this host has no address other than loopback")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.harness import Server
+from tests.harness import own_address, Server
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,6 @@ def _read_all(sock: socket.socket, reset_ok: bool = True) -> bytes:
     return got
 
 
-def _own_address() -> str:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the source address
-            return udp.getsockname()[0]
-    except OSError:
-        pytest.skip("this host has no address other than loopback")
 
 
 def test_fifty_slow_heads_leave_the_server_answering_with_bounded_memory(front):
@@ -80,7 +73,7 @@ def test_an_over_long_head_gets_431(front):
 
 
 def test_connections_from_one_address_are_capped(front):
-    own = _own_address()
+    own = own_address()
     held = [socket.create_connection((own, front.port), timeout=5) for _ in range(20)]
     try:
         with socket.create_connection((own, front.port), timeout=5) as extra:

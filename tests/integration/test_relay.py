@@ -13,6 +13,8 @@ import time
 
 import httpx
 import pytest
+
+from tests.harness import own_address
 import uvicorn
 import uvloop
 from websockets.sync.client import connect
@@ -166,14 +168,6 @@ def tight():
     r.stop()
 
 
-def _own_address() -> str:
-    """This host's address other than loopback (the limits do not apply to loopback)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the source address
-            return udp.getsockname()[0]
-    except OSError:
-        pytest.skip("this host has no address other than loopback")
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -423,7 +417,7 @@ def test_slow_heads_time_out(tight):
 
 
 def test_connections_per_address_are_capped(tight):
-    own = _own_address()
+    own = own_address()
     held = [socket.create_connection((own, tight.port), timeout=5) for _ in range(3)]
     try:
         with socket.create_connection((own, tight.port), timeout=5) as fourth:
