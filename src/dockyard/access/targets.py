@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from dockyard.core.errors import Conflict, NotFound, Unauthorized
+from dockyard.core import scopes
+from dockyard.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from dockyard.core.limits import BoundedDict
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, ServicePort, User, utcnow
-from dockyard.services import audit, instances, sessions, users
+from dockyard.services import audit, instances, ports, sessions, users
 from dockyard.services.platform import Platform
 
 JUPYTER_PORT = 8888
@@ -31,9 +32,12 @@ class Target:
 
 
 def _caller(platform: Platform, authorization: str | None, cookie: str | None) -> User:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         if authorization and authorization.lower().startswith("bearer "):
-            user = users.user_for_token(db, authorization[7:].strip())
+            token = users.token_for(db, authorization[7:].strip())
+            if not scopes.opens_instances(token.scope):
+                raise Forbidden(f"this token's scope ({token.scope}) does not open instances")
+            user = db.get(User, token.user_id)
         elif cookie:
             user = sessions.user_for(db, cookie)
         else:
@@ -62,7 +66,7 @@ def _running(platform: Platform, instance: Instance, port: int) -> Target:
     return Target(instance.id, info.ip, port, instance.jupyter_token)
 
 
-_audited: dict[tuple[str, str], float] = {}
+_audited: BoundedDict = BoundedDict(10_000)
 
 
 def _audit(db, instance: Instance, admin: User, what: str) -> None:
@@ -139,10 +143,11 @@ def shared(platform: Platform, link: str) -> Target:
     if hit:
         return hit
     generations = _generations(platform)
-    digest = hashlib.sha256(link.encode()).hexdigest()
-    with platform.sessions.begin() as db:
-        row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
-        if row is None:
-            raise NotFound("this link does not exist or was revoked")
+    with platform.reads.begin() as db:
+        row = ports.shared_port(db, link)
         instance, port = db.get(Instance, row.instance_id), row.port
-    return _remember(cache_key, generations, _running(platform, instance, port))
+    try:
+        target = _running(platform, instance, port)
+    except Conflict:  # a visitor learns nothing of the instance (not its name, not its status)
+        raise Conflict("the shared service is not available now; try again later") from None
+    return _remember(cache_key, generations, target)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from dockyard.access import routes as access_routes
 from dockyard.api.routers import access, auth, images, instances, keys, market
@@ -26,6 +27,7 @@ from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
+from dockyard.services.login_guard import LoginGuard
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")
+    app.state.login_guard = LoginGuard(settings)  # the API's and the console's sign-ins alike
 
     @app.exception_handler(DockyardError)
     async def _dockyard_error(_request: Request, exc: DockyardError):
@@ -124,6 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["field"] = exc.field
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_request: Request, _exc: Exception):
+        # A number no column holds (SQLite: over 64 bits; PostgreSQL: over the column's type).
+        return JSONResponse({"detail": "a number in the request is out of range"}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):

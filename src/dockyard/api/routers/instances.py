@@ -1,3 +1,5 @@
+import shlex
+
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
@@ -22,7 +24,7 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import RuntimeError_
-from dockyard.services import autostop, images, instances
+from dockyard.services import audit, autostop, fair_share, images, instances
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -30,7 +32,12 @@ from dockyard.services.platform import Platform
 router = APIRouter(prefix="/instances", tags=["instances"])
 
 
-def instance_out(db: Session, instance: Instance) -> InstanceOut:
+HIDDEN = "(hidden)"
+
+
+def instance_out(platform: Platform, db: Session, instance: Instance, viewer: User) -> InstanceOut:
+    """`viewer` sees the values of their own instance's environment; an admin looking at
+    another user's sees only the names."""
     gpus = instances.assigned_gpus(db, instance.id)
     from dockyard.config import get_settings
     from dockyard.services.billing import instance_costs  # issue 5
@@ -48,7 +55,8 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         gpu_count=instance.gpu_count,
         no_gpu=instance.no_gpu,
         gpus=[GpuRef(index=g.index, uuid=g.uuid, model=g.model, simulated=g.simulated) for g in gpus],
-        env=instance.env or {},
+        env={k: (v if viewer.id == instance.owner_id else HIDDEN) for k, v in (instance.env or {}).items()},
+        secret_env_names=sorted(platform.secret_box.open(instance.secret_env)),
         command=instance.command,
         data_disk_gb=instance.data_disk_gb,
         env_check=instance.env_check,
@@ -72,9 +80,9 @@ def ssh_command(db: Session, instance: Instance) -> str | None:
     return f"ssh -p {instance.ssh_port} root@{host}"
 
 
-def _out(platform: Platform, instance_id: str) -> InstanceOut:
-    with platform.sessions.begin() as db:
-        return instance_out(db, db.get(Instance, instance_id))
+def _out(platform: Platform, instance_id: str, viewer: User) -> InstanceOut:
+    with platform.reads.begin() as db:
+        return instance_out(platform, db, db.get(Instance, instance_id), viewer)
 
 
 @router.post("", response_model=InstanceOut, status_code=201)
@@ -86,7 +94,7 @@ def create(
 ) -> InstanceOut:
     instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
     driver.kick(instance.id)
-    out = _out(platform, instance.id)
+    out = _out(platform, instance.id, user)
     out.ssh_password = instance.ssh_password
     return out
 
@@ -95,9 +103,10 @@ def create(
 def list_all(
     all: bool = Query(False, description="include released instances"),
     user: User = Depends(current_user),
+    platform: Platform = Depends(get_platform),
     db: Session = Depends(get_db),
 ) -> list[InstanceOut]:
-    return [instance_out(db, i) for i in instances.list_instances(db, user, include_released=all)]
+    return [instance_out(platform, db, i, user) for i in instances.list_instances(db, user, include_released=all)]
 
 
 @router.get("/{key}", response_model=InstanceOut)
@@ -109,11 +118,12 @@ def show(
     platform: Platform = Depends(get_platform),
 ) -> InstanceOut:
     if wait_for:
-        instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
+        with platform.fair_share.hold(user, fair_share.WAIT):
+            instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
     else:
-        with platform.sessions.begin() as db:
+        with platform.reads.begin() as db:
             instance = instances.get_owned(db, user, key)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.patch("/{key}", response_model=InstanceOut)
@@ -121,7 +131,7 @@ def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
     """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
     instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.get("/{key}/events", response_model=list[EventOut])
@@ -130,10 +140,10 @@ def events(key: str, user: User = Depends(current_user), db: Session = Depends(g
     return [EventOut.model_validate(e, from_attributes=True) for e in instances.events(db, instance.id)]
 
 
-def _act(action, platform: Platform, driver: Driver, *args) -> InstanceOut:
-    instance = action(platform, *args)
+def _act(action, platform: Platform, driver: Driver, user: User, *args) -> InstanceOut:
+    instance = action(platform, user, *args)
     driver.kick(instance.id)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.post("/{key}/stop", response_model=InstanceOut)
@@ -155,7 +165,7 @@ def release(key: str, user: User = Depends(current_user), platform: Platform = D
 
 
 def _running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         instance = instances.get_owned(db, user, key)
     if not instance.container_id:
         raise Conflict(f"instance {instance.name} has no container yet (it is {instance.status})")
@@ -168,6 +178,7 @@ def save(key: str, body: SaveImage, user: User = Depends(current_user), platform
     """Save the system disk (never the data disk) as a private image; poll the image."""
     with platform.sessions.begin() as db:
         instance = instances.get_owned(db, user, key)
+        audit.on_instance(db, user, instance, "save", body.name)
     image = images.save_instance(platform, user, instance, body.name)
     op = platform.operations.start("save", image.name, user, phase="committing the system disk")
     driver.executor.submit(images.finish_save, platform, image.id, instance, op)
@@ -180,7 +191,7 @@ def clone(key: str, body: CloneInstance, user: User = Depends(current_user),
     """A new instance over copies of this one's system and data disks, on its node. The
     operation reports the copy (GET /operations/ID); the instance then starts as usual."""
     instance, op = clone_instance(platform, driver, user, key, body.name, body.gpu_count)
-    out = _out(platform, instance.id)
+    out = _out(platform, instance.id, user)
     out.ssh_password = instance.ssh_password  # a new one, shown once, as at create
     return CloneOut(instance=out, operation=OperationOut(**op.view()))
 
@@ -193,7 +204,7 @@ def check(key: str, user: User = Depends(current_user), platform: Platform = Dep
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     driver.check_environment(instance.id)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.get("/{key}/logs")
@@ -209,6 +220,8 @@ def logs(
         chunks = platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
+    if follow:  # a follow holds a worker until the client leaves: one of the user's few
+        chunks = platform.fair_share.stream(user, fair_share.LOGS, chunks)
     return StreamingResponse(chunks, media_type="text/plain")
 
 
@@ -218,8 +231,11 @@ def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
     instance, container_id = _running_container(platform, user, key)
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    with platform.sessions.begin() as db:
+        audit.on_instance(db, user, instance, "exec", shlex.join(body.command)[:500])
     try:
-        code, output = platform.runtime(instance.node_name).exec(container_id, body.command)
+        with platform.fair_share.hold(user, fair_share.EXEC):
+            code, output = platform.runtime(instance.node_name).exec(container_id, body.command)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
     return ExecOut(exit_code=code, output=output.decode(errors="replace"))
