@@ -12,7 +12,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import AsyncIterator, Iterable, Iterator
+
+import anyio.to_thread
 
 from dockyard.config import Settings
 from dockyard.core.errors import TooManyRequests
@@ -52,15 +54,19 @@ class FairShare:
         finally:
             self._give(user_id, kind)
 
-    def stream(self, user, kind: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Take a place now (429 at once if none is free) and keep it while `chunks` are sent."""
+    def stream(self, user, kind: str, chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+        """Take a place now (429 at once if none is free) and keep it while `chunks` are
+        sent. Each chunk is read in a worker thread; when the client leaves, `chunks` is
+        closed (a blocked read fails and its thread ends) and the place is given back."""
         user_id = getattr(user, "id", user)
         self._take(user_id, kind)
         return self._streaming(user_id, kind, chunks)
 
-    def _streaming(self, user_id: int, kind: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    async def _streaming(self, user_id: int, kind: str, chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+        iterator = iter(chunks)
         try:
-            yield from chunks
+            while (chunk := await anyio.to_thread.run_sync(next, iterator, None, abandon_on_cancel=True)) is not None:
+                yield chunk
         finally:
             close = getattr(chunks, "close", None)
             if close:

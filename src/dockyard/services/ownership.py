@@ -1,7 +1,8 @@
 """Finding a user's own rows (instances, clusters) by id or name: others' answer 404.
 
 A name means one of the caller's own, admins included (an admin's `stop train` never stops
-a user's "train"); an admin reaches another user's row by its id or as `user/name`."""
+a user's "train"); an admin reaches another user's row by its id or as `user/name` (in a
+URL path, where a segment holds no "/", as `user:name`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dockyard.db.models import User
 def get_owned(db: Session, model, user: User, key: str, what: str):
     """A row by id, by name among the caller's live ones, or (admins, or the owner) by
     `owner/name`; otherwise 404, never 403, so nobody learns what others have."""
-    owner_name, slash, name = key.partition("/")
+    owner_name, slash, name = key.replace(":", "/", 1).partition("/")
     live = model.status != "released"
     if slash:
         if owner_name != user.name and not user.is_admin:
