@@ -99,11 +99,16 @@ def revoke_token(db: Session, user: User, token_id: int) -> None:
         raise NotFound(f"token {token_id} not found")
 
 
-def set_password(db: Session, user: User, new: str) -> None:
-    """Set a new password (the caller checked the current one); every token and browser
-    session of the user ends."""
+def hash_new_password(new: str) -> str:
+    """Check a new password's length and hash it (slow: outside any write transaction)."""
     if len(new) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"new_password: at least {MIN_PASSWORD_LENGTH} characters", field="new_password")
-    db.get(User, user.id).password_hash = _hasher.hash(new)
+    return _hasher.hash(new)
+
+
+def set_password_hash(db: Session, user: User, password_hash: str) -> None:
+    """Replace the user's password (the caller checked the current one); every token and
+    browser session of the user ends."""
+    db.get(User, user.id).password_hash = password_hash
     db.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     db.execute(delete(BrowserSession).where(BrowserSession.user_id == user.id))

@@ -221,8 +221,10 @@ def login(data: dict = Depends(form), p: Page = Depends(optional_page)) -> Respo
         return _login_page(p, next, "CSRF", status_code=403, name=name)
     guard = p.request.app.state.login_guard  # the API's limits too
     try:
-        with p.platform.sessions.begin() as db:
+        with p.platform.reads.begin() as db:  # the slow hash holds no write lock
             user = guard.check(db, name, password, client_address(p.request))
+            db.expunge(user)
+        with p.platform.sessions.begin() as db:
             token = sessions.start(db, user)
     except TooManyRequests:
         return _login_page(p, next, p.t("signin.limited"), status_code=429, name=name)
@@ -600,8 +602,10 @@ def remove_key(name: str, data: dict = Depends(form), p: Page = Depends(page)) -
     try:
         with p.platform.sessions.begin() as db:
             keys.remove_key(db, p.user, name)
-    except DockyardError as exc:
-        return keys_page(p, error=exc.message)
+    except DockyardError as exc:  # another user's key, or none: 404 with the reason
+        refused = keys_page(p, error=exc.message)
+        refused.status_code = exc.status_code
+        return refused
     return RedirectResponse("/keys", status_code=303)
 
 

@@ -17,8 +17,8 @@ def login(body: LoginRequest, request: Request, platform: Platform = Depends(get
     """Check a password and issue an API token (shown once); failures are limited per
     account and per client address, as the console's sign-in."""
     days = body.expires_days or platform.settings.token_lifetime_days
+    user = _checked(request, platform, body.user, body.password)
     with platform.sessions.begin() as db:
-        user = request.app.state.login_guard.check(db, body.user, body.password, client_address(request))
         token = users.issue_token(db, user, timedelta(days=days), body.scope, body.name)
         row = users.token_for(db, token)
         return TokenOut(token=token, user=user.name, is_admin=user.is_admin, id=row.id, scope=row.scope,
@@ -48,17 +48,27 @@ def revoke(request: Request, token_id: int = Path(ge=1, le=2**62), user: User = 
 
 @router.post("/auth/password", status_code=204)
 def change_password(body: PasswordChange, request: Request, user: User = Depends(current_user),
-                    db: Session = Depends(get_db)) -> Response:
+                    platform: Platform = Depends(get_platform)) -> Response:
     """A new password; every token (this one too) and browser session of yours ends."""
-    request.app.state.login_guard.check(db, user.name, body.current_password, client_address(request))
-    users.set_password(db, user, body.new_password)
-    _revoked(request, db)
+    _checked(request, platform, user.name, body.current_password)
+    password_hash = users.hash_new_password(body.new_password)
+    with platform.sessions.begin() as db:
+        users.set_password_hash(db, user, password_hash)
+        _revoked(request, db)
     return Response(status_code=204)
 
 
 @router.get("/me", response_model=UserOut)
 def me(user: User = Depends(current_user)) -> UserOut:
     return UserOut(name=user.name, is_admin=user.is_admin)
+
+
+def _checked(request: Request, platform: Platform, name: str, password: str) -> User:
+    """The password check, in a read transaction: a slow hash never holds the write lock."""
+    with platform.reads.begin() as db:
+        user = request.app.state.login_guard.check(db, name, password, client_address(request))
+        db.expunge(user)
+    return user
 
 
 def _info(row: ApiToken, current_id: int) -> TokenInfo:
