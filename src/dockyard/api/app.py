@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
@@ -157,5 +158,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_notifications.router)  # issue 7: the notifications page
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.openapi = lambda: _openapi_with_our_errors(app)
     return app
+
+
+def _openapi_with_our_errors(app: FastAPI) -> dict:
+    """The schema, with a 422's body as _invalid sends it (one readable message)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError", "type": "object", "required": ["detail"],
+                "properties": {"detail": {"type": "string", "title": "Detail"}}}
+            schemas.pop("ValidationError", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
