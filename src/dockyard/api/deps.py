@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from datetime import timedelta
+from functools import lru_cache
 from typing import Iterator
 
 from fastapi import Depends, Request
@@ -85,14 +86,9 @@ def client_address(request: Request) -> str:
     return hops[0]
 
 
-_trusted_cache: dict[tuple[str, ...], list] = {}
-
-
+@lru_cache(maxsize=4)  # one configuration per server
 def _trusted(configured: tuple[str, ...]) -> list:
-    if configured not in _trusted_cache:
-        _trusted_cache.clear()  # one configuration per process; bounded all the same
-        _trusted_cache[configured] = [ipaddress.ip_network(p, strict=False) for p in configured]
-    return _trusted_cache[configured]
+    return [ipaddress.ip_network(p, strict=False) for p in configured]
 
 
 def _is_trusted(hop: str, trusted: list) -> bool:
