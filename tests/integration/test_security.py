@@ -325,3 +325,25 @@ def test_huge_integers_get_a_4xx(srv):
                                ("PATCH", "/instances/x", {"auto_stop_idle_minutes": huge})):
         answer = srv.alice.request(method, path, json=body)
         assert 400 <= answer.status_code < 500, (path, answer.status_code, answer.text)
+
+
+def test_console_secret_environment_field(srv):
+    http = httpx.Client(base_url=srv.url, follow_redirects=False, headers={"X-Forwarded-For": "10.7.0.1"})
+    form = http.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    assert http.post("/login", data={"user": "bob", "password": PASSWORD, "csrf": csrf}).status_code == 303
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', http.get("/create").text).group(1)
+    base = {"csrf": csrf, "image": IMAGE, "gpu_count": "0", "data_disk_gb": "1", "name": "quiet"}
+    bad = http.post("/create", data={**base, "secret_env": "no equals sign"})
+    assert bad.status_code == 400 and "line 1: write NAME=VALUE" in bad.text
+    reserved = http.post("/create", data={**base, "secret_env": "LD_PRELOAD=/tmp/x.so"})
+    assert reserved.status_code == 400 and "LD_PRELOAD is reserved" in reserved.text and "/tmp/x.so" not in reserved.text
+    secret = "console-" + str(time.time_ns())
+    assert http.post("/create", data={**base, "secret_env": f"API_KEY={secret}\n"}).status_code == 303
+    (created,) = [i for i in srv.bob.get("/instances").json() if i["name"] == "quiet"]
+    assert created["secret_env_names"] == ["API_KEY"]
+    wait_status(srv.bob, created["id"], "running", timeout=120)
+    shown = srv.bob.post(f"/instances/{created['id']}/exec", json={"command": ["sh", "-c", "echo $API_KEY"]}).json()
+    assert shown["output"].strip() == secret
+    assert secret not in http.get(f"/instances/{created['id']}").text and secret not in http.get("/instances").text
+    srv.bob.delete(f"/instances/{created['id']}").raise_for_status()
