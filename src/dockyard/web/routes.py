@@ -29,12 +29,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dockyard.api.deps import client_address
 from dockyard.api.routers import billing as billing_api
 from dockyard.api.routers import instances as instances_api
 from dockyard.api.routers import market as market_api
 from dockyard.api.schemas import CloneInstance, KeyIn, SaveImage, StartInstance
 from dockyard.core.billing import format_amount
-from dockyard.api.deps import client_address
 from dockyard.core.errors import DockyardError, NotFound, TooManyRequests
 from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL

@@ -176,10 +176,11 @@ def _running_container(platform: Platform, user: User, key: str) -> tuple[Instan
 def save(key: str, body: SaveImage, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
          driver: Driver = Depends(get_driver)) -> ImageOut:
     """Save the system disk (never the data disk) as a private image; poll the image."""
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         instance = instances.get_owned(db, user, key)
-        audit.on_instance(db, user, instance, "save", body.name)
     image = images.save_instance(platform, user, instance, body.name)
+    with platform.sessions.begin() as db:
+        audit.on_instance(db, user, instance, "save", image.name)
     op = platform.operations.start("save", image.name, user, phase="committing the system disk")
     driver.executor.submit(images.finish_save, platform, image.id, instance, op)
     return ImageOut.model_validate(image, from_attributes=True)
