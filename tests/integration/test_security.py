@@ -7,7 +7,6 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import docker
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
