@@ -181,6 +181,33 @@ class Settings(BaseSettings):
     workers: int = Field(default=16, gt=0)
     api_threads: int = Field(default=200, gt=0)
 
+    # Security (docs/security.md). Addresses (or CIDR blocks) of proxies in front of the
+    # server whose X-Forwarded-For is believed; nobody else's is.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Failed sign-ins allowed per account and per client address in a sliding window,
+    # shared by the API and the console; password hashes (argon2) computed at once.
+    login_failures_per_account: int = Field(default=10, ge=1)
+    login_failures_per_address: int = Field(default=50, ge=1)
+    login_window_s: float = Field(default=300.0, gt=0)
+    login_concurrent_hashes: int = Field(default=4, ge=1)
+    # API tokens from `dockyard login` stop working after this many days; share links too.
+    token_lifetime_days: int = Field(default=30, ge=1, le=3650)
+    share_link_days: int = Field(default=7, ge=1, le=365)
+    # Per-user caps on requests that hold a worker for long: waits (--wait, long-polls),
+    # log follows and execs. One user's many cannot take every worker.
+    max_waits_per_user: int = Field(default=10, ge=1)
+    max_log_follows_per_user: int = Field(default=5, ge=1)
+    max_execs_per_user: int = Field(default=5, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad one
+        return value
+
     @field_validator("instance_domain")
     @classmethod
     def _one_id_in_the_first_label(cls, value: str) -> str:

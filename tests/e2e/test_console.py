@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(600),
 
 @pytest.fixture(scope="module")
 def console(docker_client, pytorch_image):
-    srv = Server(settle_interval_s="1", settle_lag_s="0.5").start()
+    srv = Server(settle_interval_s="1", settle_lag_s="0.5", login_failures_per_account="5").start()
     srv.admin = srv.add_user("ops", admin=True)
     srv.mia = srv.add_user("mia")
     srv.add_user("eve")

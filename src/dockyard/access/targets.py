@@ -4,16 +4,17 @@ instance's own host, and the tickets that open that host to a signed-in browser.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from dockyard.core.errors import Conflict, NotFound, Unauthorized
+from dockyard.core import scopes
+from dockyard.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from dockyard.core.limits import BoundedDict
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, ServicePort, User, utcnow
-from dockyard.services import audit, instances, sessions, users
+from dockyard.services import audit, instances, ports, sessions, users
 from dockyard.services.platform import Platform
 
 JUPYTER_PORT = 8888
@@ -38,11 +39,14 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 def _caller(platform: Platform, authorization: str | None, cookie: str | None, host_id: str | None) -> User:
-    """Who asks: by API token, or by the browser's cookie (on an instance's host, a session
-    of that host; elsewhere, a console session)."""
-    with platform.sessions.begin() as db:
+    """Who asks: by API token (one whose scope opens instances), or by the browser's cookie
+    (on an instance's host, a session of that host; elsewhere, a console session)."""
+    with platform.reads.begin() as db:
         if _bearer(authorization):
-            user = users.user_for_token(db, _bearer(authorization))
+            token = users.token_for(db, _bearer(authorization))
+            if not scopes.opens_instances(token.scope):
+                raise Forbidden(f"this token's scope ({token.scope}) does not open instances")
+            user = db.get(User, token.user_id)
         elif cookie and host_id:
             user = sessions.user_for_instance(db, cookie, host_id)
         elif cookie:
@@ -80,7 +84,7 @@ def _running(platform: Platform, instance: Instance, port: int) -> Target:
     return Target(instance.id, info.ip, port, instance.jupyter_token)
 
 
-_audited: dict[tuple[str, str], float] = {}
+_audited: BoundedDict = BoundedDict(10_000)
 
 
 def _audit(db, instance: Instance, admin: User, what: str) -> None:
@@ -177,18 +181,10 @@ def signed_in(platform: Platform, cookie: str, host_id: str) -> bool:
     return True
 
 
-def _share(db, link: str) -> ServicePort:
-    digest = hashlib.sha256(link.encode()).hexdigest()
-    row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
-    if row is None:
-        raise NotFound("this link does not exist or was revoked")
-    return row
-
-
 def shared_instance(platform: Platform, link: str) -> str:
     """The id of the instance behind a share link (its host serves the link)."""
-    with platform.sessions.begin() as db:
-        return _share(db, link).instance_id
+    with platform.reads.begin() as db:
+        return ports.shared_port(db, link).instance_id
 
 
 def shared(platform: Platform, link: str) -> Target:
@@ -198,7 +194,11 @@ def shared(platform: Platform, link: str) -> Target:
     if hit:
         return hit
     generations = _generations(platform)
-    with platform.sessions.begin() as db:
-        row = _share(db, link)
+    with platform.reads.begin() as db:
+        row = ports.shared_port(db, link)
         instance, port = db.get(Instance, row.instance_id), row.port
-    return _remember(cache_key, generations, _running(platform, instance, port))
+    try:
+        target = _running(platform, instance, port)
+    except Conflict:  # a visitor learns nothing of the instance (not its name, not its status)
+        raise Conflict("the shared service is not available now; try again later") from None
+    return _remember(cache_key, generations, target)

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from dockyard.api.routers import access, auth, images, instances, keys, market
 from dockyard.api.routers import billing as billing_router  # issue 5
@@ -25,6 +27,7 @@ from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
+from dockyard.services.login_guard import LoginGuard
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -144,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")
+    app.state.login_guard = LoginGuard(settings)  # the API's and the console's sign-ins alike
 
     @app.exception_handler(DockyardError)
     async def _dockyard_error(_request: Request, exc: DockyardError):
@@ -152,6 +156,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             body["field"] = exc.field
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_request: Request, _exc: Exception):
+        # A number no column holds (SQLite: over 64 bits; PostgreSQL: over the column's type).
+        return JSONResponse({"detail": "a number in the request is out of range"}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
@@ -176,5 +186,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.openapi = lambda: _openapi_with_our_errors(app)
     return app
+
+
+def _openapi_with_our_errors(app: FastAPI) -> dict:
+    """The schema, with a 422's body as _invalid sends it (one readable message)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError", "type": "object", "required": ["detail"],
+                "properties": {"detail": {"type": "string", "title": "Detail"}}}
+            schemas.pop("ValidationError", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 

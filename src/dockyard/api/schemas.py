@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,12 +28,37 @@ MAX_HELP = "stop after this many minutes running since the last start; null: nev
 class LoginRequest(Strict):
     user: str = Field(max_length=64)
     password: str = Field(max_length=1024)
+    scope: Literal["all", "read", "instances", "billing"] = Field(
+        default="all", description="all; read (GET only); instances; billing")
+    expires_days: int | None = Field(default=None, ge=1, le=3650,
+                                     description="default: the server's token_lifetime_days")
+    name: str | None = Field(default=None, max_length=64, description="a label for `dockyard tokens ls`")
 
 
 class TokenOut(BaseModel):
     token: str
     user: str
     is_admin: bool
+    id: int
+    scope: str
+    expires_at: datetime | None
+
+
+class TokenInfo(BaseModel):
+    """A token as listed: never the token itself."""
+
+    id: int
+    name: str | None
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    current: bool = False
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(min_length=8, max_length=1024)
 
 
 class UserOut(BaseModel):
@@ -46,13 +72,15 @@ class CreateInstance(Strict):
     gpu_model: str = Field(default=ANY_MODEL, min_length=1, max_length=64)
     gpu_count: int = Field(default=1, ge=0, le=64)
     env: dict[str, str] = Field(default_factory=dict, max_length=128)
+    secret_env: dict[str, str] = Field(default_factory=dict, max_length=128,
+                                       description="passed to the container, stored encrypted, never shown again")
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
     auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for key, value in env.items():
@@ -122,7 +150,9 @@ class InstanceOut(BaseModel):
     gpu_count: int
     no_gpu: bool
     gpus: list[GpuRef]
+    # Another user's values (an admin's view) are left out: only the names show.
     env: dict[str, str]
+    secret_env_names: list[str] = []
     command: str | None
     data_disk_gb: int
     env_check: dict | None

@@ -130,11 +130,15 @@ def ports_rm(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Arg
 
 @ports_app.command("share")
 def ports_share(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(...),
-                revoke: bool = typer.Option(False, "--revoke", help="revoke the link instead")) -> None:
-    """Make an unguessable link anyone may open (a new one revokes the old), or revoke it."""
+                revoke: bool = typer.Option(False, "--revoke", help="revoke the link instead"),
+                days: Optional[int] = typer.Option(None, "--days", help="how long it works (default 7)")) -> None:
+    """Make an unguessable link anyone may open until it expires (a new one revokes the
+    old), or revoke it."""
     client = Client()
     if revoke:
         client.request("DELETE", f"/instances/{key}/ports/{port}/share")
         render.console.print(f"the link to port {port} is revoked")
     else:
-        print(client.post(f"/instances/{key}/ports/{port}/share")["url"])
+        link = client.post(f"/instances/{key}/ports/{port}/share", {"days": days} if days else None)
+        print(link["url"])
+        print(f"works until {link['expires_at'][:19]} UTC", file=sys.stderr)  # stdout: the link alone

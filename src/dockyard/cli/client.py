@@ -124,12 +124,20 @@ def parse_seconds(value: str, option: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
-def parse_env(pairs: list[str]) -> dict[str, str]:
-    """--env NAME=VALUE options as a dict."""
+def forget_credentials(token: str) -> bool:
+    """Remove the saved credentials if they hold `token`; True if they did."""
+    if _saved().get("token") != token:
+        return False
+    credentials_path().unlink(missing_ok=True)
+    return True
+
+
+def parse_env(pairs: list[str], option: str = "--env") -> dict[str, str]:
+    """NAME=VALUE options as a dict."""
     env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise CliError(f"--env {pair!r}: use NAME=VALUE")
+            raise CliError(f"{option} {pair.split('=')[0]!r}: use NAME=VALUE")
         env[key] = value
     return env

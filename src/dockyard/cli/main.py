@@ -19,6 +19,7 @@ from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
 from dockyard.cli.metrics import metrics  # issue 7
 from dockyard.cli.operations import follow
+from dockyard.cli.tokens import logout, passwd, tokens_app
 from dockyard.cli.client import Client, CliError, parse_env, parse_seconds, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
@@ -36,6 +37,9 @@ app.add_typer(clusters_app, name="cluster")
 app.command("metrics")(metrics)  # issue 7: monitoring
 app.command("autostop")(autostop)  # issue 7
 app.command("notifications")(notifications)
+app.add_typer(tokens_app, name="tokens")
+app.command("logout")(logout)
+app.command("passwd")(passwd)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 
@@ -71,11 +75,15 @@ def serve(host: Optional[str] = typer.Option(None, help="address to listen on"),
 @app.command()
 def login(url: str = typer.Option(..., help="the Dockyard server, e.g. http://gpu1:8000"),
           user: str = typer.Option(..., help="your user name"),
-          password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin")) -> None:
+          password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin"),
+          scope: str = typer.Option("all", help="what the token may do: all, read, instances or billing"),
+          days: Optional[int] = typer.Option(None, "--days", help="token lifetime (default: the server's, 30)"),
+          name: Optional[str] = typer.Option(None, "--name", help="a label for `dockyard tokens ls`")) -> None:
     """Log in and save an API token for the next commands."""
     password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass("Password: ")
     client = Client(url=server_url(url), token="")
-    answer = client.post("/auth/login", {"user": user, "password": password})
+    answer = client.post("/auth/login", {"user": user, "password": password, "scope": scope, "expires_days": days,
+                                         "name": name})
     path = save_credentials(client.url, answer["user"], answer["token"])
     render.console.print(f"logged in to {client.url} as {answer['user']} (token saved in {path})")
 
@@ -100,6 +108,8 @@ def create(
     gpu_model: str = typer.Option("any", "--gpu-model", "-m", help="GPU model, or 'any'"),
     gpus: int = typer.Option(1, "--gpus", "-g", help="number of GPUs (0 for none)"),
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
+    secret_env: list[str] = typer.Option([], "--secret-env", help="NAME=VALUE kept secret (stored encrypted, "
+                                                                   "never shown again), repeatable"),
     command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
     data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
     ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
@@ -111,7 +121,7 @@ def create(
     """Rent an instance."""
     client = Client()
     body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
-            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password,
+            "secret_env": parse_env(secret_env, "--secret-env"), "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password,
             **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"))}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:

@@ -32,3 +32,9 @@ class Unauthorized(DockyardError):
 
 class Forbidden(DockyardError):
     status_code = 403
+
+
+class TooManyRequests(DockyardError):
+    """A per-user or per-address limit: the message names it; retry later."""
+
+    status_code = 429

@@ -16,3 +16,13 @@ def is_valid_name(value: str) -> bool:
 
 def is_valid_env_name(value: str) -> bool:
     return bool(_env_name.fullmatch(value))
+
+
+# Names the platform and the NVIDIA runtime set or act on: a user's value could load code
+# into every process (LD_PRELOAD), reach other GPUs (NVIDIA_VISIBLE_DEVICES) or pose as ours.
+RESERVED_ENV_PREFIXES = ("LD_", "NVIDIA_", "DOCKYARD_")
+
+
+def reserved_env_name(names) -> str | None:
+    """The first of `names` a user may not set, or None."""
+    return next((n for n in names if n.upper().startswith(RESERVED_ENV_PREFIXES)), None)

@@ -70,6 +70,12 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What it may do (services/scopes.py), a label for `dockyard tokens ls`, when it stops
+    # working, and when it was last used (written at most once a minute).
+    scope: Mapped[str] = mapped_column(String(16), default="all")
+    name: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
 
 
 class SshKey(Base):
@@ -113,6 +119,7 @@ class ServicePort(Base):
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
     port: Mapped[int] = mapped_column(Integer)
     share_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    share_expires_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -220,6 +227,9 @@ class Instance(Base):
     # True while started with --no-gpu: it holds no GPUs and gets the small share.
     no_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
     env: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Environment values marked secret: a Fernet token of their JSON (services/secrets.py),
+    # decrypted only to start the container; never shown.
+    secret_env: Mapped[str | None] = mapped_column(Text)
     command: Mapped[str | None] = mapped_column(JSON)  # a shell command line
     data_disk_gb: Mapped[int] = mapped_column(Integer)
     # The container now holding the system disk, and the GPUs it was created with.

@@ -1,4 +1,5 @@
-"""Engine and sessions. SQLite gets WAL, foreign keys and writer-serialising transactions."""
+"""Engine and sessions. SQLite gets WAL and foreign keys; writes begin IMMEDIATE (the write
+lock up front), reads begin DEFERRED (a snapshot, never the write lock)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+READ_ONLY = "dockyard_read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read session was asked to write: use the write sessions for that."""
 
 
 def make_engine(url: str) -> Engine:
@@ -35,10 +42,26 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        # IMMEDIATE takes the write lock up front, so two transactions that read free
-        # GPUs and then insert assignments never interleave (no SQLITE_BUSY on upgrade).
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            # A WAL snapshot: readers never wait for the writer nor make it wait.
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            # IMMEDIATE takes the write lock up front, so two transactions that read free
+            # GPUs and then insert assignments never interleave (no SQLITE_BUSY on upgrade).
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reading only (token checks, listings, pages): a flush of any change fails."""
+    factory = sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+    @event.listens_for(factory, "before_flush")
+    def _refuse_writes(session, _context, _instances):
+        if session.new or session.dirty or session.deleted:
+            raise ReadOnlySessionError("a read-only session cannot write; use platform.sessions")
+
+    return factory

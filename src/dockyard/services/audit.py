@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dockyard.db.models import AuditEntry, User
+from dockyard.db.models import AuditEntry, Instance, User
 
 PAGE_SIZE = 50
 
@@ -21,6 +21,15 @@ def record(db: Session, actor: User | str, action: str, target: str, detail: str
         name, actor_id = actor.name, actor.id
     db.add(AuditEntry(actor_id=actor_id, actor_name=name[:64], action=action[:64], target=target[:128],
                       detail=detail))
+
+
+def on_instance(db: Session, actor: User, instance: Instance, action: str, detail: str = "") -> None:
+    """Record an admin's action on another user's instance (exec, save, share, stop, start,
+    release, open); a user's own actions are not audit entries."""
+    if not actor.is_admin or instance.owner_id == actor.id:
+        return
+    owner = db.scalars(select(User.name).where(User.id == instance.owner_id)).first() or "?"
+    record(db, actor, f"instance.{action}", f"{owner}/{instance.name} ({instance.id})", detail)
 
 
 def entries(db: Session, action: str | None = None, actor: str | None = None, limit: int = PAGE_SIZE,

@@ -45,7 +45,7 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
     request = instances.CreateRequest(
         image=image.name, name=name, gpu_model=source.gpu_model,
         gpu_count=source.gpu_count if gpu_count is None else gpu_count,
-        env=dict(source.env or {}), command=source.command, data_disk_gb=source.data_disk_gb,
+        env=dict(source.env or {}), secret_env=platform.secret_box.open(source.secret_env), command=source.command, data_disk_gb=source.data_disk_gb,
         ssh_password=bool(source.ssh_password), auto_stop_idle_minutes=source.auto_stop_idle_minutes,
         auto_stop_max_minutes=source.auto_stop_max_minutes, instance_id=clone_id, node=source.node_name,
         sysdisk_image=f"dy-{platform.deployment}-sysdisk:{clone_id}-{int(time.time() * 1000)}",

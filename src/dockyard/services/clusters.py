@@ -99,6 +99,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
     shape = core.ClusterShape(members=request.nodes, gpus=request.gpus, model=request.gpu_model)
     if shape.members < 1 or shape.members > platform.settings.max_cluster_nodes:
         core.check_shape([], shape, platform.settings.max_cluster_nodes)  # raises, naming `nodes`
+    instances.check_env(request.env, {})
     # Docker calls first, outside any transaction: which engines can share an overlay network.
     groups, managers = cluster_net.swarm_groups(platform.runtimes)
 

@@ -295,6 +295,7 @@ class Driver:
         real = bool(gpus) and not gpus[0].simulated
         env = {
             **(instance.env or {}),
+            **self.platform.secret_box.open(instance.secret_env),  # opened only here, never logged
             "DOCKYARD_INSTANCE_ID": instance.id,
             "DOCKYARD_INSTANCE_NAME": instance.name,
             "DOCKYARD_GPU_UUIDS": ",".join(uuids),

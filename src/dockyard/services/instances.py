@@ -16,8 +16,9 @@ from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
+from dockyard.core.validation import RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
-from dockyard.services import images, ownership
+from dockyard.services import audit, images, ownership
 from dockyard.services.platform import Platform
 
 ALLOCATION_RETRIES = 5
@@ -30,6 +31,7 @@ class CreateRequest:
     gpu_model: str = ANY_MODEL
     gpu_count: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)  # sealed at rest, never shown
     command: str | None = None
     data_disk_gb: int = 50
     ssh_password: bool = False
@@ -172,7 +174,21 @@ def _with_retries(action):
             time.sleep(0.01 * (attempt + 1))
 
 
+def check_env(env: dict[str, str], secret_env: dict[str, str]) -> None:
+    """Refuse names the platform owns, and a name given both plain and secret."""
+    reserved = reserved_env_name([*env, *secret_env])
+    if reserved:
+        raise InvalidInput(f"env: {reserved} is reserved (names starting with "
+                           f"{', '.join(RESERVED_ENV_PREFIXES)} are the platform's)", field="env")
+    both = sorted(set(env) & set(secret_env))
+    if both:
+        raise InvalidInput(f"env: {both[0]} is given both as plain and as secret", field="env")
+
+
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
+    check_env(request.env, request.secret_env)
+    sealed = platform.secret_box.seal(request.secret_env)
+
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             image = images.image_to_run(db, user, request.image)
@@ -211,6 +227,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 gpu_count=request.gpu_count,
                 status=Status.CREATING,
                 env=request.env,
+                secret_env=sealed,
                 command=request.command,
                 data_disk_gb=request.data_disk_gb,
                 jupyter_token=secrets.token_hex(24),
@@ -243,7 +260,9 @@ def _user_action(platform: Platform, user: User, key: str, action: str) -> Insta
         instance = get_owned(db, user, key)
         current = Status(instance.status)
     target = check_user_action(current, action)
-    if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}"):
+    also = lambda db: audit.on_instance(db, user, instance, action)  # noqa: E731 (an admin's, on another's)
+    if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}",
+                                            also=also):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
@@ -286,6 +305,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             mode = " without GPUs" if no_gpu else ""
             db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.STARTING,
                                  cause=f"start{mode} requested by {user.name}"))
+            audit.on_instance(db, user, instance, "start", mode.strip())
             return instance
 
     instance = _with_retries(attempt)
@@ -299,7 +319,7 @@ def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str]
     deadline = time.monotonic() + timeout
     while True:
         seen = platform.generation
-        with platform.sessions.begin() as db:
+        with platform.reads.begin() as db:
             instance = get_owned(db, user, key)
         left = deadline - time.monotonic()
         if instance.status in statuses or left <= 0:

@@ -1,4 +1,8 @@
-"""Finding a user's own rows (instances, clusters) by id or name: others' answer 404."""
+"""Finding a user's own rows (instances, clusters) by id or name: others' answer 404.
+
+A name means one of the caller's own, admins included (an admin's `stop train` never stops
+a user's "train"); an admin reaches another user's row by its id or as `user/name` (in a
+URL path, where a segment holds no "/", as `user:name`)."""
 
 from __future__ import annotations
 
@@ -10,11 +14,21 @@ from dockyard.db.models import User
 
 
 def get_owned(db: Session, model, user: User, key: str, what: str):
-    """A row by id, or by name among the live ones, if `user` may see it (admins see all);
-    otherwise 404, never 403, so nobody learns what others have."""
-    query = select(model).where((model.id == key) | ((model.name == key) & (model.status != "released")))
-    if not user.is_admin:
-        query = query.where(model.owner_id == user.id)
+    """A row by id, by name among the caller's live ones, or (admins, or the owner) by
+    `owner/name`; otherwise 404, never 403, so nobody learns what others have."""
+    owner_name, slash, name = key.replace(":", "/", 1).partition("/")
+    live = model.status != "released"
+    if slash:
+        if owner_name != user.name and not user.is_admin:
+            raise NotFound(f"{what} {key!r} not found")
+        query = select(model).join(User, User.id == model.owner_id).where(User.name == owner_name, model.name == name,
+                                                                         live)
+    else:
+        by_id = model.id == key
+        if not user.is_admin:
+            by_id = by_id & (model.owner_id == user.id)
+        query = select(model).where(by_id | ((model.name == key) & live & (model.owner_id == user.id)))
+        query = query.order_by((model.id == key).desc())  # an id before a name that looks like one
     found = db.scalars(query.order_by(model.created_at.desc())).first()
     if found is None:
         raise NotFound(f"{what} {key!r} not found")

@@ -15,9 +15,11 @@ from dockyard.core.catalog import CatalogEntry
 from dockyard.core.errors import NotFound
 from dockyard.db import migrate
 from dockyard.db.models import Meta
-from dockyard.db.session import make_engine, make_session_factory
+from dockyard.db.session import make_engine, make_read_session_factory, make_session_factory
 from dockyard.runtimes.base import Runtime
+from dockyard.services.fair_share import FairShare
 from dockyard.services.operations import Operations
+from dockyard.services.secret_env import SecretBox
 
 
 @dataclass
@@ -36,6 +38,20 @@ class Platform:
     # Bumped when access is taken away (a port closed or unshared, a session or token
     # ended), so the access paths forget what they remembered at once.
     access_generation: int = 0
+    # Sessions that only read (DEFERRED on SQLite: no write lock); default: `sessions`.
+    reads: sessionmaker[Session] | None = None
+    # Per-user caps on long requests (waits, log follows, execs).
+    fair_share: FairShare | None = None
+    # Seals the environment values marked secret (key in $DOCKYARD_HOME).
+    secret_box: SecretBox | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            self.reads = self.sessions
+        if self.fair_share is None:
+            self.fair_share = FairShare(self.settings)
+        if self.secret_box is None:
+            self.secret_box = SecretBox(self.settings.home)
 
     def runtime(self, node: str) -> Runtime:
         try:
@@ -63,7 +79,8 @@ def open_platform(settings: Settings) -> Platform:
     engine = make_engine(settings.db_url)
     migrate.upgrade(engine)
     sessions = make_session_factory(engine)
-    return Platform(settings=settings, sessions=sessions, deployment=_deployment_id(sessions))
+    return Platform(settings=settings, sessions=sessions, deployment=_deployment_id(sessions),
+                    reads=make_read_session_factory(engine))
 
 
 def _deployment_id(sessions: sessionmaker[Session]) -> str:

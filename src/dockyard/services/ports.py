@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
-from dockyard.db.models import Instance, ServicePort
+from dockyard.db.models import Instance, ServicePort, utcnow
 
 RESERVED = {22: "SSH", 8888: "JupyterLab"}
+LINK_NOT_FOUND = "this link does not exist, expired or was revoked"
 
 
 def check_port(port: int) -> None:
@@ -46,8 +48,24 @@ def listed(db: Session, instance: Instance) -> list[ServicePort]:
                            .order_by(ServicePort.port)))
 
 
-def share(db: Session, row: ServicePort) -> str:
-    """A new unguessable link (the old one, if any, stops working); stored hashed."""
+def share(db: Session, row: ServicePort, lifetime: timedelta) -> str:
+    """A new unguessable link valid for `lifetime` (the old one, if any, stops working);
+    stored hashed."""
     link = secrets.token_urlsafe(24)
     row.share_hash = hashlib.sha256(link.encode()).hexdigest()
+    row.share_expires_at = utcnow() + lifetime
     return link
+
+
+def unshare(row: ServicePort) -> None:
+    row.share_hash = row.share_expires_at = None
+
+
+def shared_port(db: Session, link: str) -> ServicePort:
+    """The port behind a live share link. Unknown, revoked and expired links get the same
+    answer, which names nothing."""
+    row = db.scalars(select(ServicePort).where(ServicePort.share_hash == hashlib.sha256(link.encode()).hexdigest())
+                     ).first()
+    if row is None or (row.share_expires_at is not None and row.share_expires_at <= utcnow()):
+        raise NotFound(LINK_NOT_FOUND)
+    return row

@@ -13,9 +13,8 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,18 +29,19 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dockyard.api.deps import client_address
 from dockyard.api.routers import billing as billing_api
 from dockyard.api.routers import instances as instances_api
 from dockyard.api.routers import market as market_api
 from dockyard.api.schemas import CloneInstance, KeyIn, SaveImage, StartInstance
 from dockyard.core.billing import format_amount
-from dockyard.core.errors import DockyardError, NotFound
+from dockyard.core.errors import DockyardError, NotFound, TooManyRequests
 from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import billing, images, instances, keys, notifications, ports, sessions, users
+from dockyard.services import billing, images, instances, keys, notifications, ports, sessions
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -51,7 +51,6 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "dockyard_login_csrf"
-LOGIN_FAILURES_PER_MINUTE = 5
 SSE_POLL_S = 0.3
 SSE_PING_S = 15.0
 
@@ -85,7 +84,7 @@ def csrf_token(session_token: str) -> str:
 
 
 def _user_for_cookie(platform: Platform, token: str) -> User | None:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         try:
             user = sessions.user_for(db, token)
         except DockyardError:
@@ -142,7 +141,7 @@ def render(p: Page, template: str, status_code: int = 200, **context) -> HTMLRes
 
 
 def unread_notifications(platform: Platform, user_id: int) -> int:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         return notifications.unread_count(db, user_id)
 
 
@@ -193,31 +192,12 @@ def home(p: Page = Depends(optional_page)) -> Response:
     return RedirectResponse("/instances" if p.user else "/login", status_code=303)
 
 
-_failures: dict[tuple[str, str], deque] = defaultdict(deque)
-_failures_lock = threading.Lock()
-
-
-def _recent_failures(key: tuple[str, str]) -> int:
-    with _failures_lock:
-        times = _failures[key]
-        while times and times[0] < time.monotonic() - 60:
-            times.popleft()
-        if not times:
-            del _failures[key]
-            return 0
-        return len(times)
-
-
-def _record_failure(key: tuple[str, str]) -> None:
-    with _failures_lock:
-        _failures[key].append(time.monotonic())
-
-
 def _login_page(p: Page, next: str, error: str | None = None, status_code: int = 200, name: str = "") -> HTMLResponse:
     login_csrf = p.request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(p, "login.html", status_code=status_code, next=next, error=error, login_csrf=login_csrf,
                       name=name)
-    response.set_cookie(LOGIN_CSRF_COOKIE, login_csrf, httponly=True, samesite="strict", max_age=3600)
+    response.set_cookie(LOGIN_CSRF_COOKIE, login_csrf, httponly=True, samesite="strict", max_age=3600,
+                        secure=p.request.url.scheme == "https")
     return response
 
 
@@ -239,17 +219,16 @@ def login(data: dict = Depends(form), p: Page = Depends(optional_page)) -> Respo
     cookie = p.request.cookies.get(LOGIN_CSRF_COOKIE)
     if not cookie or not hmac.compare_digest(cookie, data.get("csrf", "")):
         return _login_page(p, next, "CSRF", status_code=403, name=name)
-    key = (name, p.request.client.host if p.request.client else "")
-    if _recent_failures(key) >= LOGIN_FAILURES_PER_MINUTE:
+    guard = p.request.app.state.login_guard  # the API's limits too
+    try:
+        with p.platform.reads.begin() as db:  # the slow hash holds no write lock
+            user = guard.check(db, name, password, client_address(p.request))
+            db.expunge(user)
+        with p.platform.sessions.begin() as db:
+            token = sessions.start(db, user)
+    except TooManyRequests:
         return _login_page(p, next, p.t("signin.limited"), status_code=429, name=name)
-    with p.platform.sessions.begin() as db:
-        try:
-            user = users.check_password(db, name, password)
-        except DockyardError:
-            user = None
-        token = sessions.start(db, user) if user else None
-    if token is None:
-        _record_failure(key)
+    except DockyardError:
         return _login_page(p, next, p.t("signin.wrong"), status_code=401, name=name)
     response = RedirectResponse(next, status_code=303)
     response.set_cookie(sessions.COOKIE, token, httponly=True, samesite="lax",
@@ -338,7 +317,8 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
-        body = instances_api.CreateInstance(**chosen)
+        # Secret values go to the create only: never back into the form.
+        body = instances_api.CreateInstance(**chosen, secret_env=parse_env_lines(data.get("secret_env", "")))
         out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
     except (DockyardError, ValidationError, ValueError) as exc:
         message = form_error(exc)
@@ -346,6 +326,19 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
             context = create_context(db, p.user)
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
     return RedirectResponse(f"/instances?created={out.id}", status_code=303)
+
+
+def parse_env_lines(text: str) -> dict[str, str]:
+    """NAME=VALUE lines (blank ones skipped) as a dict; a line without "=" is a ValueError."""
+    env = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"secret environment, line {number}: write NAME=VALUE")
+        env[name.strip()] = value.rstrip("\r")
+    return env
 
 
 def form_error(exc: Exception) -> str:
@@ -511,14 +504,14 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
 
 
 def _snapshot(platform: Platform, user_id: int) -> dict[str, tuple]:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         return {r[0]: tuple(r[1:]) for r in db.execute(
             select(Instance.id, Instance.status, Instance.updated_at, Instance.no_gpu)
             .where(Instance.owner_id == user_id, Instance.status != Status.RELEASED))}
 
 
 def _rows_for(platform: Platform, user: User, ids: set[str]) -> list[dict]:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         return instance_rows(db, user, ids)
 
 
@@ -610,8 +603,10 @@ def remove_key(name: str, data: dict = Depends(form), p: Page = Depends(page)) -
     try:
         with p.platform.sessions.begin() as db:
             keys.remove_key(db, p.user, name)
-    except DockyardError as exc:
-        return keys_page(p, error=exc.message)
+    except DockyardError as exc:  # another user's key, or none: 404 with the reason
+        refused = keys_page(p, error=exc.message)
+        refused.status_code = exc.status_code
+        return refused
     return RedirectResponse("/keys", status_code=303)
 
 

@@ -1,21 +1,25 @@
 """Links into instances: JupyterLab sign-in links and service ports."""
 
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from dockyard.access.origins import instance_base
 from dockyard.api.deps import current_user, get_db
 from dockyard.db.models import User
-from dockyard.services import instances, ports, sessions
+from dockyard.services import audit, instances, ports, sessions
 
 router = APIRouter(prefix="/instances", tags=["access"])
 
 
 class Link(BaseModel):
     url: str
+
+
+PortPath = Path(ge=1, le=65535)
 
 
 class PortIn(BaseModel):
@@ -58,26 +62,39 @@ def expose(key: str, body: PortIn, request: Request, user: User = Depends(curren
 
 
 @router.delete("/{key}/ports/{port}", status_code=204)
-def unexpose(key: str, port: int, request: Request, user: User = Depends(current_user),
+def unexpose(key: str, request: Request, port: int = PortPath, user: User = Depends(current_user),
              db: Session = Depends(get_db)) -> None:
     db.delete(ports.find(db, instances.get_owned(db, user, key), port))
     _revoked(request, db)
 
 
-@router.post("/{key}/ports/{port}/share", response_model=Link)
-def share(key: str, port: int, request: Request, user: User = Depends(current_user),
-          db: Session = Depends(get_db)) -> Link:
-    """An unguessable link anyone may open, until revoked (a new one revokes the old)."""
-    row = ports.find(db, instances.get_owned(db, user, key), port)
-    link = ports.share(db, row)
+class ShareIn(BaseModel):
+    days: int | None = Field(default=None, ge=1, le=365, description="how long the link works; default 7")
+
+
+class ShareLink(Link):
+    expires_at: datetime
+
+
+@router.post("/{key}/ports/{port}/share", response_model=ShareLink)
+def share(key: str, request: Request, body: ShareIn | None = None, port: int = PortPath,
+          user: User = Depends(current_user), db: Session = Depends(get_db)) -> ShareLink:
+    """An unguessable link anyone may open until it expires or is revoked (a new one
+    revokes the old)."""
+    instance = instances.get_owned(db, user, key)
+    row = ports.find(db, instance, port)
+    days = (body and body.days) or request.app.state.platform.settings.share_link_days
+    link = ports.share(db, row, timedelta(days=days))
+    audit.on_instance(db, user, instance, "share", f"port {port}, {days} days")
+    expires_at = row.share_expires_at
     _revoked(request, db)  # the old link
-    return Link(url=f"{instance_base(request, row.instance_id)}/shared/{link}/")
+    return ShareLink(url=f"{instance_base(request, row.instance_id)}/shared/{link}/", expires_at=expires_at)
 
 
 @router.delete("/{key}/ports/{port}/share", status_code=204)
-def unshare(key: str, port: int, request: Request, user: User = Depends(current_user),
+def unshare(key: str, request: Request, port: int = PortPath, user: User = Depends(current_user),
             db: Session = Depends(get_db)) -> None:
-    ports.find(db, instances.get_owned(db, user, key), port).share_hash = None
+    ports.unshare(ports.find(db, instances.get_owned(db, user, key), port))
     _revoked(request, db)
 
 

@@ -13,7 +13,7 @@ from dockyard.api.schemas import CreateInstance, Strict
 from dockyard.core.clusters import member_ips
 from dockyard.core.placement import ANY_MODEL
 from dockyard.db.models import Cluster, Image, User
-from dockyard.services import clusters, instances
+from dockyard.services import clusters, fair_share, instances
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -118,7 +118,8 @@ def show(key: str, wait_for: list[str] = Query(default=[], description="block un
          timeout: float = Query(60, ge=0, le=600), user: User = Depends(current_user),
          platform: Platform = Depends(get_platform)) -> ClusterOut:
     if wait_for:
-        cluster = clusters.wait_for(platform, user, key, set(wait_for), timeout)
+        with platform.fair_share.place(user, fair_share.WAIT):
+            cluster = clusters.wait_for(platform, user, key, set(wait_for), timeout)
     else:
         with platform.sessions.begin() as db:
             cluster = clusters.get_owned(db, user, key)

@@ -1,6 +1,7 @@
 import codecs
 import json
-from typing import AsyncIterator
+import shlex
+from typing import AsyncGenerator
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
@@ -28,7 +29,7 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import autostop, images, instances
+from dockyard.services import audit, autostop, fair_share, images, instances
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -36,7 +37,12 @@ from dockyard.services.platform import Platform
 router = APIRouter(prefix="/instances", tags=["instances"])
 
 
-def instance_out(db: Session, instance: Instance) -> InstanceOut:
+HIDDEN = "(hidden)"
+
+
+def instance_out(platform: Platform, db: Session, instance: Instance, viewer: User) -> InstanceOut:
+    """`viewer` sees the values of their own instance's environment; an admin looking at
+    another user's sees only the names."""
     gpus = instances.assigned_gpus(db, instance.id)
     from dockyard.config import get_settings
     from dockyard.services.billing import instance_costs  # issue 5
@@ -54,7 +60,8 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         gpu_count=instance.gpu_count,
         no_gpu=instance.no_gpu,
         gpus=[GpuRef(index=g.index, uuid=g.uuid, model=g.model, simulated=g.simulated) for g in gpus],
-        env=instance.env or {},
+        env={k: (v if viewer.id == instance.owner_id else HIDDEN) for k, v in (instance.env or {}).items()},
+        secret_env_names=sorted(platform.secret_box.open(instance.secret_env)),
         command=instance.command,
         data_disk_gb=instance.data_disk_gb,
         env_check=instance.env_check,
@@ -78,9 +85,9 @@ def ssh_command(db: Session, instance: Instance) -> str | None:
     return f"ssh -p {instance.ssh_port} root@{host}"
 
 
-def _out(platform: Platform, instance_id: str) -> InstanceOut:
-    with platform.sessions.begin() as db:
-        return instance_out(db, db.get(Instance, instance_id))
+def _out(platform: Platform, instance_id: str, viewer: User) -> InstanceOut:
+    with platform.reads.begin() as db:
+        return instance_out(platform, db, db.get(Instance, instance_id), viewer)
 
 
 @router.post("", response_model=InstanceOut, status_code=201)
@@ -92,7 +99,7 @@ def create(
 ) -> InstanceOut:
     instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
     driver.kick(instance.id)
-    out = _out(platform, instance.id)
+    out = _out(platform, instance.id, user)
     out.ssh_password = instance.ssh_password
     return out
 
@@ -101,9 +108,10 @@ def create(
 def list_all(
     all: bool = Query(False, description="include released instances"),
     user: User = Depends(current_user),
+    platform: Platform = Depends(get_platform),
     db: Session = Depends(get_db),
 ) -> list[InstanceOut]:
-    return [instance_out(db, i) for i in instances.list_instances(db, user, include_released=all)]
+    return [instance_out(platform, db, i, user) for i in instances.list_instances(db, user, include_released=all)]
 
 
 @router.get("/{key}", response_model=InstanceOut)
@@ -115,11 +123,12 @@ def show(
     platform: Platform = Depends(get_platform),
 ) -> InstanceOut:
     if wait_for:
-        instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
+        with platform.fair_share.place(user, fair_share.WAIT):
+            instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
     else:
-        with platform.sessions.begin() as db:
+        with platform.reads.begin() as db:
             instance = instances.get_owned(db, user, key)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.patch("/{key}", response_model=InstanceOut)
@@ -127,7 +136,7 @@ def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
     """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
     instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.get("/{key}/events", response_model=list[EventOut])
@@ -136,10 +145,10 @@ def events(key: str, user: User = Depends(current_user), db: Session = Depends(g
     return [EventOut.model_validate(e, from_attributes=True) for e in instances.events(db, instance.id)]
 
 
-def _act(action, platform: Platform, driver: Driver, *args) -> InstanceOut:
-    instance = action(platform, *args)
+def _act(action, platform: Platform, driver: Driver, user: User, *args) -> InstanceOut:
+    instance = action(platform, user, *args)
     driver.kick(instance.id)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.post("/{key}/stop", response_model=InstanceOut)
@@ -161,7 +170,7 @@ def release(key: str, user: User = Depends(current_user), platform: Platform = D
 
 
 def _running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         instance = instances.get_owned(db, user, key)
     if not instance.container_id:
         raise Conflict(f"instance {instance.name} has no container yet (it is {instance.status})")
@@ -172,9 +181,11 @@ def _running_container(platform: Platform, user: User, key: str) -> tuple[Instan
 def save(key: str, body: SaveImage, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
          driver: Driver = Depends(get_driver)) -> ImageOut:
     """Save the system disk (never the data disk) as a private image; poll the image."""
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         instance = instances.get_owned(db, user, key)
     image = images.save_instance(platform, user, instance, body.name)
+    with platform.sessions.begin() as db:
+        audit.on_instance(db, user, instance, "save", image.name)
     op = platform.operations.start("save", image.name, user, phase="committing the system disk")
     driver.executor.submit(images.finish_save, platform, image.id, instance, op)
     return ImageOut.model_validate(image, from_attributes=True)
@@ -186,7 +197,7 @@ def clone(key: str, body: CloneInstance, user: User = Depends(current_user),
     """A new instance over copies of this one's system and data disks, on its node. The
     operation reports the copy (GET /operations/ID); the instance then starts as usual."""
     instance, op = clone_instance(platform, driver, user, key, body.name, body.gpu_count)
-    out = _out(platform, instance.id)
+    out = _out(platform, instance.id, user)
     out.ssh_password = instance.ssh_password  # a new one, shown once, as at create
     return CloneOut(instance=out, operation=OperationOut(**op.view()))
 
@@ -199,7 +210,7 @@ def check(key: str, user: User = Depends(current_user), platform: Platform = Dep
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     driver.check_environment(instance.id)
-    return _out(platform, instance.id)
+    return _out(platform, instance.id, user)
 
 
 @router.get("/{key}/logs")
@@ -211,12 +222,19 @@ def logs(
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
     instance, container_id = _running_container(platform, user, key)
+    if not follow:
+        return StreamingResponse(pumped(_logs(platform, instance, container_id, tail, False)), media_type="text/plain")
+    with platform.fair_share.place(user, fair_share.LOGS) as place:  # a follow holds a worker: one of the user's few
+        chunks = _logs(platform, instance, container_id, tail, True)
+        return StreamingResponse(place.kept(pumped(chunks)), media_type="text/plain")
+
+
+def _logs(platform: Platform, instance: Instance, container_id: str, tail: int, follow: bool):
     try:
-        chunks = platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow,
-                                                           max_bytes=platform.settings.logs_max_bytes)
+        return platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow,
+                                                         max_bytes=platform.settings.logs_max_bytes)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
-    return StreamingResponse(pumped(chunks), media_type="text/plain")
 
 
 # Output kept for one answer at the end; a stream may be as long as the server allows.
@@ -232,24 +250,33 @@ async def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
     instance, container_id = await run_in_threadpool(_running_container, platform, user, key)
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
+    await run_in_threadpool(_audit_exec, platform, user, instance, body.command)
     timeout_s = min(body.timeout_s, platform.settings.exec_timeout_s)
     cap = platform.settings.exec_max_output_bytes if body.stream else EXEC_ANSWER_MAX_BYTES
-    try:
-        run = await run_in_threadpool(platform.runtime(instance.node_name).exec_stream,
-                                      container_id, body.command, timeout_s, cap)
-    except RuntimeError_ as exc:
-        raise Conflict(str(exc)) from None
-    if body.stream:
-        return StreamingResponse(exec_lines(run), media_type="application/x-ndjson")
-    try:
-        output = await run_in_threadpool(b"".join, run)
-    finally:
-        await run_in_threadpool(run.close)
+    with platform.fair_share.place(user, fair_share.EXEC) as place:  # taken before the command starts
+        try:
+            run = await run_in_threadpool(platform.runtime(instance.node_name).exec_stream,
+                                          container_id, body.command, timeout_s, cap)
+        except RuntimeError_ as exc:
+            raise Conflict(str(exc)) from None
+        if body.stream:  # the stream keeps the place until it ends or the client leaves
+            return StreamingResponse(place.kept(exec_lines(run)), media_type="application/x-ndjson")
+        try:
+            output = await run_in_threadpool(b"".join, run)
+        finally:
+            await run_in_threadpool(run.close)
     return ExecOut(exit_code=-1 if run.exit_code is None else run.exit_code, output=output.decode(errors="replace"),
                    timed_out=run.timed_out, truncated=run.truncated)
 
 
-async def exec_lines(run: ExecStream) -> AsyncIterator[bytes]:
+def _audit_exec(platform: Platform, user: User, instance: Instance, command: list[str]) -> None:
+    if not user.is_admin:  # a user's own execs are not audited: no write transaction for them
+        return
+    with platform.sessions.begin() as db:
+        audit.on_instance(db, user, instance, "exec", shlex.join(command)[:500])
+
+
+async def exec_lines(run: ExecStream) -> AsyncGenerator[bytes, None]:
     """The command's output as NDJSON lines, then how it ended."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     async for chunk in pumped(run):
