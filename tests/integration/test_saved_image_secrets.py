@@ -1,5 +1,5 @@
 """A saved image keeps the system disk's files, not what made it its author's instance:
-environment values, the SSH password, host keys. Another user's instance of it gets its
+environment values (secret ones too), the SSH password, host keys. Another user's instance of it gets its
 own host keys and never the author's password."""
 
 import time
@@ -12,6 +12,7 @@ from tests.harness import Server, wait_status
 
 IMAGE = "pytorch-2.13-cpu"
 SECRET = "hunter2-not-for-you"
+SEALED = "hf_sealed-secret-env-value"  # a --secret-env value
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def files_of(docker_client, ref, script):
 def test_saved_image_carries_no_secrets(srv, docker_client):
     alice, bob = srv.alice, srv.bob
     made = alice.post("/instances", json={"image": IMAGE, "gpu_count": 0, "name": "author", "ssh_password": True,
-                                          "env": {"API_KEY": SECRET}}).json()
+                                          "env": {"API_KEY": SECRET},
+                                          "secret_env": {"HF_TOKEN": SEALED}}).json()
     password = made["ssh_password"]
     wait_status(alice, made["id"], "running", timeout=180)
     host_key = inside(alice, made["id"], "for i in $(seq 60); do [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && break; "
@@ -54,22 +56,22 @@ def test_saved_image_carries_no_secrets(srv, docker_client):
     ref = alice.get("/images/env:v1").json()["ref"]
     config = docker_client.api.inspect_image(ref)["Config"]
     shown = str(config)
-    for value in (SECRET, password):
+    for value in (SECRET, SEALED, password):
         assert value not in shown
-    assert "DOCKYARD_JUPYTER_TOKEN=" in config["Env"] and "API_KEY=" in config["Env"]  # blanked, not carried
+    assert {"DOCKYARD_JUPYTER_TOKEN=", "API_KEY=", "HF_TOKEN="} <= set(config["Env"])  # blanked, not carried
     assert config["Entrypoint"] == docker_client.api.inspect_image(pytorch_ref(docker_client))["Config"]["Entrypoint"]
     files = files_of(docker_client, ref, "cat /root/work.txt; ls /etc/ssh | grep -c ssh_host_ || true; "
                                          "grep '^root:' /etc/shadow | cut -d: -f2; cat /etc/environment 2>&1 | head -1")
     lines = files.splitlines()
     assert lines[0] == "keep-me" and lines[1] == "0" and lines[2] == "*"
-    assert SECRET not in files
+    assert SECRET not in files and SEALED not in files
 
     # Published, rented by bob: his own host keys, no password login with alice's password.
     srv.admin.post("/images/alice/env:v1/publish").raise_for_status()
     his = bob.post("/instances", json={"image": "alice/env:v1", "gpu_count": 0}).json()
     wait_status(bob, his["id"], "running", timeout=180)
     env = inside(bob, his["id"], "env; cat /etc/environment /etc/profile.d/01-dockyard-env.sh 2>/dev/null")
-    assert SECRET not in env and password not in env
+    assert SECRET not in env and SEALED not in env and password not in env
     his_key = inside(bob, his["id"], "for i in $(seq 60); do [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && break; "
                                      "sleep 1; done; cat /etc/ssh/ssh_host_ed25519_key.pub")
     assert his_key.startswith("ssh-ed25519") and his_key != host_key
