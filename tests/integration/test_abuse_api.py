@@ -119,7 +119,7 @@ def test_every_route_that_takes_an_id_is_404_with_another_users(server, alices, 
     assert len({(m, u) for m, u, _ in tried}) > 40, tried
     # The access paths too: alice's JupyterLab and port, by bob, on the console's host (no
     # redirect to hers) and on her instance's own host with his token.
-    host = alices["shared"].split("/shared/")[0]
+    host = server.instance_url(alices["instance"]["id"])
     for url in (f"/instances/{alices['instance']['id']}/jupyter/lab", f"/instances/{alices['instance']['id']}/ports/7000/"):
         assert http.get(url).status_code == 404
         assert httpx.get(host + url, headers={"Authorization": f"Bearer {bob_token}"}).status_code == 404

@@ -183,7 +183,7 @@ def test_admin_actions_are_audited_and_only_admins_read_the_log(server):
               headers={"Authorization": f"Bearer {server.tokens['root-admin']}"}, timeout=30)
     opened = admin.get("/admin/audit", params={"action": "instance.open"}).json()["entries"]
     assert [(e["actor"], e["target"], e["detail"]) for e in opened] == [
-        ("root-admin", f"{instance['name']} ({instance['id']})", "opened JupyterLab")]
+        ("root-admin", f"alice/{instance['name']} ({instance['id']})", "opened JupyterLab")]
     server.alice.delete(f"/instances/{instance['id']}").raise_for_status()
 
     # Others are refused, as everywhere in the admin API; a refused change is not logged.

@@ -2,6 +2,7 @@
 the API and the console, scoped expiring tokens, fair share of the server's workers,
 admins acting by id, secret environment values, expiring share links."""
 
+import json
 import re
 import threading
 import time
@@ -227,16 +228,27 @@ def test_admin_names_resolve_among_their_own_and_actions_on_others_are_audited(s
     assert srv.admin.get("/instances/alice:train").json()["id"] == theirs["id"]
     assert srv.bob.get("/instances/alice:train").status_code == 404  # only alice and admins
     assert srv.alice.get("/instances/alice:train").json()["id"] == theirs["id"]
+    shown = srv.cli("show", "alice/train", "--json", token_of="boss", check=True).stdout  # the CLI's form
+    assert json.loads(shown)["id"] == theirs["id"]
     assert srv.admin.post("/instances/alice:train/exec", json={"command": ["true"]}).json()["exit_code"] == 0
+    saved = srv.admin.post(f"/instances/{theirs['id']}/save", json={"name": "peek"})
+    assert saved.status_code == 202, saved.text
+    deadline = time.monotonic() + 120
+    while srv.admin.get(f"/images/{saved.json()['name']}").json()["status"] == "saving" and time.monotonic() < deadline:
+        time.sleep(1)
     srv.admin.post(f"/instances/{theirs['id']}/ports", json={"port": 7000}).raise_for_status()
     srv.admin.post(f"/instances/{theirs['id']}/ports/7000/share").raise_for_status()
+    # Opening her port on her instance's host (nothing listens there: the open is what counts).
+    httpx.get(srv.instance_url(theirs["id"]) + f"/instances/{theirs['id']}/ports/7000/",
+              headers={"Authorization": f"Bearer {srv.tokens['boss']}"}, timeout=30)
     srv.admin.post(f"/instances/{theirs['id']}/stop").raise_for_status()
     wait_status(srv.alice, theirs["id"], "stopped")
     srv.admin.post(f"/instances/{theirs['id']}/start").raise_for_status()
     srv.admin.delete(f"/instances/{theirs['id']}").raise_for_status()
     entries = srv.admin.get("/admin/audit", params={"actor": "boss"}).json()["entries"]
     actions = {e["action"] for e in entries if e["target"].startswith("alice/train")}
-    assert {"instance.exec", "instance.share", "instance.stop", "instance.start", "instance.release"} <= actions
+    assert {"instance.exec", "instance.save", "instance.share", "instance.open", "instance.stop", "instance.start",
+            "instance.release"} <= actions
     assert not [e for e in entries if mine["id"] in e["target"]]  # the admin's own: not audit entries
     srv.admin.delete(f"/instances/{mine['id']}").raise_for_status()
 

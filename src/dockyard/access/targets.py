@@ -95,7 +95,7 @@ def _audit(db, instance: Instance, admin: User, what: str) -> None:
         return
     _audited[(instance.id, cause)] = time.monotonic()
     db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status, cause=cause))
-    audit.record(db, admin, "instance.open", f"{instance.name} ({instance.id})", f"opened {what}")
+    audit.on_instance(db, admin, instance, "open", f"opened {what}")
 
 
 _last_activity: dict[str, float] = {}

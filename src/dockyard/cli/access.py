@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, CliError
+from dockyard.cli.client import CliError, Client, path_key
 
 keys_app = typer.Typer(help="Your SSH public keys, installed in your instances at each start.",
                        no_args_is_help=True)
@@ -59,7 +59,7 @@ def _ssh_target(instance: dict) -> tuple[str, str]:
     return port, target
 
 
-def ssh(key: str = typer.Argument(..., metavar="ID"),
+def ssh(key: str = typer.Argument(..., metavar="ID", callback=path_key),
         command: Optional[list[str]] = typer.Argument(None, metavar="[-- CMD...]")) -> None:
     """Log in to an instance with the OpenSSH client (or run CMD there)."""
     port, target = _ssh_target(Client().get(f"/instances/{key}"))
@@ -90,7 +90,7 @@ def ssh_config(path: str = typer.Option("~/.ssh/config", help="the OpenSSH clien
     render.console.print(f"wrote {len(rows)} host entries to {config}: " + ", ".join(i["name"] for i in rows))
 
 
-def jupyter(key: str = typer.Argument(..., metavar="ID"),
+def jupyter(key: str = typer.Argument(..., metavar="ID", callback=path_key),
             open_browser: bool = typer.Option(False, "--open", help="open it in a browser")) -> None:
     """Print (or open) a one-time link that signs you in to the instance's JupyterLab."""
     url = Client().post(f"/instances/{key}/jupyter-link")["url"]
@@ -106,7 +106,7 @@ ports_app = typer.Typer(help="HTTP ports of an instance (TensorBoard...) behind 
 
 
 @ports_app.command("ls")
-def ports_ls(key: str = typer.Argument(..., metavar="ID"), as_json: bool = typer.Option(False, "--json")) -> None:
+def ports_ls(key: str = typer.Argument(..., metavar="ID", callback=path_key), as_json: bool = typer.Option(False, "--json")) -> None:
     """Exposed ports and their URLs."""
     rows = Client().get(f"/instances/{key}/ports")
     if as_json:
@@ -115,21 +115,21 @@ def ports_ls(key: str = typer.Argument(..., metavar="ID"), as_json: bool = typer
 
 
 @ports_app.command("add")
-def ports_add(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(6006)) -> None:
+def ports_add(key: str = typer.Argument(..., metavar="ID", callback=path_key), port: int = typer.Argument(6006)) -> None:
     """Expose a port, for you only (TensorBoard's 6006 by default)."""
     row = Client().post(f"/instances/{key}/ports", {"port": port})
     render.console.print(f"port {row['port']}: {row['url']}")
 
 
 @ports_app.command("rm")
-def ports_rm(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(...)) -> None:
+def ports_rm(key: str = typer.Argument(..., metavar="ID", callback=path_key), port: int = typer.Argument(...)) -> None:
     """Stop exposing a port."""
     Client().request("DELETE", f"/instances/{key}/ports/{port}")
     render.console.print(f"port {port} closed")
 
 
 @ports_app.command("share")
-def ports_share(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(...),
+def ports_share(key: str = typer.Argument(..., metavar="ID", callback=path_key), port: int = typer.Argument(...),
                 revoke: bool = typer.Option(False, "--revoke", help="revoke the link instead"),
                 days: Optional[int] = typer.Option(None, "--days", help="how long it works (default 7)")) -> None:
     """Make an unguessable link anyone may open until it expires (a new one revokes the

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, parse_minutes
+from dockyard.cli.client import Client, parse_minutes, path_key
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
 DURATIONS = "minutes (30, 30m), hours (2h, 1h30m) or off"
@@ -23,7 +23,7 @@ def policy_body(idle: Optional[str], after: Optional[str], options: tuple[str, s
             for field, value, option in zip(POLICY_FIELDS, (idle, after), options) if value is not None}
 
 
-def autostop(key: str = typer.Argument(..., metavar="ID"),
+def autostop(key: str = typer.Argument(..., metavar="ID", callback=path_key),
              idle: Optional[str] = typer.Option(None, "--idle", help=IDLE_HELP),
              after: Optional[str] = typer.Option(None, "--after", help=AFTER_HELP),
              as_json: bool = JsonOpt) -> None:

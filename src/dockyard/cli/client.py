@@ -108,6 +108,12 @@ def wait_for(client: Client, collection: str, key: str, statuses: list[str], tim
     return found
 
 
+def path_key(key: str) -> str:
+    """An instance or cluster argument as a URL path names it: an admin's `user/name` as
+    `user:name` (a path segment holds no "/"; services/ownership.py reads both)."""
+    return key.replace("/", ":", 1)
+
+
 def parse_minutes(value: str, option: str) -> int | None:
     """An auto-stop duration option: 30, 30m, 2h, 1h30m or off (core/autostop.py's rule)."""
     try:

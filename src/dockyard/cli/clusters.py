@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, CliError, parse_env, wait_for
+from dockyard.cli.client import CliError, Client, parse_env, path_key, wait_for
 
 clusters_app = typer.Typer(help="Clusters: several instances on one private network, for multi-node training.",
                            no_args_is_help=True)
@@ -69,7 +69,7 @@ def list_(all_: bool = typer.Option(False, "--all", "-a", help="include released
 
 
 @clusters_app.command()
-def show(key: str = typer.Argument(..., metavar="CLUSTER"), as_json: bool = JsonOpt) -> None:
+def show(key: str = typer.Argument(..., metavar="CLUSTER", callback=path_key), as_json: bool = JsonOpt) -> None:
     """One cluster and its members."""
     data = Client().get(f"/clusters/{key}")
     if as_json:
@@ -78,7 +78,7 @@ def show(key: str = typer.Argument(..., metavar="CLUSTER"), as_json: bool = Json
 
 
 @clusters_app.command()
-def stop(key: str = typer.Argument(..., metavar="CLUSTER"), wait: bool = typer.Option(False, "--wait"),
+def stop(key: str = typer.Argument(..., metavar="CLUSTER", callback=path_key), wait: bool = typer.Option(False, "--wait"),
          as_json: bool = JsonOpt) -> None:
     """Stop every member: all GPUs go back to the pool, the disks stay."""
     client = Client()
@@ -86,7 +86,7 @@ def stop(key: str = typer.Argument(..., metavar="CLUSTER"), wait: bool = typer.O
 
 
 @clusters_app.command()
-def start(key: str = typer.Argument(..., metavar="CLUSTER"), wait: bool = typer.Option(False, "--wait"),
+def start(key: str = typer.Argument(..., metavar="CLUSTER", callback=path_key), wait: bool = typer.Option(False, "--wait"),
           as_json: bool = JsonOpt) -> None:
     """Start every member again, or none if one cannot get its GPUs back."""
     client = Client()
@@ -94,7 +94,7 @@ def start(key: str = typer.Argument(..., metavar="CLUSTER"), wait: bool = typer.
 
 
 @clusters_app.command()
-def rm(key: str = typer.Argument(..., metavar="CLUSTER"), yes: bool = typer.Option(False, "--yes", "-y"),
+def rm(key: str = typer.Argument(..., metavar="CLUSTER", callback=path_key), yes: bool = typer.Option(False, "--yes", "-y"),
        wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
     """Release every member (containers and disks deleted) and the cluster's network."""
     client = Client()

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from dockyard.cli import render
-from dockyard.cli.client import Client, CliError
+from dockyard.cli.client import CliError, Client, path_key
 
 images_app = typer.Typer(help="Images: the catalog, and the ones you saved.", invoke_without_command=True)
 admin_images = typer.Typer(help="Register, build and pre-pull images.", no_args_is_help=True)
@@ -63,7 +63,7 @@ def show(name: str, as_json: bool = JsonOpt) -> None:
 
 
 @images_app.command("save")
-def save(key: str = typer.Argument(..., metavar="ID"), name: str = typer.Argument(..., metavar="NAME[:TAG]"),
+def save(key: str = typer.Argument(..., metavar="ID", callback=path_key), name: str = typer.Argument(..., metavar="NAME[:TAG]"),
          wait: bool = typer.Option(True, "--wait/--no-wait"), as_json: bool = JsonOpt) -> None:
     """Save an instance's system disk as a private image. The data disk (/root/data) is
     NOT part of it: keep data there, and environments on the system disk."""

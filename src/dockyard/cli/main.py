@@ -20,7 +20,7 @@ from dockyard.cli.images import images_app
 from dockyard.cli.metrics import metrics  # issue 7
 from dockyard.cli.operations import follow
 from dockyard.cli.tokens import logout, passwd, tokens_app
-from dockyard.cli.client import Client, CliError, parse_env, parse_seconds, save_credentials, server_url, wait_for
+from dockyard.cli.client import CliError, Client, parse_env, parse_seconds, path_key, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -130,7 +130,7 @@ def create(
 
 
 @app.command()
-def clone(key: str = typer.Argument(..., metavar="ID"), name: str = typer.Option(..., "--name", "-n"),
+def clone(key: str = typer.Argument(..., metavar="ID", callback=path_key), name: str = typer.Option(..., "--name", "-n"),
           gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="number of GPUs (default: the source's)"),
           wait: bool = typer.Option(False, "--wait", help="wait until it is running"), as_json: bool = JsonOpt) -> None:
     """Clone an instance: a new one on its node, over copies of its system and data disks."""
@@ -151,7 +151,7 @@ def list_(all_: bool = typer.Option(False, "--all", "-a", help="include released
 
 
 @app.command()
-def show(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+def show(key: str = typer.Argument(..., metavar="ID", callback=path_key), as_json: bool = JsonOpt) -> None:
     """One instance, with its events."""
     client = Client()
     data = client.get(f"/instances/{key}")
@@ -162,7 +162,7 @@ def show(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) 
 
 
 @app.command()
-def check(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+def check(key: str = typer.Argument(..., metavar="ID", callback=path_key), as_json: bool = JsonOpt) -> None:
     """Run the environment self-test (dockyard-check) in a running instance."""
     data = Client().post(f"/instances/{key}/check")
     if as_json:
@@ -173,7 +173,7 @@ def check(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt)
 
 
 @app.command()
-def events(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
+def events(key: str = typer.Argument(..., metavar="ID", callback=path_key), as_json: bool = JsonOpt) -> None:
     """Every status change of an instance, with its time and cause."""
     rows = Client().get(f"/instances/{key}/events")
     if as_json:
@@ -183,7 +183,7 @@ def events(key: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt
 
 
 @app.command()
-def stop(key: str = typer.Argument(..., metavar="ID"), wait: bool = typer.Option(False, "--wait"),
+def stop(key: str = typer.Argument(..., metavar="ID", callback=path_key), wait: bool = typer.Option(False, "--wait"),
          as_json: bool = JsonOpt) -> None:
     """Stop: the GPUs go back to the pool, the system and data disks stay."""
     client = Client()
@@ -191,7 +191,7 @@ def stop(key: str = typer.Argument(..., metavar="ID"), wait: bool = typer.Option
 
 
 @app.command()
-def start(key: str = typer.Argument(..., metavar="ID"),
+def start(key: str = typer.Argument(..., metavar="ID", callback=path_key),
           no_gpu: bool = typer.Option(False, "--no-gpu", help="start without GPUs, to reach the files cheaply"),
           wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
     """Start a stopped instance on its node, with GPUs assigned afresh."""
@@ -200,7 +200,7 @@ def start(key: str = typer.Argument(..., metavar="ID"),
 
 
 @app.command()
-def rm(key: str = typer.Argument(..., metavar="ID"), yes: bool = typer.Option(False, "--yes", "-y"),
+def rm(key: str = typer.Argument(..., metavar="ID", callback=path_key), yes: bool = typer.Option(False, "--yes", "-y"),
        wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
     """Release an instance: its container, system disk and data disk are deleted."""
     client = Client()
@@ -214,7 +214,7 @@ def rm(key: str = typer.Argument(..., metavar="ID"), yes: bool = typer.Option(Fa
 
 
 @app.command()
-def logs(key: str = typer.Argument(..., metavar="ID"), tail: int = typer.Option(200, "--tail"),
+def logs(key: str = typer.Argument(..., metavar="ID", callback=path_key), tail: int = typer.Option(200, "--tail"),
          follow: bool = typer.Option(False, "--follow", "-f")) -> None:
     """The output of the instance's start command."""
     for chunk in Client().stream(f"/instances/{key}/logs", tail=tail, follow=follow):
@@ -223,7 +223,7 @@ def logs(key: str = typer.Argument(..., metavar="ID"), tail: int = typer.Option(
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def exec(key: str = typer.Argument(..., metavar="ID"), command: list[str] = typer.Argument(..., metavar="-- CMD..."),
+def exec(key: str = typer.Argument(..., metavar="ID", callback=path_key), command: list[str] = typer.Argument(..., metavar="-- CMD..."),
          timeout: str = typer.Option("10m", "--timeout", help="stop the command after this long (30s, 10m, 2h)")) -> None:
     """Run a command in a running instance, printing its output as it comes."""
     body = {"command": command, "timeout_s": parse_seconds(timeout, "--timeout"), "stream": True}

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dockyard.cli import render
-from dockyard.cli.client import Client
+from dockyard.cli.client import Client, path_key
 
 SEVERITY_STYLE = {"critical": "red", "warning": "yellow", "info": "cyan"}
 
@@ -21,7 +21,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def metrics(key: str = typer.Argument(..., metavar="ID"),
+def metrics(key: str = typer.Argument(..., metavar="ID", callback=path_key),
             as_json: bool = typer.Option(False, "--json", help="print JSON: the whole last hour")) -> None:
     """Latest CPU, memory, GPU and data disk use of an instance, and the advisor's findings."""
     view = Client().get(f"/instances/{key}/metrics")
