@@ -91,9 +91,13 @@ def test_exec_streams_and_ends_at_its_deadline(hostile, two_instances):
 def test_a_huge_log_is_streamed_not_gathered(hostile):
     api = hostile.alice
     noisy = api.post("/instances", json={"image": "debian-12", "gpu_count": 0, "name": "noisy",
-                                         "command": "head -c 300000000 /dev/zero | tr '\\0' x; sleep infinity"}).json()
+                                         "command": "head -c 1000000000 /dev/zero | tr '\\0' x; echo; echo written; "
+                                                    "sleep infinity"}).json()
     wait_status(api, noisy["id"], "running", timeout=120)
-    time.sleep(5)
+    deadline = time.monotonic() + 300  # the whole GB in the engine's log first
+    while "written" not in api.get(f"/instances/{noisy['id']}/logs", params={"tail": 1}).text:
+        assert time.monotonic() < deadline, "the instance did not write its 1 GB log in time"
+        time.sleep(2)
     before = rss_bytes(hostile)
     got = 0
     with api.stream("GET", f"/instances/{noisy['id']}/logs", params={"tail": 100000}, timeout=120) as response:
