@@ -105,6 +105,7 @@ def test_a_huge_log_is_streamed_not_gathered(hostile):
             got += len(chunk)
     assert got > MIB  # something came, in one line far longer than any buffer
     assert rss_bytes(hostile) - before < 100 * MIB
+    assert httpx.get(f"{hostile.url}/healthz").status_code == 200
     api.delete(f"/instances/{noisy['id']}")
 
 
