@@ -308,6 +308,17 @@ def test_waits_execs_and_log_follows_are_capped_per_user(srv):
     assert srv.bob.post(f"/instances/{his['id']}/exec", json={"command": ["true"]}).json()["exit_code"] == 0
     slow.join()
     assert srv.alice.post(f"/instances/{key}/exec", json={"command": ["true"]}).status_code == 200
+    # A streamed exec keeps its place while it streams; a client that leaves gives it back.
+    with srv.alice.stream("POST", f"/instances/{key}/exec",
+                          json={"command": ["sh", "-c", "echo go; sleep 60"], "stream": True}) as streamed:
+        assert streamed.status_code == 200 and "go" in next(streamed.iter_lines())
+        refused = srv.alice.post(f"/instances/{key}/exec", json={"command": ["true"]})
+        assert refused.status_code == 429 and "max_execs_per_user" in refused.json()["detail"]
+    deadline = time.monotonic() + 10
+    while (again := srv.alice.post(f"/instances/{key}/exec", json={"command": ["true"]})).status_code == 429:
+        assert time.monotonic() < deadline, "the stream's place did not come back when its client left"
+        time.sleep(0.3)
+    assert again.status_code == 200
 
     with srv.alice.stream("GET", f"/instances/{key}/logs", params={"follow": True}) as first:
         assert first.status_code == 200
