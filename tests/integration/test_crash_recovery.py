@@ -186,3 +186,23 @@ def test_every_accepted_create_ends_running_after_kills_mid_flight(docker_client
             settle(srv)
     finally:
         srv.close()
+
+
+def test_a_stop_past_its_deadline_kills_the_container(docker_client):
+    """A command that ignores SIGTERM: with a two-minute stop timeout the stop would wait
+    that long; its 2 s deadline kills the container and returns the GPU. (Which of the
+    deadline pass and the driver, whose stop returns at the kill, records the move is a
+    race; the unit tests check the deadline's own reason.)"""
+    srv = Server(stop_timeout_s="120", stopping_timeout_s="2").start()
+    try:
+        srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+        api = srv.add_user("erin")
+        key = api.post("/instances", json={"image": "debian-12", "gpu_count": 1,
+                                           "command": "trap '' TERM; while true; do sleep 1; done"}).json()["id"]
+        wait_status(api, key, "running")
+        api.post(f"/instances/{key}/stop").raise_for_status()
+        stopped = wait_status(api, key, "stopped", timeout=30)
+        assert stopped["gpus"] == []
+        assert docker_client.containers.get(f"dy-{srv.deployment}-{key}").status == "exited"
+    finally:
+        srv.close()
