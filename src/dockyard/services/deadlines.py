@@ -52,7 +52,7 @@ def enforce(platform: Platform, counting_since: datetime) -> None:
         overdue = [
             (i.id, Status(i.status), i.node_name, i.container_id, i.owner_id, i.name)
             for i in db.scalars(select(Instance).where(Instance.status.in_([s.value for s in OUTCOME])))
-            if max(_aware(i.updated_at), counting_since) + timedelta(seconds=deadline_s(platform, Status(i.status))) < now
+            if max(i.updated_at, counting_since) + timedelta(seconds=deadline_s(platform, Status(i.status))) < now
         ]
     for instance_id, status, node, container_id, owner_id, name in overdue:
         if status == Status.STOPPING and container_id and not _killed(platform, node, container_id):
@@ -73,7 +73,3 @@ def _killed(platform: Platform, node: str, container_id: str) -> bool:
         log.warning("container %s on %s could not be killed past its stop deadline: %s", container_id, node, exc)
         return False
 
-
-def _aware(moment):
-    # SQLite hands back naive datetimes; they are UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
