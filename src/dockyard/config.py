@@ -155,6 +155,12 @@ class Settings(BaseSettings):
     cluster_network_encrypted: bool = True
 
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # How long an instance may stay in each transitional status (docs/lifecycle.md); a
+    # create includes pulling or building its image.
+    creating_timeout_s: float = Field(default=3600.0, gt=0)
+    starting_timeout_s: float = Field(default=900.0, gt=0)
+    stopping_timeout_s: float = Field(default=300.0, gt=0)
+    releasing_timeout_s: float = Field(default=900.0, gt=0)
     activity_interval_s: float = Field(default=60.0, gt=0)
     # Monitoring (issue 7): a sample of every running instance this often, kept this long
     # (in memory), and its data disk's use measured this often (du walks the files).

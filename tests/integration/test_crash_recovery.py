@@ -142,3 +142,67 @@ def test_reconciler_heals_drift(crashy, docker_client):
     # A failed instance can still be released, and its data disk goes with it.
     api.delete(f"/instances/{doomed['id']}").raise_for_status()
     wait_status(api, doomed["id"], "released")
+
+
+def test_every_accepted_create_ends_running_after_kills_mid_flight(docker_client):
+    """A container made by a process killed before it recorded the container's id is
+    adopted by the restart, not judged vanished a few seconds later."""
+    srv = Server(simulated_gpus="A100-80GB:24").start()
+    try:
+        srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+        api = srv.add_user("dana")
+        earlier: set[str] = set()
+        for delay in (0.4, 1.2, 2.5):
+            accepted: list[str] = []
+
+            def create(n: int) -> None:
+                try:
+                    reply = api.post("/instances", json={"image": "debian-12", "gpu_count": 1, "name": f"k{n}"})
+                except Exception:
+                    return  # killed before it answered: not accepted
+                if reply.status_code == 201:
+                    accepted.append(reply.json()["id"])
+
+            workers = [threading.Thread(target=create, args=(n,)) for n in range(20)]
+            for worker in workers:
+                worker.start()
+            time.sleep(delay)
+            srv.kill9()
+            for worker in workers:
+                worker.join()
+            srv.start()
+            srv.api = api
+            settle(srv)
+            time.sleep(4)  # several reconciler passes: a wrongly judged instance fails here
+            statuses = {i["id"]: (i["status"], i["status_reason"])
+                        for i in api.get("/instances", params={"all": True}).json() if i["id"] not in earlier}
+            # Answered or not, every create the database took must end running.
+            assert set(accepted) <= set(statuses)
+            assert all(status == "running" for status, _ in statuses.values()), statuses
+            check_invariants(srv, docker_client)
+            for key in statuses:
+                api.delete(f"/instances/{key}").raise_for_status()
+            earlier |= set(statuses)
+            settle(srv)
+    finally:
+        srv.close()
+
+
+def test_a_stop_past_its_deadline_kills_the_container(docker_client):
+    """A command that ignores SIGTERM: with a two-minute stop timeout the stop would wait
+    that long; its 2 s deadline kills the container and returns the GPU. (Which of the
+    deadline pass and the driver, whose stop returns at the kill, records the move is a
+    race; the unit tests check the deadline's own reason.)"""
+    srv = Server(stop_timeout_s="120", stopping_timeout_s="2").start()
+    try:
+        srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+        api = srv.add_user("erin")
+        key = api.post("/instances", json={"image": "debian-12", "gpu_count": 1,
+                                           "command": "trap '' TERM; while true; do sleep 1; done"}).json()["id"]
+        wait_status(api, key, "running")
+        api.post(f"/instances/{key}/stop").raise_for_status()
+        stopped = wait_status(api, key, "stopped", timeout=30)
+        assert stopped["gpus"] == []
+        assert docker_client.containers.get(f"dy-{srv.deployment}-{key}").status == "exited"
+    finally:
+        srv.close()

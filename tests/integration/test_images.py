@@ -27,7 +27,8 @@ build = {{ base_image = "ubuntu:24.04", python_version = "3.12", torch_version =
 @pytest.fixture(scope="module")
 def old_driver_server(docker_client, tmp_path_factory):
     """Simulated GPUs on driver 550 (CUDA 12.4), a catalog with a CUDA 13 and a CUDA 12.8
-    entry (both tagged locally so they count as built), and a third never built."""
+    entry (both tagged locally so they count as built), and a CUDA 12.8 and a CUDA 13
+    entry never built."""
     refs = {"cuda13": "dockyard-test/cuda13:1", "cuda12": "dockyard-test/cuda12:1"}
     for ref in refs.values():
         docker_client.images.get(BASE_IMAGE).tag(*ref.split(":"))
@@ -37,6 +38,8 @@ def old_driver_server(docker_client, tmp_path_factory):
         + ENTRY.format(name="cuda12", ref=refs["cuda12"], cuda="12.8", driver=525, default="true", variant="cu128")
         + ENTRY.format(name="unbuilt", ref="dockyard-test/unbuilt:1", cuda="12.8", driver=525, default="false",
                        variant="cu128")
+        + ENTRY.format(name="unbuilt13", ref="dockyard-test/unbuilt13:1", cuda="13.0", driver=580, default="false",
+                       variant="cu130")
     )
     srv = Server(simulated_gpus="A100-80GB:2@550.54.15", catalog_path=str(catalog)).start()
     srv.admin = srv.add_user("ops", admin=True)
@@ -54,7 +57,7 @@ def test_catalog_is_listed_and_filtered_like_a_picker(old_driver_server):
     assert names["cuda12"]["is_default"] and names["cuda12"]["min_driver"] == 525
     assert names["unbuilt"]["status"] == "absent" and names["unbuilt"]["nodes"] == []
     picked = api.get("/images", params={"framework": "pytorch", "cuda": "13.0"}).json()
-    assert [i["name"] for i in picked] == ["cuda13"]
+    assert [i["name"] for i in picked] == ["cuda13", "unbuilt13"]
     assert api.get("/images", params={"python": "3.99"}).json() == []
     table = old_driver_server.cli("images", "--cuda", "12.8", token_of="dana", check=True).stdout
     assert "cuda12 (default)" in table and "cuda13" not in table
@@ -78,6 +81,9 @@ def test_placement_refuses_a_cuda13_image_on_a_550_driver(old_driver_server):
     assert placed.status_code == 201
     not_built = api.post("/instances", json={"image": "unbuilt", "gpu_count": 1})
     assert not_built.status_code == 409 and "not built yet" in not_built.json()["detail"]
+    # The real reason first: no node's driver can ever run it, built or not.
+    never = api.post("/instances", json={"image": "unbuilt13", "gpu_count": 1})
+    assert never.status_code == 400 and "driver 580" in never.json()["detail"], never.json()
     api.delete(f"/instances/{placed.json()['id']}").raise_for_status()
     wait_status(api, placed.json()["id"], "released")
 

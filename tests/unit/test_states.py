@@ -23,8 +23,8 @@ def test_released_is_terminal():
         assert not can_transition(Status.RELEASED, status)
 
 
-def test_releasing_only_leads_to_released():
-    assert ALLOWED[Status.RELEASING] == frozenset({Status.RELEASED})
+def test_releasing_leads_to_released_or_to_failed_past_its_deadline():
+    assert ALLOWED[Status.RELEASING] == frozenset({Status.RELEASED, Status.FAILED})
 
 
 def test_every_unreleased_status_can_be_released():
@@ -74,7 +74,7 @@ def test_holds_gpus():
         (Status.FAILED, Status.STARTING, True),
         (Status.FAILED, Status.RUNNING, False),
         (Status.STARTING, Status.STOPPED, True),
-        (Status.RELEASING, Status.FAILED, False),
+        (Status.RELEASING, Status.FAILED, True),
     ],
 )
 def test_can_transition_spot_checks(current, target, allowed):

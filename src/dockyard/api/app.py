@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 
+from dockyard.api.idempotency import Idempotency
 from dockyard.api.routers import access, auth, images, instances, keys, market
 from dockyard.api.routers import billing as billing_router  # issue 5
 from dockyard.api.routers import clusters as clusters_router  # issue 6
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_autostop.router)  # issue 7: the instance page's auto-stop form
     app.include_router(web_notifications.router)  # issue 7: the notifications page
 
+    app.add_middleware(Idempotency, prefix=API_PREFIX)  # inside BodyLimit: it reads bodies already counted
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.openapi = lambda: _openapi_with_our_errors(app)

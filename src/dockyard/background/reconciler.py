@@ -7,13 +7,15 @@ Runs once at start-up and then every few seconds. Each pass is idempotent, so a 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import select
 
 from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
-from dockyard.db.models import Instance
+from dockyard.db.models import Instance, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
+from dockyard.services import deadlines
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
@@ -27,11 +29,12 @@ def _live_instances(platform: Platform) -> dict[str, Instance]:
         return {i.id: i for i in db.scalars(select(Instance).where(Instance.status != Status.RELEASED))}
 
 
-def reconcile_once(platform: Platform, driver: Driver) -> None:
+def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> None:
     connect_nodes(platform, only_missing=True)  # a node that was down comes back
     for instance in _live_instances(platform).values():
         if Status(instance.status) in TRANSITIONAL and not driver.busy(instance.id):
             driver.kick(instance.id)
+    deadlines.enforce(platform, started_at)
     for node, runtime in list(platform.runtimes.items()):
         try:
             _check_node(platform, driver, runtime, node)
@@ -98,9 +101,10 @@ class Reconciler(Loop):
     def __init__(self, platform: Platform, driver: Driver):
         super().__init__()
         self.platform, self.driver = platform, driver
+        self.started_at = utcnow()
 
     def run_once(self) -> None:
-        reconcile_once(self.platform, self.driver)
+        reconcile_once(self.platform, self.driver, self.started_at)
 
     def wait(self) -> None:
         self._stop.wait(self.platform.settings.reconcile_interval_s)

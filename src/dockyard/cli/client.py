@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 
 import httpx
 
-from dockyard.core import autostop
+from dockyard.core import autostop, idempotency
 from dockyard.core.errors import InvalidInput
 
 API = "/api/v1"
@@ -59,10 +60,19 @@ class Client:
         self.http = httpx.Client(base_url=self.url + API, headers=headers, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise CliError(f"cannot reach Dockyard at {self.url}: {exc}") from None
+        # Retried once on a network error where that cannot do anything twice: reads,
+        # releases, and the POSTs the server deduplicates by their key.
+        retried = method.upper() in ("GET", "HEAD", "DELETE")
+        if idempotency.covers(method, path):
+            kwargs["headers"] = {**kwargs.get("headers", {}), idempotency.HEADER: uuid.uuid4().hex}
+            retried = True
+        for attempt in (1, 2):
+            try:
+                response = self.http.request(method, path, **kwargs)
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2 or not retried:
+                    raise CliError(f"cannot reach Dockyard at {self.url}: {exc}") from None
         if response.status_code >= 400:
             raise CliError(_error_text(response))
         return response

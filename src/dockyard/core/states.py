@@ -31,7 +31,8 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING}),
     Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
     Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
-    Status.RELEASING: frozenset({Status.RELEASED}),
+    # A release that overran its deadline fails with its data kept, to be asked again.
+    Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
 }
 

@@ -105,7 +105,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
 
     def attempt() -> tuple[Cluster, list[str]]:
         with platform.sessions.begin() as db:
-            image = images.image_to_run(db, user, request.image)
+            image = images.image_named(db, user, request.image)
             instances._lock_allocation(db)
             views = instances._node_views(db)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)

@@ -128,10 +128,16 @@ class Driver:
         if instance.container_id and container is None:
             raise ContainerGone("the instance's container (its system disk) vanished from the node")
         if container is None:
-            container = runtime.inspect(container_name(self.platform, instance.id))  # left by a crash?
+            # Made by a process killed before it recorded the id: adopt it, recorded, or
+            # the reconciler would judge the running instance's container vanished.
+            container = runtime.inspect(container_name(self.platform, instance.id))
             if container is not None and container.labels.get("dockyard.gpus") != ",".join(uuids):
                 runtime.remove(container.id)
                 container = None
+            elif container is not None:
+                with self.platform.sessions.begin() as db:
+                    row = db.get(Instance, instance.id)
+                    row.container_id, row.container_gpus = container.id, uuids
         elif sorted(instance.container_gpus or []) != uuids:
             # Docker fixes devices at create: keep the system disk as an image, recreate.
             self._save_system_disk(runtime, instance, container.id)

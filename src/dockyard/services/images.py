@@ -61,15 +61,13 @@ def find_image(db: Session, user: User, name: str) -> Image:
     raise NotFound(f"image {name!r} not found; see `dockyard images`")
 
 
-def image_to_run(db: Session, user: User, name: str) -> Image:
-    """The image a create names, refused as bad input (field `image`) when unknown, and
-    as a conflict when it is not ready yet."""
+def image_named(db: Session, user: User, name: str) -> Image:
+    """The image a create names, refused as bad input (field `image`) when unknown.
+    Whether it is ready is checked with the nodes (instances._nodes_for_image)."""
     try:
-        image = find_image(db, user, name)
+        return find_image(db, user, name)
     except NotFound:
         raise InvalidInput(f"image: unknown image {name!r}; see `dockyard images`", field="image") from None
-    require_ready(image)
-    return image
 
 
 def require_ready(image: Image) -> None:

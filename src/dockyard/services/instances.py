@@ -136,25 +136,27 @@ def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] 
 
 
 def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: str, count: int) -> list[NodeView]:
-    """Only nodes that hold the image and whose driver runs its CUDA version."""
+    """Only nodes whose driver runs the image's CUDA version and that hold the image. The
+    driver comes first: a node that can never run the image is the real reason, before
+    the image not being built or prepared yet."""
+    if count and image.min_driver:
+        nodes = {n.name: n for n in db.scalars(select(Node).where(Node.name.in_([v.name for v in views])))}
+        fitting = [v for v in views if driver_runs(nodes[v.name].driver_version, image.min_driver)]
+        wanted = [v for v in views if model == ANY_MODEL or model in v.models]
+        if wanted and not [v for v in fitting if v in wanted]:
+            node = nodes[wanted[0].name]
+            raise InvalidInput(
+                f"image: node {node.name} has NVIDIA driver {node.driver_version} (CUDA up to {node.cuda_version}); "
+                f"image {image.name} needs CUDA {image.cuda}, driver {image.min_driver} or newer",
+                field="image",
+            )
+        views = fitting
+    images.require_ready(image)
     holding = set(images.nodes_holding(db, image.id))
     if not holding & {v.name for v in views}:
         raise Conflict(f"image {image.name} is on no online node; an admin prepares it with "
                        f"`dockyard admin images build|pull {image.name}`")
-    views = [v for v in views if v.name in holding]
-    if count == 0 or not image.min_driver:
-        return views
-    nodes = {n.name: n for n in db.scalars(select(Node).where(Node.name.in_([v.name for v in views])))}
-    fitting = [v for v in views if driver_runs(nodes[v.name].driver_version, image.min_driver)]
-    wanted = [v for v in views if model == ANY_MODEL or model in v.models]
-    if wanted and not [v for v in fitting if v in wanted]:
-        node = nodes[wanted[0].name]
-        raise InvalidInput(
-            f"image: node {node.name} has NVIDIA driver {node.driver_version} (CUDA up to {node.cuda_version}); "
-            f"image {image.name} needs CUDA {image.cuda}, driver {image.min_driver} or newer",
-            field="image",
-        )
-    return fitting
+    return [v for v in views if v.name in holding]
 
 
 def _assign(db: Session, instance_id: str, placement: Placement) -> None:
@@ -191,7 +193,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
 
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
-            image = images.image_to_run(db, user, request.image)
+            image = images.image_named(db, user, request.image)
             _lock_allocation(db)
             views = _node_views(db, only_node=request.node)
             if request.node and not views:

@@ -1,0 +1,75 @@
+"""No transitional status for ever: an instance that stays creating, starting, stopping
+or releasing past its deadline is moved on with a reason, its GPUs returned and its
+owner told. The reconciler runs this every pass.
+
+A create that overran fails; a start that overran is stopped (it can be started again).
+A stop that overran has its container killed first, so no container keeps GPUs that are
+handed to someone else; a release that overran fails with its data kept, to be released
+again. When the engine cannot be reached to kill a container, the instance is left as
+it is: GPU safety comes first.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from dockyard.core.errors import NotFound
+from dockyard.core.states import Status
+from dockyard.db.models import Instance, utcnow
+from dockyard.runtimes.base import RuntimeError_
+from dockyard.services import notifications
+from dockyard.services.instances import transition
+from dockyard.services.platform import Platform
+
+log = logging.getLogger(__name__)
+
+# What an overrun status becomes, and what the user is told it means.
+OUTCOME = {
+    Status.CREATING: (Status.FAILED, "did not finish creating"),
+    Status.STARTING: (Status.STOPPED, "did not finish starting; start it again"),
+    Status.STOPPING: (Status.STOPPED, "did not stop: its container was killed"),
+    Status.RELEASING: (Status.FAILED, "did not finish releasing; its data is kept, release it again"),
+}
+
+
+def deadline_s(platform: Platform, status: Status) -> float:
+    settings = platform.settings
+    return {
+        Status.CREATING: settings.creating_timeout_s,
+        Status.STARTING: settings.starting_timeout_s,
+        Status.STOPPING: settings.stopping_timeout_s,
+        Status.RELEASING: settings.releasing_timeout_s,
+    }[status]
+
+
+def enforce(platform: Platform, counting_since: datetime) -> None:
+    """`counting_since`: when this server started; time it was down does not count."""
+    now = utcnow()
+    with platform.sessions.begin() as db:
+        overdue = [
+            (i.id, Status(i.status), i.node_name, i.container_id, i.owner_id, i.name)
+            for i in db.scalars(select(Instance).where(Instance.status.in_([s.value for s in OUTCOME])))
+            if max(i.updated_at, counting_since) + timedelta(seconds=deadline_s(platform, Status(i.status))) < now
+        ]
+    for instance_id, status, node, container_id, owner_id, name in overdue:
+        if status == Status.STOPPING and container_id and not _killed(platform, node, container_id):
+            continue
+        target, meaning = OUTCOME[status]
+        cause = f"{meaning} (past its {deadline_s(platform, status):.0f} s deadline); GPUs returned"
+        log.warning("instance %s %s past its deadline: now %s", instance_id, status, target)
+        transition(platform, instance_id, status, target, cause,
+                   also=lambda db, owner_id=owner_id, name=name, cause=cause:
+                   notifications.post(db, owner_id, "instance", f"instance {name} {cause}"))
+
+
+def _killed(platform: Platform, node: str, container_id: str) -> bool:
+    try:
+        platform.runtime(node).stop(container_id, timeout=0)
+        return True
+    except (RuntimeError_, NotFound) as exc:  # refused, or the node is not connected
+        log.warning("container %s on %s could not be killed past its stop deadline: %s", container_id, node, exc)
+        return False
+
