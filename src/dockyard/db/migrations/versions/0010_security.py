@@ -1,7 +1,7 @@
 """security: token scopes, expiry and last use; secret environment values; share link expiry
 
 Revision ID: 0010
-Revises: 0009
+Revises: 0015
 Create Date: 2026-12-02 07:00:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0010'
-down_revision = '0009'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 
