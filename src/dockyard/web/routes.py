@@ -264,7 +264,7 @@ def market_rows(db: Session) -> list[dict]:
 
 @router.get("/market")
 def market_page(p: Page = Depends(page)) -> HTMLResponse:
-    with p.platform.sessions.begin() as db:
+    with p.platform.reads.begin() as db:
         rows = market_rows(db)
     return render(p, "market.html", rows=rows)
 
@@ -301,7 +301,7 @@ def create_context(db: Session, user: User) -> dict:
 
 @router.get("/create")
 def create_form(model: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
-    with p.platform.sessions.begin() as db:
+    with p.platform.reads.begin() as db:
         context = create_context(db, p.user)
     return render(p, "create.html", chosen={"gpu_model": model, "gpu_count": 1, "data_disk_gb": 50}, error=None,
                   **context)
@@ -389,7 +389,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
 
 @router.get("/instances")
 def instances_page(created: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
-    with p.platform.sessions.begin() as db:
+    with p.platform.reads.begin() as db:
         rows = instance_rows(db, p.user)
     return render(p, "instances.html", rows=rows, created=created)
 
@@ -415,11 +415,11 @@ def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResp
     """The detail page; with the message of a refused port form (never from the URL)."""
     platform = p.platform
     try:
-        with platform.sessions.begin() as db:
+        with platform.reads.begin() as db:
             instance_id = _owned(db, p, key).id
     except NotFound:
         return not_found(p)  # after the transaction: rendering reads the database too
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         instance = db.get(Instance, instance_id)
         row = instance_rows(db, p.user, {instance.id})
         row = row[0] if row else None
@@ -567,7 +567,7 @@ async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse
 
 @router.get("/images")
 def images_page(p: Page = Depends(page)) -> HTMLResponse:
-    with p.platform.sessions.begin() as db:
+    with p.platform.reads.begin() as db:
         found = images.list_images(db, p.user)
         rows = [{"name": i.name, "kind": i.kind, "status": i.status, "framework": i.framework,
                  "framework_version": i.framework_version, "python": i.python, "cuda": i.cuda,
@@ -579,7 +579,7 @@ def images_page(p: Page = Depends(page)) -> HTMLResponse:
 
 @router.get("/keys")
 def keys_page(p: Page = Depends(page), error: str | None = None) -> HTMLResponse:
-    with p.platform.sessions.begin() as db:
+    with p.platform.reads.begin() as db:
         rows = [{"name": k.name, "key_type": k.key_type, "bits": k.bits, "fingerprint": k.fingerprint,
                  "created_at": k.created_at.isoformat()} for k in keys.list_keys(db, p.user)]
     return render(p, "keys.html", rows=rows, error=error)
