@@ -22,6 +22,7 @@ from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
 from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
 from dockyard.background.autostop import AutoStop  # issue 7
+from dockyard.background.liveness import NodeWatch
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         driver = Driver(platform)
         reconciler = Reconciler(platform, driver)
         reconciler.start()  # its first pass, at once, heals whatever a crash left
+        node_watch = NodeWatch(platform, driver)  # nodes that vanish and return
+        node_watch.start()
         metering = Metering(platform, driver)  # issue 5: settles usage at least every minute
         metering.start()
         activity = ActivityWatch(platform, settings.activity_interval_s)
@@ -137,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.platform, app.state.driver = platform, driver
         yield
         reconciler.stop()
+        node_watch.stop()
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()

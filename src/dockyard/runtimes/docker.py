@@ -51,7 +51,7 @@ def _error(exc: APIError) -> RuntimeError_:
 
 class DockerRuntime:
     def __init__(self, node: NodeConfig, network_pool: str = "10.213.0.0/16", network_prefix: int = 24,
-                 timeout: int = 120, busybox: Path = Path("/bin/busybox")):
+                 timeout: int = 120, busybox: Path = Path("/bin/busybox"), ping_timeout_s: float = 5):
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.url.startswith("tcp://"):  # the config insists on all three
@@ -63,9 +63,19 @@ class DockerRuntime:
             use_ssh_client=node.url.startswith("ssh://"),
             max_pool_size=32,
         )
+        # Liveness on its own connection and a short deadline: a busy pool or a hung
+        # engine must not hold the answer up.
+        self._pinger = docker.APIClient(base_url=node.url, tls=tls, timeout=ping_timeout_s,
+                                        use_ssh_client=node.url.startswith("ssh://"))
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
+
+    def alive(self) -> bool:
+        try:
+            return self._pinger.ping()
+        except Exception:  # refused, timed out, TLS, a broken answer: not answering
+            return False
 
     def resources(self) -> HostResources:
         info = self.client.info()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import delete, select, update
@@ -74,7 +75,8 @@ def events(db: Session, instance_id: str) -> list[InstanceEvent]:
 
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
-    expected_container: str | None = None, also: Callable[[Session], None] | None = None, **fields
+    expected_container: str | None = None, also: Callable[[Session], None] | None = None,
+    at: datetime | None = None, **fields
 ) -> bool:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`).
@@ -82,7 +84,7 @@ def transition(
     Conditional, so two actors cannot both win and a decision made on an old look at
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
     in the same transaction; `also` adds writes (a notification) that commit with the
-    change or not at all.
+    change or not at all. `at`: when it happened, if not now (a node last seen earlier).
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
@@ -99,7 +101,8 @@ def transition(
             return False
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
-        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
+        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
+                             at=at or utcnow()))
         if also is not None:
             also(db)
     platform.notify_changed()
