@@ -9,10 +9,7 @@ Docker (the swarm puts a load-balancer address per node there).
 
 from __future__ import annotations
 
-import io
 import ipaddress
-import tarfile
-import time
 from dataclasses import dataclass
 
 from docker.errors import APIError, NotFound
@@ -97,17 +94,4 @@ def remove_network(runtime, name: str) -> None:
 
 def put_file(runtime, container_id: str, path: str, data: bytes, mode: int = 0o644) -> None:
     """Write a file into a container (created or running), making its folders."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            folder = tarfile.TarInfo("/".join(parts[:depth]))
-            folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-            tar.addfile(folder)
-        info = tarfile.TarInfo("/".join(parts))
-        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    try:
-        runtime.client.api.put_archive(container_id, "/", buffer.getvalue())
-    except APIError as exc:
-        raise RuntimeError_(f"could not write {path} into the container: {exc.explanation or exc}") from exc
+    runtime.put_files(container_id, {path: data}, mode)

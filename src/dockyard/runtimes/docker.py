@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
+import tarfile
 import threading
+import time
 from typing import Callable, Iterator
 
 import docker
@@ -26,6 +29,12 @@ from dockyard.runtimes.base import (
 )
 
 
+# Copying small files in and out of a container (mirror settings, os-release) gets its
+# own deadline and size limit: a wedged engine or a huge file must not hold a driver thread.
+FILE_COPY_TIMEOUT_S = 20
+FILE_READ_LIMIT = 64 * 1024
+
+
 def _error(exc: APIError) -> RuntimeError_:
     return RuntimeError_(str(exc.explanation or exc))
 
@@ -45,6 +54,9 @@ class DockerRuntime:
             use_ssh_client=node.url.startswith("ssh://"),
             max_pool_size=32,
         )
+        self._files_api = docker.APIClient(base_url=node.url, tls=tls, timeout=FILE_COPY_TIMEOUT_S,
+                                           version=self.client.api.api_version,
+                                           use_ssh_client=node.url.startswith("ssh://"))
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
 
@@ -215,6 +227,59 @@ class DockerRuntime:
             return container.logs()
         finally:
             container.remove(force=True)
+
+    def put_files(self, container_id: str, files: dict[str, bytes], mode: int = 0o644) -> None:
+        """Write files (absolute path -> content) into a created or running container, making
+        their folders: one archive upload, no process run in the container."""
+        buffer = io.BytesIO()
+        now = int(time.time())
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            folders: set[str] = set()
+            for path, data in files.items():
+                parts = path.strip("/").split("/")
+                for depth in range(1, len(parts)):
+                    folder = "/".join(parts[:depth])
+                    if folder not in folders:
+                        folders.add(folder)
+                        info = tarfile.TarInfo(folder)
+                        info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+                        tar.addfile(info)
+                info = tarfile.TarInfo("/".join(parts))
+                info.size, info.mode, info.mtime = len(data), mode, now
+                tar.addfile(info, io.BytesIO(data))
+        try:
+            self._files_api.put_archive(container_id, "/", buffer.getvalue())
+        except NotFound as exc:
+            raise RuntimeError_("the container is gone") from exc
+        except APIError as exc:
+            raise RuntimeError_(f"could not write {', '.join(files)} into the container: "
+                                f"{exc.explanation or exc}") from exc
+        except Exception as exc:  # a timeout or a broken connection: the caller decides
+            raise RuntimeError_(f"could not write files into the container: {exc}") from exc
+
+    def read_file(self, container_id: str, path: str, limit: int = FILE_READ_LIMIT) -> bytes | None:
+        """A regular file's content (at most `limit` bytes), or None when there is no such
+        file (a symlink is not followed: read its target's path)."""
+        try:
+            stream, stat = self._files_api.get_archive(container_id, path, chunk_size=16384)
+        except NotFound:
+            return None
+        except APIError as exc:
+            raise RuntimeError_(f"could not read {path}: {exc.explanation or exc}") from exc
+        except Exception as exc:
+            raise RuntimeError_(f"could not read {path}: {exc}") from exc
+        if stat.get("size", 0) > limit:
+            return None
+        raw = bytearray()
+        for chunk in stream:
+            raw += chunk
+            if len(raw) > limit + 4096:  # the file plus its tar headers
+                return None
+        with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return None
+            return tar.extractfile(member).read(limit)
 
     def start(self, container_id: str) -> None:
         try:
