@@ -177,6 +177,8 @@ class ImageOut(BaseModel):
     digest: str | None
     size_bytes: int | None
     nodes: list[str] = []
+    packages: dict[str, str] = Field(default_factory=dict, description="the locked Python stack: name -> version")
+    stack_lock_sha256: str | None = None
     created_at: datetime
 
 

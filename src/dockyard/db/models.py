@@ -181,6 +181,9 @@ class Image(Base):
     description: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str | None] = mapped_column(String(80))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The image's locked Python stack ("name==version" lines) and its digest, from its labels.
+    stack_lock: Mapped[str | None] = mapped_column(Text)
+    stack_lock_sha256: Mapped[str | None] = mapped_column(String(64))
     source_instance_id: Mapped[str | None] = mapped_column(String(32))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -57,6 +57,7 @@ class ContainerInfo:
 class ImageInfo:
     id: str
     size_bytes: int
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

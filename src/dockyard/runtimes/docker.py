@@ -72,7 +72,8 @@ class DockerRuntime:
             data = self.client.api.inspect_image(ref)
         except ImageNotFound:
             return None
-        return ImageInfo(id=data["Id"], size_bytes=int(data.get("Size") or 0))
+        return ImageInfo(id=data["Id"], size_bytes=int(data.get("Size") or 0),
+                         labels=(data.get("Config") or {}).get("Labels") or {})
 
     def ensure_image(self, ref: str, on_progress: Callable[[str], None] | None = None) -> None:
         if self.image_exists(ref):

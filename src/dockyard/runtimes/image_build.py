@@ -21,14 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.core.catalog import CatalogEntry, build_args, find, load_catalog
+from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry, build_args, find, load_catalog
 from dockyard.core.errors import DockyardError
 from dockyard.runtimes.image_lock import lock_digest, lock_path, stack_lines
 
 RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check", "dockyard_jupyter_auth.py",
                 "jupyter-server-proxy.json")
-LOCK_LABEL = "org.dockyard.lock"  # the lock's `name==version` lines, one a line
-LOCK_DIGEST_LABEL = "org.dockyard.lock_sha256"
 # HTTP read timeout of the build stream: a step may print nothing for minutes (unpacking torch).
 BUILD_TIMEOUT_S = 3600
 

@@ -1,4 +1,5 @@
-"""package mirrors for instances (site and per user); service ports that keep their path
+"""package mirrors for instances (site and per user); service ports that keep their path;
+images record their locked Python stack
 
 Revision ID: 0008
 Revises: 0006
@@ -29,9 +30,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('service_ports', schema=None) as batch_op:
         batch_op.add_column(sa.Column('keep_path', sa.Boolean(), server_default=sa.text('false'), nullable=False))
+    with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('stack_lock', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('stack_lock_sha256', sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_column('stack_lock_sha256')
+        batch_op.drop_column('stack_lock')
     with op.batch_alter_table('service_ports', schema=None) as batch_op:
         batch_op.drop_column('keep_path')
     op.drop_table('package_mirrors')
