@@ -11,6 +11,7 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
+command -v rsync >/dev/null || need_apt+=(rsync)  # the tests copy folders into instances with it
 command -v chromium >/dev/null || need_apt+=(chromium)  # the console's end-to-end tests (Playwright)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv python3-pip)

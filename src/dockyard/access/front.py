@@ -54,6 +54,14 @@ def _log_failure(future: asyncio.Future) -> None:
         log.warning("recording Jupyter activity failed: %s", future.exception())
 
 
+def _port_path(target: targets.Target, rest: bytes) -> bytes:
+    """What a service port's app is sent: the part after its base path, or, for an app
+    started with that base path (keep_path), the whole /instances/<id>/ports/<port>/... path."""
+    if target.keep_path:
+        return f"/instances/{target.instance_id}/ports/{target.port}".encode() + rest
+    return rest
+
+
 def _error(exc: DockyardError) -> bytes:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return response(exc.status_code, exc.message, headers)
@@ -106,8 +114,8 @@ class Front:
     def _to_instance(self, request: Request, url, key: str, port: int | None, rest: bytes | None,
                      target: targets.Target):
         query = b"?" + url.query if url.query else b""
-        if port is not None and rest is not None:
-            return Route((target.ip, port), (rest or b"/") + query, _INSTANCE_HEADERS,
+        if port is not None and rest is not None and (key == target.instance_id or not target.keep_path):
+            return Route((target.ip, port), _port_path(target, rest or b"/") + query, _INSTANCE_HEADERS,
                          cookie_filter=without_our_cookie)
         base = f"/instances/{target.instance_id}/" + ("jupyter" if port is None else f"ports/{port}")
         base = base.encode()
@@ -130,16 +138,18 @@ class Front:
         query = b"?" + url.query if url.query else b""
         hit = targets.cached(self.app.state.platform, ("shared", link))
         if hit:
-            return Route((hit.ip, hit.port), rest + query, _INSTANCE_HEADERS, cookie_filter=without_our_cookie)
-        return self._resolve_shared(link, rest + query)
+            return Route((hit.ip, hit.port), _port_path(hit, rest) + query, _INSTANCE_HEADERS,
+                         cookie_filter=without_our_cookie)
+        return self._resolve_shared(link, rest, query)
 
-    async def _resolve_shared(self, link: str, target_path: bytes):
+    async def _resolve_shared(self, link: str, rest: bytes, query: bytes):
         loop = asyncio.get_running_loop()
         try:
             target = await loop.run_in_executor(self.pool, targets.shared, self.app.state.platform, link)
         except DockyardError as exc:
             return _error(exc)
-        return Route((target.ip, target.port), target_path, _INSTANCE_HEADERS, cookie_filter=without_our_cookie)
+        return Route((target.ip, target.port), _port_path(target, rest) + query, _INSTANCE_HEADERS,
+                     cookie_filter=without_our_cookie)
 
 
 async def _serve(app, host: str, port: int, socket_dir: str) -> None:

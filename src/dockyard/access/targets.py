@@ -28,6 +28,7 @@ class Target:
     ip: str
     port: int
     jupyter_token: str | None
+    keep_path: bool = False  # a service port whose app wants its base path (ServicePort.keep_path)
 
 
 def _caller(platform: Platform, authorization: str | None, cookie: str | None) -> User:
@@ -45,21 +46,24 @@ def _caller(platform: Platform, authorization: str | None, cookie: str | None) -
 def _owned_target(platform: Platform, user: User, key: str, port: int | None) -> Target:
     with platform.sessions.begin() as db:
         instance = instances.get_owned(db, user, key)  # another user's: 404
-        if port is not None and not db.scalars(select(ServicePort).where(
-                ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
-            raise NotFound(f"port {port} of instance {instance.name} is not exposed")
+        row = None
+        if port is not None:
+            row = db.scalars(select(ServicePort).where(ServicePort.instance_id == instance.id,
+                                                       ServicePort.port == port)).first()
+            if row is None:
+                raise NotFound(f"port {port} of instance {instance.name} is not exposed")
         if user.is_admin and instance.owner_id != user.id:
             _audit(db, instance, user, "JupyterLab" if port is None else f"port {port}")
-    return _running(platform, instance, port or JUPYTER_PORT)
+    return _running(platform, instance, port or JUPYTER_PORT, keep_path=bool(row and row.keep_path))
 
 
-def _running(platform: Platform, instance: Instance, port: int) -> Target:
+def _running(platform: Platform, instance: Instance, port: int, keep_path: bool = False) -> Target:
     if instance.status != Status.RUNNING or not instance.container_id:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     info = platform.runtime(instance.node_name).inspect(instance.container_id)
     if info is None or not info.ip:
         raise Conflict(f"instance {instance.name} has no network address yet")
-    return Target(instance.id, info.ip, port, instance.jupyter_token)
+    return Target(instance.id, info.ip, port, instance.jupyter_token, keep_path)
 
 
 _audited: dict[tuple[str, str], float] = {}
@@ -144,5 +148,5 @@ def shared(platform: Platform, link: str) -> Target:
         row = db.scalars(select(ServicePort).where(ServicePort.share_hash == digest)).first()
         if row is None:
             raise NotFound("this link does not exist or was revoked")
-        instance, port = db.get(Instance, row.instance_id), row.port
-    return _remember(cache_key, generations, _running(platform, instance, port))
+        instance, port, keep_path = db.get(Instance, row.instance_id), row.port, row.keep_path
+    return _remember(cache_key, generations, _running(platform, instance, port, keep_path))
