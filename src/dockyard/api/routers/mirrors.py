@@ -27,7 +27,9 @@ def show(user: User = Depends(current_user), db: Session = Depends(get_db)) -> M
 @router.put("", response_model=MirrorsOut)
 def set_mine(body: MirrorsIn, user: User = Depends(current_user), db: Session = Depends(get_db)) -> MirrorsOut:
     """Replace your additions: an extra pip index, apt source, conda channel and CAs."""
-    return _out(mirrors.put(db, user, **body.model_dump()))
+    settings = mirrors.put(db, user, **body.model_dump())
+    db.commit()  # before the answer: an instance created right after it must get them
+    return _out(settings)
 
 
 @router.put("/site", response_model=MirrorsOut)
@@ -37,4 +39,5 @@ def set_site(body: MirrorsIn, admin: User = Depends(admin_user), db: Session = D
     shown = {k: v for k, v in asdict(settings).items() if v and k != "ca_bundle"}
     detail = ", ".join(f"{k}={v}" for k, v in shown.items()) + (", with a CA bundle" if settings.ca_bundle else "")
     audit.record(db, admin, "mirrors.site", "site", detail or "cleared")
+    db.commit()  # before the answer: an instance created right after it must get them
     return _out(settings)
