@@ -261,7 +261,7 @@ def test_tensorboard_answers_through_the_port_path(env):
     assert code == 0, out
     added = env.cli("ports", "add", "box", "6006", token_of="rita", check=True).stdout
     assert f"/instances/{key}/ports/6006/" in added and "--bind_all" in added
-    http = httpx.Client(base_url=env.url, headers={"Authorization": f"Bearer {env.tokens['rita']}"}, timeout=30)
+    http = env.instance_client(key, env.tokens["rita"])  # ports are served on the instance's own host
     # TensorBoard at / inside, reached under the prefix: the proxy sends what follows it.
     _pages_assets_and_data(http, f"/instances/{key}/ports/6006/")
     # An app started with its base path gets the whole path (--keep-path).
