@@ -250,3 +250,19 @@ def test_a_port_that_keeps_its_path_gets_the_whole_path_own_and_shared(lab):
     assert httpx.get(link + "c").text == f"/instances/{key}/ports/7100/c"
     for port in (7100, 7101):
         api.delete(f"/instances/{key}/ports/{port}").raise_for_status()
+
+
+def test_jupyterlab_extensions_resource_usage_and_the_tensorboard_tile(lab):
+    base = f"/instances/{lab.instance['id']}/jupyter"
+    usage = lab.http.get(f"{base}/api/metrics/v1")  # jupyter-resource-usage: the status bar's numbers
+    assert usage.status_code == 200 and usage.json()["rss"] > 0
+    servers = lab.http.get(f"{base}/server-proxy/servers-info").json()["server_processes"]
+    assert [s["launcher_entry"]["title"] for s in servers if s["name"] == "tensorboard"] == ["TensorBoard"]
+    # The tile's URL: jupyter-server-proxy starts TensorBoard on the first request.
+    for _ in range(30):
+        page = lab.http.get(f"{base}/tensorboard/", timeout=90)
+        if page.status_code == 200:
+            break
+        time.sleep(1)
+    assert page.status_code == 200 and "tensorboard" in page.text.lower()
+    assert lab.http.get(f"{base}/tensorboard/data/plugins_listing").status_code == 200

@@ -24,6 +24,7 @@ from tests.integration.test_ssh import keypair, wait_for_sshd
 
 IMAGE = "pytorch-2.13-cpu"
 UNREACHABLE_APT = "http://127.0.0.1:9/debian"  # nothing listens on the discard port
+UNREACHABLE_PIP = "http://127.0.0.1:9/simple/"
 
 
 # ---- a tiny package index the instances can reach ----------------------------------------------
@@ -91,7 +92,7 @@ def env(docker_client, pytorch_image, tmp_path_factory):
     srv.tmp, srv.ca = tmp, throwaway_ca()
     (tmp / "ca.pem").write_text(srv.ca)
     srv.cli("admin", "mirrors", "set", "--ca-bundle", str(tmp / "ca.pem"), token_of="ops", check=True)
-    srv.api.put("/mirrors", json={"apt_mirror_url": UNREACHABLE_APT}).raise_for_status()
+    srv.api.put("/mirrors", json={"apt_mirror_url": UNREACHABLE_APT, "pip_index_url": UNREACHABLE_PIP}).raise_for_status()
     srv.key = keypair(tmp, "rita")
     srv.api.post("/keys", json={"name": "rita", "public_key": srv.key.with_suffix(".pub").read_text()}).raise_for_status()
     created = srv.api.post("/instances", json={"image": IMAGE, "gpu_count": 1, "name": "box"}).json()
@@ -159,6 +160,7 @@ def test_a_new_instance_pip_installs_from_the_site_mirror(env):
     set_site = env.cli("admin", "mirrors", "set", "--pip-index", url, "--ca-bundle", str(env.tmp / "ca.pem"),
                        token_of="ops")
     assert set_site.returncode == 0, set_site.stderr
+    env.api.put("/mirrors", json={"apt_mirror_url": UNREACHABLE_APT}).raise_for_status()  # the site's index only
     fresh = env.api.post("/instances", json={"image": IMAGE, "gpu_count": 1, "name": "fresh"}).json()
     fresh = wait_status(env.api, fresh["id"], "running", timeout=180)
     code, conf = inside(env, "cat /etc/pip.conf", fresh)
@@ -194,9 +196,11 @@ def test_dockyard_check_lists_tools_libraries_and_mirrors(env):
     assert "git-lfs/" in checked["tools"]["git-lfs"]["version"]
     assert {"pandas", "matplotlib", "sklearn", "tensorboard", "numpy"} <= set(checked["libraries"])
     assert all(lib["version"] and "error" not in lib for lib in checked["libraries"].values())
-    # The unreachable apt mirror did not keep the instance from starting; the check says so.
-    assert [(m["url"], m["reachable"]) for m in checked["mirrors"]] == [(UNREACHABLE_APT, False)]
-    assert any(UNREACHABLE_APT in w and "unreachable" in w for w in checked["warnings"])
+    # The unreachable pip index and apt mirror did not keep the instance from starting; the check says so.
+    assert [(m["url"], m["reachable"]) for m in checked["mirrors"]] == [(UNREACHABLE_PIP, False), (UNREACHABLE_APT, False)]
+    for url in (UNREACHABLE_PIP, UNREACHABLE_APT):
+        assert any(url in w and "unreachable" in w for w in checked["warnings"]), url
+    assert f"extra-index-url = {UNREACHABLE_PIP}" in inside(env, "cat /etc/pip.conf")[1]
 
 
 def test_dockyard_check_flags_a_broken_import(env):
