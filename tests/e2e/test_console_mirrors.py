@@ -5,6 +5,7 @@ Debian's headless Chromium against a real `dockyard serve`."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -76,6 +77,11 @@ def test_the_instance_page_offers_open_tensorboard_for_6006(console, browser):
     link = page.locator("#open-tensorboard")
     expect(link).to_be_visible()
     assert link.get_attribute("href") == f"/instances/{instance['id']}/ports/6006/"
+    # The link leads to the instance's own host, with a ticket for it (ports are served there).
+    opened = page.request.get(link.get_attribute("href"), max_redirects=0)
+    assert opened.status == 303
+    assert opened.headers["location"].startswith(f"{console.instance_url(instance['id'])}/_dockyard/open?ticket=")
+    assert quote(f"/instances/{instance['id']}/ports/6006/", safe="") in opened.headers["location"]
     expect(page.locator("#ports")).to_contain_text("--bind_all")
     page.locator("#port-form input[name=port]").fill("8501")
     page.locator("#port-form input[name=keep_path]").check()
