@@ -18,6 +18,7 @@ from dockyard.api.routers import clusters as clusters_router  # issue 6
 from dockyard.api.routers import metrics as metrics_router  # issue 7: monitoring
 from dockyard.api.routers import notifications as notifications_router  # issue 7
 from dockyard.api.routers import audit as audit_router, operations as operations_router  # issue 7
+from dockyard.api.routers import mirrors as mirrors_router
 from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
 from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
     app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
     app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
+    app.include_router(mirrors_router.router, prefix=API_PREFIX)  # package mirrors for new instances
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
