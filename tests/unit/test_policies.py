@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dockyard.core.policies import (POLICY_NAMES, ClusterState, Fragmentation, NodeSpec, Request, TaskType,
                                     Workload, make_policy)
+from dockyard.core.policies.dockyard import BALANCE, cost, cpu_per_gpu
 
 SHARE_500 = Request(gpus=1, milli=500, cpu_milli=1000)
 ONE_GPU = Request(gpus=1, cpu_milli=1000)
@@ -78,6 +79,29 @@ def test_dockyard_breaks_ties_towards_the_fuller_node():
     workload = Workload([TaskType(ONE_GPU, 1)])
     assert make_policy("fgd", workload).place(state, ONE_GPU).node == 0  # a tie: the first node
     assert make_policy("dockyard", workload).place(state, ONE_GPU).node == 1
+
+
+def test_cpu_per_gpu_weighs_the_gpu_types_by_their_share():
+    workload = Workload([TaskType(Request(gpus=1, cpu_milli=10000), 1),
+                         TaskType(Request(gpus=1, milli=500, cpu_milli=2000), 1),
+                         TaskType(Request(cpu_milli=8000), 2)])  # CPU-only types ask for no GPU: left out
+    assert cpu_per_gpu(workload) == pytest.approx((10000 + 2000) / 1.5)
+    assert cpu_per_gpu(Workload([TaskType(CPU_ONLY, 1)])) == 0
+
+
+def test_balance_cost_counts_free_gpus_and_their_distance_from_the_free_cpu():
+    # 2 GPUs free; 4000 milli-cores serve 2 GPUs at 2000 per GPU, 40000 serve 20
+    assert cost(np.array([2000, 2000]), np.array([4000, 40000]), 2000).tolist() == [2000, 2000 + BALANCE * 18000]
+    assert cost(np.array([2000]), np.array([40000]), 0).tolist() == [2000]  # no GPU types: packing only
+
+
+def test_dockyard_keeps_a_nodes_cpu_and_gpus_in_step():
+    # both nodes tie for FGD and keep 3 GPUs free; the second keeps the CPU those 3 need, the
+    # first keeps ten times as much for tasks that need it
+    nodes = [NodeSpec("cpu-rich", "T4", 4, 32000, 65536), NodeSpec("in-step", "T4", 4, 4000, 65536)]
+    workload = Workload([TaskType(ONE_GPU, 1)])  # 1000 milli-cores per GPU
+    assert make_policy("fgd", workload).place(ClusterState(nodes), ONE_GPU).node == 0
+    assert make_policy("dockyard", workload).place(ClusterState(nodes), ONE_GPU).node == 1
 
 
 def test_apply_refuses_an_over_commit_and_changes_nothing():
