@@ -122,3 +122,12 @@ def test_billing_of_a_lost_instance_stops_when_its_node_was_last_seen():
     with platform.sessions.begin() as db:
         segment = db.scalars(select(UsageSegment)).one()
         assert (segment.started_at, segment.ended_at) == (started, seen)
+
+
+def test_an_instance_that_started_after_the_last_answer_is_lost_when_it_started():
+    platform, engine, key = setup(last_seen_s_ago=120)
+    with platform.sessions.begin() as db:
+        db.get(Instance, key).updated_at = started = utcnow() - timedelta(seconds=90)
+    engine.answers = False
+    check(platform)
+    assert look(platform, key)[2].at == started

@@ -89,20 +89,21 @@ def transition(
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
     conditions = [Instance.id == instance_id, Instance.status == expected]
+    now = utcnow()  # the event's time and the status's start are one moment
     if expected_container is not None:
         conditions.append(Instance.container_id == expected_container)
     with platform.sessions.begin() as db:
         done = db.execute(
             update(Instance)
             .where(*conditions)
-            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=utcnow(), **fields)
+            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=now, **fields)
         ).rowcount
         if not done:
             return False
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
         db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
-                             at=at or utcnow()))
+                             at=at or now))
         if also is not None:
             also(db)
     platform.notify_changed()

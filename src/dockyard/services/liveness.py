@@ -51,12 +51,14 @@ def check(platform: Platform, reconcile_node: Callable[[str], None]) -> None:
                 log.warning("node %s has not answered since %s: offline", name, seen)
                 node.online = False
                 node.status_reason = f"not answering since {seen:%Y-%m-%d %H:%M:%S} UTC" if seen else "not answering"
-            losing = [(i.id, Status(i.status), i.owner_id, i.name) for i in db.scalars(
-                select(Instance).where(Instance.node_name == name, Instance.status.in_([s.value for s in LOSABLE])))]
-        for instance_id, status, owner_id, instance_name in losing:
+            # Last seen running: when the node last answered, or when it got there if later.
+            losing = [(i.id, Status(i.status), i.owner_id, i.name, max(filter(None, (seen, i.updated_at))))
+                      for i in db.scalars(select(Instance).where(
+                          Instance.node_name == name, Instance.status.in_([s.value for s in LOSABLE])))]
+        for instance_id, status, owner_id, instance_name, last in losing:
             _move(platform, instance_id, status, Status.LOST, owner_id, instance_name,
                   f"node {name} stopped answering: lost; billing stopped when it was last seen. It comes back "
-                  "stopped, with its disks, when the node returns", at=seen)
+                  "stopped, with its disks, when the node returns", at=last)
     for name in returned:
         with platform.sessions.begin() as db:
             lost = [(i.id, i.owner_id, i.name) for i in db.scalars(
