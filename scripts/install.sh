@@ -13,6 +13,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need_apt+=(busybox-static)  # the platform's own tools in instances: static
 command -v iptables >/dev/null || need_apt+=(iptables)  # instances kept off the host's addresses
+command -v rsync >/dev/null || need_apt+=(rsync)  # the tests copy folders into instances with it
 command -v chromium >/dev/null || need_apt+=(chromium)  # the console's end-to-end tests (Playwright)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv python3-pip)

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     cluster_network_encrypted: bool = True
 
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # A node that has not answered for node_grace_s is offline: its running instances are
+    # lost (billing stops when it was last seen) until it answers again.
+    node_grace_s: float = Field(default=60.0, gt=0)
+    node_ping_timeout_s: float = Field(default=5.0, gt=0)
     # How long an instance may stay in each transitional status (docs/lifecycle.md); a
     # create includes pulling or building its image.
     creating_timeout_s: float = Field(default=3600.0, gt=0)

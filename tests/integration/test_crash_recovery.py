@@ -82,7 +82,8 @@ def test_kill_during_stop_and_release_heals_on_restart(crashy, docker_client):
 
 
 def test_kill_at_random_moments(crashy, docker_client):
-    """Several rounds of random actions with a kill -9 somewhere in the middle."""
+    """Several rounds of random creates, stops, starts, releases and clones with a kill -9
+    somewhere in the middle."""
     rng = random.Random(11)
     for round_ in range(4):
         instances = [i for i in crashy.api.get("/instances").json()]
@@ -95,9 +96,12 @@ def test_kill_at_random_moments(crashy, docker_client):
                         crashy.api.post("/instances", json={"image": "debian-12", "gpu_count": rng.choice([0, 1, 2])})
                     else:
                         target = rng.choice(instances)["id"]
-                        action = rng.choice(["stop", "start", "start-no-gpu", "rm"])
+                        action = rng.choice(["stop", "start", "start-no-gpu", "rm", "clone"])
                         if action == "rm":
                             crashy.api.delete(f"/instances/{target}")
+                        elif action == "clone":
+                            crashy.api.post(f"/instances/{target}/clone",
+                                            json={"name": f"cl{rng.randrange(10**6)}", "gpu_count": 0})
                         elif action == "start-no-gpu":
                             crashy.api.post(f"/instances/{target}/start", json={"no_gpu": True})
                         else:

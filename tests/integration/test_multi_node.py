@@ -3,7 +3,7 @@ the remote one."""
 
 import pytest
 
-from tests.engines import SOCKET, clean_second_engine, second_engine
+from tests.engines import SOCKET, clean_engine, second_engine
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 
@@ -22,7 +22,7 @@ def two_nodes(docker_client, tmp_path_factory):
     srv.engine2 = engine2
     yield srv
     srv.close()
-    clean_second_engine(engine2)
+    clean_engine(engine2)
 
 
 def test_market_lists_both_nodes_with_their_drivers(two_nodes):

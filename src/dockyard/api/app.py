@@ -20,10 +20,12 @@ from dockyard.api.routers import clusters as clusters_router  # issue 6
 from dockyard.api.routers import metrics as metrics_router  # issue 7: monitoring
 from dockyard.api.routers import notifications as notifications_router  # issue 7
 from dockyard.api.routers import audit as audit_router, operations as operations_router  # issue 7
+from dockyard.api.routers import mirrors as mirrors_router
 from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
 from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
 from dockyard.background.autostop import AutoStop  # issue 7
+from dockyard.background.liveness import NodeWatch
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
@@ -129,6 +131,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         driver = Driver(platform)
         reconciler = Reconciler(platform, driver)
         reconciler.start()  # its first pass, at once, heals whatever a crash left
+        node_watch = NodeWatch(platform, driver)  # nodes that vanish and return
+        node_watch.start()
         metering = Metering(platform, driver)  # issue 5: settles usage at least every minute
         metering.start()
         activity = ActivityWatch(platform, settings.activity_interval_s)
@@ -140,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.platform, app.state.driver = platform, driver
         yield
         reconciler.stop()
+        node_watch.stop()
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()
@@ -175,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
     app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
     app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
+    app.include_router(mirrors_router.router, prefix=API_PREFIX)  # package mirrors for new instances
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

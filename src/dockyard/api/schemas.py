@@ -214,6 +214,8 @@ class ImageOut(BaseModel):
     digest: str | None
     size_bytes: int | None
     nodes: list[str] = []
+    packages: dict[str, str] = Field(default_factory=dict, description="the locked Python stack: name -> version")
+    stack_lock_sha256: str | None = None
     created_at: datetime
 
 
@@ -279,3 +281,26 @@ class NodeOut(BaseModel):
     memory_per_gpu_bytes: int
     driver_version: str | None
     cuda_version: str | None
+
+
+class MirrorsIn(Strict):
+    """Package mirrors; an empty or missing field is "not set". URLs must be http(s)."""
+
+    pip_index_url: str | None = Field(default=None, max_length=4096)
+    apt_mirror_url: str | None = Field(default=None, max_length=4096)
+    conda_channel_url: str | None = Field(default=None, max_length=4096)
+    ca_bundle: str | None = Field(default=None, max_length=512 * 1024, description="PEM certificates")
+
+
+class MirrorsOut(BaseModel):
+    pip_index_url: str | None
+    apt_mirror_url: str | None
+    conda_channel_url: str | None
+    ca_bundle: str | None
+
+
+class MirrorsView(BaseModel):
+    """What a user's new instances get: the operator's site settings and the user's additions."""
+
+    site: MirrorsOut
+    mine: MirrorsOut

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
-from dockyard.db.models import Instance, utcnow
+from dockyard.db.models import Instance, Node, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services import deadlines
 from dockyard.services.driver import Driver, data_volume
@@ -31,13 +31,16 @@ def _live_instances(platform: Platform) -> dict[str, Instance]:
 
 def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> None:
     connect_nodes(platform, only_missing=True)  # a node that was down comes back
+    with platform.sessions.begin() as db:  # offline ones wait for the liveness watch
+        online = set(db.scalars(select(Node.name).where(Node.online.is_(True)))) & set(platform.runtimes)
     for instance in _live_instances(platform).values():
-        if Status(instance.status) in TRANSITIONAL and not driver.busy(instance.id):
+        if (Status(instance.status) in TRANSITIONAL and instance.node_name in online
+                and not driver.busy(instance.id)):
             driver.kick(instance.id)
     deadlines.enforce(platform, started_at)
-    for node, runtime in list(platform.runtimes.items()):
+    for node in online:
         try:
-            _check_node(platform, driver, runtime, node)
+            reconcile_node(platform, driver, node)
         except Exception:
             log.exception("reconciling node %s failed; next pass retries", node)
     try:  # issue 6: a released cluster's network goes once its members' containers have
@@ -45,6 +48,10 @@ def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> 
         reap(platform)
     except Exception:
         log.exception("reaping cluster networks failed; next pass retries")
+
+
+def reconcile_node(platform: Platform, driver: Driver, node: str) -> None:
+    _check_node(platform, driver, platform.runtimes[node], node)
 
 
 def _check_node(platform, driver, runtime, node: str) -> None:

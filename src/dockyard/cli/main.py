@@ -18,6 +18,7 @@ from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
 from dockyard.cli.metrics import metrics  # issue 7
+from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
 from dockyard.cli.tokens import logout, passwd, tokens_app
 from dockyard.cli.client import CliError, Client, parse_env, parse_seconds, path_key, save_credentials, server_url, wait_for
@@ -31,6 +32,7 @@ app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_o
 app.command("ssh-config")(ssh_config)
 app.command("jupyter")(jupyter)
 app.add_typer(ports_app, name="ports")
+app.add_typer(mirrors_app, name="mirrors")
 app.command("balance")(billing.balance)
 app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")

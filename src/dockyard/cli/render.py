@@ -13,7 +13,7 @@ from dockyard.core.autostop import summary
 
 # Piped output is not wrapped at 80 columns: tables stay one line per row for grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
-STATUS_STYLE = {"running": "green", "failed": "red", "stopped": "yellow", "released": "dim"}
+STATUS_STYLE = {"running": "green", "failed": "red", "lost": "red", "stopped": "yellow", "released": "dim"}
 
 
 def print_json(data) -> None:

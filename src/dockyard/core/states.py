@@ -16,6 +16,7 @@ class Status(StrEnum):
     RELEASING = "releasing"
     RELEASED = "released"
     FAILED = "failed"
+    LOST = "lost"  # its node stopped answering; comes back stopped when the node returns
 
 
 # Statuses in which the platform owes the engines some work.
@@ -25,15 +26,17 @@ TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Sta
 HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING}),
-    Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED}),
-    Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED}),
-    Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING}),
+    Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.LOST}),
+    Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED, Status.LOST}),
+    Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED, Status.LOST}),
+    Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING, Status.LOST}),
     Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
     Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
     # A release that overran its deadline fails with its data kept, to be asked again.
     Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
+    # Its release is accepted at once and finished on the node when it answers again.
+    Status.LOST: frozenset({Status.STOPPED, Status.RELEASING}),
 }
 
 # What a user asks for, and the status it leads to.
@@ -49,6 +52,9 @@ def check_user_action(current: Status, action: str) -> Status:
     target = _USER_ACTIONS[action]
     if current == Status.RELEASING and action == "release":
         return target  # asking twice is harmless
+    if current == Status.LOST and action != "release":
+        raise Conflict(f"cannot {action} an instance that is lost: its node does not answer; it comes back "
+                       "stopped, with its disks, when the node returns (a release is accepted now)")
     if not can_transition(current, target):
         raise Conflict(f"cannot {action} an instance that is {current.value}")
     return target

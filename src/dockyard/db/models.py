@@ -121,7 +121,24 @@ class ServicePort(Base):
     port: Mapped[int] = mapped_column(Integer)
     share_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     share_expires_at: Mapped[datetime | None] = mapped_column()
+    # The app was started with its base path (/instances/<id>/ports/<port>/): it gets the
+    # whole path, not the part after it.
+    keep_path: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PackageMirror(Base):
+    """Package mirrors new instances get (core/mirrors.py): the operator's site row
+    (scope "site", no user) and each user's additions (scope "user:<id>")."""
+
+    __tablename__ = "package_mirrors"
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    pip_index_url: Mapped[str | None] = mapped_column(String(2048))
+    apt_mirror_url: Mapped[str | None] = mapped_column(String(2048))
+    conda_channel_url: Mapped[str | None] = mapped_column(String(2048))
+    ca_bundle: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Node(Base):
@@ -179,6 +196,9 @@ class Image(Base):
     description: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str | None] = mapped_column(String(80))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The image's locked Python stack ("name==version" lines) and its digest, from its labels.
+    stack_lock: Mapped[str | None] = mapped_column(Text)
+    stack_lock_sha256: Mapped[str | None] = mapped_column(String(64))
     source_instance_id: Mapped[str | None] = mapped_column(String(32))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

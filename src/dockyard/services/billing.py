@@ -3,7 +3,7 @@ vouchers, statements, and the invariant check. The arithmetic is in core/billing
 
 Metering reads instance_events: a run starts at an event whose to_status is 'running'
 (written after the container really started) and ends at the next event where the
-container stopped (to_status stopped, failed or released; 'stopping' still runs). Runs
+container stopped (to_status stopped, failed, released or lost; 'stopping' still runs). Runs
 become rows of billing_segments, which never change afterwards but for their settlement
 cursor. Each settlement posts aligned 60-second windows under keys such as
 'usage:{segment}:{window_start}' in the same transaction that moves the cursor, so a
@@ -35,7 +35,8 @@ from dockyard.services import audit
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-END_STATUSES = ("stopped", "failed", "released")
+# 'lost' ends a run when its node was last seen (services/liveness.py).
+END_STATUSES = ("stopped", "failed", "released", "lost")
 PRICE_KINDS = {"gpu": "per GPU per hour", "no_gpu": "per hour", "disk": "per GB per day", "image": "per GB per day"}
 REVENUE, RECHARGES, VOUCHERS = "platform:revenue", "platform:recharges", "platform:vouchers"
 SCAN_META = "billing.scan_from_us"
@@ -426,10 +427,13 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
             if not segs:
                 return
             last_id = segs[-1].id
+            # An open run is charged no further than its node was last seen answering: if
+            # the node has vanished, the run ends there once it is declared lost.
+            seen = {name: to_us(at) for name, at in db.execute(select(Node.name, Node.last_seen_at)) if at}
             work = []
             for seg in segs:
                 closed = seg.ended_at is not None
-                limit = to_us(seg.ended_at) if closed else horizon
+                limit = to_us(seg.ended_at) if closed else min(horizon, seen.get(seg.node, horizon))
                 until = to_us(seg.settled_until)
                 mode = (seg.no_gpu or seg.gpu_count == 0, seg.gpu_model, seg.gpu_count, seg.node)
                 if mode not in steps_cache:

@@ -13,10 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from dockyard.core import mirrors as core_mirrors
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
 from dockyard.services.instances import assigned_gpus, free_ssh_port, transition
+from dockyard.services import mirrors
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -162,6 +164,8 @@ class Driver:
                 row.container_id, row.container_gpus = container_id, uuids
         else:
             container_id = container.id
+        if status == Status.CREATING and not instance.sysdisk_image:
+            self._write_mirrors(runtime, container_id, instance)  # idempotent: a retry rewrites them
         try:
             runtime.start(container_id)
         except RuntimeError_ as exc:
@@ -218,6 +222,30 @@ class Driver:
         with self.platform.sessions.begin() as db:
             db.get(Instance, instance_id).env_check = result
         return result
+
+    def _write_mirrors(self, runtime: Runtime, container_id: str, instance: Instance) -> None:
+        """The site's package mirrors and the owner's additions, as files in the new
+        container before its first start. Failing to write them is an event, not a failure."""
+        with self.platform.sessions.begin() as db:
+            site, user = mirrors.for_owner(db, instance.owner_id)
+        if site.is_empty() and user.is_empty():
+            return
+        try:
+            release = runtime.read_file(container_id, "/etc/os-release")
+            if release is None:  # usually a link to /usr/lib/os-release
+                release = runtime.read_file(container_id, "/usr/lib/os-release")
+            os_release = core_mirrors.parse_os_release(release.decode(errors="replace")) if release else None
+            # Paths under /, no folder entry: the engine makes a missing folder (0755) and
+            # leaves an existing one (/root, /etc) as it is.
+            files = core_mirrors.render(site, user, os_release)
+            runtime.put_files(container_id, "", {path.lstrip("/"): (data, 0o644) for path, data in files.items()}, "/")
+            cause = "package mirror settings written"
+        except RuntimeError_ as exc:
+            log.warning("instance %s: package mirror settings not written: %s", instance.id, exc)
+            cause = f"package mirror settings not written: {exc}"
+        with self.platform.sessions.begin() as db:
+            db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
+                                 cause=cause[:500]))
 
     def _install_keys(self, runtime: Runtime, container_id: str, owner_id: int) -> None:
         """Write the owner's current SSH keys at every start: a key removed since the last

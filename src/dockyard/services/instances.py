@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import delete, select, update
@@ -76,7 +77,8 @@ def events(db: Session, instance_id: str) -> list[InstanceEvent]:
 
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
-    expected_container: str | None = None, also: Callable[[Session], None] | None = None, **fields
+    expected_container: str | None = None, also: Callable[[Session], None] | None = None,
+    at: datetime | None = None, **fields
 ) -> bool:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`).
@@ -84,24 +86,26 @@ def transition(
     Conditional, so two actors cannot both win and a decision made on an old look at
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
     in the same transaction; `also` adds writes (a notification) that commit with the
-    change or not at all.
+    change or not at all. `at`: when it happened, if not now (a node last seen earlier).
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
     conditions = [Instance.id == instance_id, Instance.status == expected]
+    now = utcnow()  # the event's time and the status's start are one moment
     if expected_container is not None:
         conditions.append(Instance.container_id == expected_container)
     with platform.sessions.begin() as db:
         done = db.execute(
             update(Instance)
             .where(*conditions)
-            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=utcnow(), **fields)
+            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=now, **fields)
         ).rowcount
         if not done:
             return False
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
-        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
+        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
+                             at=at or now))
         if also is not None:
             also(db)
     platform.notify_changed()

@@ -150,6 +150,8 @@ def install(app) -> None:
     app.include_router(router)
     from dockyard.web import admin_pages  # issue 7 (that module imports this one)
     app.include_router(admin_pages.router)
+    from dockyard.web import mirrors as mirror_pages  # that module imports this one
+    app.include_router(mirror_pages.router)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _exc: SignInRequired):
@@ -446,7 +448,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     try:
         with p.platform.sessions.begin() as db:
             instance = _owned(db, p, key)
-            ports.expose(db, instance, int(data.get("port", "0")))
+            ports.expose(db, instance, int(data.get("port", "0")), keep_path=data.get("keep_path") == "1")
     except NotFound:
         return not_found(p)
     except (DockyardError, ValueError) as exc:  # the reason goes next to the form

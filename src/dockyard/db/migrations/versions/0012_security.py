@@ -1,15 +1,15 @@
 """security: token scopes, expiry and last use; secret environment values; share link expiry
 
-Revision ID: 0010
-Revises: 0015
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02 07:00:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0010'
-down_revision = '0015'
+revision = '0012'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
