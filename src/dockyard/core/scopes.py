@@ -8,7 +8,7 @@ READ_METHODS = frozenset({"GET", "HEAD"})
 # The routers (by their OpenAPI tag) each scope opens.
 _TAGS = {
     INSTANCES: frozenset({"instances", "access", "monitoring", "clusters", "market", "images", "operations",
-                          "ssh keys", "notifications"}),
+                          "ssh keys", "notifications", "package mirrors"}),
     BILLING: frozenset({"billing", "notifications"}),
 }
 # Any token may say whose it is and end itself.
