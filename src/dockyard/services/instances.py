@@ -261,6 +261,27 @@ def request_stop(platform: Platform, user: User, key: str) -> Instance:
     return _user_action(platform, user, key, "stop")
 
 
+RELEASE_FIELDS = ("keep_data_on_release", "auto_release_days")
+
+
+def set_release_policy(platform: Platform, user: User, key: str, changes: dict) -> Instance:
+    """Whether a release keeps the data disk, and the days stopped before an automatic one."""
+    check_auto_release_days(platform, changes.get("auto_release_days"))
+    if changes.get("keep_data_on_release", True) is None:
+        raise InvalidInput("keep_data_on_release: true or false", field="keep_data_on_release")
+    with platform.sessions.begin() as db:
+        instance = get_owned(db, user, key)
+        if instance.status == Status.RELEASED:
+            raise Conflict(f"instance {instance.name} is released")
+        for name, value in changes.items():
+            setattr(instance, name, value)
+        said = ", ".join(f"{k}={v}" for k, v in changes.items())
+        db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
+                             cause=f"release policy set by {user.name}: {said}"))
+    with platform.sessions.begin() as db:
+        return db.get(Instance, instance.id)
+
+
 def request_release(platform: Platform, user: User, key: str, keep_data_as: str | None = None,
                     delete_data: bool = False) -> Instance:
     """Release; the data disk is kept as a volume (named `keep_data_as`, else after the
