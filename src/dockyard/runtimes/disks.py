@@ -51,6 +51,15 @@ def unavailable_reason(engine_url: str) -> str | None:
     return None
 
 
+def _drop_lost_found(point: Path) -> None:
+    """Users see their disk as they left it: ext4's empty lost+found (which mkfs and e2fsck
+    make) is removed; one with files in it stays."""
+    try:
+        (point / "lost+found").rmdir()
+    except OSError:
+        pass
+
+
 class LoopDisks:
     def __init__(self, root: Path, engine_url: str):
         self.root = root
@@ -92,6 +101,8 @@ class LoopDisks:
                       str(partial)])
                 self._fit(partial, size_gb)
                 partial.rename(image)
+                self._mount(image, self.mountpoint(name))
+                _drop_lost_found(self.mountpoint(name))
             self._mount(image, self.mountpoint(name))
             return self.mountpoint(name)
 
@@ -130,6 +141,8 @@ class LoopDisks:
             missing = wanted - have
             step = -(-(missing + missing // 32) // (4 << 20)) * (4 << 20)  # a bit more, in 4 MiB
             os.truncate(image, image.stat().st_size + step)
+            # resize2fs wants a check after every mount (the measuring one included).
+            _run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))
             _run(["resize2fs", str(image)])
         raise RuntimeError_(f"disk {image.stem} could not be grown to {size_gb} GB")
 
@@ -163,6 +176,7 @@ class LoopDisks:
                 self._fit(image, size_gb)
             finally:
                 self._mount(image, point)
+                _drop_lost_found(point)
 
     def remove(self, name: str) -> None:
         with self._lock(name):
