@@ -1,7 +1,12 @@
 """Volumes against the real engine: data kept at release and mounted again, sizes that hold
 (ENOSPC on that disk alone), resizes that keep every file, and others' volumes unseen."""
 
-from tests.harness import wait_status
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.harness import BASE_IMAGE, Server, wait_status
 
 GIB = 1024**3
 
@@ -213,3 +218,44 @@ def test_bad_input_lines_and_nothing_changed(server):
     server.alice.delete("/volumes/dup").raise_for_status()
     assert server.alice.get("/volumes").json() == before
     assert not [i for i in server.alice.get("/instances").json() if i["status"] == "creating"]
+
+
+DAY_S = 3.0  # one auto-release "day" on this server
+
+
+@pytest.fixture(scope="module")
+def quick_days(docker_client):
+    srv = Server(auto_release_days="4", autorelease_day_s=str(DAY_S), autorelease_interval_s="0.3").start()
+    srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+    srv.api = srv.add_user("dora")
+    yield srv
+    srv.close()
+
+
+def test_auto_release_warns_on_days_1_and_3_releases_on_day_4_and_keeps_the_data(quick_days):
+    api = quick_days.api
+    made = _make(api, name="forgotten")
+    assert _sh(api, made["id"], "echo still-here > /root/data/notes.txt")[0] == 0
+    api.post(f"/instances/{made['id']}/stop").raise_for_status()
+    wait_status(api, made["id"], "stopped")
+    released = wait_status(api, made["id"], "released", timeout=90)
+    events = api.get(f"/instances/{made['id']}/events").json()
+    stopped_at = datetime.fromisoformat(next(e["at"] for e in events if e["to_status"] == "stopped"))
+    release = next(e for e in events if e["to_status"] == "releasing")
+    assert "released after 4 days stopped (auto-release)" in release["cause"]
+    assert (datetime.fromisoformat(release["at"]) - stopped_at).total_seconds() >= 4 * DAY_S
+
+    notices = sorted((n for n in api.get("/notifications").json() if n["kind"] == "release"), key=lambda n: n["id"])
+    assert len(notices) == 3, notices
+    offsets = [(datetime.fromisoformat(n["at"]) - stopped_at).total_seconds() / DAY_S for n in notices]
+    assert 1 <= offsets[0] < 3 <= offsets[1] < 4 <= offsets[2], offsets
+    assert "released in 3.0 days" in notices[0]["message"] or "released in 2." in notices[0]["message"]
+    assert "kept as a volume" in notices[1]["message"]
+
+    volume = api.get("/volumes/forgotten").json()
+    assert volume["source_instance"] == "forgotten" and volume["node"] == released["node"]
+    again = _make(api, name="remembered", volumes=["forgotten"])
+    assert _sh(api, again["id"], "cat /root/data/notes.txt") == (0, "still-here\n")
+    # A running instance is never released, however long ago it last stopped.
+    time.sleep(5 * DAY_S)
+    assert api.get(f"/instances/{again['id']}").json()["status"] == "running"
