@@ -196,15 +196,18 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                                f"on node {request.node}", field="volumes")
             only_node = request.node or volume_node
             _lock_allocation(db)
-            views = _node_views(db, only_node=only_node)
-            if only_node and not views:
-                what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
-                raise Conflict(f"node {only_node} is offline; {what} there")
+            views = _node_views(db)
+            check_request(views, request.gpu_model, request.gpu_count)  # a model no node has: 400
+            if only_node:
+                views = [v for v in views if v.name == only_node]
+                if not views:
+                    what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
+                    raise Conflict(f"node {only_node} is offline; {what} there")
             try:
                 check_request(views, request.gpu_model, request.gpu_count)
                 views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
                 placement = place(views, request.gpu_model, request.gpu_count)
-            except Conflict as exc:
+            except (Conflict, InvalidInput) as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
                 if volume_node:
