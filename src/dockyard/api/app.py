@@ -34,6 +34,7 @@ from dockyard.services.platform import open_platform
 from dockyard.web import routes as web_routes  # issue 7
 from dockyard.web import monitoring as web_monitoring  # issue 7
 from dockyard.web import autostop as web_autostop, notifications as web_notifications  # issue 7
+from dockyard.web import volumes as web_volumes
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_monitoring.router)  # issue 7: its monitoring charts' data
     app.include_router(web_autostop.router)  # issue 7: the instance page's auto-stop form
     app.include_router(web_notifications.router)  # issue 7: the notifications page
+    app.include_router(web_volumes.router)
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
