@@ -14,13 +14,15 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from dockyard.runtimes.base import RuntimeError_
 
 GIB = 1024**3
 COMMAND_TIMEOUT_S = 600  # e2fsck and resize2fs of a large disk take a while
-TOOLS = ("mkfs.ext4", "resize2fs", "e2fsck", "mount", "umount")
+TOOLS = ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount", "umount")
+DETACH_WAIT_S = 15
 
 
 class DiskTooSmall(RuntimeError_):
@@ -49,6 +51,12 @@ def unavailable_reason(engine_url: str) -> str | None:
     if missing:
         return f"{', '.join(missing)} not installed (Debian package e2fsprogs, mount)"
     return None
+
+
+def _loop_device(image: Path) -> str | None:
+    """The loop device backed by `image`, if one is attached."""
+    found = _run(["losetup", "-n", "-O", "NAME", "-j", str(image)]).split()
+    return found[0] if found else None
 
 
 def _drop_lost_found(point: Path) -> None:
@@ -110,8 +118,23 @@ class LoopDisks:
         if os.path.ismount(point):
             return
         point.mkdir(parents=True, exist_ok=True)
+        # A loop device still attached (the engine's own bind of it lingers) is mounted
+        # again as it is: a second loop device over the same file would corrupt it.
+        device = _loop_device(image)
         # noinit_itable: the image is sparse, so unwritten inode tables already read as zeros.
-        _run(["mount", "-t", "ext4", "-o", "loop,nodev,noinit_itable", str(image), str(point)])
+        options = "nodev,noinit_itable" if device else "loop,nodev,noinit_itable"
+        _run(["mount", "-t", "ext4", "-o", options, device or str(image), str(point)])
+
+    def _detach(self, image: Path, point: Path) -> None:
+        """Unmount, and wait until nothing else holds the file system (the engine lets go
+        of a stopped container's volume a moment later): offline work needs it alone."""
+        self._umount(point)
+        deadline = time.monotonic() + DETACH_WAIT_S
+        while _loop_device(image):
+            if time.monotonic() > deadline:
+                self._mount(image, point)
+                raise RuntimeError_(f"disk {image.stem} is still in use on the node; try again in a moment")
+            time.sleep(0.2)
 
     @staticmethod
     def _umount(point: Path) -> None:
@@ -126,7 +149,7 @@ class LoopDisks:
             st = os.statvfs(point)
             return st.f_blocks * st.f_frsize
         finally:
-            self._umount(point)
+            self._detach(image, point)
             point.rmdir()
 
     def _fit(self, image: Path, size_gb: int) -> None:
@@ -164,7 +187,7 @@ class LoopDisks:
             wanted = size_gb * GIB
             if used > wanted * 0.97:  # ext4 needs some room for its own blocks
                 raise DiskTooSmall(f"it holds {used / GIB:.2f} GB of data, more than {size_gb} GB can keep")
-            self._umount(point)
+            self._detach(image, point)
             try:
                 _run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))  # 1: errors corrected
                 if wanted < size:
