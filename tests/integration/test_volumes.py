@@ -259,3 +259,18 @@ def test_auto_release_warns_on_days_1_and_3_releases_on_day_4_and_keeps_the_data
     # A running instance is never released, however long ago it last stopped.
     time.sleep(5 * DAY_S)
     assert api.get(f"/instances/{again['id']}").json()["status"] == "running"
+
+
+def test_release_policy_changes_by_patch_within_the_operators_limit(server):
+    api = server.alice
+    made = api.post("/instances", json={"image": "debian-12", "gpu_count": 0, "name": "policy"}).json()
+    changed = api.patch(f"/instances/{made['id']}", json={"keep_data_on_release": False, "auto_release_days": 3})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["keep_data_on_release"], changed.json()["auto_release_days"]) == (False, 3)
+    too_long = api.patch(f"/instances/{made['id']}", json={"auto_release_days": 16})
+    assert too_long.status_code == 400 and "auto_release_days: 1 to 15" in too_long.json()["detail"]
+    assert api.get(f"/instances/{made['id']}").json()["auto_release_days"] == 3
+    wait_status(api, made["id"], "running")
+    before = {v["name"] for v in api.get("/volumes").json()}
+    _release(api, made["id"])  # its choice: the data disk goes with it
+    assert {v["name"] for v in api.get("/volumes").json()} == before
