@@ -193,6 +193,16 @@ class Server:
         self.stop()
         if deployment:
             remove_deployment(deployment)
+        unmount_disks(self.home)
+
+
+def unmount_disks(home: Path) -> None:
+    """Unmount the loop disks a test server left mounted under its home (runtimes/disks.py)."""
+    prefix = str(home) + "/"
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(prefix):
+            subprocess.run(["umount", target], capture_output=True, timeout=60)
 
 
 def remove_deployment(deployment: str) -> None:

@@ -51,6 +51,9 @@ class NodeConfig(BaseModel):
     # Shares of the host given to each GPU; default: the host's divided by its GPUs.
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+    # Data disks and volumes hold at most their size (loop-mounted ext4 images on the
+    # server's host, docs/volumes.md); false: plain Docker volumes, sizes not enforced.
+    sized_disks: bool = True
 
     def ssh_host(self) -> str:
         """Where users connect to this node's published SSH ports."""
@@ -90,6 +93,7 @@ class Settings(BaseSettings):
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
     nodes: list[NodeConfig] = Field(default_factory=list)
+    sized_disks: bool = True  # for the local node; see NodeConfig
     # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
     # finds which resource limits each engine may give containers.
     gpu_probe_image: str = "dockyard/debian:bookworm"
@@ -165,6 +169,13 @@ class Settings(BaseSettings):
     # and the length of one policy minute in seconds: 60, shortened only by tests.
     autostop_interval_s: float = Field(default=60.0, gt=0)
     autostop_minute_s: float = Field(default=60.0, gt=0)
+    # Volumes (docs/volumes.md): a stopped instance is released after this many days
+    # (its data disk kept as a volume), with notices 3 days and 1 day before; how often
+    # that is checked, and the length of one day in seconds: 86400, shortened by tests.
+    auto_release_days: int = Field(default=15, ge=1, le=3650)
+    autorelease_interval_s: float = Field(default=300.0, gt=0)
+    autorelease_day_s: float = Field(default=86400.0, gt=0)
+    max_volume_gb: int = Field(default=65536, ge=1)
     max_body_bytes: int = 256 * 1024
 
     # Everything that comes out of an instance (JupyterLab, ports, share links) is served on
@@ -224,6 +235,7 @@ class Settings(BaseSettings):
                     cpus_per_gpu=self.cpus_per_gpu,
                     memory_per_gpu_gb=self.memory_per_gpu_gb,
                     public_host=self.public_host,
+                    sized_disks=self.sized_disks,
                 ),
             )
         return nodes

@@ -51,6 +51,11 @@ class CreateInstance(Strict):
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
     auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    volumes: list[str] = Field(default_factory=list, max_length=16,
+                               description="NAME mounts your volume as the data disk, NAME:/path elsewhere")
+    keep_data_on_release: bool = Field(default=True, description="a release keeps the data disk as a volume")
+    auto_release_days: int | None = Field(default=None, strict=True,
+                                          description="release after this many days stopped (at most the operator's)")
 
     @field_validator("env")
     @classmethod
@@ -85,6 +90,9 @@ class PatchInstance(Strict):
 
     auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    keep_data_on_release: bool | None = None
+    auto_release_days: int | None = Field(default=None, strict=True,
+                                          description="days stopped before a release; null: the operator's")
 
 
 class ExecRequest(Strict):
@@ -139,6 +147,36 @@ class InstanceOut(BaseModel):
     # Billing (issue 5): the price per hour in its current mode, and what was charged so far.
     price_per_hour: str | None = None
     cost_so_far: str | None = None
+    # Volumes (docs/volumes.md): mounted ones ("NAME:/path"), and what a release does.
+    volumes: list[str] = []
+    keep_data_on_release: bool = True
+    auto_release_days: int | None = None
+
+
+class VolumeIn(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    size_gb: int = Field(strict=True, description="its size; writes past it fail with ENOSPC")
+    node: str | None = Field(default=None, max_length=64, description="default: the local node")
+
+
+class VolumeResize(Strict):
+    size_gb: int = Field(strict=True)
+
+
+class VolumeOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    node: str
+    size_gb: int
+    used_bytes: int | None = None  # measured on its disk (shown by `volumes show`)
+    status: str
+    status_reason: str | None
+    instance: str | None  # the name of the instance mounting it
+    mount_path: str | None
+    source_instance: str | None
+    created_at: datetime
+    deleted_at: datetime | None
 
 
 class EventOut(BaseModel):

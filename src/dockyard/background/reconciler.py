@@ -12,12 +12,14 @@ from sqlalchemy import select
 
 from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
-from dockyard.db.models import Instance
+from dockyard.core.errors import Conflict
+from dockyard.db.models import Instance, Volume
 from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform
+from dockyard.services.volumes import finish_removal
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +87,23 @@ def _check_node(platform, driver, runtime, node: str) -> None:
                        f"the container's command ended ({why}); GPUs returned",
                        expected_container=instance.container_id)
 
+    # Read after the instances: a release that kept its data disk committed its volume
+    # row with it, so the disk is in one set or the other.
+    with platform.sessions.begin() as db:
+        kept = {v.engine_name: v for v in db.scalars(select(Volume).where(Volume.node_name == node,
+                                                                         Volume.status != "deleted"))}
     live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
+    live_volumes |= {name for name, v in kept.items() if v.status != "deleting"}
     for volume in volumes:
-        if volume not in live_volumes:
-            log.info("removing volume %s: it belongs to no live instance", volume)
+        if volume not in live_volumes and volume not in kept:
+            log.info("removing volume %s: it belongs to no live instance or volume", volume)
             runtime.remove_volume(volume)
+    for v in kept.values():
+        if v.status == "deleting":  # a removal a crash interrupted
+            try:
+                finish_removal(platform, v.id)
+            except Conflict as exc:
+                log.info("%s", exc.message)
 
 
 class Reconciler(Loop):

@@ -62,12 +62,21 @@ def instances(rows: list[dict]) -> None:
     )
 
 
+def data_disk(data: dict) -> str:
+    volume = next((v.rsplit(":", 1)[0] for v in data.get("volumes", []) if v.endswith(":/root/data")), None)
+    return f"volume {volume} at /root/data" if volume else f"{data['data_disk_gb']} GB at /root/data"
+
+
 def instance(data: dict, events: list[dict]) -> None:
     fields = [
         ("id", data["id"]), ("name", data["name"]), ("owner", data["owner"]),
         ("status", status(data["status"]) + (f" ({data['status_reason']})" if data["status_reason"] else "")),
         ("node", data["node"]), ("image", data["image"]), ("gpus", gpus_text(data)),
-        ("data disk", f"{data['data_disk_gb']} GB at /root/data"),
+        ("data disk", data_disk(data)),
+        ("volumes", ", ".join(v for v in data.get("volumes", []) if not v.endswith(":/root/data")) or "-"),
+        ("release", ("keeps the data disk as a volume" if data.get("keep_data_on_release", True)
+                     else "deletes the data disk") + f"; automatic after {data.get('auto_release_days') or 'the usual'}"
+                    " days stopped"),
         ("command", data["command"] or "(image default: sleep)"),
         ("ssh", data.get("ssh_command") or "-"),
         ("auto-stop", policy(data)),

@@ -10,6 +10,7 @@ from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
 from dockyard.db.models import Gpu, Node, utcnow
 from dockyard.runtimes import gpu_discovery, host_firewall
+from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.services.platform import Platform
 
@@ -36,8 +37,9 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
+            disks = LoopDisks(platform.settings.home / "disks", config.url) if config.sized_disks else None
             runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
-                                    busybox=platform.settings.tools_busybox)
+                                    busybox=platform.settings.tools_busybox, disks=disks)
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
             runtime.probe_ulimits(platform.settings.gpu_probe_image)

@@ -301,6 +301,7 @@ def _image_label(image: Image) -> str:
 
 
 def create_context(db: Session, user: User) -> dict:
+    from dockyard.web.volumes import free_volumes  # that module imports this one
     nodes = {n.name: n for n in db.scalars(select(Node))}
     rows = market_rows(db)
     price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
@@ -317,7 +318,8 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
-            "keys": [k.name for k in keys.list_keys(db, user)]}  # all of them go into every instance
+            "keys": [k.name for k in keys.list_keys(db, user)],  # all of them go into every instance
+            "volumes": free_volumes(db, user)}
 
 
 @router.get("/create")
@@ -336,6 +338,8 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        if data.get("volume"):
+            chosen["volumes"] = [data["volume"]]
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
         body = instances_api.CreateInstance(**chosen)
@@ -344,6 +348,7 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         message = form_error(exc)
         with p.platform.sessions.begin() as db:
             context = create_context(db, p.user)
+        chosen["volume"] = data.get("volume")
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
     return RedirectResponse(f"/instances?created={out.id}", status_code=303)
 

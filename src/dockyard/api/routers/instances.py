@@ -28,7 +28,8 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import autostop, images, instances
+from dockyard.core.validation import NAME_PATTERN
+from dockyard.services import autostop, images, instances, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -68,6 +69,9 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         updated_at=instance.updated_at,
         price_per_hour=price_per_hour,
         cost_so_far=cost_so_far,
+        volumes=[f"{v.name}:{v.mount_path}" for v in volumes.mounted(db, instance.id)],
+        keep_data_on_release=instance.keep_data_on_release,
+        auto_release_days=instance.auto_release_days,
     )
 
 
@@ -90,7 +94,9 @@ def create(
     platform: Platform = Depends(get_platform),
     driver: Driver = Depends(get_driver),
 ) -> InstanceOut:
-    instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
+    fields = body.model_dump()
+    fields["volumes"] = [volumes.parse_mount(text) for text in body.volumes]
+    instance = instances.create_instance(platform, user, instances.CreateRequest(**fields))
     driver.kick(instance.id)
     out = _out(platform, instance.id)
     out.ssh_password = instance.ssh_password
@@ -125,8 +131,14 @@ def show(
 @router.patch("/{key}", response_model=InstanceOut)
 def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
-    """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
-    instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
+    """Change the auto-stop policy (issue 7) or what a release does: only the fields given;
+    null turns a policy off."""
+    changes = body.model_dump(exclude_unset=True)
+    release = {k: changes.pop(k) for k in instances.RELEASE_FIELDS if k in changes}
+    if release:
+        instance = instances.set_release_policy(platform, user, key, release)
+    if changes or not release:
+        instance = autostop.set_policy(platform, user, key, changes)
     return _out(platform, instance.id)
 
 
@@ -155,9 +167,12 @@ def start(key: str, body: StartInstance | None = None, user: User = Depends(curr
 
 
 @router.delete("/{key}", response_model=InstanceOut)
-def release(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+def release(key: str, keep_data: str | None = Query(None, pattern=NAME_PATTERN,
+                                                    description="keep the data disk as the volume of this name"),
+            delete_data: bool = Query(False, description="delete the data disk instead of keeping it as a volume"),
+            user: User = Depends(current_user), platform: Platform = Depends(get_platform),
             driver: Driver = Depends(get_driver)) -> InstanceOut:
-    return _act(instances.request_release, platform, driver, user, key)
+    return _act(instances.request_release, platform, driver, user, key, keep_data, delete_data)
 
 
 def _running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
