@@ -7,12 +7,14 @@ Runs once at start-up and then every few seconds. Each pass is idempotent, so a 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy import select
 
 from dockyard.background.loop import Loop
 from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance
+from dockyard.services import autostop, notifications
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
@@ -78,9 +80,14 @@ def _check_node(platform, driver, runtime, node: str) -> None:
                        "the container vanished from the node", expected_container=instance.container_id)
         elif not info.running:
             why = "out of memory" if info.oom_killed else f"exit code {info.exit_code}"
-            transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
-                       f"the container's command ended ({why}); GPUs returned",
-                       expected_container=instance.container_id)
+            if instance.auto_stop_on_exit:  # the rule the owner asked for: named, and they are told
+                cause = f"auto-stop: the start command exited ({why}); disks kept, GPUs returned"
+                also = partial(notifications.post, user_id=instance.owner_id, kind=autostop.NOTICE_KIND,
+                               message=f"instance {instance.name} was stopped ({cause}).")
+            else:
+                cause, also = f"the container's command ended ({why}); GPUs returned", None
+            transition(platform, instance.id, Status.RUNNING, Status.STOPPED, cause,
+                       expected_container=instance.container_id, also=also)
 
     live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
     for volume in volumes:

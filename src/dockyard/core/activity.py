@@ -11,3 +11,19 @@ def has_established(proc_net_tcp: str, local_port: int) -> bool:
         if len(fields) > 3 and ":" in fields[1] and fields[1].rsplit(":", 1)[1] == port and fields[3] == ESTABLISHED:
             return True
     return False
+
+
+def running_names(listing: str) -> set[str]:
+    """The names a process listing answers to: lines of 'comm<TAB>argv joined by spaces'
+    (services/autostop.py's PROCESS_LIST); a process is known by its comm and by the
+    base name of each argument ('python train.py' is 'python' and 'train.py')."""
+    names = set()
+    for line in listing.splitlines():
+        comm, _, args = line.partition("\t")
+        names.update(n for n in [comm.strip(), *(a.rsplit("/", 1)[-1] for a in args.split())] if n)
+    return names
+
+
+def is_running(names: set[str], wanted: str) -> bool:
+    """Whether `wanted` is among `names`; the kernel keeps only 15 characters of a comm."""
+    return wanted in names or (len(wanted) > 15 and wanted[:15] in names)

@@ -18,6 +18,7 @@ from dockyard.api.schemas import (
     SaveImage,
     StartInstance,
 )
+from dockyard.core.autostop import NO_GPU_READINGS
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
@@ -57,6 +58,15 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         last_jupyter_at=instance.last_jupyter_at,
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
+        auto_stop_gpu_idle_minutes=instance.auto_stop_gpu_idle_minutes,
+        auto_stop_gpu_idle_percent=instance.auto_stop_gpu_idle_percent,
+        auto_stop_at=instance.auto_stop_at,
+        auto_stop_on_exit=instance.auto_stop_on_exit,
+        auto_stop_when_exits=instance.auto_stop_when_exits,
+        auto_stop_pending=autostop.pending(db, instance),
+        # Simulated GPUs (and none) have no readings: the rule stands but never fires.
+        auto_stop_notes=[NO_GPU_READINGS] if instance.auto_stop_gpu_idle_minutes is not None and all(
+            g.simulated for g in gpus) else [],
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
@@ -84,7 +94,9 @@ def create(
     platform: Platform = Depends(get_platform),
     driver: Driver = Depends(get_driver),
 ) -> InstanceOut:
-    instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
+    given = body.model_dump()
+    given.update(autostop.rules_for_create(platform.settings, given, body.model_fields_set))
+    instance = instances.create_instance(platform, user, instances.CreateRequest(**given))
     driver.kick(instance.id)
     out = _out(platform, instance.id)
     out.ssh_password = instance.ssh_password
@@ -119,9 +131,15 @@ def show(
 @router.patch("/{key}", response_model=InstanceOut)
 def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
-    """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
+    """Change the auto-stop policy: only the fields given; null turns one off (or to the operator's limit)."""
     instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
     return _out(platform, instance.id)
+
+
+@router.post("/{key}/keep", response_model=InstanceOut)
+def keep(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform)) -> InstanceOut:
+    """Keep running: call off a warned auto-stop; the timers count from now (409 if none is pending)."""
+    return _out(platform, autostop.keep(platform, user, key).id)
 
 
 @router.get("/{key}/events", response_model=list[EventOut])
