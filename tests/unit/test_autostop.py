@@ -204,8 +204,12 @@ def test_gpu_idle_warns_then_stops_naming_the_rule():
 
 
 def test_process_listings():
-    listing = "sh\t/bin/sh -c python train.py \npython\tpython /root/train.py --epochs 3 \nsleep\tsleep infinity \n"
+    listing = ("sh\tsh\x01-c\x01python train.py\x01\npython\tpython\x01/root/train.py\x01--epochs\x013\x01\n"
+               "sleep\tsleep\x01infinity\x01\ntrainer\t\n")
     names = running_names(listing)
-    assert {"sh", "python", "train.py", "sleep", "infinity"} <= names
-    assert is_running(names, "train.py") and not is_running(names, "eval.py")
-    assert is_running(running_names("a_very_long_pro\ta_very_long_pro \n"), "a_very_long_process_name")
+    assert names == {"sh", "python", "train.py", "sleep", "infinity"}  # "trainer": a zombie, no arguments
+    assert is_running(names, "train.py") and not is_running(names, "eval.py") and not is_running(names, "trainer")
+    # A shell running a command names only itself: the words of its command are not processes.
+    assert running_names("sh\tsh\x01-c\x01/tmp/trainer 3\x01\n") == {"sh"}
+    assert is_running(running_names("a_very_long_pro\t/x/a_very_long_process_name\x01\n"), "a_very_long_process_name")
+    assert is_running(running_names("a_very_long_pro\tx\x01-y\x01\n"), "a_very_long_process_name")

@@ -14,13 +14,19 @@ def has_established(proc_net_tcp: str, local_port: int) -> bool:
 
 
 def running_names(listing: str) -> set[str]:
-    """The names a process listing answers to: lines of 'comm<TAB>argv joined by spaces'
-    (services/autostop.py's PROCESS_LIST); a process is known by its comm and by the
-    base name of each argument ('python train.py' is 'python' and 'train.py')."""
+    """The names a process listing answers to: lines of 'comm<TAB>argv joined by \\x01'
+    (services/autostop.py's PROCESS_LIST). A process is known by its comm, by its program's
+    base name and, when its first argument is no option, by that one's ('python train.py' is
+    'python' and 'train.py'; 'sh -c "python train.py"' is only 'sh'). One with no arguments
+    has exited (a zombie its parent has not reaped) and is left out."""
     names = set()
     for line in listing.splitlines():
         comm, _, args = line.partition("\t")
-        names.update(n for n in [comm.strip(), *(a.rsplit("/", 1)[-1] for a in args.split())] if n)
+        argv = [a for a in args.split("\x01") if a]
+        if not argv:
+            continue
+        named = [comm.strip(), argv[0]] + ([argv[1]] if len(argv) > 1 and not argv[1].startswith("-") else [])
+        names.update(n.rsplit("/", 1)[-1] for n in named if n)
     return names
 
 

@@ -25,11 +25,12 @@ from dockyard.services.platform import Platform
 FIELDS = ("auto_stop_idle_minutes", "auto_stop_max_minutes", "auto_stop_gpu_idle_minutes",
           "auto_stop_gpu_idle_percent", "auto_stop_at", "auto_stop_on_exit", "auto_stop_when_exits")
 NOTICE_KIND = "autostop"
+WARNING_KIND = "autostop_warning"
 WARNING = "auto-stop warning"
-# Every process's comm and arguments, one a line, from /proc (images need no procps), cut
+# Every process's comm and arguments (split by \x01), one a line, from /proc (images need no procps), cut
 # at 256 KiB. A fixed command: nothing a user gave is in it.
 PROCESS_LIST = ["sh", "-c", "for p in /proc/[0-9]*; do printf '%s\\t' \"$(cat $p/comm)\"; "
-                            "tr '\\0' ' ' < $p/cmdline; echo; done 2>/dev/null | head -c 262144"]
+                            "tr '\\0' '\\001' < $p/cmdline; echo; done 2>/dev/null | head -c 262144"]
 GpuSamples = Callable[[str], list]  # instance id -> its samples, oldest first (core/metrics.py's Sample)
 
 
@@ -238,7 +239,7 @@ class Stopper:
             instance.auto_stop_warned_at = self.clock()
             db.add(InstanceEvent(instance_id=row.id, from_status=Status.RUNNING, to_status=Status.RUNNING,
                                  cause=words))
-            notifications.post(db, row.owner_id, NOTICE_KIND,
+            notifications.post(db, row.owner_id, WARNING_KIND,
                                f"instance {row.name} will be stopped ({cause}) at {when:%H:%M} UTC unless you keep "
                                f"it running: `dockyard keep {row.name}` or the console's Keep running button.")
         self.platform.notify_changed()
