@@ -12,8 +12,9 @@ from sqlalchemy import or_, select
 
 from dockyard.config import Settings
 from dockyard.core.activity import is_running, running_names
-from dockyard.core.autostop import (CLEAR, DEFAULT_GPU_PERCENT, STOP, WARN, Activity, Decision, GpuIdle, Policy,
-                                    advance_gpu_idle, capped, check_future, decide, summary, within_limits)
+from dockyard.core.autostop import (CLEAR, DEFAULT_GPU_PERCENT, NO_GPU_READINGS, STOP, WARN, Activity, Decision,
+                                    GpuIdle, Policy, advance_gpu_idle, capped, check_future, decide, summary,
+                                    within_limits)
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
@@ -121,6 +122,14 @@ def keep(platform: Platform, user: User, key: str) -> Instance:
     platform.notify_changed()
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
+
+
+def notes(instance: Instance, simulated: list[bool]) -> list[str]:
+    """Why a rule of the instance's cannot fire: simulated GPUs (or none) give no readings,
+    so its GPU-idle rule stands but never stops it."""
+    if instance.auto_stop_gpu_idle_minutes is not None and all(simulated):
+        return [NO_GPU_READINGS]
+    return []
 
 
 def pending(db, instance: Instance) -> str | None:

@@ -18,7 +18,6 @@ from dockyard.api.schemas import (
     SaveImage,
     StartInstance,
 )
-from dockyard.core.autostop import NO_GPU_READINGS
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
@@ -64,9 +63,7 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         auto_stop_on_exit=instance.auto_stop_on_exit,
         auto_stop_when_exits=instance.auto_stop_when_exits,
         auto_stop_pending=autostop.pending(db, instance),
-        # Simulated GPUs (and none) have no readings: the rule stands but never fires.
-        auto_stop_notes=[NO_GPU_READINGS] if instance.auto_stop_gpu_idle_minutes is not None and all(
-            g.simulated for g in gpus) else [],
+        auto_stop_notes=autostop.notes(instance, [g.simulated for g in gpus]),
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
