@@ -184,18 +184,20 @@ class GpuIdle:
 def advance_gpu_idle(state: GpuIdle, samples: list, percent: float) -> GpuIdle:
     """Fold the samples newer than the last look (oldest first; each with .at and .gpus,
     every GPU with .util_percent, None when unread) into `state`. A sample counts only if
-    every GPU in it was read; one GPU at or over `percent` restarts the idle time."""
-    since, seen = state.since, state.seen_until
-    start = len(samples)
-    while start and samples[start - 1].at > seen:
-        start -= 1
-    for sample in samples[start:]:
+    every GPU in it was read; one GPU at or over `percent` restarts the idle time. Read
+    newest first, stopping at the first busy sample: a pass costs little however many
+    samples came since the last (the first look after a restart sees a whole window)."""
+    if not samples or samples[-1].at <= state.seen_until:
+        return state
+    oldest_idle = None
+    for sample in reversed(samples):
+        if sample.at <= state.seen_until:
+            break
         utils = [g.util_percent for g in sample.gpus]
-        seen = sample.at
-        if not utils or any(u is None for u in utils):
+        if not utils or None in utils:
             continue
-        if any(u >= percent for u in utils):
-            since = sample.at  # busy now: idle at best from here
-        elif since is None:
-            since = sample.at  # the first reading: idle from here, nothing known before
-    return GpuIdle(since, seen)
+        if max(utils) >= percent:
+            return GpuIdle(sample.at, samples[-1].at)  # busy then: idle at best from there
+        oldest_idle = sample.at
+    # All new readings idle: idle since before them, or (nothing known earlier) since the first.
+    return GpuIdle(state.since if state.since is not None else oldest_idle, samples[-1].at)
