@@ -1,6 +1,7 @@
 """The auto-stop rules beyond idle and runtime, against a real server and the real Docker
 engine (simulated GPUs): a stop time, the start command's exit, a named process's exit,
-GPU idle that cannot fire without readings, the warning and keep-running, operator limits.
+GPU idle that cannot fire without readings, the warning and keep-running, operator limits,
+and Jupyter idle that does not lie (a busy kernel counts, an open tab's polling does not).
 One policy minute lasts 2 seconds here (`autostop_minute_s`) and warnings come 2 policy
 minutes before a timer's stop."""
 
@@ -179,3 +180,57 @@ def test_operator_limits_hold_against_a_user_who_turns_them_off(docker_client):
         server.ann.delete(f"/instances/{key}").raise_for_status()
     finally:
         server.close()
+
+
+def _execute(lab_url: str, token: str, base: str, kernel_id: str, code: str) -> None:
+    """Send code to a kernel over its WebSocket and leave: no browser stays connected."""
+    import uuid
+
+    from websockets.sync.client import connect
+
+    ws_url = lab_url.replace("http", "ws") + f"{base}/api/kernels/{kernel_id}/channels"
+    with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=20) as ws:
+        ws.send(json.dumps({
+            "header": {"msg_id": uuid.uuid4().hex, "username": "ann", "session": uuid.uuid4().hex,
+                       "msg_type": "execute_request", "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True}}))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the kernel says it is at work
+            message = json.loads(ws.recv(timeout=30))
+            if message.get("msg_type") == "status" and message["content"].get("execution_state") == "busy":
+                return
+    raise AssertionError("the kernel never went busy")
+
+
+def test_a_busy_kernel_with_no_browser_keeps_it_running_and_an_idle_open_tab_does_not(srv, pytorch_image):
+    import httpx
+
+    made = create(srv.ann, image="pytorch-2.13-cpu", name="nb")
+    key = made["id"]
+    wait_status(srv.ann, key, "running", timeout=180)
+    http = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.tokens['ann']}"}, timeout=30)
+    base = f"/instances/{key}/jupyter"
+    for _ in range(240):  # JupyterLab takes a while to come up on a loaded machine
+        if http.get(f"{base}/api/status").status_code == 200:
+            break
+        time.sleep(0.5)
+    kernel = http.post(f"{base}/api/kernels", json={"name": "python3"})
+    assert kernel.status_code == 201, kernel.text
+    _execute(srv.url, srv.tokens["ann"], base, kernel.json()["id"], "import time; time.sleep(30)")
+    busy_until = time.monotonic() + 28
+    srv.ann.patch(f"/instances/{key}", json={"auto_stop_idle_minutes": 4}).raise_for_status()  # 8 s
+    while time.monotonic() < busy_until - 2:  # far past 8 s without SSH, a browser or a request
+        assert srv.ann.get(f"/instances/{key}").json()["status"] == "running", causes(srv.ann, key)
+        time.sleep(1)
+    # The kernel is done; a tab stays open, polling as JupyterLab does: that is no activity.
+    polled = time.monotonic()
+    while srv.ann.get(f"/instances/{key}").json()["status"] == "running":
+        assert time.monotonic() - polled < 60, causes(srv.ann, key)
+        assert http.get(f"{base}/api/kernels").status_code == 200
+        http.get(f"{base}/api/sessions")
+        time.sleep(1)
+    wait_status(srv.ann, key, "stopped", timeout=60)
+    assert "auto-stop: no SSH or Jupyter activity for 4 min" in causes(srv.ann, key)
+    srv.ann.delete(f"/instances/{key}").raise_for_status()

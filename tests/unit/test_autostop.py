@@ -213,3 +213,18 @@ def test_process_listings():
     assert running_names("sh\tsh\x01-c\x01/tmp/trainer 3\x01\n") == {"sh"}
     assert is_running(running_names("a_very_long_pro\t/x/a_very_long_process_name\x01\n"), "a_very_long_process_name")
     assert is_running(running_names("a_very_long_pro\tx\x01-y\x01\n"), "a_very_long_process_name")
+
+
+def test_jupyter_activity_from_its_kernels_and_terminals():
+    from dockyard.core.activity import jupyter_active_at
+
+    now = at(60)
+    idle = {"id": "k1", "execution_state": "idle", "last_activity": "2026-11-26T08:30:00.123456Z"}
+    busy = {"id": "k2", "execution_state": "busy", "last_activity": "2026-11-26T08:01:00Z"}
+    terminal = {"name": "1", "last_activity": "2026-11-26T08:45:00+00:00"}
+    assert jupyter_active_at([idle, busy], [], now) == now  # executing: active now, whoever watches
+    assert jupyter_active_at([idle], [], now) == at(30).replace(microsecond=123456)
+    assert jupyter_active_at([idle], [terminal], now) == at(45)
+    assert jupyter_active_at([], [], now) is None
+    ahead = {"execution_state": "idle", "last_activity": "2027-01-01T00:00:00Z"}
+    assert jupyter_active_at([ahead, "junk", {"last_activity": "soon"}, {"last_activity": 5}], [], now) == now

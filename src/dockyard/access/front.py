@@ -33,6 +33,7 @@ _INSTANCE_PATH = re.compile(rb"^/instances/([^/]+)/(?:jupyter|ports/([0-9]{1,5})
 _SHARED_PATH = re.compile(rb"^/shared/([^/]+)(/.*)?$")
 _INSTANCE_HEADERS = frozenset({b"authorization", targets.PROXY_SECRET_HEADER.lower().encode()})
 _COOKIE = sessions.COOKIE.encode()
+_READS = frozenset({b"GET", b"HEAD", b"OPTIONS"})  # an open tab polls with these
 
 
 def without_our_cookie(value: bytes) -> bytes:
@@ -116,7 +117,9 @@ class Front:
             # knows), with the slash (relative links in the pages resolve under it).
             location = (base + (rest or b"/") + query).decode("latin-1")
             return response(307, "see Location", {"Location": location})
-        if targets.activity_due(target.instance_id):
+        # Only what a person does counts (a save, a new kernel); an open tab's polling GETs do
+        # not. Kernels and terminals at work are read from JupyterLab itself (background/activity.py).
+        if request.method not in _READS and targets.activity_due(target.instance_id):
             touching = asyncio.get_running_loop().run_in_executor(self.pool, targets.touch, self.app.state.platform,
                                                                   target.instance_id)
             touching.add_done_callback(_log_failure)

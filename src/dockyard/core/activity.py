@@ -1,4 +1,9 @@
-"""Reading activity from what a container's kernel says about its sockets."""
+"""Reading activity: what a container's kernel says about its sockets and processes, and
+what JupyterLab says about its kernels and terminals."""
+
+from __future__ import annotations
+
+from datetime import datetime
 
 ESTABLISHED = "01"
 
@@ -33,3 +38,21 @@ def running_names(listing: str) -> set[str]:
 def is_running(names: set[str], wanted: str) -> bool:
     """Whether `wanted` is among `names`; the kernel keeps only 15 characters of a comm."""
     return wanted in names or (len(wanted) > 15 and wanted[:15] in names)
+
+
+def jupyter_active_at(kernels: list, terminals: list, now: datetime) -> datetime | None:
+    """When JupyterLab last did work, from its /api/kernels and /api/terminals answers: now
+    if a kernel is executing ("busy"), else the latest kernel or terminal `last_activity`
+    (JupyterLab moves it on each kernel message or terminal byte, not when a tab polls)."""
+    if any(isinstance(k, dict) and k.get("execution_state") == "busy" for k in kernels):
+        return now
+    times = []
+    for item in (*kernels, *terminals):
+        text = item.get("last_activity") if isinstance(item, dict) else None
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            times.append(min(when, now))  # a clock ahead of ours does not make it active later
+    return max(times, default=None)
