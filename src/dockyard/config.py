@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from dockyard.core.autostop import MAX_MINUTES
 from dockyard.core.validation import NAME_PATTERN
 
 LOCAL_NODE = "local"
@@ -176,6 +177,16 @@ class Settings(BaseSettings):
     autorelease_interval_s: float = Field(default=300.0, gt=0)
     autorelease_day_s: float = Field(default=86400.0, gt=0)
     max_volume_gb: int = Field(default=65536, ge=1)
+    # Operator policy (docs/autostop.md): how long before a timer's stop its warning comes;
+    # the timers a create gets when its user names none; and limits no user can exceed or
+    # turn off (an idle stop of at most 2 h: autostop_idle_limit_minutes=120). Minutes.
+    autostop_warn_minutes: int = Field(default=10, ge=0, le=MAX_MINUTES)
+    autostop_default_idle_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_default_max_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_default_gpu_idle_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_idle_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_max_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_gpu_idle_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
     max_body_bytes: int = 256 * 1024
 
     # Everything that comes out of an instance (JupyterLab, ports, share links) is served on

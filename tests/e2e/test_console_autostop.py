@@ -64,12 +64,27 @@ def test_auto_stop_policy_and_notifications(console, browser):
     made = console.lea.get(f"/instances/{instance_id}").json()
     assert (made["auto_stop_idle_minutes"], made["auto_stop_max_minutes"]) == (3, 480)
 
-    # The instance page shows the policy; it stops by it, live, and the badge counts the notice.
+    # The instance page shows the policy and, the stop being near (warned 10 policy minutes
+    # ahead), a banner whose Keep running button defers it; then it stops, live, and the
+    # badge counts the notices (the warnings and the stop).
     page.click(f"a[href='/instances/{instance_id}']")
     expect(page.locator("#autostop-idle")).to_have_text("3 min")
     expect(page.locator("#autostop-max")).to_have_text("8 h")
+    wait_status(console.lea, instance_id, "running", timeout=60)
+    banner = page.locator("#autostop-banner")
+    for _ in range(20):
+        page.reload()
+        if banner.count():
+            break
+        page.wait_for_timeout(300)
+    expect(banner).to_contain_text("auto-stop warning: no SSH or Jupyter activity for 3 min")
+    shot(page, "autostop-banner")
+    page.click("#autostop-keep")
+    expect(page.locator("#events")).to_contain_text("auto-stop: kept running by lea")
     expect(page.locator(".detail .badge.status")).to_have_text("stopped", timeout=60_000)
-    expect(page.locator("#unread-count")).to_have_text("1", timeout=10_000)
+    unread = len(console.lea.get("/notifications", params={"unread": True}).json())
+    assert unread >= 3  # two warnings, then the stop
+    expect(page.locator("#unread-count")).to_have_text(str(unread), timeout=10_000)
     page.reload()
     expect(page.locator("#events")).to_contain_text("auto-stop: no SSH or Jupyter activity for 3 min")
 
@@ -77,6 +92,7 @@ def test_auto_stop_policy_and_notifications(console, browser):
     page.click("#nav-notifications")
     row = page.locator("#notifications tr.note").first
     expect(row).to_contain_text("instance nap was stopped")
+    expect(page.locator("#notifications tr.note").nth(1)).to_contain_text("unless you keep it running")
     expect(row).to_contain_text("auto-stop")
     expect(row).to_have_class(re.compile("unread"))
     expect(row.locator("time")).to_have_text(re.compile(r"\d"))  # formatted in the browser's zone

@@ -134,7 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         activity.start()
         app.state.metrics = MetricsSampler(platform)  # issue 7: monitoring samples, in memory
         app.state.metrics.start()
-        autostop = AutoStop(platform, driver)  # issue 7: stops instances by their auto-stop policy
+        # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
+        autostop = AutoStop(platform, driver, lambda instance_id: app.state.metrics.store.read(instance_id)[0])
         autostop.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()

@@ -7,6 +7,7 @@ Runs once at start-up and then every few seconds. Each pass is idempotent, so a 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from sqlalchemy import select
 
@@ -15,6 +16,7 @@ from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.core.errors import Conflict
 from dockyard.db.models import Instance, Volume
 from dockyard.runtimes.base import HELPER_LABEL
+from dockyard.services import autostop, notifications
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
@@ -83,9 +85,14 @@ def _check_node(platform, driver, runtime, node: str) -> None:
                        "the container vanished from the node", expected_container=instance.container_id)
         elif not info.running:
             why = "out of memory" if info.oom_killed else f"exit code {info.exit_code}"
-            transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
-                       f"the container's command ended ({why}); GPUs returned",
-                       expected_container=instance.container_id)
+            if instance.auto_stop_on_exit:  # the rule the owner asked for: named, and they are told
+                cause = f"auto-stop: the start command exited ({why}); disks kept, GPUs returned"
+                also = partial(notifications.post, user_id=instance.owner_id, kind=autostop.NOTICE_KIND,
+                               message=f"instance {instance.name} was stopped ({cause}).")
+            else:
+                cause, also = f"the container's command ended ({why}); GPUs returned", None
+            transition(platform, instance.id, Status.RUNNING, Status.STOPPED, cause,
+                       expected_container=instance.container_id, also=also)
 
     # Read after the instances: a release that kept its data disk committed its volume
     # row with it, so the disk is in one set or the other.

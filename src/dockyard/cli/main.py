@@ -12,7 +12,8 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.admin import admin
-from dockyard.cli.autostop import AFTER_HELP, IDLE_HELP, autostop, notifications, policy_body
+from dockyard.cli.autostop import (AFTER_HELP, GPU_IDLE_HELP, GPU_UNDER_HELP, IDLE_HELP, ON_EXIT_HELP, STOP_AT_HELP,
+                                   autostop, keep, notifications, policy_body)
 from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
 from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
@@ -37,6 +38,7 @@ app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")
 app.command("metrics")(metrics)  # issue 7: monitoring
 app.command("autostop")(autostop)  # issue 7
+app.command("keep")(keep)
 app.command("notifications")(notifications)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
@@ -113,6 +115,10 @@ def create(
                                                 help="a release deletes the data disk (default: kept as a volume)"),
     auto_release_days: Optional[int] = typer.Option(None, "--auto-release-days",
                                                     help="release after this many days stopped (at most the operator's)"),
+    gpu_idle: Optional[str] = typer.Option(None, "--auto-stop-gpu-idle", help=GPU_IDLE_HELP),
+    gpu_under: Optional[int] = typer.Option(None, "--gpu-under", help=GPU_UNDER_HELP),
+    stop_at: Optional[str] = typer.Option(None, "--stop-at", help=STOP_AT_HELP),
+    stop_on_exit: Optional[bool] = typer.Option(None, "--stop-on-exit", help=ON_EXIT_HELP),
     wait: bool = typer.Option(False, "--wait", help="wait until it is running"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -121,7 +127,8 @@ def create(
     body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
             "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password, "volumes": volume,
             "keep_data_on_release": not delete_data_on_release, "auto_release_days": auto_release_days,
-            **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"))}
+            **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"), gpu_idle,
+                          gpu_under, stop_at, stop_on_exit)}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
         render.console.print(f"root password (shown once): {created['ssh_password']}", highlight=False)

@@ -49,8 +49,14 @@ def gpus_text(instance: dict) -> str:
 
 
 def policy(instance: dict) -> str:
-    """The auto-stop policy (issue 7) in words."""
-    return summary(instance["auto_stop_idle_minutes"], instance["auto_stop_max_minutes"])
+    """The auto-stop policy in words, and why a rule cannot fire."""
+    at = instance.get("auto_stop_at")
+    words = summary(instance["auto_stop_idle_minutes"], instance["auto_stop_max_minutes"],
+                    instance.get("auto_stop_gpu_idle_minutes"), instance.get("auto_stop_gpu_idle_percent"),
+                    datetime.fromisoformat(at) if at else None, bool(instance.get("auto_stop_on_exit")),
+                    instance.get("auto_stop_when_exits"))
+    notes = instance.get("auto_stop_notes") or []
+    return words + "".join(f" (GPU idle {note})" for note in notes)
 
 
 def instances(rows: list[dict]) -> None:

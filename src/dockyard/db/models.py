@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -242,6 +243,16 @@ class Instance(Base):
     # activity, and/or after this many minutes running; None = never.
     auto_stop_idle_minutes: Mapped[int | None] = mapped_column(Integer)
     auto_stop_max_minutes: Mapped[int | None] = mapped_column(Integer)
+    # The other rules (core/autostop.py): every GPU under a percent (None: 5) for N minutes,
+    # a stop time, the start command's exit, a named process's exit; and the warning's state:
+    # when it was posted (a stop is pending) and the last "keep running".
+    auto_stop_gpu_idle_minutes: Mapped[int | None] = mapped_column(Integer)
+    auto_stop_gpu_idle_percent: Mapped[int | None] = mapped_column(Integer)
+    auto_stop_at: Mapped[datetime | None] = mapped_column()
+    auto_stop_on_exit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    auto_stop_when_exits: Mapped[str | None] = mapped_column(String(64))
+    auto_stop_warned_at: Mapped[datetime | None] = mapped_column()
+    auto_stop_kept_at: Mapped[datetime | None] = mapped_column()
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)

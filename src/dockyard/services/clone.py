@@ -51,7 +51,10 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
         gpu_count=source.gpu_count if gpu_count is None else gpu_count,
         env=dict(source.env or {}), command=source.command, data_disk_gb=disk_gb,
         ssh_password=bool(source.ssh_password), auto_stop_idle_minutes=source.auto_stop_idle_minutes,
-        auto_stop_max_minutes=source.auto_stop_max_minutes, instance_id=clone_id, node=source.node_name,
+        auto_stop_max_minutes=source.auto_stop_max_minutes,
+        auto_stop_gpu_idle_minutes=source.auto_stop_gpu_idle_minutes,
+        auto_stop_gpu_idle_percent=source.auto_stop_gpu_idle_percent, auto_stop_on_exit=source.auto_stop_on_exit,
+        instance_id=clone_id, node=source.node_name,
         keep_data_on_release=source.keep_data_on_release, auto_release_days=source.auto_release_days,
         sysdisk_image=f"dy-{platform.deployment}-sysdisk:{clone_id}-{int(time.time() * 1000)}",
         cause=f"cloned by {user.name} from instance {source.name}")

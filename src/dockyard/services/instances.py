@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +34,12 @@ class CreateRequest:
     command: str | None = None
     data_disk_gb: int = 50
     ssh_password: bool = False
-    auto_stop_idle_minutes: int | None = None  # issue 7: core/autostop.py
+    auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
+    auto_stop_gpu_idle_minutes: int | None = None
+    auto_stop_gpu_idle_percent: int | None = None
+    auto_stop_at: datetime | None = None
+    auto_stop_on_exit: bool = False
     # A clone (services/clone.py): its id, fixed beforehand; its source's node, where the
     # disks are copied; the copy of the system disk it starts from; its first event.
     instance_id: str | None = None
@@ -245,6 +250,10 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 jupyter_token=secrets.token_hex(24),
                 auto_stop_idle_minutes=request.auto_stop_idle_minutes,
                 auto_stop_max_minutes=request.auto_stop_max_minutes,
+                auto_stop_gpu_idle_minutes=request.auto_stop_gpu_idle_minutes,
+                auto_stop_gpu_idle_percent=request.auto_stop_gpu_idle_percent,
+                auto_stop_at=request.auto_stop_at,
+                auto_stop_on_exit=request.auto_stop_on_exit,
                 sysdisk_image=request.sysdisk_image,
             )
             db.add(instance)

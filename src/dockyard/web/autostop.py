@@ -1,5 +1,6 @@
-"""The console's side of the auto-stop policy (issue 7): the choices of the create form and
-the instance page, reading them from a form, and the instance page's form to change it."""
+"""The console's side of the auto-stop policy: the choices of the create form and the
+instance page, reading them from a form, the instance page's form to change it, and its
+"keep running" button (shown on the banner of a warned stop)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,17 @@ from dockyard.api.routers import instances as instances_api
 from dockyard.api.schemas import PatchInstance
 from dockyard.core.autostop import OFF, parse_minutes
 from dockyard.core.errors import DockyardError, InvalidInput, NotFound
+from dockyard.services import autostop
 from dockyard.web.routes import Page, _owned, check_csrf, form, not_found, page, templates
 
 router = APIRouter(include_in_schema=False)
 
 CUSTOM = "custom"
 # Form field -> policy field, and the minutes offered before "custom".
-FIELDS = {"auto_stop_idle": "auto_stop_idle_minutes", "auto_stop_max": "auto_stop_max_minutes"}
-CHOICES = {"auto_stop_idle": (15, 30, 60, 120), "auto_stop_max": (60, 240, 480, 1440)}
+FIELDS = {"auto_stop_idle": "auto_stop_idle_minutes", "auto_stop_max": "auto_stop_max_minutes",
+          "auto_stop_gpu_idle": "auto_stop_gpu_idle_minutes"}
+CHOICES = {"auto_stop_idle": (15, 30, 60, 120), "auto_stop_max": (60, 240, 480, 1440),
+           "auto_stop_gpu_idle": (15, 30, 60, 120)}
 
 
 def duration(minutes: int | None, t) -> str:
@@ -63,3 +67,17 @@ def change(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Res
     except DockyardError:
         pass  # released meanwhile: the page says so
     return RedirectResponse(f"{target}#autostop", status_code=303)
+
+
+@router.post("/instances/{key}/keep")
+def keep(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            instance_id = _owned(db, p, key).id
+        autostop.keep(p.platform, p.user, instance_id)
+    except NotFound:
+        return not_found(p)
+    except DockyardError:
+        pass  # stopped or kept meanwhile: the page says so
+    return RedirectResponse(f"/instances/{quote(key)}", status_code=303)

@@ -41,7 +41,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import billing, images, instances, keys, notifications, ports, sessions, users
+from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -373,10 +373,12 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     ids = [i.id for i in found]
     image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
     gpus: dict[str, list[int]] = defaultdict(list)
-    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index)
-                                         .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
-                                         .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
+    gpu_simulated: dict[str, list[bool]] = defaultdict(list)
+    for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
+                                                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                                    .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
+        gpu_simulated[instance_id].append(simulated)
     # As billing.instance_costs, for all rows at once.
     costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
                             .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
@@ -390,6 +392,9 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
+            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes,
+            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
+            "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
             "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,

@@ -64,6 +64,13 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         last_jupyter_at=instance.last_jupyter_at,
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
+        auto_stop_gpu_idle_minutes=instance.auto_stop_gpu_idle_minutes,
+        auto_stop_gpu_idle_percent=instance.auto_stop_gpu_idle_percent,
+        auto_stop_at=instance.auto_stop_at,
+        auto_stop_on_exit=instance.auto_stop_on_exit,
+        auto_stop_when_exits=instance.auto_stop_when_exits,
+        auto_stop_pending=autostop.pending(db, instance),
+        auto_stop_notes=autostop.notes(instance, [g.simulated for g in gpus]),
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
@@ -94,9 +101,10 @@ def create(
     platform: Platform = Depends(get_platform),
     driver: Driver = Depends(get_driver),
 ) -> InstanceOut:
-    fields = body.model_dump()
-    fields["volumes"] = [volumes.parse_mount(text) for text in body.volumes]
-    instance = instances.create_instance(platform, user, instances.CreateRequest(**fields))
+    given = body.model_dump()
+    given["volumes"] = [volumes.parse_mount(text) for text in body.volumes]
+    given.update(autostop.rules_for_create(platform.settings, given, body.model_fields_set))
+    instance = instances.create_instance(platform, user, instances.CreateRequest(**given))
     driver.kick(instance.id)
     out = _out(platform, instance.id)
     out.ssh_password = instance.ssh_password
@@ -131,8 +139,8 @@ def show(
 @router.patch("/{key}", response_model=InstanceOut)
 def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
-    """Change the auto-stop policy (issue 7) or what a release does: only the fields given;
-    null turns a policy off."""
+    """Change the auto-stop policy or what a release does: only the fields given; null
+    turns a rule off (or to the operator's limit)."""
     changes = body.model_dump(exclude_unset=True)
     release = {k: changes.pop(k) for k in instances.RELEASE_FIELDS if k in changes}
     if release:
@@ -140,6 +148,12 @@ def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
     if changes or not release:
         instance = autostop.set_policy(platform, user, key, changes)
     return _out(platform, instance.id)
+
+
+@router.post("/{key}/keep", response_model=InstanceOut)
+def keep(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform)) -> InstanceOut:
+    """Keep running: call off a warned auto-stop; the timers count from now (409 if none is pending)."""
+    return _out(platform, autostop.keep(platform, user, key).id)
 
 
 @router.get("/{key}/events", response_model=list[EventOut])
