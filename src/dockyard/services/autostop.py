@@ -18,6 +18,7 @@ from dockyard.core.autostop import (CLEAR, DEFAULT_GPU_PERCENT, NO_GPU_READINGS,
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
+from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import instances, notifications
 from dockyard.services.driver import Driver
@@ -28,10 +29,12 @@ FIELDS = ("auto_stop_idle_minutes", "auto_stop_max_minutes", "auto_stop_gpu_idle
 NOTICE_KIND = "autostop"
 WARNING_KIND = "autostop_warning"
 WARNING = "auto-stop warning"
-# Every process's comm and arguments (split by \x01), one a line, from /proc (images need no procps), cut
-# at 256 KiB. A fixed command: nothing a user gave is in it.
-PROCESS_LIST = ["sh", "-c", "for p in /proc/[0-9]*; do printf '%s\\t' \"$(cat $p/comm)\"; "
-                            "tr '\\0' '\\001' < $p/cmdline; echo; done 2>/dev/null | head -c 262144"]
+# Every process's comm and arguments (split by \x01), one a line, from /proc (images need no procps):
+# a fixed script of the platform's busybox (runtimes/docker_tools.py), nothing a user gave in it,
+# bounded in time and output.
+PROCESS_LIST = ["sh", "-c", f"B={docker_tools.BUSYBOX}; for p in /proc/[0-9]*; do "
+                            "printf '%s\\t' \"$($B cat $p/comm)\"; $B tr '\\0' '\\001' < $p/cmdline; echo; done 2>/dev/null"]
+PROCESS_LIST_TIMEOUT_S, PROCESS_LIST_MAX_BYTES = 15, 256 * 1024
 GpuSamples = Callable[[str], list]  # instance id -> its samples, oldest first (core/metrics.py's Sample)
 
 
@@ -58,7 +61,8 @@ def rules_for_create(settings: Settings, given: dict, named: set[str]) -> dict:
 
 def process_names(platform: Platform, node: str, container_id: str) -> set[str]:
     runtime = platform.runtime(node)
-    _, output = runtime.exec(container_id, PROCESS_LIST)
+    _, output = runtime.tool(container_id, PROCESS_LIST, timeout_s=PROCESS_LIST_TIMEOUT_S,
+                             max_bytes=PROCESS_LIST_MAX_BYTES)
     return running_names(output.decode(errors="replace"))
 
 
