@@ -82,6 +82,7 @@ class Server:
             "DOCKYARD_DATABASE_URL": test_database_url(self.home),
             "DOCKYARD_SIMULATED_GPUS": simulated_gpus,
             "DOCKYARD_PORT": str(self.port),
+            "DOCKYARD_INSIDE_PORT": str(free_port()),  # dockyard-shutdown's listener (access/inside.py)
             "DOCKYARD_RECONCILE_INTERVAL_S": "1",
             "DOCKYARD_STOP_TIMEOUT_S": "2",
             "DOCKYARD_SSH_PORT_MIN": str(ssh_base),

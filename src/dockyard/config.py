@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     # nor link-local metadata services; except these TCP ports of the host (a mirror).
     protect_host: bool = True
     instance_host_open_ports: list[int] = Field(default_factory=list)
+    # dockyard-shutdown (docs/autostop.md): instances post their stop to this listener, the
+    # one port of this host the firewall opens to them (0: none, no dockyard-shutdown). They
+    # reach it at their default gateway, this host on their bridge; on other nodes' hosts
+    # that is not this server, so set inside_url (http://server:8001) for them.
+    inside_host: str = "0.0.0.0"
+    inside_port: int = Field(default=8001, ge=0, le=65535)
+    inside_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
 
     # Each user's private bridge network on a node is a subnet of this pool.
     network_pool: str = "10.213.0.0/16"

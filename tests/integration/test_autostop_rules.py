@@ -9,6 +9,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pytest
 
 from tests.harness import BASE_IMAGE, Server, wait_status
@@ -234,3 +235,53 @@ def test_a_busy_kernel_with_no_browser_keeps_it_running_and_an_idle_open_tab_doe
     wait_status(srv.ann, key, "stopped", timeout=60)
     assert "auto-stop: no SSH or Jupyter activity for 4 min" in causes(srv.ann, key)
     srv.ann.delete(f"/instances/{key}").raise_for_status()
+
+
+def run_inside(api, key, script: str) -> dict:
+    answer = api.post(f"/instances/{key}/exec", json={"command": ["sh", "-c", script]}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_dockyard_shutdown_stops_its_own_instance_with_a_token_only_it_holds(docker_client):
+    # A pool of its own: another test server rebuilding the host firewall's chain for its
+    # pools leaves this one's traffic alone (protect_host stays on here).
+    server = serve(network_pool="10.229.0.0/16")
+    try:
+        ann, inside_port = server.ann, int(server.env["DOCKYARD_INSIDE_PORT"])
+        mine = create(ann, name="selfstop")
+        other = create(ann, name="bystander")
+        for made in (mine, other):
+            wait_status(ann, made["id"], "running", timeout=60)
+        config = run_inside(ann, mine["id"], "ls -l /etc/dockyard/shutdown; cat /etc/dockyard/shutdown")
+        assert config["output"].startswith("-rw------- ") and f"http://GATEWAY:{inside_port}" in config["output"]
+        token = config["output"].strip().splitlines()[-1]
+        assert token not in run_inside(ann, other["id"], "cat /etc/dockyard/shutdown")["output"]
+        # Nothing but POST /stop with a known token does anything.
+        with httpx.Client(base_url=f"http://127.0.0.1:{inside_port}", timeout=10) as listener:
+            assert listener.post("/stop", headers={"Authorization": "Bearer nope"}).status_code == 401
+            assert listener.post("/stop").status_code == 401
+            assert listener.post("/instances", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+            assert listener.get("/stop").status_code == 405
+        assert ann.get(f"/instances/{mine['id']}").json()["status"] == "running"
+
+        said = run_inside(ann, mine["id"], "dockyard-shutdown")
+        assert said["exit_code"] in (0, -1, 137), said  # the stop may end the exec with the container
+        stopped = wait_status(ann, mine["id"], "stopped", timeout=60)
+        assert stopped["status_reason"] is None
+        assert "stopped from inside the instance (dockyard-shutdown); disks kept, GPUs returned" in causes(
+            ann, mine["id"])
+        assert len(docker_client.volumes.list(filters={"label": f"dockyard.instance={mine['id']}"})) == 1
+        assert ann.get(f"/instances/{other['id']}").json()["status"] == "running"  # only its own
+        assert any(n["kind"] == "shutdown" for n in ann.get("/notifications").json())
+
+        # A new start writes a new token: the old one stops nothing any more.
+        ann.post(f"/instances/{mine['id']}/start").raise_for_status()
+        wait_status(ann, mine["id"], "running", timeout=60)
+        with httpx.Client(base_url=f"http://127.0.0.1:{inside_port}", timeout=10) as listener:
+            assert listener.post("/stop", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+        assert token not in run_inside(ann, mine["id"], "cat /etc/dockyard/shutdown")["output"]
+        for made in (mine, other):
+            ann.delete(f"/instances/{made['id']}").raise_for_status()
+    finally:
+        server.close()

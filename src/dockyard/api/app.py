@@ -22,6 +22,7 @@ from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
 from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
 from dockyard.background.autostop import AutoStop  # issue 7
+from dockyard.access import inside
 from dockyard.background.autorelease import AutoRelease
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
@@ -139,8 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         autostop.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()
+        shutdown_listener = inside.start(platform, driver)  # dockyard-shutdown's, for instances only
         app.state.platform, app.state.driver = platform, driver
         yield
+        if shutdown_listener:
+            shutdown_listener.stop()
         reconciler.stop()
         activity.stop()
         app.state.metrics.stop()

@@ -232,6 +232,9 @@ class Instance(Base):
     env_check: Mapped[dict | None] = mapped_column(JSON)
     # JupyterLab's token inside the instance: a secret the platform never shows.
     jupyter_token: Mapped[str | None] = mapped_column(String(64))
+    # The SHA-256 of the token dockyard-shutdown uses from inside (services/inside.py),
+    # new at each start; the token itself is only in the container.
+    shutdown_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The node's port published to the container's sshd, and an optional root password
     # (shown once, at creation).
     ssh_port: Mapped[int | None] = mapped_column(Integer)

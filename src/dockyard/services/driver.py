@@ -17,7 +17,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
 from dockyard.services.instances import assigned_gpus, free_ssh_port, transition
-from dockyard.services import volumes
+from dockyard.services import inside, volumes
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -167,6 +167,7 @@ class Driver:
                 return  # the drive loop's next pass makes the container on the new port
             raise
         self._install_keys(runtime, container_id, instance.owner_id)
+        inside.install(self.platform, runtime, container_id, instance.id)
         info = runtime.inspect(container_id)
         if info is None or not info.running:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")

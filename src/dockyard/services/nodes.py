@@ -52,7 +52,7 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if config.name == LOCAL_NODE and config.url.startswith("unix://") and platform.settings.protect_host:
             settings = platform.settings
             problem = host_firewall.protect_host([settings.network_pool, settings.cluster_network_pool],
-                                                 settings.instance_host_open_ports)
+                                                 settings.instance_host_open_ports + [settings.inside_port] * bool(settings.inside_port))
             if problem:  # the platform still runs; docs/security.md says what is then open
                 log.warning("instances on node %s can reach this host: %s", config.name, problem)
 
