@@ -43,7 +43,8 @@ token=$($B sed -n 2p "$conf")
 gateway=$($B awk '$2 == "00000000" {{ g = $3; printf "%d.%d.%d.%d", "0x" substr(g, 7, 2), "0x" substr(g, 5, 2), \
 "0x" substr(g, 3, 2), "0x" substr(g, 1, 2); exit }}' /proc/net/route)
 url=$(echo "$url" | $B sed "s/{GATEWAY}/$gateway/")
-if ! $B wget -q -O - -T 20 --header "Authorization: Bearer $token" --post-data "" "$url/stop"; then
+# (busybox timeout: this build of wget crashes on its own -T)
+if ! $B timeout 30 $B wget -q -O - --header "Authorization: Bearer $token" --post-data "" "$url/stop"; then
     echo "dockyard-shutdown: the platform at $url did not take the stop" >&2
     exit 1
 fi
