@@ -130,9 +130,10 @@ def test_reconciler_heals_drift(crashy, docker_client):
     for instance in (running, doomed):
         wait_status(api, instance["id"], "running")
 
-    # A container of ours that no instance owns is removed.
-    stray = docker_client.containers.run(
-        BASE_IMAGE, "sleep infinity", detach=True,
+    # A container of ours that no instance owns is removed (created, not started: the
+    # reconciler may remove it between a create and a start, which would fail the start).
+    stray = docker_client.containers.create(
+        BASE_IMAGE, "sleep infinity",
         labels={"dockyard.deployment": crashy.deployment, "dockyard.instance": "nosuchinstance"},
     )
     # A container that vanished behind our back fails its instance and frees its GPUs.
