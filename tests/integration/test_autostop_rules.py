@@ -206,12 +206,10 @@ def _execute(lab_url: str, token: str, base: str, kernel_id: str, code: str) -> 
 
 
 def test_a_busy_kernel_with_no_browser_keeps_it_running_and_an_idle_open_tab_does_not(srv, pytorch_image):
-    import httpx
-
     made = create(srv.ann, image="pytorch-2.13-cpu", name="nb")
     key = made["id"]
     wait_status(srv.ann, key, "running", timeout=180)
-    http = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {srv.tokens['ann']}"}, timeout=30)
+    http = srv.instance_client(key, srv.tokens["ann"])  # JupyterLab is served on the instance's own host
     base = f"/instances/{key}/jupyter"
     for _ in range(240):  # JupyterLab takes a while to come up on a loaded machine
         if http.get(f"{base}/api/status").status_code == 200:
@@ -219,7 +217,7 @@ def test_a_busy_kernel_with_no_browser_keeps_it_running_and_an_idle_open_tab_doe
         time.sleep(0.5)
     kernel = http.post(f"{base}/api/kernels", json={"name": "python3"})
     assert kernel.status_code == 201, kernel.text
-    _execute(srv.url, srv.tokens["ann"], base, kernel.json()["id"], "import time; time.sleep(30)")
+    _execute(srv.instance_url(key), srv.tokens["ann"], base, kernel.json()["id"], "import time; time.sleep(30)")
     busy_until = time.monotonic() + 28
     srv.ann.patch(f"/instances/{key}", json={"auto_stop_idle_minutes": 4}).raise_for_status()  # 8 s
     while time.monotonic() < busy_until - 2:  # far past 8 s without SSH, a browser or a request
