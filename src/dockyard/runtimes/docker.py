@@ -41,7 +41,7 @@ DROPPED_CAPABILITIES = ["NET_RAW", "MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE"]
 # would let the author in, or let one instance pass for another, goes.
 SCRUB_SCRIPT = """
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub /etc/environment \
-      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys
+      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys /etc/dockyard/shutdown
 if [ -f /etc/shadow ]; then sed -i -e 's/^root:[^:]*:/root:*:/' /etc/shadow; fi
 """
 
