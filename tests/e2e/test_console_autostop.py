@@ -132,6 +132,32 @@ def test_auto_stop_policy_and_notifications(console, browser):
     assert (changed["auto_stop_idle_minutes"], changed["auto_stop_max_minutes"]) == (30, None)
     assert page.request.post(f"/instances/{instance_id}/autostop", form={"auto_stop_idle": "off"}).status == 403
 
+    # The other rules on the same form: a stop time (ahead, with a zone), the start command's
+    # exit, a process's exit (only one running now: this instance is stopped). Refused: the
+    # reason by its field, nothing changed; the rest kept as they were when saved.
+    page.fill("#auto_stop_at", "2020-01-01T08:00+08:00")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop at: a time ahead")
+    page.fill("#auto_stop_at", "not a time")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop at: a time ahead")
+    page.fill("#auto_stop_when_exits", "train.py")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop when this process exits")
+    assert console.lea.get(f"/instances/{instance_id}").json()["auto_stop_at"] is None
+    page.fill("#auto_stop_at", "2099-01-01T08:00+08:00")
+    page.fill("#auto_stop_when_exits", "")
+    page.check("#auto_stop_on_exit")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-rules")).to_contain_text("the start command exits")
+    expect(page.locator("#auto_stop_on_exit")).to_be_checked()
+    expect(page.locator("#auto_stop_at")).to_have_value("2099-01-01T00:00+00:00")
+    ruled = console.lea.get(f"/instances/{instance_id}").json()
+    assert ruled["auto_stop_on_exit"] is True and ruled["auto_stop_at"].startswith("2099-01-01T00:00")
+    assert (ruled["auto_stop_idle_minutes"], ruled["auto_stop_when_exits"]) == (30, None)
+    page.click("#autostop-submit")  # saved again unchanged: the stop time is not checked again
+    expect(page.locator("#autostop-error")).to_have_count(0)
+
     # In Chinese.
     page.click("a[data-lang=zh]")
     expect(page.locator("#autostop")).to_have_text("自动关机")

@@ -365,6 +365,13 @@ def form_error(exc: Exception) -> str:
 # ---- instances ------------------------------------------------------------------------------------
 
 
+def rule_values(instance: Instance) -> dict:
+    """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
+    at = instance.auto_stop_at
+    return {"auto_stop_at": at.isoformat(timespec="minutes") if at else None,
+            "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
+
+
 def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
     """The user's live instances for the list, in a handful of queries (not per row)."""
     found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
@@ -392,7 +399,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
-            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes,
+            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
             "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
