@@ -169,3 +169,25 @@ def test_auto_stop_policy_and_notifications(console, browser):
 
     console.lea.delete(f"/instances/{instance_id}").raise_for_status()
     wait_status(console.lea, instance_id, "released")
+
+
+def test_the_create_form_sets_a_stop_time_and_stop_on_exit(console, browser):
+    context, page = sign_in(browser, console.url, "lea")
+    page.click("nav >> text=Rent a GPU")
+    page.select_option("#gpu_count", "0")
+    page.select_option("#image", "debian-12")
+    page.fill("#name", "timed")
+    page.fill("#auto_stop_at", "2020-01-01T08:00+08:00")
+    page.click("#create-submit")
+    expect(page.locator("#create-error")).to_contain_text("auto_stop_at")  # in the past: refused, nothing made
+    assert [i for i in console.lea.get("/instances").json() if i["name"] == "timed"] == []
+    page.select_option("#gpu_count", "0")
+    page.select_option("#image", "debian-12")
+    page.fill("#auto_stop_at", "2099-01-01T08:00+08:00")
+    page.check("#auto_stop_on_exit")
+    page.click("#create-submit")
+    expect(page).to_have_url(re.compile(r"/instances\?created="))
+    made = next(i for i in console.lea.get("/instances").json() if i["name"] == "timed")
+    assert made["auto_stop_on_exit"] is True and made["auto_stop_at"].startswith("2099-01-01T00:00")
+    context.close()
+    console.lea.delete(f"/instances/{made['id']}").raise_for_status()

@@ -342,6 +342,8 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
             chosen["volumes"] = [data["volume"]]
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
+        chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
+        chosen["auto_stop_on_exit"] = data.get("auto_stop_on_exit") == "on"
         body = instances_api.CreateInstance(**chosen)
         out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
     except (DockyardError, ValidationError, ValueError) as exc:
