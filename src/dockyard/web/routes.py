@@ -509,7 +509,9 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
             out = instances_api.start(instance_id, StartInstance(no_gpu=action == "start-no-gpu"), user, platform,
                                       driver)
         elif action == "release":
-            out = instances_api.release(instance_id, user, platform, driver)
+            # The console's release keeps the data disk as a volume (the default).
+            out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
+                                        platform=platform, driver=driver)
         elif action == "save":
             image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
             return JSONResponse({"image": image.name, "status": image.status})
