@@ -380,6 +380,18 @@ def test_an_early_answer_reaches_a_client_that_is_still_sending(relay):
                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
             answer = _read_all(sock)
         assert answer.startswith(b"HTTP/1.1 413") and answer.endswith(b'{"detail": "request body too large"}')
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        # The relay closes after it (the rest of the body is not relayed): the head says so.
+        assert head.count(b"connection:") == 1 and b"\r\nconnection: close" in head
+
+
+def test_a_pooled_client_never_reuses_a_connection_closed_after_an_early_answer(relay):
+    """A client that keeps connections alive (httpx) sends its next request on a new one:
+    without Connection: close it raced the relay's close and got "Server disconnected"."""
+    with httpx.Client(base_url=relay.url, timeout=20) as client:
+        for _ in range(20):
+            assert client.post("/early", content=b"x" * 400_000).status_code == 413
+            assert client.get("/echo").status_code == 200
 
 
 def test_a_head_over_the_limit_is_refused_while_it_arrives(tight):

@@ -283,7 +283,9 @@ class Front:
             # By name, or without the slash: go to the id's URL (the base URL JupyterLab
             # knows), with the slash (relative links in the pages resolve under it).
             return _see((base + (rest or b"/") + query).decode("latin-1"))
-        if targets.activity_due(target.instance_id):
+        # Only what a person does counts (a save, a new kernel); an open tab's polling GETs do
+        # not. Kernels and terminals at work are read from JupyterLab itself (background/activity.py).
+        if request.method not in _SAFE and targets.activity_due(target.instance_id):
             touching = asyncio.get_running_loop().run_in_executor(self.pool, targets.touch, self.app.state.platform,
                                                                   target.instance_id)
             touching.add_done_callback(_log_failure)

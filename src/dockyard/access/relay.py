@@ -172,6 +172,10 @@ class Upstream(asyncio.Protocol):
         self.closed = False
         self.idle_since = time.monotonic()
         self.head: bytearray | None = None  # a response head being held to be rewritten
+        # The response came while its request's body was still arriving: the client
+        # connection is closed after it, and its head says so (Connection: close), or the
+        # client would send its next request into a connection that is going away.
+        self.closes_client = False
 
     # -- asyncio callbacks
     def connection_made(self, transport):
@@ -185,6 +189,8 @@ class Upstream(asyncio.Protocol):
         if self.request is None or client.closing:
             client.forget(self)
             return
+        if not self.answered and self.head is None and not self.request.complete:
+            self.head = bytearray()  # held to say Connection: close
         self.answered = True
         upgraded = False
         try:
@@ -202,7 +208,7 @@ class Upstream(asyncio.Protocol):
             client.write(data)
         elif not self._rewrite(data):
             log.warning("the backend at %s sent a response head over %s bytes", self.address, RESPONSE_HEAD_LIMIT)
-            client.write(response(502, "the instance's response head is too large"))
+            client.write(response(502, "the instance's response head is too large", {"Connection": "close"}))
             client.close()
             self.close()
             return
@@ -220,8 +226,13 @@ class Upstream(asyncio.Protocol):
             if end < 0:
                 return len(self.head) <= RESPONSE_HEAD_LIMIT
             head, rest = bytes(self.head[:end]), bytes(self.head[end + 4:])
-            self.client.write(self.request.route.response_head(head) + b"\r\n\r\n")
             interim = head[9:10] == b"1" and head[9:12] != b"101"  # "HTTP/1.1 100 ...": a head follows
+            route = self.request.route
+            if route.response_head:
+                head = route.response_head(head)
+            if not interim and not self.request.complete:
+                head, self.closes_client = _connection_close(head), True
+            self.client.write(head + b"\r\n\r\n")
             self.head = bytearray(rest) if interim else None
             if not interim and rest:
                 self.client.write(rest)
@@ -264,6 +275,7 @@ class Upstream(asyncio.Protocol):
     # -- used by the client side
     def begin(self, request: Request, head: bytes, replaying: bool = False) -> None:
         self.request, self.interim, self.answered, self.finished = request, False, False, None
+        self.closes_client = False
         self.parser = httptools.HttpResponseParser(self)
         self.head = bytearray() if request.route.response_head else None
         request.upstream = self
@@ -288,6 +300,12 @@ class Upstream(asyncio.Protocol):
     def close(self) -> None:
         if self.transport and not self.closed:
             self.transport.close()
+
+
+def _connection_close(head: bytes) -> bytes:
+    lines = [line for line in head.split(b"\r\n")
+             if line.split(b":", 1)[0].strip().lower() not in (b"connection", b"keep-alive")]
+    return b"\r\n".join([*lines, b"Connection: close"])
 
 
 class _Pipe(asyncio.Protocol):
@@ -369,7 +387,7 @@ class ClientConnection(asyncio.Protocol):
             self._update_reading()
         except httptools.HttpParserError:
             if not self.closing:
-                self.write(response(400, "malformed HTTP request"))
+                self.write(response(400, "malformed HTTP request", {"Connection": "close"}))
                 self.close(linger=True)
             return
         if self.in_head and not self.closing:
@@ -454,7 +472,8 @@ class ClientConnection(asyncio.Protocol):
         if encodings and encodings != [b"chunked"]:
             # Anything but one plain "chunked" is read differently by different servers:
             # the classic way to smuggle a request past a proxy.
-            request.refused = response(400, "Transfer-Encoding other than one 'chunked' is not accepted")
+            request.refused = response(400, "Transfer-Encoding other than one 'chunked' is not accepted",
+                                       {"Connection": "close"})
         if len(self.pending) == 1:
             self._start(request)
         self._update_reading()
@@ -574,7 +593,7 @@ class ClientConnection(asyncio.Protocol):
             return
         # A response that came before its request's body ended leaves the rest of that
         # body on the connection, indistinguishable from a next request: close after it.
-        self._finished(request, keep_alive=request.complete and request.keep_alive)
+        self._finished(request, keep_alive=request.complete and request.keep_alive and not upstream.closes_client)
 
     def _finished(self, request: Request, keep_alive: bool) -> None:
         self.pending.popleft()
@@ -602,7 +621,7 @@ class ClientConnection(asyncio.Protocol):
         elif upstream.answered:
             self.close(linger=not request.complete)  # a response delimited by the connection's end: pass the end on
         else:
-            self.write(response(502, "the instance closed the connection without answering"))
+            self.write(response(502, "the instance closed the connection without answering", {"Connection": "close"}))
             self.close(linger=not request.complete)
 
     @staticmethod

@@ -20,6 +20,7 @@ from dockyard.config import NodeConfig
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
 from dockyard.runtimes import docker_tools
+from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.base import (
     ContainerInfo,
@@ -42,7 +43,7 @@ DROPPED_CAPABILITIES = ["NET_RAW", "MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE"]
 # would let the author in, or let one instance pass for another, goes.
 SCRUB_SCRIPT = """
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub /etc/environment \
-      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys
+      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys /etc/dockyard/shutdown
 if [ -f /etc/shadow ]; then sed -i -e 's/^root:[^:]*:/root:*:/' /etc/shadow; fi
 """
 
@@ -59,7 +60,10 @@ def _error(exc: APIError) -> RuntimeError_:
 
 class DockerRuntime:
     def __init__(self, node: NodeConfig, network_pool: str = "10.213.0.0/16", network_prefix: int = 24,
-                 timeout: int = 120, busybox: Path = Path("/bin/busybox"), ping_timeout_s: float = 5):
+                 timeout: int = 120, busybox: Path = Path("/bin/busybox"), disks: LoopDisks | None = None,
+                 ping_timeout_s: float = 5):
+        # Disks of a fixed size (runtimes/disks.py); None: plain volumes, sizes not enforced.
+        self.disks = disks
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.url.startswith("tcp://"):  # the config insists on all three
@@ -150,11 +154,28 @@ class DockerRuntime:
                 return subnet
         raise RuntimeError_(f"no free /{self.network_prefix} left in the network pool {pool}")
 
-    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
+        """The volume `name`, made if missing: with `size_gb`, on a disk of that size (kept
+        mounted: this mounts it again after a reboot). A plain volume made before sizes
+        were enforced stays as it is."""
         try:
             self.client.volumes.get(name)
+            exists = True
         except NotFound:
-            self.client.volumes.create(name, labels=labels)
+            exists = False
+        sized = size_gb is not None and self.disks is not None and (not exists or self.disks.exists(name))
+        if sized:
+            point = self.disks.ensure(name, size_gb)
+        if exists:
+            return
+        try:
+            if sized:
+                self.client.volumes.create(name, driver="local", labels=labels,
+                                           driver_opts={"type": "none", "o": "bind", "device": str(point)})
+            else:
+                self.client.volumes.create(name, labels=labels)
+        except APIError as exc:
+            raise _error(exc) from exc
 
     def remove_volume(self, name: str) -> None:
         try:
@@ -163,6 +184,21 @@ class DockerRuntime:
             pass
         except APIError as exc:
             raise _error(exc) from exc
+        if self.disks is not None:
+            self.disks.remove(name)
+
+    def resize_volume(self, name: str, size_gb: int) -> None:
+        """Grow or shrink a sized volume that no running container holds."""
+        if self.disks is None or not self.disks.exists(name):
+            raise RuntimeError_("this volume has no fixed size (it was made where sizes are not enforced)")
+        self.disks.resize(name, size_gb)
+
+    def volume_usage(self, name: str) -> tuple[int, int] | None:
+        """(size, used) bytes of a sized volume, None for a plain one."""
+        if self.disks is None or not self.disks.exists(name):
+            return None
+        self.disks.ensure(name, 1)  # mounted (an existing disk keeps its size)
+        return self.disks.usage(name)
 
     def list_volumes(self, labels: dict[str, str]) -> list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -19,7 +20,7 @@ from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_
 from dockyard.core.gpus import driver_runs
 from dockyard.core.validation import RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
-from dockyard.services import audit, images, ownership
+from dockyard.services import audit, images, ownership, volumes
 from dockyard.services.platform import Platform
 
 ALLOCATION_RETRIES = 5
@@ -36,14 +37,23 @@ class CreateRequest:
     command: str | None = None
     data_disk_gb: int = 50
     ssh_password: bool = False
-    auto_stop_idle_minutes: int | None = None  # issue 7: core/autostop.py
+    auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
+    auto_stop_gpu_idle_minutes: int | None = None
+    auto_stop_gpu_idle_percent: int | None = None
+    auto_stop_at: datetime | None = None
+    auto_stop_on_exit: bool = False
     # A clone (services/clone.py): its id, fixed beforehand; its source's node, where the
     # disks are copied; the copy of the system disk it starts from; its first event.
     instance_id: str | None = None
     node: str | None = None
     sysdisk_image: str | None = None
     cause: str | None = None
+    # Volumes (docs/volumes.md): ones to mount, whether a release keeps the data disk,
+    # and days stopped before an automatic release (None: the operator's setting).
+    volumes: list[volumes.Mount] = field(default_factory=list)
+    keep_data_on_release: bool = True
+    auto_release_days: int | None = None
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -191,24 +201,44 @@ def check_env(env: dict[str, str], secret_env: dict[str, str]) -> None:
         raise InvalidInput(f"env: {both[0]} is given both as plain and as secret", field="env")
 
 
+def check_auto_release_days(platform: Platform, days: int | None) -> None:
+    limit = platform.settings.auto_release_days
+    if days is not None and not 1 <= days <= limit:
+        raise InvalidInput(f"auto_release_days: 1 to {limit} (the operator's limit), not {days}",
+                           field="auto_release_days")
+
+
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
     check_env(request.env, request.secret_env)
+    check_auto_release_days(platform, request.auto_release_days)
     sealed = platform.secret_box.seal(request.secret_env)
 
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             image = images.image_named(db, user, request.image)
+            volume_node, mounts = volumes.resolve_mounts(db, user, request.volumes)
+            if volume_node and request.node and volume_node != request.node:
+                raise Conflict(f"volumes: volume {mounts[0][0].name} is on node {volume_node}, the instance must be "
+                               f"on node {request.node}", field="volumes")
+            only_node = request.node or volume_node
             _lock_allocation(db)
-            views = _node_views(db, only_node=request.node)
-            if request.node and not views:
-                raise Conflict(f"node {request.node} is offline; the disks to copy are there")
-            check_request(views, request.gpu_model, request.gpu_count)
-            views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
+            views = _node_views(db)
+            check_request(views, request.gpu_model, request.gpu_count)  # a model no node has: 400
+            if only_node:
+                views = [v for v in views if v.name == only_node]
+                if not views:
+                    what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
+                    raise Conflict(f"node {only_node} is offline; {what} there")
             try:
+                check_request(views, request.gpu_model, request.gpu_count)
+                views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
                 placement = place(views, request.gpu_model, request.gpu_count)
-            except Conflict as exc:
+            except (Conflict, InvalidInput) as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
+                if volume_node:
+                    raise Conflict(f"{exc.message} (volume {mounts[0][0].name} is on node {volume_node}, so the "
+                                   f"instance must run there)") from None
                 raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
             billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
@@ -235,15 +265,23 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 env=request.env,
                 secret_env=sealed,
                 command=request.command,
-                data_disk_gb=request.data_disk_gb,
+                # A volume as the data disk replaces the instance's own (and is charged as a volume).
+                data_disk_gb=0 if any(path == volumes.DATA_MOUNT for _, path in mounts) else request.data_disk_gb,
+                keep_data_on_release=request.keep_data_on_release,
+                auto_release_days=request.auto_release_days,
                 jupyter_token=secrets.token_hex(24),
                 auto_stop_idle_minutes=request.auto_stop_idle_minutes,
                 auto_stop_max_minutes=request.auto_stop_max_minutes,
+                auto_stop_gpu_idle_minutes=request.auto_stop_gpu_idle_minutes,
+                auto_stop_gpu_idle_percent=request.auto_stop_gpu_idle_percent,
+                auto_stop_at=request.auto_stop_at,
+                auto_stop_on_exit=request.auto_stop_on_exit,
                 sysdisk_image=request.sysdisk_image,
             )
             db.add(instance)
             db.flush()
             _assign(db, instance_id, placement)
+            volumes.attach(db, instance_id, mounts)
             db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=Status.CREATING,
                                  cause=request.cause or f"created by {user.name}"))
             return instance
@@ -257,18 +295,54 @@ def request_stop(platform: Platform, user: User, key: str) -> Instance:
     return _user_action(platform, user, key, "stop")
 
 
-def request_release(platform: Platform, user: User, key: str) -> Instance:
-    return _user_action(platform, user, key, "release")
+RELEASE_FIELDS = ("keep_data_on_release", "auto_release_days")
 
 
-def _user_action(platform: Platform, user: User, key: str, action: str) -> Instance:
+def set_release_policy(platform: Platform, user: User, key: str, changes: dict) -> Instance:
+    """Whether a release keeps the data disk, and the days stopped before an automatic one."""
+    check_auto_release_days(platform, changes.get("auto_release_days"))
+    if changes.get("keep_data_on_release", True) is None:
+        raise InvalidInput("keep_data_on_release: true or false", field="keep_data_on_release")
+    with platform.sessions.begin() as db:
+        instance = get_owned(db, user, key)
+        if instance.status == Status.RELEASED:
+            raise Conflict(f"instance {instance.name} is released")
+        for name, value in changes.items():
+            setattr(instance, name, value)
+        said = ", ".join(f"{k}={v}" for k, v in changes.items())
+        db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
+                             cause=f"release policy set by {user.name}: {said}"))
+    with platform.sessions.begin() as db:
+        return db.get(Instance, instance.id)
+
+
+def request_release(platform: Platform, user: User, key: str, keep_data_as: str | None = None,
+                    delete_data: bool = False) -> Instance:
+    """Release; the data disk is kept as a volume (named `keep_data_as`, else after the
+    instance) unless `delete_data` or the instance was made not to keep it."""
+    if keep_data_as and delete_data:
+        raise InvalidInput("give keep_data or delete_data, not both")
+    fields = {}
+    if keep_data_as or delete_data:
+        with platform.sessions.begin() as db:
+            instance = get_owned(db, user, key)
+            if keep_data_as:
+                if volumes.has_data_volume(db, instance.id):
+                    raise Conflict(f"keep_data: the data disk of {instance.name} is a volume already; it stays",
+                                   field="keep_data")
+                volumes.check_keep_name(db, user, keep_data_as)
+        fields = {"keep_data_on_release": not delete_data, "keep_data_as": keep_data_as}
+    return _user_action(platform, user, key, "release", **fields)
+
+
+def _user_action(platform: Platform, user: User, key: str, action: str, **fields) -> Instance:
     with platform.sessions.begin() as db:
         instance = get_owned(db, user, key)
         current = Status(instance.status)
     target = check_user_action(current, action)
     also = lambda db: audit.on_instance(db, user, instance, action)  # noqa: E731 (an admin's, on another's)
     if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}",
-                                            also=also):
+                                            also=also, **fields):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
@@ -282,6 +356,9 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             instance = get_owned(db, user, key)
             current = Status(instance.status)
             check_user_action(current, "start")
+            busy = [v.name for v in volumes.mounted(db, instance.id) if v.status != "ready"]
+            if busy:
+                raise Conflict(f"volume {busy[0]} is being resized or removed; start the instance when it is done")
             _lock_allocation(db)
             count = 0 if no_gpu else instance.gpu_count
             views = _node_views(db, only_node=instance.node_name)

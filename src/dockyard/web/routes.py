@@ -41,7 +41,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import billing, images, instances, keys, notifications, ports, sessions
+from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -282,6 +282,7 @@ def _image_label(image: Image) -> str:
 
 
 def create_context(db: Session, user: User) -> dict:
+    from dockyard.web.volumes import free_volumes  # that module imports this one
     nodes = {n.name: n for n in db.scalars(select(Node))}
     rows = market_rows(db)
     price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
@@ -298,7 +299,8 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
-            "keys": [k.name for k in keys.list_keys(db, user)]}  # all of them go into every instance
+            "keys": [k.name for k in keys.list_keys(db, user)],  # all of them go into every instance
+            "volumes": free_volumes(db, user)}
 
 
 @router.get("/create")
@@ -317,8 +319,12 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        if data.get("volume"):
+            chosen["volumes"] = [data["volume"]]
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
+        chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
+        chosen["auto_stop_on_exit"] = data.get("auto_stop_on_exit") == "on"
         # Secret values go to the create only: never back into the form.
         body = instances_api.CreateInstance(**chosen, secret_env=parse_env_lines(data.get("secret_env", "")))
         out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
@@ -326,6 +332,7 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         message = form_error(exc)
         with p.platform.sessions.begin() as db:
             context = create_context(db, p.user)
+        chosen["volume"] = data.get("volume")
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
     return RedirectResponse(f"/instances?created={out.id}", status_code=303)
 
@@ -355,6 +362,13 @@ def form_error(exc: Exception) -> str:
 # ---- instances ------------------------------------------------------------------------------------
 
 
+def rule_values(instance: Instance) -> dict:
+    """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
+    at = instance.auto_stop_at
+    return {"auto_stop_at": at.isoformat(timespec="minutes") if at else None,
+            "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
+
+
 def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
     """The user's live instances for the list, in a handful of queries (not per row)."""
     found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
@@ -363,10 +377,12 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     ids = [i.id for i in found]
     image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
     gpus: dict[str, list[int]] = defaultdict(list)
-    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index)
-                                         .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
-                                         .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
+    gpu_simulated: dict[str, list[bool]] = defaultdict(list)
+    for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
+                                                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                                    .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
+        gpu_simulated[instance_id].append(simulated)
     # As billing.instance_costs, for all rows at once.
     costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
                             .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
@@ -380,6 +396,9 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
+            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
+            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
+            "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
             "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
@@ -483,7 +502,9 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
             out = instances_api.start(instance_id, StartInstance(no_gpu=action == "start-no-gpu"), user, platform,
                                       driver)
         elif action == "release":
-            out = instances_api.release(instance_id, user, platform, driver)
+            # The console's release keeps the data disk as a volume (the default).
+            out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
+                                        platform=platform, driver=driver)
         elif action == "save":
             image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
             return JSONResponse({"image": image.name, "status": image.status})
