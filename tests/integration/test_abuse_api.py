@@ -26,7 +26,7 @@ NOT_IDS = {("/static/{name}", "name"): "app.js", ("/lang/{code}", "code"): "en",
 BODIES = {"/instances/{key}/save": {"name": "stolen"}, "/instances/{key}/clone": {"name": "stolen"},
           "/instances/{key}/exec": {"command": ["true"]}, "/instances/{key}/ports": {"port": 7001},
           "/instances/{key}/autostop": {"idle": "off", "max": "off"},
-          "/instances/{key}": {"auto_stop_idle_minutes": None}}
+          "/instances/{key}": {"auto_stop_idle_minutes": None}, "/volumes/{key}/resize": {"size_gb": 2}}
 
 
 def routes(tmp_path):
@@ -57,9 +57,10 @@ def alices(server):
     key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdyAFpYw0Y6YhDhFmjRvvz2vfpv0ZnB6QwAo6lS7A0k alice@laptop"
     alice.post("/keys", json={"name": "laptop", "public_key": key}).raise_for_status()
     image = alice.post(f"/instances/{instance['id']}/save", json={"name": "snap"}).json()["name"]
+    volume = alice.post("/volumes", json={"name": "notes", "size_gb": 1}).json()
     operation = alice.get("/operations").json()[0]["id"]
     token = alice.get("/auth/tokens").json()[0]["id"]
-    return {"instance": instance, "cluster": cluster, "shared": shared, "image": image, "operation": operation,
+    return {"instance": instance, "cluster": cluster, "volume": volume, "shared": shared, "image": image, "operation": operation,
             "token": token, "key": "laptop", "port": 7000}
 
 
@@ -69,7 +70,8 @@ def fill(path: str, mine: dict) -> list[str]:
         if (path.removeprefix("/api/v1"), name) in NOT_IDS:
             return [NOT_IDS[(path.removeprefix("/api/v1"), name)]]
         if name == "key":
-            row = mine["cluster"] if "/clusters/" in path else mine["instance"]
+            row = (mine["cluster"] if "/clusters/" in path else mine["volume"] if "/volumes/" in path
+                   else mine["instance"])
             return [row["id"], f"alice:{row['name']}"]
         known = {"port": [str(mine["port"])], "token_id": [str(mine["token"])], "name:path": [mine["image"]],
                  "name_or_fingerprint": [mine["key"]], "name": [mine["key"]], "op_id": [mine["operation"]]}
@@ -96,6 +98,7 @@ def console(server, user):
 def test_every_route_that_takes_an_id_is_404_with_another_users(server, alices, tmp_path):
     http, csrf = console(server, "bob")
     bob_token = server.tokens["bob"]
+    bare = httpx.Client(base_url=server.url, timeout=60)  # the API by token alone, no console cookie
     tried = []
     for method, path in routes(tmp_path):
         params = re.findall(r"{([^}]+)}", path)
@@ -105,8 +108,8 @@ def test_every_route_that_takes_an_id_is_404_with_another_users(server, alices, 
             api = url.startswith("/api/")
             body = BODIES.get(path.removeprefix("/api/v1"))
             if api:
-                answer = http.request(method, url, headers={"Authorization": f"Bearer {bob_token}"},
-                                      json=body if method != "GET" else None, cookies={})
+                answer = bare.request(method, url, headers={"Authorization": f"Bearer {bob_token}"},
+                                      json=body if method != "GET" else None)
             elif method == "GET":
                 answer = http.get(url)
             else:

@@ -1,4 +1,4 @@
-"""Finding a user's own rows (instances, clusters) by id or name: others' answer 404.
+"""Finding a user's own rows (instances, clusters, volumes) by id or name: others' answer 404.
 
 A name means one of the caller's own, admins included (an admin's `stop train` never stops
 a user's "train"); an admin reaches another user's row by its id or as `user/name` (in a
@@ -13,11 +13,11 @@ from dockyard.core.errors import NotFound
 from dockyard.db.models import User
 
 
-def get_owned(db: Session, model, user: User, key: str, what: str):
-    """A row by id, by name among the caller's live ones, or (admins, or the owner) by
-    `owner/name`; otherwise 404, never 403, so nobody learns what others have."""
+def get_owned(db: Session, model, user: User, key: str, what: str, gone: str = "released"):
+    """A row by id, by name among the caller's live ones (status not `gone`), or (admins,
+    or the owner) by `owner/name`; otherwise 404, never 403, so nobody learns what others have."""
     owner_name, slash, name = key.replace(":", "/", 1).partition("/")
-    live = model.status != "released"
+    live = model.status != gone
     if slash:
         if owner_name != user.name and not user.is_admin:
             raise NotFound(f"{what} {key!r} not found")

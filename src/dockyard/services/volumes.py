@@ -23,7 +23,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, User, Volume, utcnow
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.runtimes.disks import DiskTooSmall
-from dockyard.services import notifications
+from dockyard.services import notifications, ownership
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,8 @@ def labels(platform: Platform, volume_id: str) -> dict[str, str]:
 
 
 def get_owned(db: Session, user: User, key: str) -> Volume:
-    """A volume by id or by name among the live ones; others' answer 404 (admins see all)."""
-    query = select(Volume).where((Volume.id == key) | ((Volume.name == key) & (Volume.status != "deleted")))
-    if not user.is_admin:
-        query = query.where(Volume.owner_id == user.id)
-    found = db.scalars(query.order_by(Volume.created_at.desc())).first()
-    if found is None:
-        raise NotFound(f"volume {key!r} not found")
-    return found
+    """A volume by id, or by name among the caller's live ones; others' answer 404."""
+    return ownership.get_owned(db, Volume, user, key, "volume", gone="deleted")
 
 
 def list_volumes(db: Session, user: User, include_deleted: bool = False) -> list[Volume]:
