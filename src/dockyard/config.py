@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     no_gpu_memory_gb: float = Field(default=2.0, gt=0)
     shm_size_gb: float = Field(default=8.0, gt=0)
     pids_limit: int = Field(default=8192, gt=0)
+    # What an instance may write to its system disk (its container's own layer), so that
+    # one tenant cannot fill the node's disk: enforced by the engine where its storage
+    # allows a size (overlay2 on XFS with pquota), else measured and the instance stopped
+    # (docs/volumes.md). 0: no limit.
+    system_disk_gb: int = Field(default=50, ge=0)
     stop_timeout_s: int = Field(default=10, ge=0)
     # A system disk saved at each GPU change grows a layer each time; overlay2 allows 128.
     max_sysdisk_layers: int = Field(default=100, ge=1, le=120)

@@ -274,3 +274,40 @@ def test_release_policy_changes_by_patch_within_the_operators_limit(server):
     before = {v["name"] for v in api.get("/volumes").json()}
     _release(api, made["id"])  # its choice: the data disk goes with it
     assert {v["name"] for v in api.get("/volumes").json()} == before
+
+
+@pytest.fixture(scope="module")
+def small_system_disks():
+    srv = Server(system_disk_gb="1", metrics_interval_s="1", metrics_disk_interval_s="1",
+                 autostop_interval_s="0.5").start()
+    srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+    srv.api = srv.add_user("erin")
+    yield srv
+    srv.close()
+
+
+def test_a_system_disk_over_its_limit_stops_its_instance_and_the_data_disk_does_not_count(small_system_disks):
+    """This engine (overlay2 on ext4) cannot hold a container's layer to a size, so the
+    written bytes are measured and the instance stopped past the limit; its disks are kept."""
+    api = small_system_disks.api
+    made = _make(api, name="filler", data_disk_gb=2)
+    key = made["id"]
+    assert _sh(api, key, "head -c 1200M /dev/zero > /root/data/big && echo ok") == (0, "ok\n")
+    deadline = time.monotonic() + 60
+    while (system := api.get(f"/instances/{key}/metrics").json()["system_disk"]) is None:
+        assert time.monotonic() < deadline, "no system disk reading"
+        time.sleep(0.5)
+    assert system["used"] < 100 * 1024**2 and system["total"] == GIB  # the data disk's bytes are not its
+    time.sleep(3)
+    assert api.get(f"/instances/{key}").json()["status"] == "running"
+
+    assert _sh(api, key, "head -c 1200M /dev/zero > /root/big && echo ok") == (0, "ok\n")
+    wait_status(api, key, "stopped", timeout=90)
+    cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
+                 if e["to_status"] == "stopping")
+    assert "its system disk holds 1.2 GB written, over the 1 GB limit" in cause
+    assert any("system disk holds" in n["message"] for n in api.get("/notifications").json())
+    # Kept: started again, the user finds the file and can delete it.
+    api.post(f"/instances/{key}/start").raise_for_status()
+    wait_status(api, key, "running")
+    assert _sh(api, key, "stat -c %s /root/big /root/data/big") == (0, f"{1200 * 1024**2}\n" * 2)

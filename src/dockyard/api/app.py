@@ -144,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics = MetricsSampler(platform)  # issue 7: monitoring samples, in memory
         app.state.metrics.start()
         # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
-        autostop = AutoStop(platform, driver, lambda instance_id: app.state.metrics.store.read(instance_id)[0])
+        store = app.state.metrics.store
+        autostop = AutoStop(platform, driver, lambda instance_id: store.read(instance_id)[0], store.read_system_disk)
         autostop.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from dockyard.background.loop import Loop
-from dockyard.services.autostop import GpuSamples, Stopper
+from dockyard.services.autostop import GpuSamples, Stopper, SystemDisks
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -16,10 +16,10 @@ log = logging.getLogger(__name__)
 class AutoStop(Loop):
     name = "autostop"
 
-    def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples):
+    def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples, system_disks: SystemDisks):
         super().__init__()
         self.platform = platform
-        self.stopper = Stopper(platform, driver, gpu_samples)
+        self.stopper = Stopper(platform, driver, gpu_samples, system_disks=system_disks)
 
     def run_once(self) -> None:
         for instance_id in self.stopper.run():

@@ -1,6 +1,6 @@
 """The metrics sampler: every `metrics_interval_s`, one reading of each running instance's
 container (CPU, memory) and GPUs (NVML, for real GPUs of this host), and every
-`metrics_disk_interval_s` its data disk's use.
+`metrics_disk_interval_s` its data disk's use and what it wrote to its system disk.
 
 Kept in memory only, the last `metrics_window_s` per instance: metrics are neither money
 nor user data, so a restart that loses them costs the charts their last hour, nothing more.
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from dockyard.background.loop import Loop
-from dockyard.core.metrics import CpuCounters, GpuSample, MetricsStore, Sample, cpu_percent, disk_command, parse_disk
+from dockyard.core.metrics import (CpuCounters, DiskUsage, GpuSample, MetricsStore, Sample, cpu_percent, disk_command,
+                                   parse_disk)
 from dockyard.core.states import Status
 from dockyard.db.models import Gpu, GpuAssignment, Instance
 from dockyard.runtimes.gpu_metrics import GpuMeter
@@ -91,6 +92,7 @@ class MetricsSampler(Loop):
             del self._counters[instance_id]
         for instance_id in set(self._disk_due) - running:
             del self._disk_due[instance_id]
+            self.store.set_system_disk(instance_id, None)  # a start may bring another container
         gpus = self._meter.read([uuid for t in targets for uuid, simulated in t.gpus if not simulated])
         list(self._stats_pool.map(lambda t: self._sample(t, gpus), targets))
         now = time.monotonic()
@@ -117,14 +119,21 @@ class MetricsSampler(Loop):
             gpus=tuple(gpus.get(uuid) or GpuSample(uuid=uuid, util_percent=None) for uuid, _ in target.gpus)))
 
     def _measure_disk(self, target: Target) -> None:
+        runtime = self.platform.runtime(target.node)
         try:
-            _, output = self.platform.runtime(target.node).tool(target.container_id, disk_command(DATA_MOUNT),
-                                                                 timeout_s=90, max_bytes=64 * 1024)
+            _, output = runtime.tool(target.container_id, disk_command(DATA_MOUNT), timeout_s=90, max_bytes=64 * 1024)
             disk = parse_disk(output.decode(errors="replace"), DATA_MOUNT, target.data_disk_gb * GIB, time.time())
             if disk:
                 self.store.set_disk(target.instance_id, disk)
         except Exception as exc:
             log.debug("no disk reading for %s: %s", target.instance_id, exc)
+        try:
+            used = runtime.system_disk_used(target.container_id)
+            if used is not None:
+                self.store.set_system_disk(target.instance_id, DiskUsage(
+                    at=time.time(), used=used, total=self.platform.settings.system_disk_gb * GIB))
+        except Exception as exc:
+            log.debug("no system disk reading for %s: %s", target.instance_id, exc)
         finally:
             if target.instance_id in self._disk_due:
                 self._disk_due[target.instance_id] = time.monotonic() + self.platform.settings.metrics_disk_interval_s

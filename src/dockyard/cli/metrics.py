@@ -45,9 +45,13 @@ def metrics(key: str = typer.Argument(..., metavar="ID", callback=path_key),
         rows.append((f"gpu {gpu['index']}", f"{gpu['model']}: {text}"))
     disk = view["disk"]
     rows.append(("data disk", f"{_size(disk['used'])} of {_size(disk['total'])}" if disk else "not measured yet"))
+    system = view.get("system_disk")
+    if system:  # what it wrote over its image, against the operator's limit (0: none)
+        limit = f" of {_size(system['total'])}" if system["total"] else ""
+        rows.append(("system disk", f"{_size(system['used'])} written{limit}"))
     for name, value in rows:
-        render.console.print(f"[bold]{name:>10}[/bold]  {value}", highlight=False)
+        render.console.print(f"[bold]{name:>11}[/bold]  {value}", highlight=False)
     for finding in view["findings"]:
         style = SEVERITY_STYLE.get(finding["severity"], "bold")
         render.console.print(f"[{style}]{finding['severity']}[/{style}]: {escape(finding['message'])}\n"
-                             f"{'':>10}  -> {escape(finding['action'])}", highlight=False)
+                             f"{'':>11}  -> {escape(finding['action'])}", highlight=False)

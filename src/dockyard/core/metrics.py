@@ -86,6 +86,7 @@ class Series:
     size: int
     samples: deque = field(init=False)
     disk: DiskUsage | None = None
+    system_disk: DiskUsage | None = None  # its container's own layer, against system_disk_gb
 
     def __post_init__(self) -> None:
         self.samples = deque(maxlen=self.size)
@@ -106,6 +107,15 @@ class MetricsStore:
     def set_disk(self, instance_id: str, disk: DiskUsage) -> None:
         with self._lock:
             self._series.setdefault(instance_id, Series(self.size)).disk = disk
+
+    def set_system_disk(self, instance_id: str, disk: DiskUsage | None) -> None:
+        with self._lock:
+            self._series.setdefault(instance_id, Series(self.size)).system_disk = disk
+
+    def read_system_disk(self, instance_id: str) -> DiskUsage | None:
+        with self._lock:
+            series = self._series.get(instance_id)
+            return series.system_disk if series else None
 
     def read(self, instance_id: str) -> tuple[list[Sample], DiskUsage | None]:
         """A copy: the samples, oldest first, and the last disk reading."""

@@ -36,6 +36,7 @@ class ContainerSpec:
     memory_bytes: int = 0
     pids_limit: int = 0
     shm_bytes: int = 0
+    system_disk_gb: int = 0  # the container's own layer at most this (0: no limit)
     # Issue 6: names the container answers to on `network`, and a fixed address there.
     aliases: list[str] = field(default_factory=list)
     ipv4_address: str | None = None
@@ -120,6 +121,9 @@ class Runtime(Protocol):
     def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
                   parent: str, dir_mode: int = ...) -> None: ...
     def stats(self, container_id: str) -> ContainerStats | None: ...  # None: not running
+    # Whether the engine itself holds a container's own layer to its system_disk_gb.
+    limits_system_disk: bool
+    def system_disk_used(self, container_id: str) -> int | None: ...  # bytes of its own layer; None: gone
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str] | None = None) -> str: ...
     def save_image(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> str: ...
     def layer_count(self, ref: str) -> int: ...

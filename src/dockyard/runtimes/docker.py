@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import logging
 import tarfile
 import threading
 from pathlib import Path
@@ -32,6 +33,7 @@ from dockyard.runtimes.base import (
     RuntimeError_,
 )
 
+log = logging.getLogger(__name__)
 
 # Capabilities of Docker's default set that an instance has no use for: raw sockets
 # (spoofing on the bridge), device nodes, file capabilities, audit records. What sshd
@@ -64,6 +66,7 @@ class DockerRuntime:
                  ping_timeout_s: float = 5):
         # Disks of a fixed size (runtimes/disks.py); None: plain volumes, sizes not enforced.
         self.disks = disks
+        self.node_name = node.name
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.url.startswith("tcp://"):  # the config insists on all three
@@ -84,6 +87,7 @@ class DockerRuntime:
                                            use_ssh_client=node.url.startswith("ssh://"))
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
+        self.limits_system_disk = False  # see probe_disk_limit
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
 
     def alive(self) -> bool:
@@ -257,6 +261,8 @@ class DockerRuntime:
                 memswap_limit=spec.memory_bytes or None,
                 pids_limit=spec.pids_limit or None,
                 shm_size=spec.shm_bytes or None,
+                storage_opt={"size": f"{spec.system_disk_gb}G"} if spec.system_disk_gb and self.limits_system_disk
+                else None,
                 # NCCL pins memory (memlock) and opens many sockets and files (nofile).
                 ulimits=self._limits or None,
                 # Issue 6: a cluster member's hostname alias and fixed address on its network.
@@ -295,6 +301,27 @@ class DockerRuntime:
             except Exception:  # an image without /bin/sh, a slow engine: keep the defaults
                 pass
         self._limits = limits
+
+    def probe_disk_limit(self, image: str) -> None:
+        """Decide, once at connect, whether the engine can hold a container's own layer to a
+        size (overlay2 on XFS with pquota, btrfs, zfs): tried with a container that is
+        created, never started."""
+        try:
+            self.client.containers.create(image, ["true"], storage_opt={"size": "1G"}, network_mode="none").remove()
+            self.limits_system_disk = True
+        except Exception as exc:  # "--storage-opt is supported only for overlay over xfs with 'pquota'"
+            log.info("node %s cannot limit system disks itself (%s): they are measured instead", self.node_name,
+                     getattr(exc, "explanation", None) or exc)
+            self.limits_system_disk = False
+
+    def system_disk_used(self, container_id: str) -> int | None:
+        """Bytes in the container's own layer (what it wrote over its image), as the engine
+        counts them; None when the container is gone."""
+        try:
+            found = self.client.api.containers(all=True, size=True, filters={"id": container_id})
+        except APIError as exc:
+            raise _error(exc) from exc
+        return int(found[0].get("SizeRw") or 0) if found else None
 
     def _probe(self, image: str, script: str, ulimits: list[Ulimit]) -> bytes:
         container = self.client.containers.create(image, ["-c", script], entrypoint=["/bin/sh"], ulimits=ulimits,

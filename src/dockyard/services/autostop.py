@@ -16,12 +16,13 @@ from dockyard.core.autostop import (CLEAR, DEFAULT_GPU_PERCENT, NO_GPU_READINGS,
                                     GpuIdle, Policy, advance_gpu_idle, capped, check_future, decide, summary,
                                     within_limits)
 from dockyard.core.errors import Conflict, InvalidInput
+from dockyard.core.metrics import DiskUsage
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import instances, notifications
-from dockyard.services.driver import Driver
+from dockyard.services.driver import GIB, Driver
 from dockyard.services.platform import Platform
 
 FIELDS = ("auto_stop_idle_minutes", "auto_stop_max_minutes", "auto_stop_gpu_idle_minutes",
@@ -36,6 +37,7 @@ PROCESS_LIST = ["sh", "-c", f"B={docker_tools.BUSYBOX}; for p in /proc/[0-9]*; d
                             "printf '%s\\t' \"$($B cat $p/comm)\"; $B tr '\\0' '\\001' < $p/cmdline; echo; done 2>/dev/null"]
 PROCESS_LIST_TIMEOUT_S, PROCESS_LIST_MAX_BYTES = 15, 256 * 1024
 GpuSamples = Callable[[str], list]  # instance id -> its samples, oldest first (core/metrics.py's Sample)
+SystemDisks = Callable[[str], DiskUsage | None]  # instance id -> what it wrote to its system disk
 
 
 def limits(settings: Settings) -> dict[str, int | None]:
@@ -146,13 +148,18 @@ def pending(db, instance: Instance) -> str | None:
 
 
 @dataclass
-class Row:
-    """One running instance with a rule on, as the pass reads it."""
+class Running:
+    """A running instance, as a stop needs it."""
     id: str
     name: str
     owner_id: int
     node_name: str
     container_id: str | None
+
+
+@dataclass
+class Row(Running):
+    """One running instance with a rule on, as the pass reads it."""
     policy: Policy
     activity: Activity
     when_exits: str | None
@@ -169,11 +176,13 @@ class Stopper:
     """One pass after another over the running instances. It carries each instance's GPU-idle
     state from pass to pass (in memory: after a restart GPU idle time counts afresh, so a
     restart never stops anything early). `gpu_samples` is the injectable GPU source: the
-    metrics sampler's store, or recorded series in tests."""
+    metrics sampler's store, or recorded series in tests; `system_disks` the same for what
+    instances wrote to their system disks."""
 
     def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples,
-                 clock: Callable[[], datetime] = utcnow):
+                 clock: Callable[[], datetime] = utcnow, system_disks: SystemDisks = lambda _: None):
         self.platform, self.driver, self.gpu_samples, self.clock = platform, driver, gpu_samples, clock
+        self.system_disks = system_disks
         self.gpu: dict[str, GpuIdle] = {}
 
     def rows(self) -> list[Row]:
@@ -220,6 +229,7 @@ class Stopper:
         judged = self.decisions(rows, self.clock())
         judged += [(row, Decision(STOP, f"auto-stop: process {row.when_exits} exited"))
                    for row in rows if row.when_exits and self._process_gone(row)]
+        judged += self._system_disks_over()
         stopped = []
         for row, decision in judged:
             if row.id in stopped:
@@ -232,6 +242,28 @@ class Stopper:
                 with self.platform.sessions.begin() as db:
                     db.get(Instance, row.id).auto_stop_warned_at = None
         return stopped
+
+    def _system_disks_over(self) -> list[tuple[Running, Decision]]:
+        """Instances that wrote more than `system_disk_gb` to their system disk on a node
+        whose engine cannot hold them to it: stopped, as the engine would have refused the
+        writes, so that one tenant cannot fill the node's disk."""
+        limit_gb = self.platform.settings.system_disk_gb
+        if not limit_gb:
+            return []
+        with self.platform.sessions.begin() as db:
+            found = db.execute(select(Instance.id, Instance.name, Instance.owner_id, Instance.node_name,
+                                      Instance.container_id)
+                               .where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None))).all()
+        over = []
+        for r in found:
+            runtime = self.platform.runtimes.get(r.node_name)
+            reading = self.system_disks(r.id)
+            if runtime is None or runtime.limits_system_disk or reading is None or reading.used <= limit_gb * GIB:
+                continue
+            over.append((Running(r.id, r.name, r.owner_id, r.node_name, r.container_id), Decision(
+                STOP, f"its system disk holds {reading.used / GIB:.1f} GB written, over the {limit_gb} GB limit; "
+                      f"delete files there after starting it again, and keep large ones on the data disk")))
+        return over
 
     def _process_gone(self, row: Row) -> bool:
         if not row.container_id:
@@ -257,7 +289,7 @@ class Stopper:
                                f"it running: `dockyard keep {row.name}` or the console's Keep running button.")
         self.platform.notify_changed()
 
-    def _stop(self, row: Row, cause: str) -> bool:
+    def _stop(self, row: Running, cause: str) -> bool:
         """As a user's stop: a conditional move to stopping, then the driver. The event
         carries the cause and the owner's notification commits with it."""
         message = f"instance {row.name} was stopped ({cause}). Its disks are kept; start it again when you need it."

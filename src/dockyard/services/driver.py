@@ -404,4 +404,5 @@ class Driver:
             memory_bytes=memory,
             pids_limit=settings.pids_limit,
             shm_bytes=int(settings.shm_size_gb * GIB),
+            system_disk_gb=settings.system_disk_gb,
         )

@@ -30,7 +30,9 @@ def instance_metrics(platform: Platform, store: MetricsStore, user: User, key: s
         facts = _facts(db, instance, view["gpus"], settings.metrics_interval_s)
     samples, disk, now = *store.read(view["id"]), time.time()
     findings = advisor.advise(facts, samples, disk, now)
+    system_disk = store.read_system_disk(view["id"])
     return {**view, "now": now, "samples": [asdict(s) for s in samples], "disk": asdict(disk) if disk else None,
+            "system_disk": asdict(system_disk) if system_disk else None,
             "findings": [{"rule": f.rule, "severity": f.severity, "params": f.params, "message": f.message,
                           "action": f.action} for f in findings]}
 

@@ -45,6 +45,7 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
             runtime.probe_ulimits(platform.settings.gpu_probe_image)
+            runtime.probe_disk_limit(platform.settings.gpu_probe_image)
         except Exception as exc:  # an unreachable engine must not stop the others
             log.warning("node %s is offline: %s", config.name, exc)
             _record_offline(platform, config, str(exc))

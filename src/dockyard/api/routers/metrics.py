@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dockyard.api.deps import current_user, get_platform
 from dockyard.db.models import User
@@ -59,6 +59,8 @@ class MetricsOut(BaseModel):
     gpus: list[GpuOut]
     samples: list[SampleOut]  # oldest first
     disk: DiskOut | None
+    system_disk: DiskOut | None = Field(None, description="written over its image; total: the operator's limit "
+                                                           "(0: none), stopped past it where the engine cannot refuse")
     findings: list[FindingOut]  # most urgent first
 
 

@@ -124,6 +124,8 @@
     const disk = view.disk;
     notes.push(`${S("mon.disk")}: ` + (disk ? `${bytes(disk.used)} / ${bytes(disk.total)} (${percent(100 * disk.used / disk.total)})`
       : S("mon.disk_pending")));
+    const system = view.system_disk;
+    if (system) notes.push(`${S("mon.system_disk")}: ${bytes(system.used)}` + (system.total ? ` / ${bytes(system.total)}` : ""));
     const box = document.getElementById("mon-notes");
     box.replaceChildren(...notes.map((text) => html("span", "", text)));
     advise(view.findings);
