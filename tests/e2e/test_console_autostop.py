@@ -185,9 +185,25 @@ def test_the_create_form_sets_a_stop_time_and_stop_on_exit(console, browser):
     page.select_option("#image", "debian-12")
     page.fill("#auto_stop_at", "2099-01-01T08:00+08:00")
     page.check("#auto_stop_on_exit")
+    page.select_option("#auto_stop_gpu_idle", "30")
+    page.fill("#auto_stop_gpu_idle_percent", "12")
     page.click("#create-submit")
     expect(page).to_have_url(re.compile(r"/instances\?created="))
     made = next(i for i in console.lea.get("/instances").json() if i["name"] == "timed")
     assert made["auto_stop_on_exit"] is True and made["auto_stop_at"].startswith("2099-01-01T00:00")
+    assert (made["auto_stop_gpu_idle_minutes"], made["auto_stop_gpu_idle_percent"]) == (30, 12)
+
+    # The GPU-idle threshold on the instance page: shown, changed, and refused outside 0-100.
+    page.goto(f"/instances/{made['id']}")
+    expect(page.locator("#auto_stop_gpu_idle_percent")).to_have_value("12")
+    page.fill("#auto_stop_gpu_idle_percent", "20")
+    page.click("#autostop-submit")
+    expect(page.locator("#auto_stop_gpu_idle_percent")).to_have_value("20")
+    assert console.lea.get(f"/instances/{made['id']}").json()["auto_stop_gpu_idle_percent"] == 20
+    csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    page.goto(page.request.post(f"/instances/{made['id']}/autostop", max_redirects=0, form={
+        "csrf": csrf, "auto_stop_gpu_idle": "30", "auto_stop_gpu_idle_percent": "150"}).headers["location"])
+    expect(page.locator("#autostop-error")).to_contain_text("GPU idle threshold: a whole number from 0 to 100")
+    assert console.lea.get(f"/instances/{made['id']}").json()["auto_stop_gpu_idle_percent"] == 20
     context.close()
     console.lea.delete(f"/instances/{made['id']}").raise_for_status()

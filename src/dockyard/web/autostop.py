@@ -54,12 +54,24 @@ def form_policy(data: dict[str, str]) -> dict[str, int | None]:
     return policy
 
 
+def form_percent(data: dict[str, str]) -> int | None:
+    """The GPU-idle threshold typed in (whole %, 0-100); empty: the default (5 %)."""
+    text = data.get("auto_stop_gpu_idle_percent", "").strip().removesuffix("%").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 100:
+        raise InvalidInput(f"auto_stop_gpu_idle_percent: {text!r} is not a whole number from 0 to 100",
+                           field="auto_stop_gpu_idle_percent")
+    return int(text)
+
+
 def form_rules(data: dict[str, str], instance: Instance) -> dict:
     """The instance page's other rules (a stop time, the start command's or a process's
     exit), only those the form changed: a stop time or a process is checked when it is set
     (ahead, running), never again when it stays as it was."""
     current = rule_values(instance)
-    given = {"auto_stop_at": data.get("auto_stop_at", "").strip() or None,
+    given = {"auto_stop_gpu_idle_percent": form_percent(data),
+             "auto_stop_at": data.get("auto_stop_at", "").strip() or None,
              "auto_stop_on_exit": data.get("auto_stop_on_exit") == "on",
              "auto_stop_when_exits": data.get("auto_stop_when_exits", "").strip() or None}
     return {field: value for field, value in given.items() if value != current[field]}

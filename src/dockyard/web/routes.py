@@ -321,8 +321,9 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         if data.get("volume"):
             chosen["volumes"] = [data["volume"]]
-        from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
+        from dockyard.web.autostop import form_percent, form_policy  # (that module imports this one)
         chosen.update(form_policy(data))
+        chosen["auto_stop_gpu_idle_percent"] = form_percent(data)
         chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
         chosen["auto_stop_on_exit"] = data.get("auto_stop_on_exit") == "on"
         # Secret values go to the create only: never back into the form.
@@ -365,7 +366,8 @@ def form_error(exc: Exception) -> str:
 def rule_values(instance: Instance) -> dict:
     """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
     at = instance.auto_stop_at
-    return {"auto_stop_at": at.isoformat(timespec="minutes") if at else None,
+    return {"auto_stop_gpu_idle_percent": instance.auto_stop_gpu_idle_percent,
+            "auto_stop_at": at.isoformat(timespec="minutes") if at else None,
             "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
 
 
