@@ -11,6 +11,6 @@ pg_url=$(./scripts/start-postgres.sh)
 status=0
 echo "==> tests on SQLite"
 DOCKYARD_TEST_DB=sqlite .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}" || status=1
-echo "==> tests on PostgreSQL (the modules tests/conftest.py lists as engine-only run once, above)"
+echo "==> tests on PostgreSQL (the modules whose subject is the database: BOTH_DATABASES in tests/conftest.py)"
 DOCKYARD_TEST_DB="$pg_url" .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]}" || status=1
 exit $status

@@ -54,23 +54,21 @@ def pytorch_image(docker_client):
     return docker_client.images.get(entry.ref)
 
 
-# Modules whose subject is the engine, the network or the browser, not the database: run
-# on SQLite only, so the suite stays inside CI's time. Everything else runs on both.
-ONE_DATABASE = {
-    "test_relay", "test_jupyter_proxy", "test_ssh", "test_ssh_port_taken", "test_pytorch_image",
-    "test_pytorch_instance", "test_metrics", "test_hostile_tenant", "test_saved_image_secrets",
-    "test_clusters_two_engines", "test_isolation", "test_console_monitoring", "test_front_limits",
-    "test_cross_origin", "test_research_env",
+# Modules whose subject is the database (transactions, constraints, concurrent writers,
+# recovery after a kill, the ledger) run on SQLite and again on PostgreSQL. Everything else
+# is about the engine, the network or the browser and runs once, on SQLite, so the suite
+# stays inside CI's time (a module that starts to depend on the database goes here).
+BOTH_DATABASES = {
+    "test_billing_ledger", "test_autorelease",  # unit tests that open DOCKYARD_TEST_DB
+    "test_api_access", "test_bad_input", "test_billing", "test_concurrency", "test_crash_recovery",
+    "test_idempotency", "test_lifecycle", "test_lost_nodes", "test_multi_node", "test_security", "test_volumes",
+    "test_autostop_rules", "test_queue", "test_gpu_sharing", "test_migrate",
 }
 
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("DOCKYARD_TEST_DB", "sqlite") == "sqlite":
         return
-    def once(item) -> bool:
-        package, _, module = item.module.__name__.rpartition(".")
-        return package in ("tests.integration", "tests.e2e") and module in ONE_DATABASE
-
-    kept = [item for item in items if not once(item)]
+    kept = [item for item in items if item.module.__name__.rpartition(".")[2] in BOTH_DATABASES]
     config.hook.pytest_deselected(items=[item for item in items if item not in kept])
     items[:] = kept
