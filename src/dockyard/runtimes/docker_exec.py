@@ -43,6 +43,7 @@ class BoundedExec:
         self.timed_out = self.truncated = False
         self._pid: int | None = None
         self._finished = False
+        self._reading = False  # a thread is in __iter__: it closes the socket when it leaves
         try:
             self._exec_id = client.api.exec_create(
                 container_id, [docker_tools.RUN, *command], stdout=True, stderr=True, stdin=False, tty=False,
@@ -108,6 +109,7 @@ class BoundedExec:
                 yield data
 
     def __iter__(self) -> Iterator[bytes]:
+        self._reading = True
         try:
             for data in self._frames():
                 if self._pid is None:
@@ -126,6 +128,7 @@ class BoundedExec:
                 self.sent += len(data)
                 yield data
         finally:
+            self._reading = False
             self.close()
 
     def _take_pid(self, data: bytes) -> bytes:
@@ -147,11 +150,21 @@ class BoundedExec:
 
     def close(self) -> None:
         """Stop the command if it still runs, and learn its exit code if it ended."""
+        try:
+            self._end()
+        finally:
+            if not self._reading:
+                self._close_socket()
+
+    def _end(self) -> None:
         if self._finished:
             return
         self._finished = True
+        # A reader on another thread is woken (its recv sees the end) but its socket stays
+        # open until it leaves: closed under it, the number could be reused by another
+        # connection, and the reader would read that one's bytes.
         try:
-            self._sock.close()
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         try:
@@ -163,6 +176,12 @@ class BoundedExec:
             return
         if self._pid:
             end(self.client, self.container_id, self._pid)
+
+    def _close_socket(self) -> None:
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
 
 def end(client, container_id: str, pid: int) -> None:
