@@ -104,9 +104,9 @@ start_jupyter() {
     (
         export DOCKYARD_JUPYTER_SECRET=$DOCKYARD_JUPYTER_TOKEN
         export PYTHONPATH=/opt/dockyard${PYTHONPATH:+:$PYTHONPATH}
-        unset DOCKYARD_JUPYTER_TOKEN DOCKYARD_AUTHORIZED_KEYS JUPYTER_TOKEN
+        unset DOCKYARD_JUPYTER_TOKEN DOCKYARD_AUTHORIZED_KEYS DOCKYARD_SSH_PASSWORD JUPYTER_TOKEN
         cd /root || exit 1
-        supervise jupyter /opt/venv/bin/jupyter lab --ip=0.0.0.0 --port="$port" \
+        supervise jupyter /opt/venv/bin/jupyter-lab --ip=0.0.0.0 --port="$port" \
             --allow-root --no-browser --ServerApp.root_dir=/root \
             --ServerApp.base_url="$base_url" --ServerApp.terminals_enabled=True \
             --ServerApp.allow_remote_access=True --ServerApp.port_retries=0 \
@@ -127,11 +127,13 @@ trust_mirror_ca() {
 }
 
 trust_mirror_ca
+# JupyterLab first: it takes the longest to answer, and SSH's host keys (RSA is slow to
+# make) are made while it starts.
+start_jupyter
 write_session_env
 setup_ssh
 supervise sshd /usr/sbin/sshd "${SSHD_OPTS[@]}" &
 log "sshd starting on port 22"
-start_jupyter
 unset DOCKYARD_JUPYTER_TOKEN DOCKYARD_AUTHORIZED_KEYS
 
 if [ "$#" -gt 0 ]; then

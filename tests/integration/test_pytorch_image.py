@@ -290,6 +290,21 @@ def test_password_and_no_token_and_a_user_command(client, image, running):
     assert "PasswordAuthentication=no" in out and "PermitRootLogin=prohibit-password" in out
 
 
+def test_jupyterlab_starts_first_and_holds_no_other_secret(client, image, running):
+    """JupyterLab starts before SSH's host keys are made (it takes the longest to answer),
+    so it must drop the SSH password itself: its kernels and terminals inherit its
+    environment. And the image leaves out rfc3987-syntax, a second of every start."""
+    container = run_container(client, image, running["volume"],
+                              {"DOCKYARD_SSH_PASSWORD": SSH_PASSWORD, "DOCKYARD_JUPYTER_TOKEN": TOKEN})
+    running["created"].append(container)
+    wait_for("JupyterLab", lambda: jupyter_status(container, "/api/status", TOKEN) == 200, 90)
+    code, out = sh(container, "tr '\\0' '\\n' < /proc/$(pgrep -f -o jupyter-lab)/environ")
+    assert code == 0 and "DOCKYARD_JUPYTER_SECRET=" in out, out
+    assert SSH_PASSWORD not in out and "DOCKYARD_SSH_PASSWORD" not in out and "DOCKYARD_JUPYTER_TOKEN" not in out
+    code, out = sh(container, "python -c 'import importlib.util as u; print(u.find_spec(\"rfc3987_syntax\"))'")
+    assert out.strip() == "None", out
+
+
 def test_the_container_ends_with_the_user_command(client, image, running):
     container = run_container(client, image, running["volume"], {}, command=["sh", "-c", "exit 3"])
     running["created"].append(container)

@@ -26,6 +26,11 @@ from dockyard.core.catalog import CatalogEntry, find, load_catalog
 
 PYPI = "https://pypi.org/simple"
 RESOLVE_TIMEOUT_S = 600
+# Left out of every image: jsonschema imports it when it is there (JupyterLab imports
+# jsonschema through jupyter_events), and it builds an Earley parser at import, 0.5-1.5 s of
+# every JupyterLab start, for jsonschema's IRI format checks only. The Dockerfile removes
+# it after pip installs it with jsonschema[format-nongpl].
+NOT_INSTALLED = ("rfc3987-syntax",)
 _TORCH_PINNED = re.compile(r"^(torch|triton|nvidia-[a-z0-9-]+)==", re.IGNORECASE)
 
 
@@ -66,7 +71,7 @@ def resolve(entry: CatalogEntry, stack_in: Path, index_url: str) -> str:
         command = [uv, "pip", "compile", str(stack_in), str(torch_in), "--quiet", "--no-header",
                    "--no-annotate", "--native-tls", "--python-version", entry.python,
                    "--python-platform", "x86_64-manylinux_2_28", "--index-url", index_url,
-                   "-o", str(out)]
+                   "-o", str(out), *(arg for name in NOT_INSTALLED for arg in ("--no-emit-package", name))]
         if use_local:
             command += ["--find-links", wheels]
         subprocess.run(command, check=True, timeout=RESOLVE_TIMEOUT_S, env={**os.environ, "UV_NO_CACHE": "1"})
