@@ -89,7 +89,13 @@ def mig_memory_mb(profile: str) -> int:
 
 def format_fraction(fraction: Fraction) -> str:
     """Fraction(1, 4) -> '0.25' (every offered share has a finite decimal)."""
-    return format(Decimal(fraction.numerator) / Decimal(fraction.denominator), "f").rstrip("0").rstrip(".")
+    text = format(Decimal(fraction.numerator) / Decimal(fraction.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_milli(milli: int) -> str:
+    """GPU thousandths as GPUs: 2000 -> '2', 500 -> '0.5', 143 -> '0.143'."""
+    return format_fraction(Fraction(milli, MILLI))
 
 
 def offered_fractions(parts: int) -> list[Fraction]:

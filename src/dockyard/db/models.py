@@ -230,7 +230,7 @@ class Instance(Base):
     # A share of one GPU ("0.5", "1g.18gb"; gpu_count is then 1), and the GPU thousandths
     # it is billed for: 1000 per whole GPU, 500 for a half.
     gpu_share: Mapped[str | None] = mapped_column(String(32))
-    gpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_milli: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     # True while started with --no-gpu: it holds no GPUs and gets the small share.

@@ -145,7 +145,8 @@ def parse_discovery(output: str) -> list[GpuFacts]:
 
 def discovery_script() -> list[str]:
     query = " ".join(NVIDIA_SMI_QUERY)
-    return ["/bin/sh", "-c", f"{query} && echo '{LIST_SEPARATOR}' && nvidia-smi -L"]
+    # A driver too old for -L still reports its GPUs (as whole ones).
+    return ["/bin/sh", "-c", f"{query} && {{ echo '{LIST_SEPARATOR}'; nvidia-smi -L || true; }}"]
 
 
 def discover_with_container(client, image: str) -> list[GpuFacts]:

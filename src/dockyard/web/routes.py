@@ -38,6 +38,7 @@ from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError, NotFound
 from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL
+from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
@@ -278,7 +279,7 @@ def market_rows(db: Session) -> list[dict]:
     rows, now = billing.price_rows(db), billing.to_us(utcnow())
     out = []
     for r in market_api.market(db):
-        price = billing.hourly_price(rows, r.model, 1, r.node, False, now)
+        price = billing.hourly_price(rows, r.model, MILLI, r.node, False, now)
         out.append({**r.model_dump(), "price": format_amount(price), "price_minor": price})
     return out
 
@@ -368,7 +369,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     ids = [i.id for i in found]
     image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
     gpus: dict[str, list[int]] = defaultdict(list)
-    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index)
+    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index).distinct()
                                          .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
                                          .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
@@ -387,7 +388,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
-            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
+            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
                                                         now)),
             "cost": format_amount(int(costs.get(i.id, 0) or 0)),
         })
