@@ -192,3 +192,41 @@ def slot_layout(gpu: GpuFacts, spec: SharingSpec | None) -> tuple[str | None, li
     if not instances:
         return None, [SlotFacts(0)]
     return MIG, [SlotFacts(i, m.uuid, m.profile, m.memory_mb) for i, m in enumerate(instances)]
+
+
+# Where MPS clients and their GPU's daemon meet (CUDA_MPS_PIPE_DIRECTORY on both sides).
+MPS_PIPE_DIR = "/tmp/nvidia-mps"
+
+
+@dataclass(frozen=True)
+class GpuAccess:
+    """How a container reaches the GPUs (or the share) it holds: the device ids its device
+    request and NVIDIA_VISIBLE_DEVICES name, what its environment says, and the GPU whose
+    MPS daemon it must join (None: no daemon)."""
+
+    device_ids: tuple[str, ...]
+    env: dict[str, str]
+    mps_gpu: str | None = None
+
+
+def gpu_access(gpu_uuids: list[str], share: str | None, milli: int, mode: str | None,
+               mig_uuids: list[str], memory_mb: int, real: bool) -> GpuAccess:
+    """Decide a container's GPU access. Whole GPUs go by their UUIDs. A MIG share goes by
+    its MIG instance's UUID (the driver isolates it). A time-sliced share gets the whole
+    GPU, told its part; under MPS, on a real GPU, it joins the GPU's MPS daemon with its
+    memory pinned to its part (CUDA_MPS_PINNED_DEVICE_MEM_LIMIT; the GPU is device 0 in the
+    container) and its part of the GPU's threads."""
+    if share is None:
+        return GpuAccess(tuple(gpu_uuids), {})
+    if mode == MIG:
+        return GpuAccess(tuple(mig_uuids), {"DOCKYARD_GPU_SHARE": share})
+    limit_mb = memory_mb * milli // MILLI
+    env = {"DOCKYARD_GPU_SHARE": share, "DOCKYARD_GPU_MEMORY_MB": str(limit_mb)}
+    if mode == MPS and real:
+        env.update({
+            "CUDA_MPS_PIPE_DIRECTORY": MPS_PIPE_DIR,
+            "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": f"0={limit_mb}M",
+            "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": str(max(1, milli * 100 // MILLI)),
+        })
+        return GpuAccess(tuple(gpu_uuids), env, mps_gpu=gpu_uuids[0])
+    return GpuAccess(tuple(gpu_uuids), env)

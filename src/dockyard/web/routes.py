@@ -280,7 +280,12 @@ def market_rows(db: Session) -> list[dict]:
     out = []
     for r in market_api.market(db):
         price = billing.hourly_price(rows, r.model, MILLI, r.node, False, now)
-        out.append({**r.model_dump(), "price": format_amount(price), "price_minor": price})
+        row = {**r.model_dump(), "price": format_amount(price), "price_minor": price}
+        for share in row["shares"]:  # priced by share: the GPU's price times its part
+            share["price_minor"] = billing.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
+                                                        r.node, False, now)
+            share["price"] = format_amount(share["price_minor"])
+        out.append(row)
     return out
 
 
@@ -318,6 +323,7 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
+            "shares": sorted({s["share"] for r in rows for s in r["shares"]}),
             "keys": [k.name for k in keys.list_keys(db, user)]}  # all of them go into every instance
 
 
@@ -336,6 +342,7 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
               "name": data.get("name") or None}
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
+        chosen["gpu_share"] = (data.get("gpu_share") or "").strip() or None
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
