@@ -34,7 +34,7 @@ ALLOWED_PARTS = tuple(n for n in range(2, 11) if MILLI % n == 0)  # 2, 4, 5, 8, 
 MIG_COMPUTE_SLICES = 7  # A100, H100, H200, B200: seven compute slices per GPU
 
 _MIG_PROFILE_RE = re.compile(r"^([1-7])g\.(\d{1,4})gb(\+me)?$")
-_SHARE_RE = re.compile(r"^\d*\.\d+$|^\d+/\d+$")
+_SHARE_RE = re.compile(r"^(\d+(\.\d*)?|\.\d+|\d+/\d+)$")
 
 
 @dataclass(frozen=True)
