@@ -390,6 +390,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
         out.append({
             "id": i.id, "name": i.name, "status": i.status, "status_reason": i.status_reason, "node": i.node_name,
             "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
+            "gpu_share": i.gpu_share,
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,

@@ -55,7 +55,7 @@
       if (reason) reason.textContent = data.status_reason || "";
       const gpus = row.querySelector(".gpus");
       if (gpus && Array.isArray(data.gpus)) gpus.textContent = data.no_gpu || !data.gpu_count ? S("inst.no_gpu")
-        : `${data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
+        : `${data.gpu_share || data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
       const price = row.querySelector(".price"), cost = row.querySelector(".cost");
       if (price && data.price) price.textContent = `${data.price} ${D.currency}`;
       if (cost && data.cost) cost.textContent = `${data.cost} ${D.currency}`;
