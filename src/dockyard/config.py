@@ -13,6 +13,8 @@ The environment wins over the file. Example config.toml:
     tls_key = "/etc/dockyard/key.pem"
     cpus_per_gpu = 8
     memory_per_gpu_gb = 64
+    gpu_sharing = "mps:4"          # docs/gpu-sharing.md: time-slicing:N, mps:N or mig
+    placement_policy = "best-fit"
 """
 
 from __future__ import annotations
@@ -21,14 +23,29 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from dockyard.core.errors import InvalidInput
+from dockyard.core.sharing import parse_sharing
 from dockyard.core.validation import NAME_PATTERN
 
 LOCAL_NODE = "local"
+# How GPUs are chosen among the nodes of a pool (the nodes that name the same policy).
+# Until the policies of core/policies/ are wired in, every name places as today: the
+# node and GPUs with the fewest free that still fit (best fit).
+PlacementPolicy = Literal["first-fit", "best-fit", "fgd", "dockyard"]
+
+
+def _check_sharing(value: str | None) -> str | None:
+    try:
+        spec = parse_sharing(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    return spec.text if spec else None
 
 
 def default_home() -> Path:
@@ -51,6 +68,12 @@ class NodeConfig(BaseModel):
     # Shares of the host given to each GPU; default: the host's divided by its GPUs.
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+    # Shares of its GPUs for rent (core/sharing.py, docs/gpu-sharing.md); None: whole GPUs.
+    gpu_sharing: str | None = None
+    # None: the server's placement_policy.
+    placement_policy: PlacementPolicy | None = None
+
+    _sharing = field_validator("gpu_sharing")(_check_sharing)
 
     def ssh_host(self) -> str:
         """Where users connect to this node's published SSH ports."""
@@ -89,6 +112,8 @@ class Settings(BaseSettings):
     simulated_gpus: str | None = None
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+    gpu_sharing: str | None = None  # of the local node
+    placement_policy: PlacementPolicy = "dockyard"
     nodes: list[NodeConfig] = Field(default_factory=list)
     # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
     # finds which resource limits each engine may give containers.
@@ -207,6 +232,8 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / "config.toml")
         return (init_settings, env_settings, toml)
 
+    _sharing = field_validator("gpu_sharing")(_check_sharing)
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'dockyard.db'}"
@@ -224,6 +251,7 @@ class Settings(BaseSettings):
                     cpus_per_gpu=self.cpus_per_gpu,
                     memory_per_gpu_gb=self.memory_per_gpu_gb,
                     public_host=self.public_host,
+                    gpu_sharing=self.gpu_sharing,
                 ),
             )
         return nodes

@@ -42,7 +42,7 @@ def user(platform, name: str) -> User:
 
 
 def add_instance(platform, owner: str, model: str = "A100-80GB", count: int = 1, data_disk_gb: int = 50,
-                 created_at: datetime = T0) -> str:
+                 created_at: datetime = T0, share: str | None = None, milli: int | None = None) -> str:
     from sqlalchemy import select
 
     instance_id = secrets.token_hex(6)
@@ -51,6 +51,7 @@ def add_instance(platform, owner: str, model: str = "A100-80GB", count: int = 1,
         image_id = db.scalars(select(Image.id)).first()
         db.add(Instance(id=instance_id, owner_id=owner_id, name=f"i-{instance_id}", node_name="local",
                         image_id=image_id, gpu_model=model, gpu_count=count, status="creating", env={},
+                        gpu_share=share, gpu_milli=count * 1000 if milli is None else milli,
                         data_disk_gb=data_disk_gb, created_at=created_at, updated_at=created_at))
         db.flush()
         db.add(InstanceEvent(instance_id=instance_id, at=created_at, from_status=None, to_status="creating", cause="t"))

@@ -141,7 +141,8 @@ def test_random_lives_with_crashes_charge_the_integral_and_verify(monkeypatch, s
             segments = list(db.scalars(select(UsageSegment)))
             assert all(s.done for s in segments)
             total = sum(core.segment_total(*billing._segment_steps(rows, s), billing.to_us(s.started_at),
-                                           billing.to_us(s.ended_at)) for s in segments)
+                                           billing.to_us(s.ended_at), billing.GPU_UNIT_US)
+                        for s in segments)
             charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage")))
             assert charged == total
     # A replay after crashes posts exactly what an uninterrupted run posts.
@@ -221,14 +222,14 @@ def test_start_refused_below_the_minimum_then_allowed_after_recharge(platform):
     with platform.sessions.begin() as db:
         billing.set_price(db, "gpu", "6", model="A100-80GB")  # 10 minutes of 2 GPUs: 2.00
         with pytest.raises(PaymentRequired) as refused:
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
         assert "12.00 CNY/hour" in refused.value.message and "0.00 CNY" in refused.value.message
-        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1, "local")  # no price: free
+        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1000, "local")  # no price: free
         billing.recharge(db, "alice", "1.99", by="t")
         with pytest.raises(PaymentRequired):
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
         billing.recharge(db, "alice", "0.01", by="t")
-        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
 
 
 def test_empty_wallet_stops_paying_instances_and_warns_before(platform):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from dockyard.core import clusters as core
 from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import ANY_MODEL
+from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import cluster_net
@@ -114,7 +115,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             used = sorted({p.node for p in placements})
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
 
-            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes, used[0])
+            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
             _check_names_free(db, user, request.name, request.nodes)
             cluster = Cluster(
                 id=secrets.token_hex(6), owner_id=user.id, name=request.name, members=request.nodes,
@@ -129,6 +130,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
                 instance = Instance(
                     id=secrets.token_hex(6), owner_id=user.id, name=f"{request.name}-{rank}",
                     node_name=placement.node, image_id=image.id, gpu_model=model, gpu_count=request.gpus,
+                    gpu_milli=request.gpus * MILLI,
                     status=Status.CREATING, env=request.env, command=request.command,
                     data_disk_gb=request.data_disk_gb, jupyter_token=secrets.token_hex(24),
                     ssh_port=instances.free_ssh_port(db, platform, placement.node),

@@ -13,10 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput
-from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
+from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, SharedGpu, Slot, check_request, place
+from dockyard.core.sharing import MIG, MILLI, parse_share
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
-from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
+from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, InstanceEvent, Node, User, utcnow
 from dockyard.services import images, ownership
 from dockyard.services.platform import Platform
 
@@ -29,6 +30,7 @@ class CreateRequest:
     name: str | None = None
     gpu_model: str = ANY_MODEL
     gpu_count: int = 1
+    gpu_share: str | None = None  # part of one GPU: "0.5", "0.25", a MIG profile "1g.18gb"
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     data_disk_gb: int = 50
@@ -55,14 +57,19 @@ def list_instances(db: Session, user: User, include_released: bool = False) -> l
 
 
 def assigned_gpus(db: Session, instance_id: str) -> list[Gpu]:
+    """The GPUs an instance holds, whole or in part (each once)."""
     return list(
         db.scalars(
             select(Gpu)
-            .join(GpuAssignment, GpuAssignment.gpu_id == Gpu.id)
-            .where(GpuAssignment.instance_id == instance_id)
+            .where(Gpu.id.in_(select(GpuAssignment.gpu_id).where(GpuAssignment.instance_id == instance_id)))
             .order_by(Gpu.index)
         )
     )
+
+
+def assigned_slots(db: Session, instance_id: str) -> list[GpuSlot]:
+    return list(db.scalars(select(GpuSlot).join(GpuAssignment, GpuAssignment.slot_id == GpuSlot.id)
+                           .where(GpuAssignment.instance_id == instance_id).order_by(GpuSlot.gpu_id, GpuSlot.slot)))
 
 
 def events(db: Session, instance_id: str) -> list[InstanceEvent]:
@@ -114,12 +121,22 @@ def _lock_allocation(db: Session) -> None:
 def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
     nodes = db.scalars(select(Node).where(Node.online.is_(True))).all()
     views = {n.name: NodeView(name=n.name, models={}) for n in nodes if only_node in (None, n.name)}
-    held = select(GpuAssignment.gpu_id)
-    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views))):
-        view = views[gpu.node_name]
-        view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
-    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views), Gpu.id.not_in(held))):
-        views[gpu.node_name].free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model))
+    present = (Gpu.present.is_(True), Gpu.node_name.in_(views))
+    held = set(db.scalars(select(GpuAssignment.slot_id).join(Gpu, Gpu.id == GpuAssignment.gpu_id).where(*present)))
+    slots: dict[int, list[GpuSlot]] = {}
+    for slot in db.scalars(select(GpuSlot).join(Gpu, Gpu.id == GpuSlot.gpu_id).where(*present).order_by(GpuSlot.slot)):
+        slots.setdefault(slot.gpu_id, []).append(slot)
+    for gpu in db.scalars(select(Gpu).where(*present).order_by(Gpu.index)):
+        view, own = views[gpu.node_name], slots.get(gpu.id, [])
+        if gpu.sharing != MIG:  # a GPU in MIG mode is rented by its instances only
+            view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
+            if own and not any(s.id in held for s in own):
+                view.free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model,
+                                         slots=tuple(s.id for s in own)))
+        if gpu.sharing and own:
+            view.shared.append(SharedGpu(
+                FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model), gpu.sharing,
+                tuple(Slot(s.id, s.id not in held, s.mig_profile, s.mig_uuid) for s in own)))
     return list(views.values())
 
 
@@ -156,9 +173,10 @@ def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: st
 
 
 def _assign(db: Session, instance_id: str, placement: Placement) -> None:
-    for gpu in placement.gpus:
-        db.add(GpuAssignment(gpu_id=gpu.id, instance_id=instance_id))
-    db.flush()  # the primary key on gpu_id refuses a GPU someone else holds, here
+    gpu_of = {slot: gpu.id for gpu in placement.gpus for slot in gpu.slots}
+    for slot in placement.slot_ids:
+        db.add(GpuAssignment(slot_id=slot, gpu_id=gpu_of.get(slot, placement.gpus[0].id), instance_id=instance_id))
+    db.flush()  # the primary key on slot_id refuses a slot someone else holds, here
 
 
 def _with_retries(action):
@@ -180,17 +198,19 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             views = _node_views(db, only_node=request.node)
             if request.node and not views:
                 raise Conflict(f"node {request.node} is offline; the disks to copy are there")
-            check_request(views, request.gpu_model, request.gpu_count)
+            share = parse_share(request.gpu_share) if request.gpu_share is not None else None
+            check_request(views, request.gpu_model, request.gpu_count, share)
             views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
             try:
-                placement = place(views, request.gpu_model, request.gpu_count)
+                placement = place(views, request.gpu_model, request.gpu_count, share=share)
             except Conflict as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
                 raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+            milli = share.milli if share else request.gpu_count * MILLI
             billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
-                                     else request.gpu_model, request.gpu_count, placement.node)
+                                     else request.gpu_model, milli, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -209,6 +229,8 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 image_id=image.id,
                 gpu_model=gpus[0].model if gpus else request.gpu_model,
                 gpu_count=request.gpu_count,
+                gpu_share=share.label if share else None,
+                gpu_milli=milli,
                 status=Status.CREATING,
                 env=request.env,
                 command=request.command,
@@ -263,10 +285,18 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_count,
+            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli,
                                      instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
-            if count:
+            if count and instance.gpu_share:
+                views[0].shared = [s for s in views[0].shared if s.gpu.model == instance.gpu_model]
+                try:
+                    placement = place(views, instance.gpu_model, 1, frozenset(instance.container_gpus or []),
+                                      share=parse_share(instance.gpu_share))
+                except Conflict as exc:
+                    raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are); "
+                                   f"start it with --no-gpu to reach its files") from None
+            elif count:
                 free = [g for g in views[0].free if g.model == instance.gpu_model]
                 if len(free) < count:
                     raise Conflict(
