@@ -134,7 +134,7 @@ def test_place_zero_gpus_returns_no_gpus_on_an_online_node():
     nodes = [node("off", {"A100": 8}, online=False), node("a", {"A100": 1}), node("b", {"A100": 4})]
     p = place(nodes, ANY_MODEL, 0)
     assert p.gpus == ()
-    assert p.node == "b"  # the node with the most free GPUs
+    assert p.node == "a"  # the default policy packs: the node with the fewest free GPUs
 
 
 def test_place_zero_gpus_with_no_online_node_conflicts():

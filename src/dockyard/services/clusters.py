@@ -107,7 +107,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
         with platform.sessions.begin() as db:
             image = images.image_to_run(db, user, request.image)
             instances._lock_allocation(db)
-            views = instances._node_views(db)
+            views = instances._node_views(db, platform.settings)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)
             views = instances._nodes_for_image(db, views, image, request.gpu_model, request.gpus)
             placements = core.place_cluster(views, shape, groups)
@@ -173,7 +173,7 @@ def start_cluster(platform: Platform, user: User, key: str) -> tuple[Cluster, li
         if not waiting:
             raise Conflict(f"cluster {cluster.name}: no member is stopped (they are "
                            f"{', '.join(sorted({m.status for m in members(db, cluster.id)}))})")
-        views = {v.name: v for v in instances._node_views(db)}
+        views = {v.name: v for v in instances._node_views(db, platform.settings)}
         short = []
         for member in waiting:  # look before acting: most refusals leave nothing to undo
             view = views.get(member.node_name)

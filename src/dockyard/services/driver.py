@@ -17,7 +17,7 @@ from dockyard.core.sharing import MILLI, MPS_PIPE_DIR, GpuAccess, gpu_access
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
-from dockyard.services.instances import assigned_gpus, assigned_slots, free_ssh_port, transition
+from dockyard.services.instances import assigned_gpus, assigned_slots, free_ssh_port, host_share, transition
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -305,12 +305,8 @@ class Driver:
               member=None) -> ContainerSpec:
         settings = self.platform.settings
         uuids = list(access.device_ids)
-        if gpus:  # the host's share per GPU, times the GPUs (or the part of one) held
-            cpus = node.cpus_per_gpu * instance.gpu_milli / MILLI
-            memory = node.memory_per_gpu_bytes * instance.gpu_milli // MILLI
-        else:
-            cpus, memory = settings.no_gpu_cpus, int(settings.no_gpu_memory_gb * GIB)
-        cpus = min(cpus, node.cpus) if node.cpus else cpus
+        # the host's share per GPU, times the GPUs (or the part of one) held; placement counts the same
+        cpus, memory = host_share(node, settings).of(instance.gpu_milli if gpus else 0, node.cpus)
         real = bool(gpus) and not gpus[0].simulated
         env = {
             **(instance.env or {}),

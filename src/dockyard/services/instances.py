@@ -13,13 +13,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput
-from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, SharedGpu, Slot, check_request, place
+from dockyard.core.placement import (ANY_MODEL, FreeGpu, HostShare, NodeView, Placement, SharedGpu, Slot, check_request,
+                                     place)
 from dockyard.core.sharing import MIG, MILLI, parse_share
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
 from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, InstanceEvent, Node, User, utcnow
 from dockyard.services import images, ownership
 from dockyard.services.platform import Platform
+
+GIB = 1024**3
 
 ALLOCATION_RETRIES = 5
 
@@ -118,9 +121,30 @@ def _lock_allocation(db: Session) -> None:
     db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
-def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
-    nodes = db.scalars(select(Node).where(Node.online.is_(True))).all()
-    views = {n.name: NodeView(name=n.name, models={}) for n in nodes if only_node in (None, n.name)}
+def host_share(node: Node, settings) -> HostShare:
+    """What instances on `node` get of its CPUs and memory (the driver gives exactly this)."""
+    return HostShare(node.cpus_per_gpu, node.memory_per_gpu_bytes, settings.no_gpu_cpus,
+                     int(settings.no_gpu_memory_gb * GIB))
+
+
+def _node_views(db: Session, settings, only_node: str | None = None) -> list[NodeView]:
+    """The online nodes as placement sees them, in the configured order (pools are tried in
+    the order of their first node)."""
+    order = {c.name: i for i, c in enumerate(settings.node_configs())}
+    policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
+    nodes = sorted(db.scalars(select(Node).where(Node.online.is_(True))).all(),
+                   key=lambda n: (order.get(n.name, len(order)), n.name))
+    views = {n.name: NodeView(name=n.name, models={}, cpus=n.cpus, memory_bytes=n.memory_bytes,
+                              host_share=host_share(n, settings), policy=policy.get(n.name, settings.placement_policy))
+             for n in nodes if only_node in (None, n.name)}
+    # What instances with GPUs hold of each node's CPUs and memory; those without take their
+    # small share on top (so a --no-gpu start always reaches its files).
+    for instance in db.scalars(select(Instance).where(
+            Instance.node_name.in_(views), Instance.status.in_([s.value for s in HOLDS_GPUS]),
+            Instance.no_gpu.is_not(True), Instance.gpu_milli > 0)):
+        view = views[instance.node_name]
+        cpus, memory = view.host_share.of(instance.gpu_milli, view.cpus)
+        view.cpus_used, view.memory_used_bytes = view.cpus_used + cpus, view.memory_used_bytes + memory
     present = (Gpu.present.is_(True), Gpu.node_name.in_(views))
     held = set(db.scalars(select(GpuAssignment.slot_id).join(Gpu, Gpu.id == GpuAssignment.gpu_id).where(*present)))
     slots: dict[int, list[GpuSlot]] = {}
@@ -128,16 +152,26 @@ def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
         slots.setdefault(slot.gpu_id, []).append(slot)
     for gpu in db.scalars(select(Gpu).where(*present).order_by(Gpu.index)):
         view, own = views[gpu.node_name], slots.get(gpu.id, [])
+        facts = dict(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model)
         if gpu.sharing != MIG:  # a GPU in MIG mode is rented by its instances only
             view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
             if own and not any(s.id in held for s in own):
-                view.free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model,
-                                         slots=tuple(s.id for s in own)))
+                view.free.append(FreeGpu(**facts, slots=tuple(s.id for s in own)))
         if gpu.sharing and own:
             view.shared.append(SharedGpu(
-                FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model), gpu.sharing,
+                FreeGpu(**facts), gpu.sharing,
                 tuple(Slot(s.id, s.id not in held, s.mig_profile, s.mig_uuid) for s in own)))
     return list(views.values())
+
+
+# The requests whose shapes the workload-aware policies expect again (core/placement.py).
+HISTORY = 500
+
+
+def _history(db: Session) -> list[tuple[int, str | None]]:
+    rows = db.execute(select(Instance.gpu_count, Instance.gpu_share).order_by(Instance.created_at.desc())
+                      .limit(HISTORY)).all()
+    return [(count, share) for count, share in rows]
 
 
 def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int:
@@ -195,14 +229,14 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
         with platform.sessions.begin() as db:
             image = images.image_to_run(db, user, request.image)
             _lock_allocation(db)
-            views = _node_views(db, only_node=request.node)
+            views = _node_views(db, platform.settings, only_node=request.node)
             if request.node and not views:
                 raise Conflict(f"node {request.node} is offline; the disks to copy are there")
             share = parse_share(request.gpu_share) if request.gpu_share is not None else None
             check_request(views, request.gpu_model, request.gpu_count, share)
             views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
             try:
-                placement = place(views, request.gpu_model, request.gpu_count, share=share)
+                placement = place(views, request.gpu_model, request.gpu_count, share=share, history=_history(db))
             except Conflict as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
@@ -281,30 +315,33 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             check_user_action(current, "start")
             _lock_allocation(db)
             count = 0 if no_gpu else instance.gpu_count
-            views = _node_views(db, only_node=instance.node_name)
+            views = _node_views(db, platform.settings, only_node=instance.node_name)
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
             billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli,
                                      instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
+            preferred = frozenset(instance.container_gpus or [])
             if count and instance.gpu_share:
-                views[0].shared = [s for s in views[0].shared if s.gpu.model == instance.gpu_model]
                 try:
-                    placement = place(views, instance.gpu_model, 1, frozenset(instance.container_gpus or []),
-                                      share=parse_share(instance.gpu_share))
+                    placement = place(views, instance.gpu_model, 1, preferred, share=parse_share(instance.gpu_share),
+                                      history=_history(db))
                 except Conflict as exc:
                     raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are); "
                                    f"start it with --no-gpu to reach its files") from None
-            elif count:
+            else:
                 free = [g for g in views[0].free if g.model == instance.gpu_model]
                 if len(free) < count:
                     raise Conflict(
                         f"only {len(free)} {instance.gpu_model} GPUs are free on node {instance.node_name}, "
                         f"the instance needs {count}; start it with --no-gpu to reach its files, or try later"
                     )
-                placement = place([NodeView(instance.node_name, {}, free)], instance.gpu_model, count,
-                                  preferred_uuids=frozenset(instance.container_gpus or []))
+                try:
+                    placement = place(views, instance.gpu_model if count else ANY_MODEL, count, preferred,
+                                      history=_history(db))
+                except Conflict as exc:
+                    raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are)") from None
             done = db.execute(
                 update(Instance)
                 .where(Instance.id == instance.id, Instance.status == current)

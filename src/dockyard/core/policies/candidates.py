@@ -83,10 +83,10 @@ class DeltaCache:
             take &= np.cumsum(take, axis=1) <= request.gpus
             after = self.frag.score(np.where(take, 0, free), np.where(take, 0, gmem), cpu, model)
             return after - before, (take * (1 << np.arange(take.shape[1]))).sum(axis=1)
-        return self._share(free, gmem, cpu, model, before, request)
+        return self._share(free, gmem, cpu, model, before, request, state.takes_share[nodes])
 
-    def _share(self, free, gmem, cpu, model, before, request):
-        slots = (free >= request.milli) & (gmem >= request.gpu_memory_mib)
+    def _share(self, free, gmem, cpu, model, before, request, takes_share):
+        slots = takes_share & (free >= request.milli) & (gmem >= request.gpu_memory_mib)
         width = free.shape[1]
         same = (free[:, :, None] == free[:, None, :]) & (gmem[:, :, None] == gmem[:, None, :])
         earlier = np.tril(np.ones((width, width), dtype=bool), k=-1)  # [i, j]: j < i
@@ -112,7 +112,8 @@ def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Rows are grouped by a 64-bit hash (one sort of integers, not of rows), then checked equal to
     their group's first row; a collision falls back to grouping the rows themselves."""
     rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
-                           state.model[nodes, None]], axis=1).astype(np.int64)  # all fragmentation reads
+                           state.model[nodes, None], state.takes_whole[nodes], state.takes_share[nodes]],
+                          axis=1).astype(np.int64)  # all fragmentation and fitting read
     keys = rows @ _hash_weights(rows.shape[1])  # wraps around: a hash, not a sum
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
