@@ -34,9 +34,8 @@ from dockyard.core.sharing import parse_sharing
 from dockyard.core.validation import NAME_PATTERN
 
 LOCAL_NODE = "local"
-# How GPUs are chosen among the nodes of a pool (the nodes that name the same policy).
-# Until the policies of core/policies/ are wired in, every name places as today: the
-# node and GPUs with the fewest free that still fit (best fit).
+# How GPUs are chosen among the nodes of a pool (the nodes that name the same policy): the
+# policies of core/policies/, the code `dockyard admin simulate` runs (docs/placement.md).
 PlacementPolicy = Literal["first-fit", "best-fit", "fgd", "dockyard"]
 
 
