@@ -2,13 +2,16 @@
 its own placement_policy, for whole GPUs, shares and MIG profiles, within the model, CPU and
 memory an instance would get."""
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.core.errors import Conflict
 from dockyard.core.placement import ANY_MODEL, FreeGpu, HostShare, NodeView, SharedGpu, Slot, place
+from dockyard.core.policies import POLICY_NAMES, ClusterState, Workload, make_policy
 from dockyard.core.sharing import MIG, MPS, parse_share
+from tests.unit.test_policies import check_decision, node_specs, requests
 
 GIB = 2**30
 HOST = HostShare(cpus_per_gpu=4, memory_per_gpu_bytes=16 * GIB, no_gpu_cpus=0.5, no_gpu_memory_bytes=2 * GIB)
@@ -133,3 +136,24 @@ def test_every_policy_places_only_what_fits(nodes, policy, count, model):
     chosen = next(v for v in views if v.name == p.node)
     assert chosen in fits and len(p.gpus) == count and len(set(p.gpus)) == count
     assert all(g in chosen.free and model in (ANY_MODEL, g.model) for g in p.gpus)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(node_specs, min_size=1, max_size=5), st.lists(requests(), min_size=1, max_size=20),
+       st.sampled_from(POLICY_NAMES), st.randoms(use_true_random=False))
+def test_no_policy_uses_a_gpu_its_masks_rule_out(nodes, asks, name, rng):
+    """Real placement narrows which GPUs rent whole and which take a share: no policy steps
+    outside those masks, and none refuses what fits inside them."""
+    state = ClusterState(nodes)
+    state.takes_whole &= np.array([[rng.random() < 0.7 for _ in row] for row in state.exists])
+    state.takes_share &= np.array([[rng.random() < 0.7 for _ in row] for row in state.exists])
+    policy = make_policy(name, Workload.from_requests(asks))
+    for request in asks:
+        decision = policy.place(state, request)
+        if decision is None:
+            assert not state.fits(request).any(), "refused a request that fits"
+            continue
+        check_decision(state, request, decision)
+        mask = state.takes_share if request.shared else state.takes_whole
+        assert all(mask[decision.node, g] for g in decision.gpus)
+        state.apply(decision)
