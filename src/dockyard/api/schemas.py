@@ -262,3 +262,4 @@ class NodeOut(BaseModel):
     memory_per_gpu_bytes: int
     driver_version: str | None
     cuda_version: str | None
+    placement_policy: str = Field("dockyard", description="the placement policy of the node's pool")
