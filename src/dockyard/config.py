@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     # The image's self-test imports the framework: tens of seconds on a busy host.
     check_timeout_s: float = Field(default=180, gt=0)
 
+    # What placement may promise of a node's CPUs and memory to instances with GPUs, as a
+    # multiple of what it has (OpenStack's allocation ratios): CPU quotas are ceilings, so
+    # over-committing CPUs only slows instances down; memory past the host's is the OOM killer.
+    cpu_allocation_ratio: float = Field(default=1.0, gt=0)
+    memory_allocation_ratio: float = Field(default=1.0, gt=0)
     # A GPU-less instance (and no-GPU mode) gets this small share.
     no_gpu_cpus: float = Field(default=0.5, gt=0)
     no_gpu_memory_gb: float = Field(default=2.0, gt=0)

@@ -25,7 +25,8 @@ def node(name, free, model="A100", total=None, policy="dockyard", start=0, **hos
 
 
 def with_host(view, cpus=16, memory_gb=64, used_cpus=0, used_gb=0):
-    view.cpus, view.memory_bytes, view.host_share = cpus, memory_gb * GIB, HOST
+    view.cpus, view.host_share = cpus, HOST
+    view.capacity_cpus, view.capacity_memory_bytes = cpus, memory_gb * GIB
     view.cpus_used, view.memory_used_bytes = used_cpus, used_gb * GIB
     return view
 
@@ -79,6 +80,16 @@ def test_cpu_and_memory_of_gpu_instances_bound_the_node(policy):
     shared.cpus_used = 6.5
     with pytest.raises(Conflict, match="no free share of 0.5"):
         place([shared], ANY_MODEL, 1, share=parse_share("0.5"))
+
+
+def test_allocation_ratios_let_an_operator_over_commit():
+    a = with_host(node("a", 4), cpus=8, used_cpus=8)  # GPUs free, every CPU promised
+    with pytest.raises(Conflict):
+        place([a], ANY_MODEL, 1)
+    a.capacity_cpus = 8 * 1.5  # cpu_allocation_ratio = 1.5
+    assert len(place([a], ANY_MODEL, 1).gpus) == 1
+    with pytest.raises(Conflict):
+        place([a], ANY_MODEL, 2)
 
 
 def test_a_gpu_request_goes_where_cpus_are_left():

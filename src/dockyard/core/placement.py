@@ -82,8 +82,11 @@ class NodeView:
     free: list[FreeGpu] = field(default_factory=list)
     online: bool = True
     shared: list[SharedGpu] = field(default_factory=list)
-    cpus: float = 0  # 0: not known, not a limit
-    memory_bytes: int = 0
+    cpus: float = 0  # the node's own; an instance never gets more
+    # What placement may promise to instances with GPUs (allocation ratios applied), and what
+    # they hold of it; 0: not known, not a limit.
+    capacity_cpus: float = 0
+    capacity_memory_bytes: int = 0
     cpus_used: float = 0
     memory_used_bytes: int = 0
     host_share: HostShare | None = None  # None: CPU and memory are not limits here
@@ -249,15 +252,15 @@ class _Books:
         like every task type of the workload. Instances without GPUs hold nothing: they run on
         top (NodeView.cpus_used), so only the node's size bounds one."""
         host, request = node.host_share, self.request
-        if host is None or not node.cpus or not node.memory_bytes:
+        if host is None or not node.capacity_cpus or not node.capacity_memory_bytes:
             return _UNLIMITED, _UNLIMITED, _UNLIMITED
         cpus, memory = host.of(request.gpu_milli_total, node.cpus)
         if cpus <= 0 or memory <= 0:
             return _UNLIMITED, _UNLIMITED, _UNLIMITED
         per_cpu, per_byte = request.cpu_milli / cpus, request.memory_mib / memory
         used_cpus, used_memory = (node.cpus_used, node.memory_used_bytes) if request.gpus else (0, 0)
-        return (int(node.cpus * per_cpu + 1e-6), int((node.cpus - used_cpus) * per_cpu + 1e-6),
-                int((node.memory_bytes - used_memory) * per_byte + 1e-6))
+        return (int(node.capacity_cpus * per_cpu + 1e-6), int((node.capacity_cpus - used_cpus) * per_cpu + 1e-6),
+                int((node.capacity_memory_bytes - used_memory) * per_byte + 1e-6))
 
     def workload(self, history: list[tuple[int, str | None]]) -> list[Request]:
         """The requests fgd and dockyard expect: the recent ones, and once each shape this pool

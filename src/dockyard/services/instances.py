@@ -134,7 +134,8 @@ def _node_views(db: Session, settings, only_node: str | None = None) -> list[Nod
     policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
     nodes = sorted(db.scalars(select(Node).where(Node.online.is_(True))).all(),
                    key=lambda n: (order.get(n.name, len(order)), n.name))
-    views = {n.name: NodeView(name=n.name, models={}, cpus=n.cpus, memory_bytes=n.memory_bytes,
+    views = {n.name: NodeView(name=n.name, models={}, cpus=n.cpus, capacity_cpus=n.cpus * settings.cpu_allocation_ratio,
+                              capacity_memory_bytes=int(n.memory_bytes * settings.memory_allocation_ratio),
                               host_share=host_share(n, settings), policy=policy.get(n.name, settings.placement_policy))
              for n in nodes if only_node in (None, n.name)}
     # What instances with GPUs hold of each node's CPUs and memory; those without take their
