@@ -267,3 +267,26 @@ def test_billing_off_still_meters_usage():
         assert {p.amount for p in found} == {0} and sum(p.usage_us for p in found) == 90 * US
         rows = billing.statement(db, platform.settings, alice, "2026-03")["rows"]
         assert rows[0]["seconds"] == 90 and rows[0]["amount"] == "0.00"
+
+
+@pytest.mark.skipif(_db_url() is None, reason="SQLite's transactions see one snapshot by construction")
+def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
+    """A settlement committing between verify's reads (postings, then balances) once showed as
+    'balance X but its postings sum to Y' on PostgreSQL: verify_now reads one snapshot."""
+    from sqlalchemy import func
+
+    from dockyard.db.models import User
+
+    platform = make_platform(_db_url())
+    seen, real = [], billing.verify
+
+    def verify_with_a_commit_between(db, settings):
+        seen.append(db.scalar(select(func.count()).select_from(User)))
+        with platform.sessions.begin() as other:
+            other.add(User(name="carol", password_hash="x"))
+        seen.append(db.scalar(select(func.count()).select_from(User)))
+        return real(db, settings)
+
+    monkeypatch.setattr(billing, "verify", verify_with_a_commit_between)
+    assert billing.verify_now(platform)["ok"]
+    assert seen[0] == seen[1] == 2

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dockyard.core.errors import Conflict
 from dockyard.core.placement import ANY_MODEL, FreeGpu, HostShare, NodeView, SharedGpu, Slot, place
-from dockyard.core.policies import POLICY_NAMES, ClusterState, Workload, make_policy
+from dockyard.core.policies import POLICY_NAMES, ClusterState, NodeSpec, Request, Workload, make_policy
 from dockyard.core.sharing import MIG, MPS, parse_share
 from tests.unit.test_policies import check_decision, node_specs, requests
 
@@ -168,3 +168,16 @@ def test_no_policy_uses_a_gpu_its_masks_rule_out(nodes, asks, name, rng):
         mask = state.takes_share if request.shared else state.takes_whole
         assert all(mask[decision.node, g] for g in decision.gpus)
         state.apply(decision)
+
+
+@pytest.mark.parametrize("name", ["fgd", "dockyard"])
+def test_nodes_alike_but_for_their_masks_are_told_apart(name):
+    # many nodes in the same state are scored once each state (candidates._alike): the masks
+    # must count as part of the state, or a node that takes no share would answer for the rest
+    state = ClusterState([NodeSpec(f"n{i}", "A100", 2, 8000, 65536, 1000) for i in range(40)])
+    state.takes_share[:39] = False
+    share = Request(gpus=1, milli=500, gpu_memory_mib=500)
+    assert make_policy(name, Workload.from_requests([share])).place(state, share).node == 39
+    state.takes_whole[1:] = False
+    whole = Request(gpus=2)
+    assert make_policy(name, Workload.from_requests([whole])).place(state, whole).node == 0

@@ -737,6 +737,16 @@ def postings(db: Session, user: User | None = None, instance_id: str | None = No
 # ---- verification ---------------------------------------------------------------------------
 
 
+def verify_now(platform) -> dict:
+    """verify() on one snapshot of the books. On PostgreSQL a READ COMMITTED transaction sees
+    each statement's own: a settlement committing between the sums of postings and the read of
+    balances would show as a broken ledger. SQLite's transactions already see one snapshot."""
+    with platform.sessions.begin() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return verify(db, platform.settings)
+
+
 def verify(db: Session, settings: Settings) -> dict:
     """The ledger's invariants: balances equal their postings, money is conserved, and every
     run is covered by its windows exactly once, each charged what the price book says."""

@@ -111,9 +111,10 @@ def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     group's first node, group of each node).
     Rows are grouped by a 64-bit hash (one sort of integers, not of rows), then checked equal to
     their group's first row; a collision falls back to grouping the rows themselves."""
+    # everything fragmentation and fitting read; the masks only where real placement narrowed them
+    masks = [m[nodes] for m in (state.takes_whole, state.takes_share) if not np.array_equal(m, state.exists)]
     rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
-                           state.model[nodes, None], state.takes_whole[nodes], state.takes_share[nodes]],
-                          axis=1).astype(np.int64)  # all fragmentation and fitting read
+                           state.model[nodes, None], *masks], axis=1).astype(np.int64)
     keys = rows @ _hash_weights(rows.shape[1])  # wraps around: a hash, not a sum
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
