@@ -59,6 +59,9 @@ class CreateInstance(AutoStopRules):
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     gpu_model: str = Field(default=ANY_MODEL, min_length=1, max_length=64)
     gpu_count: int = Field(default=1, ge=0, le=64)
+    gpu_share: str | None = Field(default=None, min_length=1, max_length=32,
+                                  description="part of one GPU (gpu_count 1): 0.5, 0.25 or a MIG profile such as "
+                                              "1g.18gb; the market lists what is offered")
     env: dict[str, str] = Field(default_factory=dict, max_length=128)
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
@@ -140,6 +143,7 @@ class InstanceOut(BaseModel):
     image: str
     gpu_model: str
     gpu_count: int
+    gpu_share: str | None = None
     no_gpu: bool
     gpus: list[GpuRef]
     env: dict[str, str]
@@ -206,6 +210,12 @@ class EventOut(BaseModel):
     cause: str
 
 
+class ShareOfferOut(BaseModel):
+    share: str = Field(description="what to ask for: gpu_share (CLI --gpus), e.g. 0.5 or 1g.18gb")
+    gpu_fraction: float = Field(description="the part of the GPU's price per hour it costs")
+    free: int = Field(description="how many of this share can be rented now")
+
+
 class MarketRow(BaseModel):
     node: str
     model: str
@@ -216,6 +226,9 @@ class MarketRow(BaseModel):
     driver_version: str | None
     cuda_version: str | None
     online: bool
+    sharing: str | None = Field(default=None, description="time-slicing, mps or mig; null: whole GPUs only")
+    isolation: str | None = Field(default=None, description="what the sharing mode keeps apart between shares")
+    shares: list[ShareOfferOut] = Field(default_factory=list)
 
 
 class ImageIn(Strict):
@@ -309,6 +322,7 @@ class NodeOut(BaseModel):
     memory_per_gpu_bytes: int
     driver_version: str | None
     cuda_version: str | None
+    placement_policy: str = Field("dockyard", description="the placement policy of the node's pool")
 
 
 class MirrorsIn(Strict):

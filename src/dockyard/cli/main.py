@@ -92,11 +92,21 @@ def gpus(as_json: bool = JsonOpt) -> None:
     rows = Client().get("/gpus")
     if as_json:
         return render.print_json(rows)
-    render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "DRIVER", "MAX CUDA", "KIND"], [
-        [r["node"], r["model"], f"{round(r['memory_mb'] / 1024)} GB", r["free"], r["total"], r["driver_version"] or "-",
-         r["cuda_version"] or "-", ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
+    render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "SHARES (FREE)", "DRIVER", "MAX CUDA", "KIND"], [
+        [r["node"], r["model"], f"{round(r['memory_mb'] / 1024)} GB", r["free"], r["total"], render.shares_text(r),
+         r["driver_version"] or "-", r["cuda_version"] or "-",
+         ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
         for r in rows
     ])
+    for mode, isolation in sorted({(r["sharing"], r["isolation"]) for r in rows if r.get("sharing")}):
+        render.console.print(f"{mode} isolates {isolation}", highlight=False)
+
+
+def gpus_body(gpus: str) -> dict:
+    """--gpus 2 is a count of whole GPUs; anything else is a share of one (the server
+    says whether it is offered)."""
+    text = gpus.strip()
+    return {"gpu_count": int(text)} if text.isdecimal() else {"gpu_count": 1, "gpu_share": text}
 
 
 @app.command()
@@ -104,7 +114,8 @@ def create(
     image: str = typer.Option(..., "--image", "-i", help="image name (see `dockyard images`)"),
     name: Optional[str] = typer.Option(None, "--name", "-n"),
     gpu_model: str = typer.Option("any", "--gpu-model", "-m", help="GPU model, or 'any'"),
-    gpus: int = typer.Option(1, "--gpus", "-g", help="number of GPUs (0 for none)"),
+    gpus: str = typer.Option("1", "--gpus", "-g", help="number of GPUs (0 for none), or a share of one: "
+                             "0.5, 0.25, a MIG profile such as 1g.18gb (see `dockyard gpus`)"),
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
     command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
     data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
@@ -126,7 +137,7 @@ def create(
 ) -> None:
     """Rent an instance."""
     client = Client()
-    body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
+    body = {"image": image, "name": name, "gpu_model": gpu_model, **gpus_body(gpus), "env": parse_env(env),
             "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password, "volumes": volume,
             "keep_data_on_release": not delete_data_on_release, "auto_release_days": auto_release_days,
             **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"), gpu_idle,

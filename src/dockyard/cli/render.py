@@ -45,7 +45,14 @@ def gpus_text(instance: dict) -> str:
         return "none (no-GPU mode)" if instance["no_gpu"] else "none"
     indexes = ",".join(str(g["index"]) for g in instance["gpus"])
     sim = " (simulated)" if instance["gpus"][0]["simulated"] else ""
+    if instance.get("gpu_share"):
+        return f"{instance['gpu_share']} of {instance['gpu_model']} [{indexes}]{sim}"
     return f"{len(instance['gpus'])} x {instance['gpu_model']} [{indexes}]{sim}"
+
+
+def shares_text(row: dict) -> str:
+    """A market row's shares: '0.5 (1), 0.25 (3)'; '-' where its GPUs rent whole only."""
+    return ", ".join(f"{s['share']} ({s['free']})" for s in row.get("shares") or []) or "-"
 
 
 def policy(instance: dict) -> str:

@@ -15,12 +15,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput
-from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
+from dockyard.core.placement import (ANY_MODEL, FreeGpu, HostShare, NodeView, Placement, SharedGpu, Slot, check_request,
+                                     place)
+from dockyard.core.sharing import MIG, MILLI, parse_share
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
-from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
+from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, InstanceEvent, Node, User, utcnow
 from dockyard.services import images, ownership, volumes
 from dockyard.services.platform import Platform
+
+GIB = 1024**3
 
 ALLOCATION_RETRIES = 5
 
@@ -31,6 +35,7 @@ class CreateRequest:
     name: str | None = None
     gpu_model: str = ANY_MODEL
     gpu_count: int = 1
+    gpu_share: str | None = None  # part of one GPU: "0.5", "0.25", a MIG profile "1g.18gb"
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     data_disk_gb: int = 50
@@ -66,14 +71,19 @@ def list_instances(db: Session, user: User, include_released: bool = False) -> l
 
 
 def assigned_gpus(db: Session, instance_id: str) -> list[Gpu]:
+    """The GPUs an instance holds, whole or in part (each once)."""
     return list(
         db.scalars(
             select(Gpu)
-            .join(GpuAssignment, GpuAssignment.gpu_id == Gpu.id)
-            .where(GpuAssignment.instance_id == instance_id)
+            .where(Gpu.id.in_(select(GpuAssignment.gpu_id).where(GpuAssignment.instance_id == instance_id)))
             .order_by(Gpu.index)
         )
     )
+
+
+def assigned_slots(db: Session, instance_id: str) -> list[GpuSlot]:
+    return list(db.scalars(select(GpuSlot).join(GpuAssignment, GpuAssignment.slot_id == GpuSlot.id)
+                           .where(GpuAssignment.instance_id == instance_id).order_by(GpuSlot.gpu_id, GpuSlot.slot)))
 
 
 def events(db: Session, instance_id: str) -> list[InstanceEvent]:
@@ -125,16 +135,58 @@ def _lock_allocation(db: Session) -> None:
     db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
-def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
-    nodes = db.scalars(select(Node).where(Node.online.is_(True))).all()
-    views = {n.name: NodeView(name=n.name, models={}) for n in nodes if only_node in (None, n.name)}
-    held = select(GpuAssignment.gpu_id)
-    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views))):
-        view = views[gpu.node_name]
-        view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
-    for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views), Gpu.id.not_in(held))):
-        views[gpu.node_name].free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model))
+def host_share(node: Node, settings) -> HostShare:
+    """What instances on `node` get of its CPUs and memory (the driver gives exactly this)."""
+    return HostShare(node.cpus_per_gpu, node.memory_per_gpu_bytes, settings.no_gpu_cpus,
+                     int(settings.no_gpu_memory_gb * GIB))
+
+
+def _node_views(db: Session, settings, only_node: str | None = None) -> list[NodeView]:
+    """The online nodes as placement sees them, in the configured order (pools are tried in
+    the order of their first node)."""
+    order = {c.name: i for i, c in enumerate(settings.node_configs())}
+    policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
+    nodes = sorted(db.scalars(select(Node).where(Node.online.is_(True))).all(),
+                   key=lambda n: (order.get(n.name, len(order)), n.name))
+    views = {n.name: NodeView(name=n.name, models={}, cpus=n.cpus, capacity_cpus=n.cpus * settings.cpu_allocation_ratio,
+                              capacity_memory_bytes=int(n.memory_bytes * settings.memory_allocation_ratio),
+                              host_share=host_share(n, settings), policy=policy.get(n.name, settings.placement_policy))
+             for n in nodes if only_node in (None, n.name)}
+    # What instances with GPUs hold of each node's CPUs and memory; those without take their
+    # small share on top (so a --no-gpu start always reaches its files).
+    for instance in db.scalars(select(Instance).where(
+            Instance.node_name.in_(views), Instance.status.in_([s.value for s in HOLDS_GPUS]),
+            Instance.no_gpu.is_not(True), Instance.gpu_milli > 0)):
+        view = views[instance.node_name]
+        cpus, memory = view.host_share.of(instance.gpu_milli, view.cpus)
+        view.cpus_used, view.memory_used_bytes = view.cpus_used + cpus, view.memory_used_bytes + memory
+    present = (Gpu.present.is_(True), Gpu.node_name.in_(views))
+    held = set(db.scalars(select(GpuAssignment.slot_id).join(Gpu, Gpu.id == GpuAssignment.gpu_id).where(*present)))
+    slots: dict[int, list[GpuSlot]] = {}
+    for slot in db.scalars(select(GpuSlot).join(Gpu, Gpu.id == GpuSlot.gpu_id).where(*present).order_by(GpuSlot.slot)):
+        slots.setdefault(slot.gpu_id, []).append(slot)
+    for gpu in db.scalars(select(Gpu).where(*present).order_by(Gpu.index)):
+        view, own = views[gpu.node_name], slots.get(gpu.id, [])
+        facts = dict(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model)
+        if gpu.sharing != MIG:  # a GPU in MIG mode is rented by its instances only
+            view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
+            if own and not any(s.id in held for s in own):
+                view.free.append(FreeGpu(**facts, slots=tuple(s.id for s in own)))
+        if gpu.sharing and own:
+            view.shared.append(SharedGpu(
+                FreeGpu(**facts), gpu.sharing,
+                tuple(Slot(s.id, s.id not in held, s.mig_profile, s.mig_uuid) for s in own)))
     return list(views.values())
+
+
+# The requests whose shapes the workload-aware policies expect again (core/placement.py).
+HISTORY = 500
+
+
+def _history(db: Session) -> list[tuple[int, str | None]]:
+    rows = db.execute(select(Instance.gpu_count, Instance.gpu_share).order_by(Instance.created_at.desc())
+                      .limit(HISTORY)).all()
+    return [(count, share) for count, share in rows]
 
 
 def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int:
@@ -172,9 +224,10 @@ def _nodes_for_image(db: Session, views: list[NodeView], image: Image, model: st
 
 
 def _assign(db: Session, instance_id: str, placement: Placement) -> None:
-    for gpu in placement.gpus:
-        db.add(GpuAssignment(gpu_id=gpu.id, instance_id=instance_id))
-    db.flush()  # the primary key on gpu_id refuses a GPU someone else holds, here
+    gpu_of = {slot: gpu.id for gpu in placement.gpus for slot in gpu.slots}
+    for slot in placement.slot_ids:
+        db.add(GpuAssignment(slot_id=slot, gpu_id=gpu_of.get(slot, placement.gpus[0].id), instance_id=instance_id))
+    db.flush()  # the primary key on slot_id refuses a slot someone else holds, here
 
 
 def _with_retries(action):
@@ -207,17 +260,18 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                                f"on node {request.node}", field="volumes")
             only_node = request.node or volume_node
             _lock_allocation(db)
-            views = _node_views(db)
-            check_request(views, request.gpu_model, request.gpu_count)  # a model no node has: 400
+            views = _node_views(db, platform.settings)
+            share = parse_share(request.gpu_share) if request.gpu_share is not None else None
+            check_request(views, request.gpu_model, request.gpu_count, share)  # a model no node has: 400
             if only_node:
                 views = [v for v in views if v.name == only_node]
                 if not views:
                     what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
                     raise Conflict(f"node {only_node} is offline; {what} there")
             try:
-                check_request(views, request.gpu_model, request.gpu_count)
+                check_request(views, request.gpu_model, request.gpu_count, share)
                 views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
-                placement = place(views, request.gpu_model, request.gpu_count)
+                placement = place(views, request.gpu_model, request.gpu_count, share=share, history=_history(db))
             except (Conflict, InvalidInput) as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
@@ -226,8 +280,9 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                                    f"instance must run there)") from None
                 raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+            milli = share.milli if share else request.gpu_count * MILLI
             billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
-                                     else request.gpu_model, request.gpu_count, placement.node)
+                                     else request.gpu_model, milli, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -246,6 +301,8 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 image_id=image.id,
                 gpu_model=gpus[0].model if gpus else request.gpu_model,
                 gpu_count=request.gpu_count,
+                gpu_share=share.label if share else None,
+                gpu_milli=milli,
                 status=Status.CREATING,
                 env=request.env,
                 command=request.command,
@@ -344,22 +401,33 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
                 raise Conflict(f"volume {busy[0]} is being resized or removed; start the instance when it is done")
             _lock_allocation(db)
             count = 0 if no_gpu else instance.gpu_count
-            views = _node_views(db, only_node=instance.node_name)
+            views = _node_views(db, platform.settings, only_node=instance.node_name)
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_count,
+            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli,
                                      instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
-            if count:
+            preferred = frozenset(instance.container_gpus or [])
+            if count and instance.gpu_share:
+                try:
+                    placement = place(views, instance.gpu_model, 1, preferred, share=parse_share(instance.gpu_share),
+                                      history=_history(db))
+                except Conflict as exc:
+                    raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are); "
+                                   f"start it with --no-gpu to reach its files") from None
+            else:
                 free = [g for g in views[0].free if g.model == instance.gpu_model]
                 if len(free) < count:
                     raise Conflict(
                         f"only {len(free)} {instance.gpu_model} GPUs are free on node {instance.node_name}, "
                         f"the instance needs {count}; start it with --no-gpu to reach its files, or try later"
                     )
-                placement = place([NodeView(instance.node_name, {}, free)], instance.gpu_model, count,
-                                  preferred_uuids=frozenset(instance.container_gpus or []))
+                try:
+                    placement = place(views, instance.gpu_model if count else ANY_MODEL, count, preferred,
+                                      history=_history(db))
+                except Conflict as exc:
+                    raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are)") from None
             done = db.execute(
                 update(Instance)
                 .where(Instance.id == instance.id, Instance.status == current)

@@ -38,6 +38,7 @@ from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError, NotFound
 from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL
+from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
@@ -280,8 +281,13 @@ def market_rows(db: Session) -> list[dict]:
     rows, now = billing.price_rows(db), billing.to_us(utcnow())
     out = []
     for r in market_api.market(db):
-        price = billing.hourly_price(rows, r.model, 1, r.node, False, now)
-        out.append({**r.model_dump(), "price": format_amount(price), "price_minor": price})
+        price = billing.hourly_price(rows, r.model, MILLI, r.node, False, now)
+        row = {**r.model_dump(), "price": format_amount(price), "price_minor": price}
+        for share in row["shares"]:  # priced by share: the GPU's price times its part
+            share["price_minor"] = billing.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
+                                                        r.node, False, now)
+            share["price"] = format_amount(share["price_minor"])
+        out.append(row)
     return out
 
 
@@ -320,6 +326,7 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
+            "shares": sorted({s["share"] for r in rows for s in r["shares"]}),
             "keys": [k.name for k in keys.list_keys(db, user)],  # all of them go into every instance
             "volumes": free_volumes(db, user)}
 
@@ -339,6 +346,7 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
               "name": data.get("name") or None}
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
+        chosen["gpu_share"] = (data.get("gpu_share") or "").strip() or None
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         if data.get("volume"):
             chosen["volumes"] = [data["volume"]]
@@ -386,7 +394,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     gpus: dict[str, list[int]] = defaultdict(list)
     gpu_simulated: dict[str, list[bool]] = defaultdict(list)
     for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
-                                                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                                    .distinct().join(Gpu, Gpu.id == GpuAssignment.gpu_id)
                                                     .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
         gpu_simulated[instance_id].append(simulated)
@@ -400,6 +408,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
         out.append({
             "id": i.id, "name": i.name, "status": i.status, "status_reason": i.status_reason, "node": i.node_name,
             "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
+            "gpu_share": i.gpu_share,
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
@@ -408,7 +417,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
-            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
+            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
                                                         now)),
             "cost": format_amount(int(costs.get(i.id, 0) or 0)),
         })

@@ -53,6 +53,7 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         image=db.get(Image, instance.image_id).name,
         gpu_model=instance.gpu_model,
         gpu_count=instance.gpu_count,
+        gpu_share=instance.gpu_share,
         no_gpu=instance.no_gpu,
         gpus=[GpuRef(index=g.index, uuid=g.uuid, model=g.model, simulated=g.simulated) for g in gpus],
         env=instance.env or {},

@@ -62,7 +62,7 @@
       if (reason) reason.textContent = data.status_reason || "";
       const gpus = row.querySelector(".gpus");
       if (gpus && Array.isArray(data.gpus)) gpus.textContent = data.no_gpu || !data.gpu_count ? S("inst.no_gpu")
-        : `${data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
+        : `${data.gpu_share || data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
       const price = row.querySelector(".price"), cost = row.querySelector(".cost");
       if (price && data.price) price.textContent = `${data.price} ${D.currency}`;
       if (cost && data.cost) cost.textContent = `${data.cost} ${D.currency}`;
@@ -149,11 +149,15 @@
     const image = document.getElementById("image"), price = document.getElementById("price");
     const avail = document.getElementById("availability"), submit = document.getElementById("create-submit");
     const money = (minor) => (minor / 10000).toFixed(2);
+    const share = document.getElementById("gpu_share");
     function refresh() {
-      const n = parseInt(count.value, 10);
+      const n = parseInt(count.value, 10), wanted = share ? share.value : "";
       const rows = data.market.filter((r) => r.model === model.value && r.online);
-      const fit = rows.filter((r) => r.free >= n);
-      const free = rows.reduce((a, r) => Math.max(a, r.free), 0);
+      // A share: the rows that offer it free, at the share's price.
+      const offers = (r) => r.shares.filter((x) => x.share === wanted && x.free > 0);
+      const fit = wanted ? rows.filter((r) => offers(r).length).map((r) => ({...r, free: offers(r)[0].free,
+        price_minor: offers(r)[0].price_minor})) : rows.filter((r) => r.free >= n);
+      const free = (wanted ? fit : rows).reduce((a, r) => Math.max(a, r.free), 0);
       avail.textContent = n ? `${model.value}: ${free} ${S("create.free")}` : "";
       const nodes = n ? fit.map((r) => r.node) : null;
       const chosen = image.value || image.dataset.chosen;
@@ -167,12 +171,13 @@
       });
       if (!usable.length) { const o = document.createElement("option"); o.value = ""; o.textContent = S("create.no_image"); image.appendChild(o); }
       let minor = null;
-      if (n) { const prices = fit.filter((r) => usable.length).map((r) => r.price_minor); if (prices.length) minor = Math.min(...prices) * n; }
+      if (n) { const prices = fit.filter((r) => usable.length).map((r) => r.price_minor); if (prices.length) minor = Math.min(...prices) * (wanted ? 1 : n); }
       else { const vals = Object.values(data.no_gpu_price); if (vals.length) minor = Math.min(...vals); }
       price.textContent = minor === null ? "—" : `${money(minor)} ${D.currency} ${S("create.per_hour")}`;
       submit.disabled = !usable.length || (n > 0 && !fit.length);
     }
     model.addEventListener("change", refresh); count.addEventListener("change", refresh);
+    if (share) share.addEventListener("change", refresh);
     refresh();
   }
 
