@@ -26,6 +26,7 @@ from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
+from dockyard.services.queue import Dispatcher
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -134,12 +135,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.start()
         autostop = AutoStop(platform, driver)  # issue 7: stops instances by their auto-stop policy
         autostop.start()
+        dispatcher = Dispatcher(platform, driver)  # issue 12: starts queued instances when their GPUs are free
+        dispatcher.start()
         app.state.platform, app.state.driver = platform, driver
         yield
         reconciler.stop()
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()
+        dispatcher.stop()
         metering.stop()  # issue 5
         driver.shutdown()
 
@@ -151,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"detail": exc.message}
         if exc.field:
             body["field"] = exc.field
+        body.update(getattr(exc, "details", {}))  # e.g. a refusal's free GPUs and ways out (core/queue.py)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

@@ -24,6 +24,11 @@ IDLE_HELP = "stop after this many minutes without SSH or Jupyter activity; null:
 MAX_HELP = "stop after this many minutes running since the last start; null: never"
 
 
+# Issue 12: the start queue (docs/queue.md).
+QUEUE_HELP = "when the GPUs are taken, wait in line (status queued) and start by itself when they are free"
+QUEUE_TIMEOUT_HELP = "leave the queue (back to stopped) after this many minutes, 1 to a week; null: never"
+
+
 class LoginRequest(Strict):
     user: str = Field(max_length=64)
     password: str = Field(max_length=1024)
@@ -51,6 +56,8 @@ class CreateInstance(Strict):
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
     auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
 
     @field_validator("env")
     @classmethod
@@ -78,6 +85,9 @@ class KeyOut(BaseModel):
 
 class StartInstance(Strict):
     no_gpu: bool = False
+    gpu_count: int | None = Field(default=None, description="resize: this many GPUs, for this and later starts")
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
 
 
 class PatchInstance(Strict):
@@ -131,6 +141,10 @@ class InstanceOut(BaseModel):
     last_jupyter_at: datetime | None = None
     auto_stop_idle_minutes: int | None = None
     auto_stop_max_minutes: int | None = None
+    # Issue 12: while queued, its place (1 = next) among the waiters for its node and GPU model.
+    queue_position: int | None = None
+    queued_at: datetime | None = None
+    queue_deadline: datetime | None = None
     # Only in the answer to the create that asked for it: never shown again.
     ssh_password: str | None = None
     created_at: datetime

@@ -16,6 +16,8 @@ class Status(StrEnum):
     RELEASING = "releasing"
     RELEASED = "released"
     FAILED = "failed"
+    # Waiting for its node's GPUs (core/queue.py): holds none, owes the engines nothing.
+    QUEUED = "queued"
 
 
 # Statuses in which the platform owes the engines some work.
@@ -29,15 +31,19 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED}),
     Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED}),
     Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING}),
-    Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
-    Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
+    Status.STOPPED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING, Status.FAILED}),
+    Status.FAILED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING}),
+    # Dequeued into creating (a queued create) or starting; cancelled by a stop or its
+    # timeout back to stopped (its disks, if any, kept); released at once by `rm`.
+    Status.QUEUED: frozenset({Status.CREATING, Status.STARTING, Status.STOPPED, Status.RELEASING}),
     # A release that overran its deadline fails with its data kept, to be asked again.
     Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
 }
 
 # What a user asks for, and the status it leads to.
-_USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "release": Status.RELEASING}
+_USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "queue": Status.QUEUED,
+                 "release": Status.RELEASING}
 
 
 def can_transition(current: Status, target: Status) -> bool:
@@ -49,6 +55,10 @@ def check_user_action(current: Status, action: str) -> Status:
     target = _USER_ACTIONS[action]
     if current == Status.RELEASING and action == "release":
         return target  # asking twice is harmless
+    if current == Status.QUEUED and action == "stop":
+        return Status.STOPPED  # nothing runs yet: a stop leaves the queue at once
+    if current == Status.QUEUED and action in ("start", "queue"):
+        raise Conflict("the instance is already queued for its GPUs; `dockyard stop` leaves the queue")
     if not can_transition(current, target):
         raise Conflict(f"cannot {action} an instance that is {current.value}")
     return target

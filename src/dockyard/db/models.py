@@ -246,6 +246,12 @@ class Instance(Base):
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
+    # The start queue (core/queue.py): arrival order among all waiters, when it joined,
+    # when it gives up (None: never), and the status it leaves the queue into.
+    queue_seq: Mapped[int | None] = mapped_column(Integer, index=True)
+    queued_at: Mapped[datetime | None] = mapped_column()
+    queue_deadline: Mapped[datetime | None] = mapped_column()
+    queue_next: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

@@ -35,6 +35,9 @@ class CreateRequest:
     ssh_password: bool = False
     auto_stop_idle_minutes: int | None = None  # issue 7: core/autostop.py
     auto_stop_max_minutes: int | None = None
+    # Issue 12: wait in line when the GPUs are taken (services/queue.py), up to this long.
+    queue: bool = False
+    queue_timeout_minutes: int | None = None
     # A clone (services/clone.py): its id, fixed beforehand; its source's node, where the
     # disks are copied; the copy of the system disk it starts from; its first event.
     instance_id: str | None = None
@@ -102,6 +105,8 @@ def transition(
         db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
         if also is not None:
             also(db)
+    if expected in HOLDS_GPUS and target not in HOLDS_GPUS:
+        platform.gpus_freed.set()  # after the commit: the queue's next waiter may take them now
     platform.notify_changed()
     return True
 
@@ -111,7 +116,9 @@ def _lock_allocation(db: Session) -> None:
     db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
-def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
+def _node_views(db: Session, only_node: str | None = None, include_reserved: bool = False) -> list[NodeView]:
+    """Online nodes with their free GPUs; GPUs that queued instances wait for are not
+    free to anyone else (core/queue.py) unless `include_reserved` (the queue itself)."""
     nodes = db.scalars(select(Node).where(Node.online.is_(True))).all()
     views = {n.name: NodeView(name=n.name, models={}) for n in nodes if only_node in (None, n.name)}
     held = select(GpuAssignment.gpu_id)
@@ -120,6 +127,9 @@ def _node_views(db: Session, only_node: str | None = None) -> list[NodeView]:
         view.models[gpu.model] = view.models.get(gpu.model, 0) + 1
     for gpu in db.scalars(select(Gpu).where(Gpu.present.is_(True), Gpu.node_name.in_(views), Gpu.id.not_in(held))):
         views[gpu.node_name].free.append(FreeGpu(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model))
+    if not include_reserved:
+        from dockyard.services import queue
+        queue.hide_reserved(db, views.values())
     return list(views.values())
 
 
@@ -175,6 +185,9 @@ def _with_retries(action):
 
 
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
+    from dockyard.services import queue as start_queue
+    _check_create_queue(request)
+
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             image = images.image_named(db, user, request.image)
@@ -184,15 +197,22 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 raise Conflict(f"node {request.node} is offline; the disks to copy are there")
             check_request(views, request.gpu_model, request.gpu_count)
             views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
+            queued = None
             try:
                 placement = place(views, request.gpu_model, request.gpu_count)
+                model = placement.gpus[0].model if placement.gpus else request.gpu_model
             except Conflict as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
-                raise
+                if not request.gpu_count:
+                    raise
+                node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
+                if not request.queue:
+                    raise start_queue.refusal(db, node, model, request.gpu_count, "create") from None
+                placement = Placement(node, ())
+                queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-            billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
-                                     else request.gpu_model, request.gpu_count, placement.node)
+            billing.check_can_afford(db, platform.settings, user, model, request.gpu_count, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -200,7 +220,6 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             ).first()
             if taken:
                 raise Conflict(f"name: you already have an instance named {name!r}", field="name")
-            gpus = placement.gpus
             instance = Instance(
                 ssh_port=free_ssh_port(db, platform, placement.node),
                 ssh_password=secrets.token_urlsafe(18) if request.ssh_password else None,
@@ -209,9 +228,9 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 name=name,
                 node_name=placement.node,
                 image_id=image.id,
-                gpu_model=gpus[0].model if gpus else request.gpu_model,
+                gpu_model=model,
                 gpu_count=request.gpu_count,
-                status=Status.CREATING,
+                **(queued or {"status": Status.CREATING}),
                 env=request.env,
                 command=request.command,
                 data_disk_gb=request.data_disk_gb,
@@ -223,13 +242,24 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             db.add(instance)
             db.flush()
             _assign(db, instance_id, placement)
-            db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=Status.CREATING,
-                                 cause=request.cause or f"created by {user.name}"))
+            cause = request.cause or f"created by {user.name}"
+            if queued:
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
+            db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=instance.status, cause=cause))
             return instance
 
     instance = _with_retries(attempt)
     platform.notify_changed()
     return instance
+
+
+def _check_create_queue(request: CreateRequest) -> None:
+    from dockyard.core.queue import check_timeout
+    if request.queue and not request.gpu_count:
+        raise InvalidInput("queue: an instance without GPUs never waits", field="queue")
+    if request.queue_timeout_minutes is not None and not request.queue:
+        raise InvalidInput("queue_timeout_minutes: only with queue", field="queue_timeout_minutes")
+    check_timeout(request.queue_timeout_minutes)
 
 
 def request_stop(platform: Platform, user: User, key: str) -> Instance:
@@ -245,55 +275,97 @@ def _user_action(platform: Platform, user: User, key: str, action: str) -> Insta
         instance = get_owned(db, user, key)
         current = Status(instance.status)
     target = check_user_action(current, action)
-    if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}"):
+    cause = f"{action} requested by {user.name}"
+    if current == Status.QUEUED:
+        cause = f"left the queue: {cause}"
+    if current != target and not transition(platform, instance.id, current, target, cause):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
 
 
-def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False) -> Instance:
-    """Start on the same node with GPUs assigned afresh (the old ones first), or none."""
+def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False, gpu_count: int | None = None,
+                  queue: bool = False, queue_timeout_minutes: int | None = None) -> Instance:
+    """Start on the same node with GPUs assigned afresh (the old ones first), or none.
+    `gpu_count` resizes it, for this and later starts; with `queue`, GPUs that are taken
+    are waited for (services/queue.py) instead of refused."""
+    from dockyard.services import queue as start_queue
+    _check_start_options(no_gpu, gpu_count, queue, queue_timeout_minutes)
 
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             instance = get_owned(db, user, key)
             current = Status(instance.status)
             check_user_action(current, "start")
+            if queue and instance.cluster_id:
+                raise InvalidInput("queue: a cluster member starts with its cluster, not from the queue", field="queue")
             _lock_allocation(db)
-            count = 0 if no_gpu else instance.gpu_count
             views = _node_views(db, only_node=instance.node_name)
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
+            model, count = instance.gpu_model, instance.gpu_count
+            if gpu_count is not None:
+                model, count = _resized(db, instance, views[0], gpu_count)
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_count,
-                                     instance.node_name, no_gpu=no_gpu)
+            billing.check_can_afford(db, platform.settings, user, model, count, instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
-            if count:
-                free = [g for g in views[0].free if g.model == instance.gpu_model]
-                if len(free) < count:
-                    raise Conflict(
-                        f"only {len(free)} {instance.gpu_model} GPUs are free on node {instance.node_name}, "
-                        f"the instance needs {count}; start it with --no-gpu to reach its files, or try later"
-                    )
-                placement = place([NodeView(instance.node_name, {}, free)], instance.gpu_model, count,
-                                  preferred_uuids=frozenset(instance.container_gpus or []))
+            values = {"status": Status.STARTING, "gpu_model": model, "gpu_count": count}
+            if count and not no_gpu:
+                free = [g for g in views[0].free if g.model == model]
+                if len(free) >= count:
+                    placement = place([NodeView(instance.node_name, {}, free)], model, count,
+                                      preferred_uuids=frozenset(instance.container_gpus or []))
+                elif queue:
+                    values.update(start_queue.queue_fields(db, queue_timeout_minutes, Status.STARTING))
+                else:
+                    raise start_queue.refusal(db, instance.node_name, model, count, "start")
             done = db.execute(
                 update(Instance)
                 .where(Instance.id == instance.id, Instance.status == current)
-                .values(status=Status.STARTING, no_gpu=no_gpu, status_reason=None, updated_at=utcnow())
+                .values(no_gpu=no_gpu, status_reason=None, updated_at=utcnow(), **values)
             ).rowcount
             if not done:
                 raise Conflict("the instance changed status meanwhile; look again and retry")
             _assign(db, instance.id, placement)
+            db.refresh(instance)
             mode = " without GPUs" if no_gpu else ""
-            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.STARTING,
-                                 cause=f"start{mode} requested by {user.name}"))
+            cause = f"start{mode} requested by {user.name}"
+            if values["status"] == Status.QUEUED:
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
+            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=values["status"], cause=cause))
             return instance
 
     instance = _with_retries(attempt)
     platform.notify_changed()
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
+
+
+def _check_start_options(no_gpu: bool, gpu_count: int | None, queue: bool, queue_timeout_minutes: int | None) -> None:
+    from dockyard.core.queue import check_timeout
+    if gpu_count is not None and no_gpu:
+        raise InvalidInput("gpu_count: a start --no-gpu takes no GPUs; give one of --gpus and --no-gpu", field="gpu_count")
+    if gpu_count is not None and gpu_count < 1:
+        raise InvalidInput("gpu_count: must be 1 or more; --no-gpu starts without GPUs", field="gpu_count")
+    if queue and no_gpu:
+        raise InvalidInput("queue: a start --no-gpu takes no GPUs and never waits", field="queue")
+    if queue_timeout_minutes is not None and not queue:
+        raise InvalidInput("queue_timeout_minutes: only with queue", field="queue_timeout_minutes")
+    check_timeout(queue_timeout_minutes)
+
+
+def _resized(db: Session, instance: Instance, view: NodeView, count: int) -> tuple[str, int]:
+    """The GPU model and count of a start --gpus N on the instance's own node (its disks
+    are there), refused when no node, or not this one, holds that many."""
+    model = instance.gpu_model
+    if model == ANY_MODEL:  # made without GPUs: the node's model with the most of them
+        model = max(view.models, key=lambda m: (view.models[m], m), default=ANY_MODEL)
+    check_request(_node_views(db, include_reserved=True), model, count)
+    held = view.models.get(model, 0)
+    if count > held:
+        raise InvalidInput(f"gpu_count: node {view.name}, where the instance's disks are, holds {held} {model} GPUs, "
+                           f"not {count}", field="gpu_count")
+    return model, count
 
 
 def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Instance:

@@ -28,7 +28,7 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import autostop, images, instances
+from dockyard.services import autostop, images, instances, queue
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -63,12 +63,21 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         last_jupyter_at=instance.last_jupyter_at,
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
+        **queue_view(db, instance),
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
         price_per_hour=price_per_hour,
         cost_so_far=cost_so_far,
     )
+
+
+def queue_view(db: Session, instance: Instance) -> dict:
+    """Issue 12: the queue fields of InstanceOut, set only while queued."""
+    if instance.status != Status.QUEUED:
+        return {}
+    return {"queue_position": queue.position(db, instance), "queued_at": instance.queued_at,
+            "queue_deadline": instance.queue_deadline}
 
 
 def ssh_command(db: Session, instance: Instance) -> str | None:
@@ -151,7 +160,9 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 @router.post("/{key}/start", response_model=InstanceOut)
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
-    return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
+    body = body or StartInstance()
+    return _act(instances.request_start, platform, driver, user, key, body.no_gpu, body.gpu_count, body.queue,
+                body.queue_timeout_minutes)
 
 
 @router.delete("/{key}", response_model=InstanceOut)
