@@ -42,8 +42,8 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 # What a user asks for, and the status it leads to.
-_USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "queue": Status.QUEUED,
-                 "release": Status.RELEASING}
+# A start whose GPUs are taken may go to queued instead (services/instances.request_start).
+_USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "release": Status.RELEASING}
 
 
 def can_transition(current: Status, target: Status) -> bool:
@@ -57,7 +57,7 @@ def check_user_action(current: Status, action: str) -> Status:
         return target  # asking twice is harmless
     if current == Status.QUEUED and action == "stop":
         return Status.STOPPED  # nothing runs yet: a stop leaves the queue at once
-    if current == Status.QUEUED and action in ("start", "queue"):
+    if current == Status.QUEUED and action == "start":
         raise Conflict("the instance is already queued for its GPUs; `dockyard stop` leaves the queue")
     if not can_transition(current, target):
         raise Conflict(f"cannot {action} an instance that is {current.value}")
