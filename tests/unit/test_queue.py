@@ -73,7 +73,7 @@ def test_timeouts_inside_are_accepted():
 def test_the_refusal_names_the_free_count_and_the_ways_out_that_exist():
     refusal = GpusTaken("n1", "A100", 4, 1, 2)
     assert refusal.status_code == 409
-    assert "only 1 A100 GPUs free on node n1" in refusal.message
+    assert "only 1 A100 GPUs are free on node n1" in refusal.message
     assert "2 queued requests wait" in refusal.message
     assert "--no-gpu" in refusal.message and "--queue" in refusal.message and "migrate" not in refusal.message
     assert refusal.details == {"node": "n1", "gpu_model": "A100", "needed": 4, "free": 1, "waiting": 2,

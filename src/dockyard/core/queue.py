@@ -68,7 +68,7 @@ class GpusTaken(Conflict):
         no_gpu = ("`dockyard start ID --no-gpu` reaches the files without GPUs; " if what == "start"
                   else "`dockyard create --gpus 0` runs without GPUs; ")
         super().__init__(
-            f"only {free} {label} free{where}{ahead}; the instance needs {needed}. Ways out: {no_gpu}"
+            f"only {free} {label} are free{where}{ahead}; the instance needs {needed}. Ways out: {no_gpu}"
             f"`--queue` waits in line and {what}s by itself when they are free", field="gpu_count")
         self.details = {"node": node, "gpu_model": model, "needed": needed, "free": free, "waiting": waiting,
                         "ways_out": list(WAYS_OUT)}
