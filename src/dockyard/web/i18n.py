@@ -536,6 +536,6 @@ def js_strings(lang: str) -> dict[str, str]:
     keys = [k for k in EN if k.startswith(("status.", "mon.", "advisor.severity.", "autostop.summary", "op.")) or k in (
         "inst.copied", "inst.confirm_release", "inst.save_prompt", "inst.save_started", "inst.no_gpu",
         "inst.clone_prompt", "inst.clone_started", "inst.clone_password",
-        "inst.gpus_taken", "inst.gpus_waiting", "create.queue_hint",
+        "inst.gpus_taken", "inst.gpus_waiting", "inst.queue_position", "create.queue_hint",
         "create.no_image", "create.free", "create.per_hour", "advisor.none", "autostop.title")]
     return {k: t(k) for k in keys}
