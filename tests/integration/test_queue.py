@@ -102,21 +102,23 @@ def test_three_users_contend_for_four_gpus_and_queued_starts_begin_in_order(srv,
 
 def test_stop_cancels_a_queued_start_and_rm_releases_a_queued_create(srv, users):
     alice, bob = users["alice"], users["bob"]
-    waiting = stop(bob, running(bob, "waiting", 1))
-    holder = running(alice, "holder", 4)
+    waiting = stop(bob, running(bob, "waiting", 2))
+    holder = running(alice, "holder", 3)
     queued = bob.post(f"/instances/{waiting['id']}/start", json={"queue": True}).json()
     assert queued["status"] == "queued" and queued["queue_position"] == 1
     assert bob.post(f"/instances/{waiting['id']}/start", json={"queue": True}).status_code == 409  # already queued
-    fresh = create(bob, "fresh", 1, queue=True)
-    assert fresh["queue_position"] == 2
+    fresh = create(bob, "fresh", 1, queue=True)  # 1 GPU is free, but it is behind the 2-GPU waiter
+    assert fresh["status"] == "queued" and fresh["queue_position"] == 2
 
     cancelled = bob.post(f"/instances/{waiting['id']}/stop").json()
     assert cancelled["status"] == "stopped"  # at once: nothing ran
     assert causes(bob, waiting)[-1] == "left the queue: stop requested by bob"
-    assert show(bob, fresh)["queue_position"] == 1
-    bob.delete(f"/instances/{fresh['id']}").raise_for_status()
-    wait_status(bob, fresh["id"], "released")
+    # The head gone, the one behind it fits in the free GPU and starts by itself.
+    assert len(wait_status(bob, fresh["id"], "running", timeout=30)["gpus"]) == 1
 
+    later = create(bob, "later", 2, queue=True)
+    bob.delete(f"/instances/{later['id']}").raise_for_status()
+    assert wait_status(bob, later["id"], "released")["gpus"] == []
     stop(alice, holder)
     time.sleep(1.5)
     assert show(bob, waiting)["status"] == "stopped"  # it left the queue: it does not start

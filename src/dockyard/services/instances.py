@@ -105,8 +105,9 @@ def transition(
         db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
         if also is not None:
             also(db)
-    if expected in HOLDS_GPUS and target not in HOLDS_GPUS:
-        platform.gpus_freed.set()  # after the commit: the queue's next waiter may take them now
+    if (expected in HOLDS_GPUS and target not in HOLDS_GPUS) or expected == Status.QUEUED:
+        # After the commit, GPUs returned or a waiter gone: the queue's next one may start now.
+        platform.gpus_freed.set()
     platform.notify_changed()
     return True
 

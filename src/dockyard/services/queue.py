@@ -148,41 +148,44 @@ def dispatch(platform: Platform) -> list[str]:
         while (waiter := rules.next_to_start(waiting, {pair: len(g) for pair, g in free.items()})) is not None:
             waiting.remove(waiter)
             instance = db.get(Instance, waiter.id)
-            owner = db.get(User, instance.owner_id)
             pair = (waiter.node, waiter.model)
             try:
-                billing.check_can_afford(db, platform.settings, owner, waiter.model, waiter.count, waiter.node)
+                billing.check_can_afford(db, platform.settings, db.get(User, instance.owner_id), waiter.model,
+                                         waiter.count, waiter.node)
             except DockyardError as exc:
                 cause = f"left the queue: {exc.message}"
                 _leave(db, instance, Status.STOPPED, cause, f"instance {instance.name} did not start: {cause}")
                 continue
             placement = place([NodeView(waiter.node, {}, free[pair])], waiter.model, waiter.count,
                               preferred_uuids=frozenset(instance.container_gpus or []))
-            free[pair] = [g for g in free[pair] if g not in placement.gpus]
-            target = Status(instance.queue_next or Status.STARTING)
             cause = (f"left the queue after {_waited(instance.queued_at)}: GPUs "
                      f"{', '.join(str(g.index) for g in placement.gpus)} are free")
-            _leave(db, instance, target, cause, f"instance {instance.name} is starting: {cause}")
-            _assign(db, instance.id, placement)
-            started.append(instance.id)
+            if _leave(db, instance, Status(instance.queue_next or Status.STARTING), cause,
+                      f"instance {instance.name} is starting: {cause}"):
+                _assign(db, instance.id, placement)
+                free[pair] = [g for g in free[pair] if g not in placement.gpus]
+                started.append(instance.id)
     return started
 
 
-def _leave(db: Session, instance: Instance, target: Status, cause: str, notice: str) -> None:
+def _leave(db: Session, instance: Instance, target: Status, cause: str, notice: str) -> bool:
+    """Move a waiter out of the queue; False when it left meanwhile (a stop or `rm` takes
+    no allocation lock)."""
     done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == Status.QUEUED).values(
         status=target, status_reason=None, updated_at=utcnow())).rowcount
-    assert done, "the allocation lock is held: no one else moves a queued instance"
+    if not done:
+        return False
     db.add(InstanceEvent(instance_id=instance.id, from_status=Status.QUEUED, to_status=target, cause=cause))
     notifications.post(db, instance.owner_id, "instance", notice)
+    return True
 
 
 class Dispatcher(Loop):
     name = "queue"
 
     def __init__(self, platform: Platform, driver):
-        super().__init__()
+        super().__init__()  # its first pass, at once, serves whoever waited through a restart
         self.platform, self.driver = platform, driver
-        platform.gpus_freed.set()  # the first pass serves whoever waited through a restart
 
     def run_once(self) -> None:
         changed = expire(self.platform)
