@@ -61,14 +61,15 @@ class GpusTaken(Conflict):
     """A start or create that found its GPUs taken: the refusal names the free count and
     the ways out, in words and (for the API's 409 body) as fields."""
 
-    def __init__(self, node: str | None, model: str, needed: int, free: int, waiting: int, what: str = "start"):
-        where = f" on node {node}" if node else " on any one node"
-        label = "GPUs" if model == "any" else f"{model} GPUs"
+    def __init__(self, node: str, model: str, needed: int, free: int, waiting: int, what: str = "start",
+                 summary: str | None = None):
+        """`summary`: what placement said (a create looks at every node); else the node's count."""
         ahead = f", and {waiting} queued request{'s' if waiting != 1 else ''} wait for them first" if waiting else ""
+        summary = summary or f"only {free} {model} GPUs are free on node {node}, the instance needs {needed}"
         no_gpu = ("`dockyard start ID --no-gpu` reaches the files without GPUs; " if what == "start"
                   else "`dockyard create --gpus 0` runs without GPUs; ")
         super().__init__(
-            f"only {free} {label} are free{where}{ahead}; the instance needs {needed}. Ways out: {no_gpu}"
+            f"{summary}{ahead}. Ways out: {no_gpu}"
             f"`--queue` waits in line and {what}s by itself when they are free", field="gpu_count")
         self.details = {"node": node, "gpu_model": model, "needed": needed, "free": free, "waiting": waiting,
                         "ways_out": list(WAYS_OUT)}

@@ -209,7 +209,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                     raise
                 node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
                 if not request.queue:
-                    raise start_queue.refusal(db, node, model, request.gpu_count, "create") from None
+                    raise start_queue.refusal(db, node, model, request.gpu_count, "create", exc.message) from None
                 placement = Placement(node, ())
                 queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay

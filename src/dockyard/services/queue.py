@@ -58,13 +58,13 @@ def hide_reserved(db: Session, views: Iterable[NodeView]) -> None:
             view.free = [g for g in view.free if (view.name, g.model) not in waited]
 
 
-def refusal(db: Session, node: str, model: str, needed: int, what: str) -> rules.GpusTaken:
+def refusal(db: Session, node: str, model: str, needed: int, what: str, summary: str | None = None) -> rules.GpusTaken:
     """The refusal for a start or create on `node` whose GPUs are taken, with the real
     free count (reserved ones included) and the line ahead."""
     from dockyard.services.instances import _node_views
     views = _node_views(db, only_node=node, include_reserved=True)
     free = sum(1 for g in views[0].free if g.model == model) if views else 0
-    return rules.GpusTaken(node, model, needed, free, len(waiters(db, node, model)), what)
+    return rules.GpusTaken(node, model, needed, free, len(waiters(db, node, model)), what, summary)
 
 
 # ---- joining and leaving -------------------------------------------------------------
