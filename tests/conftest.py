@@ -60,7 +60,7 @@ ONE_DATABASE = {
     "test_relay", "test_jupyter_proxy", "test_ssh", "test_ssh_port_taken", "test_pytorch_image",
     "test_pytorch_instance", "test_metrics", "test_hostile_tenant", "test_saved_image_secrets",
     "test_clusters_two_engines", "test_isolation", "test_console_monitoring", "test_front_limits",
-    "test_cross_origin",
+    "test_cross_origin", "test_research_env",
 }
 
 

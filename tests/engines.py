@@ -1,54 +1,79 @@
-"""A second Docker engine standing for a second host: its own network namespace (with a
-veth link to this one), data root, exec root and socket. Started once per machine and
+"""More Docker engines standing for more hosts: each in its own network namespace (with
+a veth link to this one), data root, exec root and socket. Started once per machine and
 left running, like the main engine; safe to call again."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-NAME = "dytest2"
-SOCKET = f"unix:///run/{NAME}.sock"
-HOST_ADDR, ENGINE_ADDR = "10.231.0.1", "10.231.0.2"
-ROOT = Path(f"/var/lib/{NAME}")
+
+@dataclass(frozen=True)
+class EngineHost:
+    name: str
+    host_addr: str
+    engine_addr: str
+
+    @property
+    def socket(self) -> str:
+        return f"unix:///run/{self.name}.sock"
+
+    @property
+    def root(self) -> Path:
+        return Path(f"/var/lib/{self.name}")
+
+    @property
+    def pid(self) -> int:
+        return int(Path(f"/run/{self.name}.pid").read_text())
+
+
+SECOND = EngineHost("dytest2", "10.231.0.1", "10.231.0.2")
+# Its own engine, for tests that make an engine vanish: no other test uses it.
+VANISHING = EngineHost("dytest3", "10.231.0.5", "10.231.0.6")
+NAME, SOCKET, HOST_ADDR, ENGINE_ADDR = SECOND.name, SECOND.socket, SECOND.host_addr, SECOND.engine_addr
 
 
 def _sh(command: str, check: bool = True) -> None:
     subprocess.run(["sh", "-c", command], check=check, capture_output=True)
 
 
-def _answers() -> bool:
+def _answers(host: EngineHost) -> bool:
     try:
-        return docker.DockerClient(base_url=SOCKET, timeout=5).ping()
+        return docker.DockerClient(base_url=host.socket, timeout=5).ping()
     except Exception:
         return False
 
 
-def second_engine(images: list[str]) -> docker.DockerClient:
-    if not _answers():
-        if not Path(f"/var/run/netns/{NAME}").exists():
-            _sh(f"ip netns add {NAME}")
-            _sh(f"ip link add {NAME}-h type veth peer name {NAME}-n")
-            _sh(f"ip link set {NAME}-n netns {NAME}")
-            _sh(f"ip addr add {HOST_ADDR}/30 dev {NAME}-h && ip link set {NAME}-h up")
-            ns = f"nsenter --net=/var/run/netns/{NAME}"
-            _sh(f"{ns} ip addr add {ENGINE_ADDR}/30 dev {NAME}-n && {ns} ip link set {NAME}-n up && {ns} ip link set lo up")
-        ROOT.mkdir(parents=True, exist_ok=True)
+def engine(host: EngineHost, images: list[str]) -> docker.DockerClient:
+    name = host.name
+    if not _answers(host):
+        if not Path(f"/var/run/netns/{name}").exists():
+            _sh(f"ip netns add {name}")
+            _sh(f"ip link add {name}-h type veth peer name {name}-n")
+            _sh(f"ip link set {name}-n netns {name}")
+            _sh(f"ip addr add {host.host_addr}/30 dev {name}-h && ip link set {name}-h up")
+            ns = f"nsenter --net=/var/run/netns/{name}"
+            _sh(f"{ns} ip addr add {host.engine_addr}/30 dev {name}-n && {ns} ip link set {name}-n up "
+                f"&& {ns} ip link set lo up")
+        host.root.mkdir(parents=True, exist_ok=True)
         # nsenter, not `ip netns exec`: the latter remounts /sys and hides the cgroups dockerd needs.
         subprocess.Popen(
-            ["nsenter", f"--net=/var/run/netns/{NAME}", "dockerd", "-H", SOCKET, "--data-root", str(ROOT / "data"),
-             "--exec-root", f"/run/{NAME}-exec", "--pidfile", f"/run/{NAME}.pid"],
-            stdout=open(ROOT / "dockerd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+            ["nsenter", f"--net=/var/run/netns/{name}", "dockerd", "-H", host.socket, "--data-root",
+             str(host.root / "data"), "--exec-root", f"/run/{name}-exec", "--pidfile", f"/run/{name}.pid"],
+            stdout=open(host.root / "dockerd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
-        while not _answers():
+        while not _answers(host):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"second dockerd did not start; see {ROOT / 'dockerd.log'}")
+                raise RuntimeError(f"dockerd {name} did not start; see {host.root / 'dockerd.log'}")
             time.sleep(0.5)
-    client = docker.DockerClient(base_url=SOCKET, timeout=300)
+    client = docker.DockerClient(base_url=host.socket, timeout=300)
     local = docker.from_env()
     for ref in images:
         try:
@@ -58,8 +83,21 @@ def second_engine(images: list[str]) -> docker.DockerClient:
     return client
 
 
-def clean_second_engine(engine: docker.DockerClient) -> None:
-    """Remove what any Dockyard test server left on the second engine."""
+def second_engine(images: list[str]) -> docker.DockerClient:
+    return engine(SECOND, images)
+
+
+def freeze(host: EngineHost) -> None:
+    """The engine stops answering, as a host that vanished from the network does."""
+    os.kill(host.pid, signal.SIGSTOP)
+
+
+def thaw(host: EngineHost) -> None:
+    os.kill(host.pid, signal.SIGCONT)
+
+
+def clean_engine(engine: docker.DockerClient) -> None:
+    """Remove what any Dockyard test server left on an engine of these tests."""
     for container in engine.containers.list(all=True, filters={"label": "dockyard.deployment"}):
         container.remove(force=True)
     for volume in engine.volumes.list(filters={"label": "dockyard.deployment"}):

@@ -82,6 +82,7 @@ class Server:
             "DOCKYARD_DATABASE_URL": test_database_url(self.home),
             "DOCKYARD_SIMULATED_GPUS": simulated_gpus,
             "DOCKYARD_PORT": str(self.port),
+            "DOCKYARD_INSIDE_PORT": str(free_port()),  # dockyard-shutdown's listener (access/inside.py)
             "DOCKYARD_RECONCILE_INTERVAL_S": "1",
             "DOCKYARD_STOP_TIMEOUT_S": "2",
             "DOCKYARD_SSH_PORT_MIN": str(ssh_base),
@@ -193,6 +194,16 @@ class Server:
         self.stop()
         if deployment:
             remove_deployment(deployment)
+        unmount_disks(self.home)
+
+
+def unmount_disks(home: Path) -> None:
+    """Unmount the loop disks a test server left mounted under its home (runtimes/disks.py)."""
+    prefix = str(home) + "/"
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        target = line.split()[1]
+        if target.startswith(prefix):
+            subprocess.run(["umount", target], capture_output=True, timeout=60)
 
 
 def remove_deployment(deployment: str) -> None:

@@ -10,6 +10,11 @@
 #   DOCKYARD_JUPYTER_BASE_URL  default /
 #   DOCKYARD_JUPYTER_PORT      default 8888
 #
+# The platform may have written package-mirror settings before the first start
+# (/etc/pip.conf, apt sources, /etc/conda/.condarc, /etc/dockyard/mirrors.json) and an
+# extra CA bundle, /usr/local/share/ca-certificates/dockyard-mirrors.crt, which is added to
+# the system's trust store here.
+#
 # Starts sshd (port 22) and JupyterLab, each restarted by a small loop when it dies, logs
 # in /var/log/dockyard/, then runs the user's command (or sleeps forever). Never prints
 # the token or the password.
@@ -111,6 +116,17 @@ start_jupyter() {
     log "JupyterLab starting on port $port, base URL $base_url"
 }
 
+# --- an extra CA for the site's package mirrors ----------------------------------------
+trust_mirror_ca() {
+    [ -s /usr/local/share/ca-certificates/dockyard-mirrors.crt ] || return 0
+    if update-ca-certificates >>"$LOG_DIR/entrypoint.log" 2>&1; then
+        log "trusting the extra CA bundle of the package mirrors"
+    else
+        log "update-ca-certificates failed: the mirrors' extra CA is not trusted"
+    fi
+}
+
+trust_mirror_ca
 write_session_env
 setup_ssh
 supervise sshd /usr/sbin/sshd "${SSHD_OPTS[@]}" &

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from dockyard.core.autostop import MAX_MINUTES
 from dockyard.core.validation import NAME_PATTERN
 
 LOCAL_NODE = "local"
@@ -51,6 +52,9 @@ class NodeConfig(BaseModel):
     # Shares of the host given to each GPU; default: the host's divided by its GPUs.
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+    # Data disks and volumes hold at most their size (loop-mounted ext4 images on the
+    # server's host, docs/volumes.md); false: plain Docker volumes, sizes not enforced.
+    sized_disks: bool = True
 
     def ssh_host(self) -> str:
         """Where users connect to this node's published SSH ports."""
@@ -90,6 +94,7 @@ class Settings(BaseSettings):
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
     nodes: list[NodeConfig] = Field(default_factory=list)
+    sized_disks: bool = True  # for the local node; see NodeConfig
     # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
     # finds which resource limits each engine may give containers.
     gpu_probe_image: str = "dockyard/debian:bookworm"
@@ -116,6 +121,13 @@ class Settings(BaseSettings):
     # nor link-local metadata services; except these TCP ports of the host (a mirror).
     protect_host: bool = True
     instance_host_open_ports: list[int] = Field(default_factory=list)
+    # dockyard-shutdown (docs/autostop.md): instances post their stop to this listener, the
+    # one port of this host the firewall opens to them (0: none, no dockyard-shutdown). They
+    # reach it at their default gateway, this host on their bridge; on other nodes' hosts
+    # that is not this server, so set inside_url (http://server:8001) for them.
+    inside_host: str = "0.0.0.0"
+    inside_port: int = Field(default=8001, ge=0, le=65535)
+    inside_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
 
     # Each user's private bridge network on a node is a subnet of this pool.
     network_pool: str = "10.213.0.0/16"
@@ -155,6 +167,10 @@ class Settings(BaseSettings):
     cluster_network_encrypted: bool = True
 
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # A node that has not answered for node_grace_s is offline: its running instances are
+    # lost (billing stops when it was last seen) until it answers again.
+    node_grace_s: float = Field(default=60.0, gt=0)
+    node_ping_timeout_s: float = Field(default=5.0, gt=0)
     # How long an instance may stay in each transitional status (docs/lifecycle.md); a
     # create includes pulling or building its image.
     creating_timeout_s: float = Field(default=3600.0, gt=0)
@@ -171,6 +187,23 @@ class Settings(BaseSettings):
     # and the length of one policy minute in seconds: 60, shortened only by tests.
     autostop_interval_s: float = Field(default=60.0, gt=0)
     autostop_minute_s: float = Field(default=60.0, gt=0)
+    # Volumes (docs/volumes.md): a stopped instance is released after this many days
+    # (its data disk kept as a volume), with notices 3 days and 1 day before; how often
+    # that is checked, and the length of one day in seconds: 86400, shortened by tests.
+    auto_release_days: int = Field(default=15, ge=1, le=3650)
+    autorelease_interval_s: float = Field(default=300.0, gt=0)
+    autorelease_day_s: float = Field(default=86400.0, gt=0)
+    max_volume_gb: int = Field(default=65536, ge=1)
+    # Operator policy (docs/autostop.md): how long before a timer's stop its warning comes;
+    # the timers a create gets when its user names none; and limits no user can exceed or
+    # turn off (an idle stop of at most 2 h: autostop_idle_limit_minutes=120). Minutes.
+    autostop_warn_minutes: int = Field(default=10, ge=0, le=MAX_MINUTES)
+    autostop_default_idle_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_default_max_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_default_gpu_idle_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_idle_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_max_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
+    autostop_gpu_idle_limit_minutes: int | None = Field(default=None, ge=1, le=MAX_MINUTES)
     max_body_bytes: int = 256 * 1024
 
     # Everything that comes out of an instance (JupyterLab, ports, share links) is served on
@@ -230,6 +263,7 @@ class Settings(BaseSettings):
                     cpus_per_gpu=self.cpus_per_gpu,
                     memory_per_gpu_gb=self.memory_per_gpu_gb,
                     public_host=self.public_host,
+                    sized_disks=self.sized_disks,
                 ),
             )
         return nodes

@@ -64,12 +64,27 @@ def test_auto_stop_policy_and_notifications(console, browser):
     made = console.lea.get(f"/instances/{instance_id}").json()
     assert (made["auto_stop_idle_minutes"], made["auto_stop_max_minutes"]) == (3, 480)
 
-    # The instance page shows the policy; it stops by it, live, and the badge counts the notice.
+    # The instance page shows the policy and, the stop being near (warned 10 policy minutes
+    # ahead), a banner whose Keep running button defers it; then it stops, live, and the
+    # badge counts the notices (the warnings and the stop).
     page.click(f"a[href='/instances/{instance_id}']")
     expect(page.locator("#autostop-idle")).to_have_text("3 min")
     expect(page.locator("#autostop-max")).to_have_text("8 h")
+    wait_status(console.lea, instance_id, "running", timeout=60)
+    banner = page.locator("#autostop-banner")
+    for _ in range(20):
+        page.reload()
+        if banner.count():
+            break
+        page.wait_for_timeout(300)
+    expect(banner).to_contain_text("auto-stop warning: no SSH or Jupyter activity for 3 min")
+    shot(page, "autostop-banner")
+    page.click("#autostop-keep")
+    expect(page.locator("#events")).to_contain_text("auto-stop: kept running by lea")
     expect(page.locator(".detail .badge.status")).to_have_text("stopped", timeout=60_000)
-    expect(page.locator("#unread-count")).to_have_text("1", timeout=10_000)
+    unread = len(console.lea.get("/notifications", params={"unread": True}).json())
+    assert unread >= 3  # two warnings, then the stop
+    expect(page.locator("#unread-count")).to_have_text(str(unread), timeout=10_000)
     page.reload()
     expect(page.locator("#events")).to_contain_text("auto-stop: no SSH or Jupyter activity for 3 min")
 
@@ -77,6 +92,7 @@ def test_auto_stop_policy_and_notifications(console, browser):
     page.click("#nav-notifications")
     row = page.locator("#notifications tr.note").first
     expect(row).to_contain_text("instance nap was stopped")
+    expect(page.locator("#notifications tr.note").nth(1)).to_contain_text("unless you keep it running")
     expect(row).to_contain_text("auto-stop")
     expect(row).to_have_class(re.compile("unread"))
     expect(row.locator("time")).to_have_text(re.compile(r"\d"))  # formatted in the browser's zone
@@ -116,6 +132,32 @@ def test_auto_stop_policy_and_notifications(console, browser):
     assert (changed["auto_stop_idle_minutes"], changed["auto_stop_max_minutes"]) == (30, None)
     assert page.request.post(f"/instances/{instance_id}/autostop", form={"auto_stop_idle": "off"}).status == 403
 
+    # The other rules on the same form: a stop time (ahead, with a zone), the start command's
+    # exit, a process's exit (only one running now: this instance is stopped). Refused: the
+    # reason by its field, nothing changed; the rest kept as they were when saved.
+    page.fill("#auto_stop_at", "2020-01-01T08:00+08:00")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop at: a time ahead")
+    page.fill("#auto_stop_at", "not a time")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop at: a time ahead")
+    page.fill("#auto_stop_when_exits", "train.py")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-error")).to_contain_text("Stop when this process exits")
+    assert console.lea.get(f"/instances/{instance_id}").json()["auto_stop_at"] is None
+    page.fill("#auto_stop_at", "2099-01-01T08:00+08:00")
+    page.fill("#auto_stop_when_exits", "")
+    page.check("#auto_stop_on_exit")
+    page.click("#autostop-submit")
+    expect(page.locator("#autostop-rules")).to_contain_text("the start command exits")
+    expect(page.locator("#auto_stop_on_exit")).to_be_checked()
+    expect(page.locator("#auto_stop_at")).to_have_value("2099-01-01T00:00+00:00")
+    ruled = console.lea.get(f"/instances/{instance_id}").json()
+    assert ruled["auto_stop_on_exit"] is True and ruled["auto_stop_at"].startswith("2099-01-01T00:00")
+    assert (ruled["auto_stop_idle_minutes"], ruled["auto_stop_when_exits"]) == (30, None)
+    page.click("#autostop-submit")  # saved again unchanged: the stop time is not checked again
+    expect(page.locator("#autostop-error")).to_have_count(0)
+
     # In Chinese.
     page.click("a[data-lang=zh]")
     expect(page.locator("#autostop")).to_have_text("自动关机")
@@ -127,3 +169,25 @@ def test_auto_stop_policy_and_notifications(console, browser):
 
     console.lea.delete(f"/instances/{instance_id}").raise_for_status()
     wait_status(console.lea, instance_id, "released")
+
+
+def test_the_create_form_sets_a_stop_time_and_stop_on_exit(console, browser):
+    context, page = sign_in(browser, console.url, "lea")
+    page.click("nav >> text=Rent a GPU")
+    page.select_option("#gpu_count", "0")
+    page.select_option("#image", "debian-12")
+    page.fill("#name", "timed")
+    page.fill("#auto_stop_at", "2020-01-01T08:00+08:00")
+    page.click("#create-submit")
+    expect(page.locator("#create-error")).to_contain_text("auto_stop_at")  # in the past: refused, nothing made
+    assert [i for i in console.lea.get("/instances").json() if i["name"] == "timed"] == []
+    page.select_option("#gpu_count", "0")
+    page.select_option("#image", "debian-12")
+    page.fill("#auto_stop_at", "2099-01-01T08:00+08:00")
+    page.check("#auto_stop_on_exit")
+    page.click("#create-submit")
+    expect(page).to_have_url(re.compile(r"/instances\?created="))
+    made = next(i for i in console.lea.get("/instances").json() if i["name"] == "timed")
+    assert made["auto_stop_on_exit"] is True and made["auto_stop_at"].startswith("2099-01-01T00:00")
+    context.close()
+    console.lea.delete(f"/instances/{made['id']}").raise_for_status()

@@ -91,10 +91,10 @@ def test_a_clone_has_both_disks_its_own_secrets_and_leaves_the_source_alone(serv
     assert cpu_copy["status"] == "running" and cpu_copy["gpus"] == []
     assert run(api, "cpu-copy", "cat /root/data/x") == (0, "data\n")
 
-    # Released, a clone takes its copies with it; the source keeps its own.
+    # Released with --delete-data, a clone takes its copies with it; the source keeps its own.
     before = engine_objects(docker_client, server.deployment)
     for instance in (clone, cpu_copy):
-        api.delete(f"/instances/{instance['id']}").raise_for_status()
+        api.delete(f"/instances/{instance['id']}", params={"delete_data": True}).raise_for_status()
         wait_status(api, instance["id"], "released")
     _, volumes, images = engine_objects(docker_client, server.deployment)
     assert f"dy-{server.deployment}-{source['id']}-data" in volumes

@@ -63,20 +63,22 @@ def run_everywhere(api, keys: list[str], command: str) -> list[dict]:
 
 def engine_limits(docker) -> list[str]:
     """memlock unlimited and nofile 1048576 where the engine may raise limits; else its
-    own hard limits (soft raised to them), as in a dockerd without CAP_SYS_RESOURCE."""
+    own hard limits (soft raised to them), as in a dockerd without CAP_SYS_RESOURCE.
+    Only its own probe is removed: other tests' containers on the engine are left alone."""
     from docker.errors import APIError
     from docker.types import Ulimit
 
-    probe = {"entrypoint": ["/bin/sh", "-c"], "remove": True, "network_mode": "none"}
+    wanted = [Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="nofile", soft=1048576, hard=1048576)]
+    probe = docker.containers.create("dockyard/debian:bookworm", ["-c", "true"], entrypoint=["/bin/sh"],
+                                     ulimits=wanted, network_mode="none")
     try:
-        docker.containers.run("dockyard/debian:bookworm", ["true"], ulimits=[
-            Ulimit(name="memlock", soft=-1, hard=-1), Ulimit(name="nofile", soft=1048576, hard=1048576)], **probe)
+        probe.start()
         return ["unlimited", "1048576"]
     except APIError:
-        for c in docker.containers.list(all=True, filters={"ancestor": "dockyard/debian:bookworm", "status": "created"}):
-            if c.attrs["HostConfig"].get("Ulimits"):
-                c.remove(force=True)
-        return docker.containers.run("dockyard/debian:bookworm", ["ulimit -H -l; ulimit -H -n"], **probe).decode().split()
+        return docker.containers.run("dockyard/debian:bookworm", ["ulimit -H -l; ulimit -H -n"], entrypoint=["/bin/sh", "-c"],
+                                     remove=True, network_mode="none").decode().split()
+    finally:
+        probe.remove(force=True)
 
 
 def test_one_instance_runs_ddp_out_of_the_box(srv):

@@ -7,7 +7,7 @@ import json
 import docker
 import pytest
 
-from tests.engines import ENGINE_ADDR, HOST_ADDR, SOCKET, clean_second_engine, second_engine
+from tests.engines import ENGINE_ADDR, HOST_ADDR, SOCKET, clean_engine, second_engine
 from tests.harness import BASE_IMAGE, Server
 from tests.integration.test_clusters import IMAGE, TORCHRUN, exec_, put_script, results, run_everywhere, wait_until
 
@@ -51,7 +51,7 @@ def two_hosts(docker_client, pytorch_image):
     srv.engine2 = engine2
     yield srv
     srv.close()
-    clean_second_engine(engine2)
+    clean_engine(engine2)
 
 
 def test_a_cluster_spans_two_engines_on_an_overlay_network(two_hosts, docker_client):

@@ -51,8 +51,17 @@ def check_invariants(srv, docker_client) -> list[dict]:
             assert all(c.status != "running" for c in mine), instance
     uuids = [g["uuid"] for i in instances for g in i["gpus"]]
     assert len(uuids) == len(set(uuids)), "a GPU is assigned twice"
+    # A release keeps the data disk as a volume: a crash leaves the instance or the volume,
+    # never neither (an instance that never ran had no data disk to keep).
+    kept_from = {v["source_instance"] for v in srv.api.get("/volumes").json()}
+    released = [i for i in instances if i["status"] == "released"]
+    for instance in released:
+        assert instance["started_at"] is None or instance["name"] in kept_from, f"{instance['name']}'s data was lost"
+    disks = {f"dy-{srv.deployment}-{i['id']}-data" for i in live + [i for i in released if i["name"] in kept_from]}
     volumes = {v.name for v in docker_client.volumes.list(filters=label)}
-    assert volumes <= {f"dy-{srv.deployment}-{i['id']}-data" for i in live}, "a leaked data disk"
+    assert volumes <= disks, "a leaked data disk"
+    assert {d for d in disks if d.removesuffix("-data").rsplit("-", 1)[1] in {i["id"] for i in released}} <= volumes, \
+        "a kept volume without its disk"
     return instances
 
 
@@ -82,7 +91,8 @@ def test_kill_during_stop_and_release_heals_on_restart(crashy, docker_client):
 
 
 def test_kill_at_random_moments(crashy, docker_client):
-    """Several rounds of random actions with a kill -9 somewhere in the middle."""
+    """Several rounds of random creates, stops, starts, releases and clones with a kill -9
+    somewhere in the middle."""
     rng = random.Random(11)
     for round_ in range(4):
         instances = [i for i in crashy.api.get("/instances").json()]
@@ -95,9 +105,12 @@ def test_kill_at_random_moments(crashy, docker_client):
                         crashy.api.post("/instances", json={"image": "debian-12", "gpu_count": rng.choice([0, 1, 2])})
                     else:
                         target = rng.choice(instances)["id"]
-                        action = rng.choice(["stop", "start", "start-no-gpu", "rm"])
+                        action = rng.choice(["stop", "start", "start-no-gpu", "rm", "clone"])
                         if action == "rm":
                             crashy.api.delete(f"/instances/{target}")
+                        elif action == "clone":
+                            crashy.api.post(f"/instances/{target}/clone",
+                                            json={"name": f"cl{rng.randrange(10**6)}", "gpu_count": 0})
                         elif action == "start-no-gpu":
                             crashy.api.post(f"/instances/{target}/start", json={"no_gpu": True})
                         else:
@@ -121,9 +134,10 @@ def test_reconciler_heals_drift(crashy, docker_client):
     for instance in (running, doomed):
         wait_status(api, instance["id"], "running")
 
-    # A container of ours that no instance owns is removed.
-    stray = docker_client.containers.run(
-        BASE_IMAGE, "sleep infinity", detach=True,
+    # A container of ours that no instance owns is removed (created, not started: the
+    # reconciler may remove it between a create and a start, which would fail the start).
+    stray = docker_client.containers.create(
+        BASE_IMAGE, "sleep infinity",
         labels={"dockyard.deployment": crashy.deployment, "dockyard.instance": "nosuchinstance"},
     )
     # A container that vanished behind our back fails its instance and frees its GPUs.

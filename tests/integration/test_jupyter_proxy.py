@@ -212,3 +212,59 @@ def test_the_console_opens_the_instance_host_with_a_ticket_and_signing_out_close
     token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
     assert browser.post("/logout", data={"csrf": token}).status_code == 303
     assert browser.get(f"{lab.origin}/instances/{key}/jupyter/api/status").status_code == 401
+
+
+PATH_SERVER = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_port_that_keeps_its_path_gets_the_whole_path_own_and_shared(lab):
+    api, key = lab.api, lab.instance["id"]
+    api.post(f"/instances/{key}/exec", json={"command": [
+        "sh", "-c", f"printf '%s' '{PATH_SERVER}' > /tmp/paths.py && "
+                    "(nohup python /tmp/paths.py 7100 >/dev/null 2>&1 &) && (nohup python /tmp/paths.py 7101 >/dev/null 2>&1 &)"]})
+    kept = api.post(f"/instances/{key}/ports", json={"port": 7100, "keep_path": True}).json()
+    assert kept["keep_path"] and kept["base_path"] == f"/instances/{key}/ports/7100/"
+    assert kept["url"] == f"{lab.origin}/instances/{key}/ports/7100/"
+    assert not api.post(f"/instances/{key}/ports", json={"port": 7101}).json()["keep_path"]
+    pages = {}
+    for port in (7100, 7101):  # both servers up: each starts on its own under load
+        for _ in range(40):
+            pages[port] = lab.http.get(f"/instances/{key}/ports/{port}/a/b?x=1")
+            if pages[port].status_code == 200:
+                break
+            time.sleep(0.5)
+    assert pages[7100].text == f"/instances/{key}/ports/7100/a/b?x=1"
+    assert pages[7101].text == "/a/b?x=1"  # the prefix stripped
+    by_name = lab.http.get("/instances/nb/ports/7100/a")
+    assert by_name.status_code in (302, 303, 307) and by_name.headers["location"].endswith(
+        f"/instances/{key}/ports/7100/a")
+    link = lab.cli("ports", "share", "nb", "7100", token_of="jo", check=True).stdout.strip()
+    assert httpx.get(link + "c").text == f"/instances/{key}/ports/7100/c"
+    for port in (7100, 7101):
+        api.delete(f"/instances/{key}/ports/{port}").raise_for_status()
+
+
+def test_jupyterlab_extensions_resource_usage_and_the_tensorboard_tile(lab):
+    base = f"/instances/{lab.instance['id']}/jupyter"
+    usage = lab.http.get(f"{base}/api/metrics/v1")  # jupyter-resource-usage: the status bar's numbers
+    assert usage.status_code == 200 and usage.json()["rss"] > 0
+    servers = lab.http.get(f"{base}/server-proxy/servers-info").json()["server_processes"]
+    assert [s["launcher_entry"]["title"] for s in servers if s["name"] == "tensorboard"] == ["TensorBoard"]
+    # The tile's URL: jupyter-server-proxy starts TensorBoard on the first request.
+    for _ in range(30):
+        page = lab.http.get(f"{base}/tensorboard/", timeout=90)
+        if page.status_code == 200:
+            break
+        time.sleep(1)
+    assert page.status_code == 200 and "tensorboard" in page.text.lower()
+    assert lab.http.get(f"{base}/tensorboard/data/plugins_listing").status_code == 200

@@ -71,14 +71,17 @@ def test_full_lifecycle_keeps_both_disks(server, docker_client):
         ("running", "stopping"), ("stopping", "stopped"), ("stopped", "starting"), ("starting", "running"),
     ]
 
-    # Release removes container, data disk and saved system disks; GPUs come back.
+    # Release removes the container and saved system disks, keeps the data disk as a
+    # volume (docs/volumes.md); GPUs come back.
     refused = server.cli("rm", "life", token_of="alice")
     assert refused.returncode != 0 and "--yes" in refused.stderr
     server.cli("rm", "life", "--yes", "--wait", token_of="alice", check=True)
     label = {"label": f"dockyard.instance={created['id']}"}
     assert docker_client.containers.list(all=True, filters=label) == []
-    assert docker_client.volumes.list(filters=label) == []
+    assert [v.name for v in docker_client.volumes.list(filters=label)] == [f"dy-{server.deployment}-{created['id']}-data"]
     assert docker_client.images.list(filters=label) == []
+    server.cli("volumes", "rm", "life", "--yes", token_of="alice", check=True)
+    assert docker_client.volumes.list(filters=label) == []
     assert market(server.alice)[("local", "A100-80GB")]["free"] == 4
     assert server.alice.get("/instances/life").status_code == 404
 

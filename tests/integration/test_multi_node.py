@@ -3,7 +3,7 @@ the remote one."""
 
 import pytest
 
-from tests.engines import SOCKET, clean_second_engine, second_engine
+from tests.engines import SOCKET, clean_engine, second_engine
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 
@@ -22,7 +22,7 @@ def two_nodes(docker_client, tmp_path_factory):
     srv.engine2 = engine2
     yield srv
     srv.close()
-    clean_second_engine(engine2)
+    clean_engine(engine2)
 
 
 def test_market_lists_both_nodes_with_their_drivers(two_nodes):
@@ -57,3 +57,22 @@ def test_an_instance_lives_on_the_node_that_holds_its_gpus(two_nodes):
     api.delete(f"/instances/{created['id']}").raise_for_status()
     wait_status(api, created["id"], "released")
     assert not engine2.containers.list(all=True, filters={"name": name})
+
+
+def test_a_volume_places_its_instance_on_its_node(two_nodes):
+    api = two_nodes.api
+    made = api.post("/volumes", json={"name": "far", "size_gb": 1, "node": "gpu2"})
+    assert made.status_code == 201, made.text
+    # GPUs asked for on the other node: refused, naming the volume's node; nothing made.
+    refused = api.post("/instances", json={"image": "debian-12", "gpu_model": "A100-80GB", "gpu_count": 1,
+                                           "volumes": ["far"]})
+    assert refused.status_code == 409 and "volume far is on node gpu2" in refused.json()["detail"], refused.text
+    assert api.get("/volumes/far").json()["instance"] is None
+    placed = api.post("/instances", json={"image": "debian-12", "gpu_count": 1, "volumes": ["far"]}).json()
+    assert placed["node"] == "gpu2"
+    wait_status(api, placed["id"], "running")
+    out = api.post(f"/instances/{placed['id']}/exec", json={"command": ["sh", "-c", "df -B1 --output=size /root/data"]})
+    assert int(out.json()["output"].split()[-1]) >= 1024**3
+    api.delete(f"/instances/{placed['id']}").raise_for_status()
+    wait_status(api, placed["id"], "released")
+    assert api.delete("/volumes/far").status_code == 200

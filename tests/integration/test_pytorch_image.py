@@ -20,6 +20,8 @@ import docker
 import pytest
 from docker.errors import NotFound
 
+from dockyard.runtimes.image_lock import lock_digest, stack_lines
+
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 TOKEN = "tok-" + uuid.uuid4().hex
@@ -126,6 +128,9 @@ def test_image_labels_and_entrypoint(image):
     assert labels["org.dockyard.framework_version"] == "2.13.0"
     assert labels["org.dockyard.cuda"] == "none"
     assert labels["org.dockyard.python"] == "3.11"
+    lock = (Path(__file__).resolve().parents[2] / "images" / "locks" / "pytorch-2.13-cpu.txt").read_text()
+    assert labels["org.dockyard.lock"] == "\n".join(stack_lines(lock))
+    assert labels["org.dockyard.lock_sha256"] == lock_digest(lock)
     config = image.attrs["Config"]
     assert config["Entrypoint"] == ["/usr/bin/tini", "-s", "--", "/usr/local/bin/dockyard-entrypoint"]
     assert config["WorkingDir"] == "/root"
@@ -159,6 +164,19 @@ def test_tools_are_there(running):
     assert code == 0, out
     assert "git version" in out and "tmux" in out and "Python 3.11" in out
     assert "/opt/venv/bin/python" in out
+    # What a researcher reaches for first (issue: the environment at first login).
+    code, out = sh(running["container"], "command -v rsync wget vim unzip zip screen less ssh scp gcc g++ make "
+                                          "&& git lfs version && git config --system --get filter.lfs.process "
+                                          "&& ! command -v nvtop && test -f /usr/include/python3.11/Python.h")
+    assert code == 0, out
+    assert "git-lfs/" in out and "git-lfs filter-process" in out
+    # build-essential and python3-dev: a C extension compiles and imports.
+    source = ('#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "hi"};\n'
+              'PyMODINIT_FUNC PyInit_hi(void) { return PyModule_Create(&m); }\n')
+    code, out = sh(running["container"], 'cd /tmp && printf "%s" "$SRC" > hi.c && gcc -shared -fPIC '
+                                          '$(python3-config --includes) hi.c -o hi$(python3-config --extension-suffix) '
+                                          '&& python -c "import hi; print(hi.__name__)"', env={"SRC": source})
+    assert code == 0 and out.strip().endswith("hi"), out
 
 
 def test_dockyard_check_reports_a_healthy_cpu_container(running):

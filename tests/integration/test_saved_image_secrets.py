@@ -48,6 +48,8 @@ def test_saved_image_carries_no_secrets(srv, docker_client):
     assert host_key.startswith("ssh-ed25519")
     assert inside(alice, made["id"], "echo keep-me > /root/work.txt; grep -c '^root:[^*!]' /etc/shadow").strip() == "1"
 
+    token = inside(alice, made["id"], "tail -1 /etc/dockyard/shutdown").strip()  # dockyard-shutdown's
+    assert len(token) > 20
     saved = alice.post(f"/instances/{made['id']}/save", json={"name": "env:v1"})
     assert saved.status_code == 202, saved.text
     wait_for_image(alice, "env:v1", made["id"])
@@ -59,9 +61,12 @@ def test_saved_image_carries_no_secrets(srv, docker_client):
     assert "DOCKYARD_JUPYTER_TOKEN=" in config["Env"] and "API_KEY=" in config["Env"]  # blanked, not carried
     assert config["Entrypoint"] == docker_client.api.inspect_image(pytorch_ref(docker_client))["Config"]["Entrypoint"]
     files = files_of(docker_client, ref, "cat /root/work.txt; ls /etc/ssh | grep -c ssh_host_ || true; "
-                                         "grep '^root:' /etc/shadow | cut -d: -f2; cat /etc/environment 2>&1 | head -1")
+                                         "grep '^root:' /etc/shadow | cut -d: -f2; "
+                                         "ls /etc/dockyard/shutdown 2>&1 | grep -c 'No such'; "
+                                         "cat /etc/environment 2>&1 | head -1")
     lines = files.splitlines()
-    assert lines[0] == "keep-me" and lines[1] == "0" and lines[2] == "*"
+    assert lines[0] == "keep-me" and lines[1] == "0" and lines[2] == "*" and lines[3] == "1"
+    assert token not in files
     assert SECRET not in files
 
     # Published, rented by bob: his own host keys, no password login with alice's password.

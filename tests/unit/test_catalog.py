@@ -1,6 +1,7 @@
 """The image catalog: the shipped matrix, its consistency rules, and the driver rule."""
 
 import dataclasses
+import shutil
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dockyard.core.catalog import (
 )
 from dockyard.core.errors import InvalidInput
 from dockyard.core.gpus import driver_runs
+from dockyard.runtimes.image_lock import lock_digest, lock_path, stack_lines
 from dockyard.runtimes.image_build import BuiltImage, BuildError, build_image, matching_wheels, recipe_dir
 
 DOCKERFILE = recipe_dir() / "Dockerfile"
@@ -233,9 +235,16 @@ def test_build_image_assembles_the_context_and_streams_progress(tmp_path, catalo
         "entrypoint.sh": (recipe_dir() / "entrypoint.sh").stat().st_size,
         "dockyard-check": (recipe_dir() / "dockyard-check").stat().st_size,
         "dockyard_jupyter_auth.py": (recipe_dir() / "dockyard_jupyter_auth.py").stat().st_size,
+        "jupyter-server-proxy.json": (recipe_dir() / "jupyter-server-proxy.json").stat().st_size,
+        "stack.lock": lock_path(cpu).stat().st_size,
         "extra-ca.crt": ca.stat().st_size,
         "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl": 10,
     }
+    # The lock goes into the image's labels: its package lines and their digest.
+    lock = lock_path(cpu).read_text()
+    assert call["labels"] == {"org.dockyard.lock": "\n".join(stack_lines(lock)),
+                              "org.dockyard.lock_sha256": lock_digest(lock)}
+    assert "pandas==" in call["labels"]["org.dockyard.lock"] and "torch==" not in call["labels"]["org.dockyard.lock"]
 
 
 def test_build_image_without_ca_or_wheels_sends_empty_ones(catalog):
@@ -253,3 +262,21 @@ def test_build_image_raises_on_an_error_item(catalog):
                           "errorDetail": {"message": "The command returned a non-zero code: 1"}}])
     with pytest.raises(BuildError, match=r"building dockyard/pytorch:2.9.1-cu128 failed: The command"):
         build_image(engine, default_entry(catalog), recipe_dir(), None, lambda line: None)
+
+
+def test_every_catalog_entry_has_a_lock_of_the_stack(catalog):
+    """One lock per entry, with every package of images/stack.in pinned, and no torch (the
+    Dockerfile pins torch to the entry's version and variant)."""
+    stack = [line.strip() for line in (recipe_dir().parent / "stack.in").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    for entry in catalog:
+        pins = dict(line.split("==") for line in stack_lines(lock_path(entry).read_text()))
+        assert set(stack) <= set(pins), entry.name
+        assert "torch" not in pins and not [name for name in pins if name.startswith("nvidia-")], entry.name
+
+
+def test_build_image_refuses_an_entry_without_a_lock(tmp_path, catalog):
+    recipe = tmp_path / "pytorch-cuda"
+    shutil.copytree(recipe_dir(), recipe)
+    with pytest.raises(BuildError, match=r"pytorch-2.9-cu128: no lock at .*image_lock pytorch-2.9-cu128"):
+        build_image(FakeEngine([]), default_entry(catalog), recipe, None, lambda line: None)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dockyard.core.policies import (POLICY_NAMES, ClusterState, Fragmentation, NodeSpec, Request, TaskType,
                                     Workload, make_policy)
+from dockyard.core.policies.dockyard import cpu_per_gpu, imbalance
 
 SHARE_500 = Request(gpus=1, milli=500, cpu_milli=1000)
 ONE_GPU = Request(gpus=1, cpu_milli=1000)
@@ -72,12 +73,46 @@ def test_fgd_and_dockyard_prefer_the_node_where_a_share_fits_tightly():
 
 
 def test_dockyard_breaks_ties_towards_the_fuller_node():
-    nodes = [NodeSpec("empty", "T4", 8, 96000, 65536), NodeSpec("half", "T4", 8, 96000, 65536)]
+    nodes = [NodeSpec("empty", "T4", 8, 8000, 65536), NodeSpec("half", "T4", 8, 8000, 65536)]
     state = ClusterState(nodes)
     state.gpu_free[1, :4] = 0
+    state.cpu_free[1] = 4000  # what its tasks took with their GPUs: both nodes are in step
     workload = Workload([TaskType(ONE_GPU, 1)])
     assert make_policy("fgd", workload).place(state, ONE_GPU).node == 0  # a tie: the first node
     assert make_policy("dockyard", workload).place(state, ONE_GPU).node == 1
+
+
+def test_cpu_per_gpu_weighs_the_gpu_types_by_their_share():
+    workload = Workload([TaskType(Request(gpus=1, cpu_milli=10000), 1),
+                         TaskType(Request(gpus=1, milli=500, cpu_milli=2000), 1),
+                         TaskType(Request(cpu_milli=8000), 2)])  # CPU-only types ask for no GPU: left out
+    assert cpu_per_gpu(workload) == pytest.approx((10000 + 2000) / 1.5)
+    assert cpu_per_gpu(Workload([TaskType(CPU_ONLY, 1)])) == 0
+
+
+def test_imbalance_is_the_distance_between_free_gpus_and_what_the_free_cpu_serves():
+    # 2 GPUs free; at 2000 milli-cores per GPU 4000 serve 2 GPUs, 40000 serve 20, 1000 half of one
+    assert imbalance(np.array([2000, 2000, 2000]), np.array([4000, 40000, 1000]), 2000).tolist() == [0, 18000, 1500]
+    assert imbalance(np.array([2000]), np.array([40000]), 0).tolist() == [0]  # no GPU types: nothing to balance
+
+
+def test_dockyard_keeps_a_nodes_cpu_and_gpus_in_step():
+    # both nodes tie for FGD and keep 3 GPUs free; the second keeps the CPU those 3 need, the
+    # first keeps ten times as much for tasks that need it
+    nodes = [NodeSpec("cpu-rich", "T4", 4, 32000, 65536), NodeSpec("in-step", "T4", 4, 4000, 65536)]
+    workload = Workload([TaskType(ONE_GPU, 1)])  # 1000 milli-cores per GPU
+    assert make_policy("fgd", workload).place(ClusterState(nodes), ONE_GPU).node == 0
+    assert make_policy("dockyard", workload).place(ClusterState(nodes), ONE_GPU).node == 1
+
+
+def test_dockyard_sends_a_cpu_heavy_task_where_the_cpu_is():
+    # FGD sees no difference (the workload's one type still fits either node afterwards) and
+    # takes the first; there a 3-core GPU task would leave 3 GPUs with 1 core between them
+    nodes = [NodeSpec("in-step", "T4", 4, 4000, 65536), NodeSpec("cpu-rich", "T4", 4, 32000, 65536)]
+    workload = Workload([TaskType(ONE_GPU, 1)])
+    heavy = Request(gpus=1, cpu_milli=3000)
+    assert make_policy("fgd", workload).place(ClusterState(nodes), heavy).node == 0
+    assert make_policy("dockyard", workload).place(ClusterState(nodes), heavy).node == 1
 
 
 def test_apply_refuses_an_over_commit_and_changes_nothing():

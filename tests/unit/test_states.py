@@ -130,3 +130,12 @@ def test_user_action_result_is_always_an_allowed_transition_or_release_repeat():
             except Conflict:
                 continue
             assert can_transition(status, target) or (status == target == Status.RELEASING)
+
+
+def test_a_lost_instance_can_only_be_released_or_come_back_stopped():
+    assert ALLOWED[Status.LOST] == frozenset({Status.STOPPED, Status.RELEASING})
+    assert Status.LOST not in HOLDS_GPUS and Status.LOST not in TRANSITIONAL
+    assert check_user_action(Status.LOST, "release") == Status.RELEASING
+    for action in ("start", "stop"):
+        with pytest.raises(Conflict, match="its node does not answer"):
+            check_user_action(Status.LOST, action)

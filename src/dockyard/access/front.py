@@ -121,6 +121,14 @@ def _log_failure(future: asyncio.Future) -> None:
         log.warning("recording Jupyter activity failed: %s", future.exception())
 
 
+def _port_path(target: targets.Target, rest: bytes) -> bytes:
+    """What a service port's app is sent: the part after its base path, or, for an app
+    started with that base path (keep_path), the whole /instances/<id>/ports/<port>/... path."""
+    if target.keep_path:
+        return f"/instances/{target.instance_id}/ports/{target.port}".encode() + rest
+    return rest
+
+
 def _error(exc: DockyardError) -> bytes:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return response(exc.status_code, exc.message, headers)
@@ -266,8 +274,8 @@ class Front:
     def _to_instance(self, request: Request, url, key: str, port: int | None, rest: bytes | None,
                      target: targets.Target):
         query = b"?" + url.query if url.query else b""
-        if port is not None and rest is not None:
-            return Route((target.ip, port), (rest or b"/") + query, _INSTANCE_HEADERS,
+        if port is not None and rest is not None and (key == target.instance_id or not target.keep_path):
+            return Route((target.ip, port), _port_path(target, rest or b"/") + query, _INSTANCE_HEADERS,
                          cookie_filter=without_our_cookies, response_head=instance_response)
         base = f"/instances/{target.instance_id}/" + ("jupyter" if port is None else f"ports/{port}")
         base = base.encode()
@@ -275,7 +283,9 @@ class Front:
             # By name, or without the slash: go to the id's URL (the base URL JupyterLab
             # knows), with the slash (relative links in the pages resolve under it).
             return _see((base + (rest or b"/") + query).decode("latin-1"))
-        if targets.activity_due(target.instance_id):
+        # Only what a person does counts (a save, a new kernel); an open tab's polling GETs do
+        # not. Kernels and terminals at work are read from JupyterLab itself (background/activity.py).
+        if request.method not in _SAFE and targets.activity_due(target.instance_id):
             touching = asyncio.get_running_loop().run_in_executor(self.pool, targets.touch, self.app.state.platform,
                                                                   target.instance_id)
             touching.add_done_callback(_log_failure)
@@ -296,22 +306,22 @@ class Front:
         query = b"?" + url.query if url.query else b""
         hit = targets.cached(self.app.state.platform, ("shared", link))
         if hit:
-            return self._to_shared(hit, host_id, rest + query)
-        return self._resolve_shared(link, host_id, rest + query)
+            return self._to_shared(hit, host_id, rest, query)
+        return self._resolve_shared(link, host_id, rest, query)
 
-    async def _resolve_shared(self, link: str, host_id: str, target_path: bytes):
+    async def _resolve_shared(self, link: str, host_id: str, rest: bytes, query: bytes):
         try:
             target = await self._off_loop(targets.shared, link)
         except DockyardError as exc:
             return _error(exc)
-        return self._to_shared(target, host_id, target_path)
+        return self._to_shared(target, host_id, rest, query)
 
     @staticmethod
-    def _to_shared(target: targets.Target, host_id: str, target_path: bytes):
+    def _to_shared(target: targets.Target, host_id: str, rest: bytes, query: bytes):
         if target.instance_id != host_id:  # another instance's link: never on this host
             return response(404, "this link does not exist or was revoked")
-        return Route((target.ip, target.port), target_path, _INSTANCE_HEADERS, cookie_filter=_no_cookies,
-                     response_head=shared_response)
+        return Route((target.ip, target.port), _port_path(target, rest) + query, _INSTANCE_HEADERS,
+                     cookie_filter=_no_cookies, response_head=shared_response)
 
 
 async def _serve(app, host: str, port: int, socket_dir: str) -> None:

@@ -29,6 +29,7 @@ class Target:
     ip: str
     port: int
     jupyter_token: str | None
+    keep_path: bool = False  # a service port whose app wants its base path (ServicePort.keep_path)
 
 
 def _bearer(authorization: str | None) -> str | None:
@@ -53,31 +54,35 @@ def _caller(platform: Platform, authorization: str | None, cookie: str | None, h
         return user
 
 
-def _owned(db, user: User, key: str, port: int | None) -> Instance:
-    instance = instances.get_owned(db, user, key)  # another user's: 404
-    if port is not None and not db.scalars(select(ServicePort).where(
-            ServicePort.instance_id == instance.id, ServicePort.port == port)).first():
-        raise NotFound(f"port {port} of instance {instance.name} is not exposed")
-    return instance
+def _owned(db, user: User, key: str, port: int | None) -> tuple[Instance, ServicePort | None]:
+    """The caller's instance `key` (another user's: 404) and its exposed `port`'s row."""
+    instance = instances.get_owned(db, user, key)
+    row = None
+    if port is not None:
+        row = db.scalars(select(ServicePort).where(ServicePort.instance_id == instance.id,
+                                                   ServicePort.port == port)).first()
+        if row is None:
+            raise NotFound(f"port {port} of instance {instance.name} is not exposed")
+    return instance, row
 
 
 def _owned_target(platform: Platform, user: User, host_id: str, key: str, port: int | None) -> Target:
     with platform.sessions.begin() as db:
-        instance = _owned(db, user, key, port)
+        instance, row = _owned(db, user, key, port)
         if instance.id != host_id:  # this host serves its own instance only
             raise NotFound(f"instance {key} not found")
         if user.is_admin and instance.owner_id != user.id:
             _audit(db, instance, user, "JupyterLab" if port is None else f"port {port}")
-    return _running(platform, instance, port or JUPYTER_PORT)
+    return _running(platform, instance, port or JUPYTER_PORT, keep_path=bool(row and row.keep_path))
 
 
-def _running(platform: Platform, instance: Instance, port: int) -> Target:
+def _running(platform: Platform, instance: Instance, port: int, keep_path: bool = False) -> Target:
     if instance.status != Status.RUNNING or not instance.container_id:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     info = platform.runtime(instance.node_name).inspect(instance.container_id)
     if info is None or not info.ip:
         raise Conflict(f"instance {instance.name} has no network address yet")
-    return Target(instance.id, info.ip, port, instance.jupyter_token)
+    return Target(instance.id, info.ip, port, instance.jupyter_token, keep_path)
 
 
 _audited: dict[tuple[str, str], float] = {}
@@ -157,7 +162,7 @@ def ticket(platform: Platform, authorization: str | None, cookie: str | None, ke
     or the port is not exposed) and, for a signed-in browser, a one-time ticket to its host."""
     user = _caller(platform, authorization, cookie, None)
     with platform.sessions.begin() as db:
-        instance = _owned(db, user, key, port)
+        instance, _ = _owned(db, user, key, port)
         by_browser = cookie is not None and not _bearer(authorization)
         return instance.id, sessions.mint_ticket(db, user, instance.id, cookie) if by_browser else None
 
@@ -200,5 +205,5 @@ def shared(platform: Platform, link: str) -> Target:
     generations = _generations(platform)
     with platform.sessions.begin() as db:
         row = _share(db, link)
-        instance, port = db.get(Instance, row.instance_id), row.port
-    return _remember(cache_key, generations, _running(platform, instance, port))
+        instance, port, keep_path = db.get(Instance, row.instance_id), row.port, row.keep_path
+    return _remember(cache_key, generations, _running(platform, instance, port, keep_path))

@@ -18,10 +18,15 @@ from dockyard.api.routers import clusters as clusters_router  # issue 6
 from dockyard.api.routers import metrics as metrics_router  # issue 7: monitoring
 from dockyard.api.routers import notifications as notifications_router  # issue 7
 from dockyard.api.routers import audit as audit_router, operations as operations_router  # issue 7
+from dockyard.api.routers import mirrors as mirrors_router
+from dockyard.api.routers import volumes as volumes_router
 from dockyard.background.metering import Metering  # issue 5
 from dockyard.background.activity import ActivityWatch
 from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
 from dockyard.background.autostop import AutoStop  # issue 7
+from dockyard.background.liveness import NodeWatch
+from dockyard.access import inside
+from dockyard.background.autorelease import AutoRelease
 from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
@@ -33,6 +38,7 @@ from dockyard.services.platform import open_platform
 from dockyard.web import routes as web_routes  # issue 7
 from dockyard.web import monitoring as web_monitoring  # issue 7
 from dockyard.web import autostop as web_autostop, notifications as web_notifications  # issue 7
+from dockyard.web import volumes as web_volumes
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -127,23 +133,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         driver = Driver(platform)
         reconciler = Reconciler(platform, driver)
         reconciler.start()  # its first pass, at once, heals whatever a crash left
+        node_watch = NodeWatch(platform, driver)  # nodes that vanish and return
+        node_watch.start()
         metering = Metering(platform, driver)  # issue 5: settles usage at least every minute
         metering.start()
         activity = ActivityWatch(platform, settings.activity_interval_s)
         activity.start()
         app.state.metrics = MetricsSampler(platform)  # issue 7: monitoring samples, in memory
         app.state.metrics.start()
-        autostop = AutoStop(platform, driver)  # issue 7: stops instances by their auto-stop policy
+        # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
+        autostop = AutoStop(platform, driver, lambda instance_id: app.state.metrics.store.read(instance_id)[0])
         autostop.start()
         dispatcher = Dispatcher(platform, driver)  # issue 12: starts queued instances when their GPUs are free
         dispatcher.start()
+        autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
+        autorelease.start()
+        shutdown_listener = inside.start(platform, driver)  # dockyard-shutdown's, for instances only
         app.state.platform, app.state.driver = platform, driver
         yield
+        if shutdown_listener:
+            shutdown_listener.stop()
         reconciler.stop()
+        node_watch.stop()
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()
         dispatcher.stop()
+        autorelease.stop()
         metering.stop()  # issue 5
         driver.shutdown()
 
@@ -165,11 +181,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (auth.router, market.router, images.router, instances.router, keys.router, access.router,
                    billing_router.router, clusters_router.router,  # clusters: issue 6
-                   notifications_router.router):  # issue 7
+                   notifications_router.router,  # issue 7
+                   volumes_router.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
     app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
     app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
+    app.include_router(mirrors_router.router, prefix=API_PREFIX)  # package mirrors for new instances
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
@@ -179,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_monitoring.router)  # issue 7: its monitoring charts' data
     app.include_router(web_autostop.router)  # issue 7: the instance page's auto-stop form
     app.include_router(web_notifications.router)  # issue 7: the notifications page
+    app.include_router(web_volumes.router)
 
     app.add_middleware(Idempotency, prefix=API_PREFIX)  # inside BodyLimit: it reads bodies already counted
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -21,7 +21,21 @@ def policy_minutes(description: str):
 
 
 IDLE_HELP = "stop after this many minutes without SSH or Jupyter activity; null: never"
-MAX_HELP = "stop after this many minutes running since the last start; null: never"
+MAX_HELP = "stop after this many minutes running since the last start or keep-running; null: never"
+GPU_IDLE_HELP = "stop after this many minutes with every GPU under auto_stop_gpu_idle_percent busy; null: never"
+
+
+class AutoStopRules(Strict):
+    """The auto-stop rules a create or a change may give (core/autostop.py). Operator
+    limits (services/autostop.py) apply on top of these bounds."""
+
+    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
+    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    auto_stop_gpu_idle_minutes: int | None = policy_minutes(GPU_IDLE_HELP)
+    auto_stop_gpu_idle_percent: int | None = Field(default=None, ge=0, le=100, strict=True,
+                                                   description="the GPU-idle threshold, 0-100 %; null: 5")
+    auto_stop_at: datetime | None = Field(default=None, description="stop at this time (with its zone); null: never")
+    auto_stop_on_exit: bool | None = Field(default=None, strict=True, description="stop when the start command exits")
 
 
 # Issue 12: the start queue (docs/queue.md).
@@ -45,7 +59,7 @@ class UserOut(BaseModel):
     is_admin: bool
 
 
-class CreateInstance(Strict):
+class CreateInstance(AutoStopRules):
     image: str = Field(min_length=1, max_length=255)
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     gpu_model: str = Field(default=ANY_MODEL, min_length=1, max_length=64)
@@ -58,6 +72,11 @@ class CreateInstance(Strict):
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
     queue: bool = Field(default=False, description=QUEUE_HELP)
     queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
+    volumes: list[str] = Field(default_factory=list, max_length=16,
+                               description="NAME mounts your volume as the data disk, NAME:/path elsewhere")
+    keep_data_on_release: bool = Field(default=True, description="a release keeps the data disk as a volume")
+    auto_release_days: int | None = Field(default=None, strict=True,
+                                          description="release after this many days stopped (at most the operator's)")
 
     @field_validator("env")
     @classmethod
@@ -90,11 +109,14 @@ class StartInstance(Strict):
     queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
 
 
-class PatchInstance(Strict):
+class PatchInstance(AutoStopRules):
     """The fields given change; those left out stay as they are."""
 
-    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
-    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    auto_stop_when_exits: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._+-]{1,64}$",
+                                             description="stop when this running process exits; null: never")
+    keep_data_on_release: bool | None = None
+    auto_release_days: int | None = Field(default=None, strict=True,
+                                          description="days stopped before a release; null: the operator's")
 
 
 class ExecRequest(Strict):
@@ -145,6 +167,14 @@ class InstanceOut(BaseModel):
     queue_position: int | None = None
     queued_at: datetime | None = None
     queue_deadline: datetime | None = None
+    auto_stop_gpu_idle_minutes: int | None = None
+    auto_stop_gpu_idle_percent: int | None = None
+    auto_stop_at: datetime | None = None
+    auto_stop_on_exit: bool = False
+    auto_stop_when_exits: str | None = None
+    # A warned stop: when it is due unless kept running (POST .../keep); and why a rule cannot fire.
+    auto_stop_pending: str | None = None
+    auto_stop_notes: list[str] = Field(default_factory=list)
     # Only in the answer to the create that asked for it: never shown again.
     ssh_password: str | None = None
     created_at: datetime
@@ -153,6 +183,36 @@ class InstanceOut(BaseModel):
     # Billing (issue 5): the price per hour in its current mode, and what was charged so far.
     price_per_hour: str | None = None
     cost_so_far: str | None = None
+    # Volumes (docs/volumes.md): mounted ones ("NAME:/path"), and what a release does.
+    volumes: list[str] = []
+    keep_data_on_release: bool = True
+    auto_release_days: int | None = None
+
+
+class VolumeIn(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    size_gb: int = Field(strict=True, description="its size; writes past it fail with ENOSPC")
+    node: str | None = Field(default=None, max_length=64, description="default: the local node")
+
+
+class VolumeResize(Strict):
+    size_gb: int = Field(strict=True)
+
+
+class VolumeOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    node: str
+    size_gb: int
+    used_bytes: int | None = None  # measured on its disk (shown by `volumes show`)
+    status: str
+    status_reason: str | None
+    instance: str | None  # the name of the instance mounting it
+    mount_path: str | None
+    source_instance: str | None
+    created_at: datetime
+    deleted_at: datetime | None
 
 
 class EventOut(BaseModel):
@@ -198,6 +258,8 @@ class ImageOut(BaseModel):
     digest: str | None
     size_bytes: int | None
     nodes: list[str] = []
+    packages: dict[str, str] = Field(default_factory=dict, description="the locked Python stack: name -> version")
+    stack_lock_sha256: str | None = None
     created_at: datetime
 
 
@@ -263,3 +325,26 @@ class NodeOut(BaseModel):
     memory_per_gpu_bytes: int
     driver_version: str | None
     cuda_version: str | None
+
+
+class MirrorsIn(Strict):
+    """Package mirrors; an empty or missing field is "not set". URLs must be http(s)."""
+
+    pip_index_url: str | None = Field(default=None, max_length=4096)
+    apt_mirror_url: str | None = Field(default=None, max_length=4096)
+    conda_channel_url: str | None = Field(default=None, max_length=4096)
+    ca_bundle: str | None = Field(default=None, max_length=512 * 1024, description="PEM certificates")
+
+
+class MirrorsOut(BaseModel):
+    pip_index_url: str | None
+    apt_mirror_url: str | None
+    conda_channel_url: str | None
+    ca_bundle: str | None
+
+
+class MirrorsView(BaseModel):
+    """What a user's new instances get: the operator's site settings and the user's additions."""
+
+    site: MirrorsOut
+    mine: MirrorsOut

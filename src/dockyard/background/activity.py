@@ -1,14 +1,19 @@
-"""Notes when someone is logged in over SSH: an established connection to port 22 in
-the instance's container sets its last_ssh_at (JupyterLab's is set by the proxy)."""
+"""Notes when someone uses a running instance: an established connection to port 22 in its
+container sets its last_ssh_at; a JupyterLab kernel executing, or a kernel or terminal that
+JupyterLab saw work since, sets its last_jupyter_at (an open tab that only polls does not:
+the proxy counts only requests that change something)."""
 
 from __future__ import annotations
 
+import json
 import logging
 
+import httpx
 from sqlalchemy import select
 
+from dockyard.access.targets import JUPYTER_PORT, PROXY_SECRET_HEADER
 from dockyard.background.loop import Loop
-from dockyard.core.activity import has_established
+from dockyard.core.activity import has_established, jupyter_active_at
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, utcnow
 from dockyard.runtimes.base import RuntimeError_
@@ -16,6 +21,8 @@ from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
 SSH_PORT = 22
+JUPYTER_TIMEOUT_S = 2.0
+JUPYTER_MAX_BYTES = 1 << 20  # a JupyterLab with thousands of kernels is not one to trust anyway
 
 
 def record_ssh_activity(platform: Platform) -> None:
@@ -36,6 +43,49 @@ def record_ssh_activity(platform: Platform) -> None:
                 db.get(Instance, instance_id).last_ssh_at = utcnow()
 
 
+def _jupyter_get(http: httpx.Client, url: str, secret: str) -> list:
+    """One of JupyterLab's lists, through the proxy's secret, bounded in time and size;
+    [] when there is no JupyterLab (an image without one) or it answers nonsense."""
+    try:
+        with http.stream("GET", url, headers={PROXY_SECRET_HEADER: secret}) as response:
+            if response.status_code != 200:
+                return []
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > JUPYTER_MAX_BYTES:
+                    return []
+        found = json.loads(body)
+    except (httpx.HTTPError, ValueError):
+        return []
+    return found if isinstance(found, list) else []
+
+
+def record_jupyter_activity(platform: Platform) -> None:
+    with platform.sessions.begin() as db:
+        running = [(i.id, i.node_name, i.container_id, i.jupyter_token, i.last_jupyter_at) for i in db.scalars(
+            select(Instance).where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None),
+                                   Instance.jupyter_token.is_not(None)))]
+    with httpx.Client(timeout=JUPYTER_TIMEOUT_S) as http:
+        for instance_id, node, container_id, secret, last in running:
+            runtime = platform.runtimes.get(node)
+            try:
+                info = runtime.inspect(container_id) if runtime is not None else None
+            except RuntimeError_:
+                continue
+            if info is None or not info.ip:
+                continue
+            base = f"http://{info.ip}:{JUPYTER_PORT}/instances/{instance_id}/jupyter/api"
+            kernels = _jupyter_get(http, f"{base}/kernels", secret)
+            terminals = _jupyter_get(http, f"{base}/terminals", secret)
+            active = jupyter_active_at(kernels, terminals, utcnow())
+            if active is not None and (last is None or active > last):
+                with platform.sessions.begin() as db:
+                    instance = db.get(Instance, instance_id)
+                    if instance.last_jupyter_at is None or active > instance.last_jupyter_at:
+                        instance.last_jupyter_at = active
+
+
 class ActivityWatch(Loop):
     name = "activity"
 
@@ -45,6 +95,7 @@ class ActivityWatch(Loop):
 
     def run_once(self) -> None:
         record_ssh_activity(self.platform)
+        record_jupyter_activity(self.platform)
 
     def wait(self) -> None:
         self._stop.wait(self.interval_s)

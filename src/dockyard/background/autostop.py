@@ -1,12 +1,12 @@
-"""The auto-stop loop (issue 7): every `autostop_interval_s`, stop the running instances
-whose policy says so (services/autostop.py). Each pass is idempotent."""
+"""The auto-stop loop: every `autostop_interval_s`, one pass of services/autostop.py's
+Stopper over the running instances. Each pass is idempotent."""
 
 from __future__ import annotations
 
 import logging
 
 from dockyard.background.loop import Loop
-from dockyard.services import autostop
+from dockyard.services.autostop import GpuSamples, Stopper
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -16,12 +16,13 @@ log = logging.getLogger(__name__)
 class AutoStop(Loop):
     name = "autostop"
 
-    def __init__(self, platform: Platform, driver: Driver):
+    def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples):
         super().__init__()
-        self.platform, self.driver = platform, driver
+        self.platform = platform
+        self.stopper = Stopper(platform, driver, gpu_samples)
 
     def run_once(self) -> None:
-        for instance_id in autostop.stop_due(self.platform, self.driver):
+        for instance_id in self.stopper.run():
             log.info("auto-stop: stopping instance %s", instance_id)
 
     def wait(self) -> None:

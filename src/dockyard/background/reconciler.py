@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select
 
 from dockyard.background.loop import Loop
+from dockyard.core.errors import Conflict
 from dockyard.core.states import TRANSITIONAL, Status
-from dockyard.db.models import Instance, utcnow
+from dockyard.db.models import Instance, Node, Volume, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
-from dockyard.services import deadlines
+from dockyard.services import autostop, deadlines, notifications
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform
+from dockyard.services.volumes import finish_removal
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +34,16 @@ def _live_instances(platform: Platform) -> dict[str, Instance]:
 
 def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> None:
     connect_nodes(platform, only_missing=True)  # a node that was down comes back
+    with platform.sessions.begin() as db:  # offline ones wait for the liveness watch
+        online = set(db.scalars(select(Node.name).where(Node.online.is_(True)))) & set(platform.runtimes)
     for instance in _live_instances(platform).values():
-        if Status(instance.status) in TRANSITIONAL and not driver.busy(instance.id):
+        if (Status(instance.status) in TRANSITIONAL and instance.node_name in online
+                and not driver.busy(instance.id)):
             driver.kick(instance.id)
     deadlines.enforce(platform, started_at)
-    for node, runtime in list(platform.runtimes.items()):
+    for node in online:
         try:
-            _check_node(platform, driver, runtime, node)
+            reconcile_node(platform, driver, node)
         except Exception:
             log.exception("reconciling node %s failed; next pass retries", node)
     try:  # issue 6: a released cluster's network goes once its members' containers have
@@ -45,6 +51,10 @@ def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> 
         reap(platform)
     except Exception:
         log.exception("reaping cluster networks failed; next pass retries")
+
+
+def reconcile_node(platform: Platform, driver: Driver, node: str) -> None:
+    _check_node(platform, driver, platform.runtimes[node], node)
 
 
 def _check_node(platform, driver, runtime, node: str) -> None:
@@ -84,15 +94,32 @@ def _check_node(platform, driver, runtime, node: str) -> None:
                        "the container vanished from the node", expected_container=instance.container_id)
         elif not info.running:
             why = "out of memory" if info.oom_killed else f"exit code {info.exit_code}"
-            transition(platform, instance.id, Status.RUNNING, Status.STOPPED,
-                       f"the container's command ended ({why}); GPUs returned",
-                       expected_container=instance.container_id)
+            if instance.auto_stop_on_exit:  # the rule the owner asked for: named, and they are told
+                cause = f"auto-stop: the start command exited ({why}); disks kept, GPUs returned"
+                also = partial(notifications.post, user_id=instance.owner_id, kind=autostop.NOTICE_KIND,
+                               message=f"instance {instance.name} was stopped ({cause}).")
+            else:
+                cause, also = f"the container's command ended ({why}); GPUs returned", None
+            transition(platform, instance.id, Status.RUNNING, Status.STOPPED, cause,
+                       expected_container=instance.container_id, also=also)
 
+    # Read after the instances: a release that kept its data disk committed its volume
+    # row with it, so the disk is in one set or the other.
+    with platform.sessions.begin() as db:
+        kept = {v.engine_name: v for v in db.scalars(select(Volume).where(Volume.node_name == node,
+                                                                         Volume.status != "deleted"))}
     live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
+    live_volumes |= {name for name, v in kept.items() if v.status != "deleting"}
     for volume in volumes:
-        if volume not in live_volumes:
-            log.info("removing volume %s: it belongs to no live instance", volume)
+        if volume not in live_volumes and volume not in kept:
+            log.info("removing volume %s: it belongs to no live instance or volume", volume)
             runtime.remove_volume(volume)
+    for v in kept.values():
+        if v.status == "deleting":  # a removal a crash interrupted
+            try:
+                finish_removal(platform, v.id)
+            except Conflict as exc:
+                log.info("%s", exc.message)
 
 
 class Reconciler(Loop):

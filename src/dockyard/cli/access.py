@@ -101,6 +101,7 @@ def jupyter(key: str = typer.Argument(..., metavar="ID"),
     print(url)
 
 
+TENSORBOARD_PORT = 6006
 ports_app = typer.Typer(help="HTTP ports of an instance (TensorBoard...) behind the platform.",
                         no_args_is_help=True)
 
@@ -111,14 +112,23 @@ def ports_ls(key: str = typer.Argument(..., metavar="ID"), as_json: bool = typer
     rows = Client().get(f"/instances/{key}/ports")
     if as_json:
         return render.print_json(rows)
-    render.table(None, ["PORT", "URL", "SHARED"], [[p["port"], p["url"], "yes" if p["shared"] else "no"] for p in rows])
+    render.table(None, ["PORT", "URL", "SHARED", "PATH"], [
+        [p["port"], p["url"], "yes" if p["shared"] else "no", "whole" if p["keep_path"] else "after the prefix"]
+        for p in rows])
 
 
 @ports_app.command("add")
-def ports_add(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(6006)) -> None:
+def ports_add(key: str = typer.Argument(..., metavar="ID"), port: int = typer.Argument(6006),
+              keep_path: bool = typer.Option(False, "--keep-path", help=(
+                  "send the app the whole path, for an app started with its base path "
+                  "(Streamlit's --server.baseUrlPath, Gradio's root_path...; see docs/access.md)"))) -> None:
     """Expose a port, for you only (TensorBoard's 6006 by default)."""
-    row = Client().post(f"/instances/{key}/ports", {"port": port})
+    row = Client().post(f"/instances/{key}/ports", {"port": port, "keep_path": keep_path})
     render.console.print(f"port {row['port']}: {row['url']}")
+    if row["keep_path"]:
+        render.console.print(f"start the app with the base path {row['base_path']}")
+    elif row["port"] == TENSORBOARD_PORT:
+        render.console.print("in the instance: tensorboard --logdir runs --port 6006 --bind_all")
 
 
 @ports_app.command("rm")

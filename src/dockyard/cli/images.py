@@ -49,6 +49,11 @@ def list_images(
     ])
 
 
+# The packages `images show` names; --json lists every locked one.
+STACK_HEADLINE = ("numpy", "pandas", "matplotlib", "scikit-learn", "scipy", "tqdm", "ipywidgets", "tensorboard",
+                  "jupyterlab", "ipykernel", "jupyter-resource-usage", "jupyter-server-proxy")
+
+
 @images_app.command("show")
 def show(name: str, as_json: bool = JsonOpt) -> None:
     """One image."""
@@ -60,6 +65,12 @@ def show(name: str, as_json: bool = JsonOpt) -> None:
         render.console.print(f"[bold]{key:>17}[/bold]  {image[key] if image[key] not in (None, '') else '-'}")
     render.console.print(f"[bold]{'size':>17}[/bold]  {_size(image['size_bytes'])}")
     render.console.print(f"[bold]{'nodes':>17}[/bold]  {', '.join(image['nodes']) or '-'}")
+    packages = image.get("packages") or {}
+    if packages:
+        headline = [f"{name} {packages[name]}" for name in STACK_HEADLINE if name in packages]
+        render.console.print(f"[bold]{'python stack':>17}[/bold]  {', '.join(headline)}")
+        render.console.print(f"[bold]{'locked':>17}[/bold]  {len(packages)} packages, sha256 "
+                             f"{(image.get('stack_lock_sha256') or '-')[:12]} (all of them: --json)")
 
 
 @images_app.command("save")

@@ -12,12 +12,15 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.admin import admin
-from dockyard.cli.autostop import AFTER_HELP, IDLE_HELP, autostop, notifications, policy_body
+from dockyard.cli.autostop import (AFTER_HELP, GPU_IDLE_HELP, GPU_UNDER_HELP, IDLE_HELP, ON_EXIT_HELP, STOP_AT_HELP,
+                                   autostop, keep, notifications, policy_body)
 from dockyard.cli.access import jupyter, keys_app, ports_app, ssh, ssh_config
 from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
+from dockyard.cli.volumes import volumes_app
 from dockyard.cli.metrics import metrics  # issue 7
+from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
 from dockyard.cli.client import Client, CliError, parse_env, parse_minutes, parse_seconds, save_credentials, server_url, wait_for
 
@@ -25,16 +28,19 @@ app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_hel
                   pretty_exceptions_enable=False)
 app.add_typer(admin, name="admin")
 app.add_typer(images_app, name="images")
+app.add_typer(volumes_app, name="volumes")
 app.add_typer(keys_app, name="keys")
 app.command("ssh", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(ssh)
 app.command("ssh-config")(ssh_config)
 app.command("jupyter")(jupyter)
 app.add_typer(ports_app, name="ports")
+app.add_typer(mirrors_app, name="mirrors")
 app.command("balance")(billing.balance)
 app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")
 app.command("metrics")(metrics)  # issue 7: monitoring
 app.command("autostop")(autostop)  # issue 7
+app.command("keep")(keep)
 app.command("notifications")(notifications)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
@@ -109,14 +115,26 @@ def create(
     auto_stop_after: Optional[str] = typer.Option(None, "--auto-stop-after", help=AFTER_HELP),
     queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
     queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
+    volume: list[str] = typer.Option([], "--volume", "-v",
+                                     help="NAME: your volume as the data disk; NAME:/path: mounted there; repeatable"),
+    delete_data_on_release: bool = typer.Option(False, "--delete-data-on-release",
+                                                help="a release deletes the data disk (default: kept as a volume)"),
+    auto_release_days: Optional[int] = typer.Option(None, "--auto-release-days",
+                                                    help="release after this many days stopped (at most the operator's)"),
+    gpu_idle: Optional[str] = typer.Option(None, "--auto-stop-gpu-idle", help=GPU_IDLE_HELP),
+    gpu_under: Optional[int] = typer.Option(None, "--gpu-under", help=GPU_UNDER_HELP),
+    stop_at: Optional[str] = typer.Option(None, "--stop-at", help=STOP_AT_HELP),
+    stop_on_exit: Optional[bool] = typer.Option(None, "--stop-on-exit", help=ON_EXIT_HELP),
     wait: bool = typer.Option(False, "--wait", help="wait until it is running"),
     as_json: bool = JsonOpt,
 ) -> None:
     """Rent an instance."""
     client = Client()
     body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
-            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password,
-            **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after")),
+            "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password, "volumes": volume,
+            "keep_data_on_release": not delete_data_on_release, "auto_release_days": auto_release_days,
+            **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"), gpu_idle,
+                          gpu_under, stop_at, stop_on_exit),
             **queue_body(queue, queue_timeout)}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
@@ -210,16 +228,24 @@ def queue_body(queue: bool, timeout: Optional[str]) -> dict:
 
 @app.command()
 def rm(key: str = typer.Argument(..., metavar="ID"), yes: bool = typer.Option(False, "--yes", "-y"),
+       keep_data: Optional[str] = typer.Option(None, "--keep-data", metavar="NAME",
+                                               help="keep the data disk as the volume NAME"),
+       delete_data: bool = typer.Option(False, "--delete-data", help="delete the data disk too"),
        wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
-    """Release an instance: its container, system disk and data disk are deleted."""
+    """Release an instance: its container and system disk are deleted; its data disk is
+    kept as a volume (named after it, or --keep-data NAME) unless --delete-data."""
+    if keep_data and delete_data:
+        raise CliError("give --keep-data NAME or --delete-data, not both")
     client = Client()
     instance = client.get(f"/instances/{key}")
+    deletes_data = delete_data or not (keep_data or instance.get("keep_data_on_release", True))
     if not yes:
         if not sys.stdin.isatty():
-            raise CliError("releasing deletes the instance's disks; pass --yes to confirm")
-        typer.confirm(f"Release {instance['name']} ({instance['id']}) and delete its system and data disks?",
-                      abort=True)
-    _finish(client, client.delete(f"/instances/{instance['id']}"), wait, ["released"], as_json)
+            raise CliError("releasing deletes the instance's system disk; pass --yes to confirm")
+        what = "system and data disks" if deletes_data else "system disk (its data disk is kept as a volume)"
+        typer.confirm(f"Release {instance['name']} ({instance['id']}) and delete its {what}?", abort=True)
+    params = {"keep_data": keep_data} if keep_data else {"delete_data": True} if delete_data else {}
+    _finish(client, client.delete(f"/instances/{instance['id']}", params=params), wait, ["released"], as_json)
 
 
 @app.command()

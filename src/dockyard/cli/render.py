@@ -13,7 +13,8 @@ from dockyard.core.autostop import summary
 
 # Piped output is not wrapped at 80 columns: tables stay one line per row for grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
-STATUS_STYLE = {"running": "green", "failed": "red", "stopped": "yellow", "released": "dim", "queued": "cyan"}
+STATUS_STYLE = {"running": "green", "failed": "red", "lost": "red", "stopped": "yellow", "released": "dim",
+                "queued": "cyan"}
 
 
 def print_json(data) -> None:
@@ -61,8 +62,14 @@ def gpus_text(instance: dict) -> str:
 
 
 def policy(instance: dict) -> str:
-    """The auto-stop policy (issue 7) in words."""
-    return summary(instance["auto_stop_idle_minutes"], instance["auto_stop_max_minutes"])
+    """The auto-stop policy in words, and why a rule cannot fire."""
+    at = instance.get("auto_stop_at")
+    words = summary(instance["auto_stop_idle_minutes"], instance["auto_stop_max_minutes"],
+                    instance.get("auto_stop_gpu_idle_minutes"), instance.get("auto_stop_gpu_idle_percent"),
+                    datetime.fromisoformat(at) if at else None, bool(instance.get("auto_stop_on_exit")),
+                    instance.get("auto_stop_when_exits"))
+    notes = instance.get("auto_stop_notes") or []
+    return words + "".join(f" (GPU idle {note})" for note in notes)
 
 
 def instances(rows: list[dict]) -> None:
@@ -74,13 +81,22 @@ def instances(rows: list[dict]) -> None:
     )
 
 
+def data_disk(data: dict) -> str:
+    volume = next((v.rsplit(":", 1)[0] for v in data.get("volumes", []) if v.endswith(":/root/data")), None)
+    return f"volume {volume} at /root/data" if volume else f"{data['data_disk_gb']} GB at /root/data"
+
+
 def instance(data: dict, events: list[dict]) -> None:
     fields = [
         ("id", data["id"]), ("name", data["name"]), ("owner", data["owner"]),
         ("status", instance_status(data) + (f" ({data['status_reason']})" if data["status_reason"] else "")),
         *([("queue", queue_text(data))] if data.get("queue_position") else []),
         ("node", data["node"]), ("image", data["image"]), ("gpus", gpus_text(data)),
-        ("data disk", f"{data['data_disk_gb']} GB at /root/data"),
+        ("data disk", data_disk(data)),
+        ("volumes", ", ".join(v for v in data.get("volumes", []) if not v.endswith(":/root/data")) or "-"),
+        ("release", ("keeps the data disk as a volume" if data.get("keep_data_on_release", True)
+                     else "deletes the data disk") + f"; automatic after {data.get('auto_release_days') or 'the usual'}"
+                    " days stopped"),
         ("command", data["command"] or "(image default: sleep)"),
         ("ssh", data.get("ssh_command") or "-"),
         ("auto-stop", policy(data)),

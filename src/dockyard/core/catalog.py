@@ -26,6 +26,10 @@ _DRIVER_FOR_CUDA_MAJOR = {11: 450, 12: 525, 13: 580}
 # Build args of images/pytorch-cuda/Dockerfile that come from the catalog.
 TORCH_INDEX = "https://download.pytorch.org/whl/{variant}"
 
+# Labels of a built image that record its locked Python stack (images/locks/<name>.txt).
+LOCK_LABEL = "org.dockyard.lock"  # the lock's `name==version` lines, one a line
+LOCK_DIGEST_LABEL = "org.dockyard.lock_sha256"
+
 _CUDA_RE = re.compile(r"^(\d+)\.(\d+)$")
 _REQUIRED_BUILD_KEYS = ("base_image", "python_version", "torch_version", "cuda_variant")
 

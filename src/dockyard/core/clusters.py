@@ -212,6 +212,6 @@ def cluster_status(statuses: list[str]) -> str:
     for busy in ("releasing", "creating", "starting", "stopping"):
         if busy in distinct:
             return busy
-    if "failed" in distinct:
+    if distinct & {"failed", "lost"}:
         return "degraded"
     return "mixed"

@@ -18,6 +18,7 @@ class Status(StrEnum):
     FAILED = "failed"
     # Waiting for its node's GPUs (core/queue.py): holds none, owes the engines nothing.
     QUEUED = "queued"
+    LOST = "lost"  # its node stopped answering; comes back stopped when the node returns
 
 
 # Statuses in which the platform owes the engines some work.
@@ -27,18 +28,21 @@ TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Sta
 HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
-    Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING}),
-    Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED}),
-    Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED}),
-    Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING}),
+    Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.LOST}),
+    Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED, Status.LOST}),
+    Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED, Status.LOST}),
+    Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING, Status.LOST}),
     Status.STOPPED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING, Status.FAILED}),
     Status.FAILED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING}),
     # Dequeued into creating (a queued create) or starting; cancelled by a stop or its
-    # timeout back to stopped (its disks, if any, kept); released at once by `rm`.
+    # timeout back to stopped (its disks, if any, kept); released at once by `rm`. It
+    # holds nothing on its node, so it is never lost: it waits while the node is away.
     Status.QUEUED: frozenset({Status.CREATING, Status.STARTING, Status.STOPPED, Status.RELEASING}),
     # A release that overran its deadline fails with its data kept, to be asked again.
     Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
+    # Its release is accepted at once and finished on the node when it answers again.
+    Status.LOST: frozenset({Status.STOPPED, Status.RELEASING}),
 }
 
 # What a user asks for, and the status it leads to.
@@ -59,6 +63,9 @@ def check_user_action(current: Status, action: str) -> Status:
         return Status.STOPPED  # nothing runs yet: a stop leaves the queue at once
     if current == Status.QUEUED and action == "start":
         raise Conflict("the instance is already queued for its GPUs; `dockyard stop` leaves the queue")
+    if current == Status.LOST and action != "release":
+        raise Conflict(f"cannot {action} an instance that is lost: its node does not answer; it comes back "
+                       "stopped, with its disks, when the node returns (a release is accepted now)")
     if not can_transition(current, target):
         raise Conflict(f"cannot {action} an instance that is {current.value}")
     return target

@@ -99,6 +99,15 @@ class StorageCursor(Base):
     done: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class VolumeStorageCursor(Base):
+    """Up to when a volume has been charged."""
+
+    __tablename__ = "billing_volume_storage"
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), primary_key=True)
+    settled_until: Mapped[datetime] = mapped_column()
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class Notice(Base):
     """Messages to a user (the console's notifications): low balance, instances stopped
     for an empty wallet or by their auto-stop policy, saves finished or failed."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,7 +115,24 @@ class ServicePort(Base):
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
     port: Mapped[int] = mapped_column(Integer)
     share_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The app was started with its base path (/instances/<id>/ports/<port>/): it gets the
+    # whole path, not the part after it.
+    keep_path: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PackageMirror(Base):
+    """Package mirrors new instances get (core/mirrors.py): the operator's site row
+    (scope "site", no user) and each user's additions (scope "user:<id>")."""
+
+    __tablename__ = "package_mirrors"
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    pip_index_url: Mapped[str | None] = mapped_column(String(2048))
+    apt_mirror_url: Mapped[str | None] = mapped_column(String(2048))
+    conda_channel_url: Mapped[str | None] = mapped_column(String(2048))
+    ca_bundle: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Node(Base):
@@ -172,6 +190,9 @@ class Image(Base):
     description: Mapped[str | None] = mapped_column(Text)
     digest: Mapped[str | None] = mapped_column(String(80))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # The image's locked Python stack ("name==version" lines) and its digest, from its labels.
+    stack_lock: Mapped[str | None] = mapped_column(Text)
+    stack_lock_sha256: Mapped[str | None] = mapped_column(String(64))
     source_instance_id: Mapped[str | None] = mapped_column(String(32))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -232,6 +253,9 @@ class Instance(Base):
     env_check: Mapped[dict | None] = mapped_column(JSON)
     # JupyterLab's token inside the instance: a secret the platform never shows.
     jupyter_token: Mapped[str | None] = mapped_column(String(64))
+    # The SHA-256 of the token dockyard-shutdown uses from inside (services/inside.py),
+    # new at each start; the token itself is only in the container.
+    shutdown_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The node's port published to the container's sshd, and an optional root password
     # (shown once, at creation).
     ssh_port: Mapped[int | None] = mapped_column(Integer)
@@ -243,6 +267,16 @@ class Instance(Base):
     # activity, and/or after this many minutes running; None = never.
     auto_stop_idle_minutes: Mapped[int | None] = mapped_column(Integer)
     auto_stop_max_minutes: Mapped[int | None] = mapped_column(Integer)
+    # The other rules (core/autostop.py): every GPU under a percent (None: 5) for N minutes,
+    # a stop time, the start command's exit, a named process's exit; and the warning's state:
+    # when it was posted (a stop is pending) and the last "keep running".
+    auto_stop_gpu_idle_minutes: Mapped[int | None] = mapped_column(Integer)
+    auto_stop_gpu_idle_percent: Mapped[int | None] = mapped_column(Integer)
+    auto_stop_at: Mapped[datetime | None] = mapped_column()
+    auto_stop_on_exit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    auto_stop_when_exits: Mapped[str | None] = mapped_column(String(64))
+    auto_stop_warned_at: Mapped[datetime | None] = mapped_column()
+    auto_stop_kept_at: Mapped[datetime | None] = mapped_column()
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
@@ -252,6 +286,15 @@ class Instance(Base):
     queued_at: Mapped[datetime | None] = mapped_column()
     queue_deadline: Mapped[datetime | None] = mapped_column()
     queue_next: Mapped[str | None] = mapped_column(String(16))
+    # Volumes (docs/volumes.md): a release keeps the data disk as a volume (named
+    # keep_data_as, else after the instance) unless this was turned off; released after
+    # auto_release_days stopped (None: the operator's setting). The notices sent about
+    # the stop that began at release_notice_stop: 0 none, 1 three days before, 2 one day.
+    keep_data_on_release: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    keep_data_as: Mapped[str | None] = mapped_column(String(64))
+    auto_release_days: Mapped[int | None] = mapped_column(Integer)
+    release_notice_level: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    release_notice_stop: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
@@ -336,3 +379,29 @@ class Cluster(Base):
     master_port: Mapped[int] = mapped_column(Integer, default=29500)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     released_at: Mapped[datetime | None] = mapped_column()
+
+
+class Volume(Base):
+    """A user's disk of its own, on one node: made by hand or kept from a released
+    instance's data disk. Mounted read-write by at most one live instance (instance_id,
+    at mount_path); charged per GB per day until deleted."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (
+        Index("uq_volumes_owner_name_live", "owner_id", "name", unique=True,
+              sqlite_where=text("status != 'deleted'"), postgresql_where=text("status != 'deleted'")),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    node_name: Mapped[str] = mapped_column(ForeignKey("nodes.name"))
+    size_gb: Mapped[int] = mapped_column(Integer)
+    # The engine's volume (and disk image) name: a kept data disk keeps its own.
+    engine_name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready, resizing, deleting, deleted
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), index=True)
+    mount_path: Mapped[str | None] = mapped_column(String(255))
+    source_instance_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
+import tarfile
 import threading
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,6 +20,7 @@ from dockyard.config import NodeConfig
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
 from dockyard.runtimes import docker_tools
+from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.base import (
     ContainerInfo,
@@ -40,9 +43,15 @@ DROPPED_CAPABILITIES = ["NET_RAW", "MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE"]
 # would let the author in, or let one instance pass for another, goes.
 SCRUB_SCRIPT = """
 rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub /etc/environment \
-      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys
+      /etc/profile.d/01-dockyard-env.sh /root/.ssh/authorized_keys /etc/dockyard/shutdown
 if [ -f /etc/shadow ]; then sed -i -e 's/^root:[^:]*:/root:*:/' /etc/shadow; fi
 """
+
+
+# Copying small files in and out of a container (SSH keys, mirror settings, os-release) gets its
+# own deadline and size limit: a wedged engine or a huge file must not hold a driver thread.
+FILE_COPY_TIMEOUT_S = 20
+FILE_READ_LIMIT = 64 * 1024
 
 
 def _error(exc: APIError) -> RuntimeError_:
@@ -51,7 +60,10 @@ def _error(exc: APIError) -> RuntimeError_:
 
 class DockerRuntime:
     def __init__(self, node: NodeConfig, network_pool: str = "10.213.0.0/16", network_prefix: int = 24,
-                 timeout: int = 120, busybox: Path = Path("/bin/busybox")):
+                 timeout: int = 120, busybox: Path = Path("/bin/busybox"), disks: LoopDisks | None = None,
+                 ping_timeout_s: float = 5):
+        # Disks of a fixed size (runtimes/disks.py); None: plain volumes, sizes not enforced.
+        self.disks = disks
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.url.startswith("tcp://"):  # the config insists on all three
@@ -63,9 +75,22 @@ class DockerRuntime:
             use_ssh_client=node.url.startswith("ssh://"),
             max_pool_size=32,
         )
+        # Liveness on its own connection and a short deadline: a busy pool or a hung
+        # engine must not hold the answer up.
+        self._pinger = docker.APIClient(base_url=node.url, tls=tls, timeout=ping_timeout_s,
+                                        use_ssh_client=node.url.startswith("ssh://"))
+        self._files_api = docker.APIClient(base_url=node.url, tls=tls, timeout=FILE_COPY_TIMEOUT_S,
+                                           version=self.client.api.api_version,
+                                           use_ssh_client=node.url.startswith("ssh://"))
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
+
+    def alive(self) -> bool:
+        try:
+            return self._pinger.ping()
+        except Exception:  # refused, timed out, TLS, a broken answer: not answering
+            return False
 
     def resources(self) -> HostResources:
         info = self.client.info()
@@ -79,7 +104,8 @@ class DockerRuntime:
             data = self.client.api.inspect_image(ref)
         except ImageNotFound:
             return None
-        return ImageInfo(id=data["Id"], size_bytes=int(data.get("Size") or 0))
+        return ImageInfo(id=data["Id"], size_bytes=int(data.get("Size") or 0),
+                         labels=(data.get("Config") or {}).get("Labels") or {})
 
     def ensure_image(self, ref: str, on_progress: Callable[[str], None] | None = None) -> None:
         if self.image_exists(ref):
@@ -128,11 +154,28 @@ class DockerRuntime:
                 return subnet
         raise RuntimeError_(f"no free /{self.network_prefix} left in the network pool {pool}")
 
-    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
+        """The volume `name`, made if missing: with `size_gb`, on a disk of that size (kept
+        mounted: this mounts it again after a reboot). A plain volume made before sizes
+        were enforced stays as it is."""
         try:
             self.client.volumes.get(name)
+            exists = True
         except NotFound:
-            self.client.volumes.create(name, labels=labels)
+            exists = False
+        sized = size_gb is not None and self.disks is not None and (not exists or self.disks.exists(name))
+        if sized:
+            point = self.disks.ensure(name, size_gb)
+        if exists:
+            return
+        try:
+            if sized:
+                self.client.volumes.create(name, driver="local", labels=labels,
+                                           driver_opts={"type": "none", "o": "bind", "device": str(point)})
+            else:
+                self.client.volumes.create(name, labels=labels)
+        except APIError as exc:
+            raise _error(exc) from exc
 
     def remove_volume(self, name: str) -> None:
         try:
@@ -141,6 +184,21 @@ class DockerRuntime:
             pass
         except APIError as exc:
             raise _error(exc) from exc
+        if self.disks is not None:
+            self.disks.remove(name)
+
+    def resize_volume(self, name: str, size_gb: int) -> None:
+        """Grow or shrink a sized volume that no running container holds."""
+        if self.disks is None or not self.disks.exists(name):
+            raise RuntimeError_("this volume has no fixed size (it was made where sizes are not enforced)")
+        self.disks.resize(name, size_gb)
+
+    def volume_usage(self, name: str) -> tuple[int, int] | None:
+        """(size, used) bytes of a sized volume, None for a plain one."""
+        if self.disks is None or not self.disks.exists(name):
+            return None
+        self.disks.ensure(name, 1)  # mounted (an existing disk keeps its size)
+        return self.disks.usage(name)
 
     def list_volumes(self, labels: dict[str, str]) -> list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -248,6 +306,30 @@ class DockerRuntime:
         finally:
             container.remove(force=True)
 
+    def read_file(self, container_id: str, path: str, limit: int = FILE_READ_LIMIT) -> bytes | None:
+        """A regular file's content (at most `limit` bytes), or None when there is no such
+        file (a symlink is not followed: read its target's path)."""
+        try:
+            stream, stat = self._files_api.get_archive(container_id, path, chunk_size=16384)
+        except NotFound:
+            return None
+        except APIError as exc:
+            raise RuntimeError_(f"could not read {path}: {exc.explanation or exc}") from exc
+        except Exception as exc:
+            raise RuntimeError_(f"could not read {path}: {exc}") from exc
+        if stat.get("size", 0) > limit:
+            return None
+        raw = bytearray()
+        for chunk in stream:
+            raw += chunk
+            if len(raw) > limit + 4096:  # the file plus its tar headers
+                return None
+        with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return None
+            return tar.extractfile(member).read(limit)
+
     def start(self, container_id: str) -> None:
         try:
             self.client.api.start(container_id)
@@ -318,14 +400,17 @@ class DockerRuntime:
 
     def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
                   parent: str, dir_mode: int = 0o755) -> None:
-        """Write `files` (name -> (content, mode)) into `parent/directory`, owned by root,
-        with an archive upload: no program of the image runs."""
+        """Write `files` (name -> (content, mode)) into `parent/directory` (directory "":
+        names are paths under `parent`), owned by root, with an archive upload: no program
+        of the image runs."""
         try:
-            self.client.api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode))
+            self._files_api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode))
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
             raise _error(exc) from exc
+        except Exception as exc:  # a timeout or a broken connection: the caller decides
+            raise RuntimeError_(f"could not write files into the container: {exc}") from exc
 
     def stats(self, container_id: str) -> ContainerStats | None:
         """One reading of a running container's counters. The engine answers about a

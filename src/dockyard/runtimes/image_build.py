@@ -2,8 +2,9 @@
 
 The build context is assembled in a temporary folder: the recipe files, `extra-ca.crt`
 (an extra CA bundle trusted during the build, e.g. a TLS-intercepting proxy's; empty when
-none) and `wheels/` (the entry's matching torch wheels from `build.wheels_dir`, hard-linked
-when possible, else copied; empty when none).
+none), `wheels/` (the entry's matching torch wheels from `build.wheels_dir`, hard-linked
+when possible, else copied; empty when none) and `stack.lock` (the entry's lock of the
+Python stack, `images/locks/<name>.txt`, which also goes into the image's labels).
 
     python -m dockyard.runtimes.image_build pytorch-2.13-cpu [--extra-ca FILE] [--catalog FILE]
 """
@@ -20,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.core.catalog import CatalogEntry, build_args, find, load_catalog
+from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry, build_args, find, load_catalog
 from dockyard.core.errors import DockyardError
+from dockyard.runtimes.image_lock import lock_digest, lock_path, stack_lines
 
-RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check", "dockyard_jupyter_auth.py")
+RECIPE_FILES = ("Dockerfile", "entrypoint.sh", "dockyard-check", "dockyard_jupyter_auth.py",
+                "jupyter-server-proxy.json")
 # HTTP read timeout of the build stream: a step may print nothing for minutes (unpacking torch).
 BUILD_TIMEOUT_S = 3600
 
@@ -71,6 +74,7 @@ def assemble_context(entry: CatalogEntry, recipe: Path, extra_ca_bundle: Path | 
     """Fill `context` with what the Dockerfile copies; returns the wheels put in it."""
     for name in RECIPE_FILES:
         shutil.copy2(recipe / name, context / name)
+    (context / "stack.lock").write_text(read_lock(entry, recipe))
     ca = context / "extra-ca.crt"
     if extra_ca_bundle is not None:
         shutil.copyfile(extra_ca_bundle, ca)
@@ -89,6 +93,18 @@ def assemble_context(entry: CatalogEntry, recipe: Path, extra_ca_bundle: Path | 
     return used
 
 
+def read_lock(entry: CatalogEntry, recipe: Path) -> str:
+    path = lock_path(entry, recipe.parent)
+    if not path.is_file():
+        raise BuildError(f"{entry.name}: no lock at {path}; make it with "
+                         f"`python -m dockyard.runtimes.image_lock {entry.name}`")
+    return path.read_text()
+
+
+def lock_labels(lock: str) -> dict[str, str]:
+    return {LOCK_LABEL: "\n".join(stack_lines(lock)), LOCK_DIGEST_LABEL: lock_digest(lock)}
+
+
 def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: Path | None,
                 on_progress: Callable[[str], None], *, nocache: bool = False) -> BuiltImage:
     """Build `entry` as `entry.ref`; `on_progress` gets each line of the build's output.
@@ -99,11 +115,12 @@ def build_image(client, entry: CatalogEntry, recipe_dir: Path, extra_ca_bundle: 
     with tempfile.TemporaryDirectory(prefix="dockyard-build-") as tmp:
         context = Path(tmp)
         used = assemble_context(entry, Path(recipe_dir), extra_ca_bundle, context)
+        labels = lock_labels((context / "stack.lock").read_text())
         for wheel in used:
             on_progress(f"dockyard: using local wheel {wheel}")
         last_lines: list[str] = []
         for item in client.api.build(path=str(context), tag=entry.ref, buildargs=build_args(entry),
-                                     decode=True, rm=True, forcerm=True, pull=False,
+                                     labels=labels, decode=True, rm=True, forcerm=True, pull=False,
                                      nocache=nocache, timeout=BUILD_TIMEOUT_S):
             if "error" in item:
                 detail = item.get("errorDetail", {}).get("message") or item["error"]

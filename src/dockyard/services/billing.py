@@ -3,7 +3,7 @@ vouchers, statements, and the invariant check. The arithmetic is in core/billing
 
 Metering reads instance_events: a run starts at an event whose to_status is 'running'
 (written after the container really started) and ends at the next event where the
-container stopped (to_status stopped, failed or released; 'stopping' still runs). Runs
+container stopped (to_status stopped, failed, released or lost; 'stopping' still runs). Runs
 become rows of billing_segments, which never change afterwards but for their settlement
 cursor. Each settlement posts aligned 60-second windows under keys such as
 'usage:{segment}:{window_start}' in the same transaction that moves the cursor, so a
@@ -28,14 +28,16 @@ from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import US, US_PER_DAY, US_PER_HOUR, PaymentRequired, PriceRow
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
-from dockyard.db.billing_models import Account, Notice, Posting, PriceEntry, StorageCursor, UsageSegment, Voucher
-from dockyard.db.models import Gpu, Image, Instance, InstanceEvent, Meta, Node, User, utcnow
+from dockyard.db.billing_models import (Account, Notice, Posting, PriceEntry, StorageCursor, UsageSegment,
+                                        VolumeStorageCursor, Voucher)
+from dockyard.db.models import Gpu, Image, Instance, InstanceEvent, Meta, Node, User, Volume, utcnow
 from dockyard.services import audit
 
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-END_STATUSES = ("stopped", "failed", "released")
+# 'lost' ends a run when its node was last seen (services/liveness.py).
+END_STATUSES = ("stopped", "failed", "released", "lost")
 PRICE_KINDS = {"gpu": "per GPU per hour", "no_gpu": "per hour", "disk": "per GB per day", "image": "per GB per day"}
 REVENUE, RECHARGES, VOUCHERS = "platform:revenue", "platform:recharges", "platform:vouchers"
 SCAN_META = "billing.scan_from_us"
@@ -426,10 +428,13 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
             if not segs:
                 return
             last_id = segs[-1].id
+            # An open run is charged no further than its node was last seen answering: if
+            # the node has vanished, the run ends there once it is declared lost.
+            seen = {name: to_us(at) for name, at in db.execute(select(Node.name, Node.last_seen_at)) if at}
             work = []
             for seg in segs:
                 closed = seg.ended_at is not None
-                limit = to_us(seg.ended_at) if closed else horizon
+                limit = to_us(seg.ended_at) if closed else min(horizon, seen.get(seg.node, horizon))
                 until = to_us(seg.settled_until)
                 mode = (seg.no_gpu or seg.gpu_count == 0, seg.gpu_model, seg.gpu_count, seg.node)
                 if mode not in steps_cache:
@@ -459,19 +464,62 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
         _after_chunk(platform, report)
 
 
+@dataclass
+class _Disk:
+    """Something charged per GB per day from `created_at` until `ended_at`."""
+
+    key: str  # the postings' key prefix
+    owner_id: int
+    node: str
+    gb: int
+    created_at: datetime
+    settled_until: datetime
+    ended_at: datetime | None
+    memo: str
+    instance_id: str | None = None
+
+
+def _charge_disk(d: _Disk, rows: list[PriceRow], settings: Settings, horizon: int, vouchers: dict,
+                 postings: list, report: SettleReport) -> tuple[datetime, bool] | None:
+    """Post the storage periods of one disk that are due; (settled until, done) when its
+    cursor moves, else None."""
+    ended = d.ended_at is not None and to_us(d.ended_at) <= horizon
+    limit = to_us(d.ended_at) if ended else horizon
+    until = to_us(d.settled_until)
+    steps = core.price_steps(rows, "disk", "", d.node) if d.gb else ()
+    found = core.windows(steps, d.gb, to_us(d.created_at), until, limit, ended, unit_us=US_PER_DAY,
+                         window_s=settings.storage_period_s)
+    for w in found:
+        amount = w.amount if settings.billing_enabled else 0
+        if amount:
+            postings.extend(_charge_rows(f"{d.key}:{w.key}", "storage", amount, d.owner_id,
+                                         vouchers.get(d.owner_id, []), w.start, instance_id=d.instance_id,
+                                         period_end=w.end, usage_us=w.end - w.start, memo=d.memo))
+            report.charged += amount
+    end = found[-1].end if found else until
+    if found or d.ended_at is not None:
+        return from_us(end), ended and end >= limit
+    return None
+
+
 def settle_storage(platform, horizon: int, rows: list[PriceRow], report: SettleReport) -> None:
     """Disks are charged per storage period (a UTC day by default): data disk GB beyond the
-    free allowance at the disk price; saved images at the image price."""
+    free allowance and every GB of a volume at the disk price; saved images at the image price."""
     settings: Settings = platform.settings
-    period_s = settings.storage_period_s
     has_disk_price = any(r.kind == "disk" for r in rows)
     with platform.sessions.begin() as db:
-        # Open a cursor for every instance that has none: storage counts from creation.
+        # Open a cursor for every instance and volume that has none: storage counts from creation.
         db.execute(insert(StorageCursor).from_select(
             ["instance_id", "settled_until", "done"],
             select(Instance.id, Instance.created_at, false())
             .outerjoin(StorageCursor, StorageCursor.instance_id == Instance.id)
             .where(StorageCursor.instance_id.is_(None)),
+        ))
+        db.execute(insert(VolumeStorageCursor).from_select(
+            ["volume_id", "settled_until", "done"],
+            select(Volume.id, Volume.created_at, false())
+            .outerjoin(VolumeStorageCursor, VolumeStorageCursor.volume_id == Volume.id)
+            .where(VolumeStorageCursor.volume_id.is_(None)),
         ))
         pending = db.execute(
             select(StorageCursor.instance_id, StorageCursor.settled_until, Instance.created_at, Instance.released_at,
@@ -481,34 +529,35 @@ def settle_storage(platform, horizon: int, rows: list[PriceRow], report: SettleR
                    # Disks within the free allowance never pay: only their release is recorded.
                    or_(Instance.data_disk_gb > settings.free_data_disk_gb, Instance.status == "released"))
         ).all()
-        postings, cursor_updates = [], []
-        payers = {p.owner_id for p in pending}
+        pending_volumes = db.execute(
+            select(VolumeStorageCursor.volume_id, VolumeStorageCursor.settled_until, Volume.created_at,
+                   Volume.deleted_at, Volume.size_gb, Volume.owner_id, Volume.node_name, Volume.name)
+            .join(Volume, Volume.id == VolumeStorageCursor.volume_id)
+            .where(VolumeStorageCursor.done.is_(False))
+        ).all()
+        postings, cursor_updates, volume_updates = [], [], []
+        payers = {p.owner_id for p in pending} | {p.owner_id for p in pending_volumes}
         vouchers = _live_vouchers(db, payers) if (settings.billing_enabled and has_disk_price) else {}
+        free = settings.free_data_disk_gb
         for p in pending:
-            released = p.released_at is not None and to_us(p.released_at) <= horizon
-            limit = to_us(p.released_at) if released else horizon
-            until = to_us(p.settled_until)
-            gb = max(0, p.data_disk_gb - settings.free_data_disk_gb)
-            steps = core.price_steps(rows, "disk", "", p.node_name) if gb else ()
-            found = core.windows(steps, gb, to_us(p.created_at), until, limit, released, unit_us=US_PER_DAY,
-                                 window_s=period_s)
-            for w in found:
-                amount = w.amount if settings.billing_enabled else 0
-                if amount:
-                    postings.extend(_charge_rows(
-                        f"storage:{p.instance_id}:{w.key}", "storage", amount, p.owner_id, vouchers.get(p.owner_id, []),
-                        w.start, instance_id=p.instance_id, period_end=w.end, usage_us=w.end - w.start,
-                        memo=f"data disk {gb} GB beyond the free {settings.free_data_disk_gb} GB"))
-                    report.charged += amount
-            end = found[-1].end if found else until
-            if found or released or p.status == "released":
-                cursor_updates.append({"iid": p.instance_id, "until": from_us(end),
-                                       "is_done": released and end >= limit})
+            gb = max(0, p.data_disk_gb - free)
+            moved = _charge_disk(_Disk(f"storage:{p.instance_id}", p.owner_id, p.node_name, gb, p.created_at,
+                                       p.settled_until, p.released_at, f"data disk {gb} GB beyond the free {free} GB",
+                                       instance_id=p.instance_id), rows, settings, horizon, vouchers, postings, report)
+            if moved:
+                cursor_updates.append({"row_id": p.instance_id, "until": moved[0], "is_done": moved[1]})
+        for p in pending_volumes:
+            moved = _charge_disk(_Disk(f"volume-storage:{p.volume_id}", p.owner_id, p.node_name, p.size_gb,
+                                       p.created_at, p.settled_until, p.deleted_at, f"volume {p.name} {p.size_gb} GB"),
+                                 rows, settings, horizon, vouchers, postings, report)
+            if moved:
+                volume_updates.append({"row_id": p.volume_id, "until": moved[0], "is_done": moved[1]})
         _apply(db, postings, _accounts_for(postings))
-        if cursor_updates:
-            t = StorageCursor.__table__
-            db.execute(update(t).where(t.c.instance_id == bindparam("iid"))
-                       .values(settled_until=bindparam("until"), done=bindparam("is_done")), cursor_updates)
+        for table, key, updates in ((StorageCursor.__table__, "instance_id", cursor_updates),
+                                    (VolumeStorageCursor.__table__, "volume_id", volume_updates)):
+            if updates:
+                db.execute(update(table).where(table.c[key] == bindparam("row_id"))
+                           .values(settled_until=bindparam("until"), done=bindparam("is_done")), updates)
         report.postings += len(postings)
         _settle_images(db, settings, rows, horizon, report)
 

@@ -19,7 +19,7 @@ from functools import partial
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
-from dockyard.services import instances, notifications
+from dockyard.services import instances, notifications, volumes
 from dockyard.services.driver import Driver, container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
@@ -39,15 +39,23 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
         if source.owner_id != user.id:  # an admin clones only their own: a clone is the caller's
             raise NotFound(f"instance {key!r} not found")
         image = db.get(Image, source.image_id)
+        # The data disk to copy: the source's own, or the volume it mounts there.
+        data = next((v for v in volumes.mounted(db, source.id) if v.mount_path == volumes.DATA_MOUNT), None)
+    source_disk = data.engine_name if data else data_volume(platform, source.id)
+    disk_gb = data.size_gb if data else source.data_disk_gb
     if source.status in (Status.RELEASING, Status.RELEASED) or not source.container_id:
         raise Conflict(f"instance {source.name} is {source.status}; it has no system disk to copy")
     clone_id = secrets.token_hex(6)
     request = instances.CreateRequest(
         image=image.name, name=name, gpu_model=source.gpu_model,
         gpu_count=source.gpu_count if gpu_count is None else gpu_count,
-        env=dict(source.env or {}), command=source.command, data_disk_gb=source.data_disk_gb,
+        env=dict(source.env or {}), command=source.command, data_disk_gb=disk_gb,
         ssh_password=bool(source.ssh_password), auto_stop_idle_minutes=source.auto_stop_idle_minutes,
-        auto_stop_max_minutes=source.auto_stop_max_minutes, instance_id=clone_id, node=source.node_name,
+        auto_stop_max_minutes=source.auto_stop_max_minutes,
+        auto_stop_gpu_idle_minutes=source.auto_stop_gpu_idle_minutes,
+        auto_stop_gpu_idle_percent=source.auto_stop_gpu_idle_percent, auto_stop_on_exit=source.auto_stop_on_exit,
+        instance_id=clone_id, node=source.node_name,
+        keep_data_on_release=source.keep_data_on_release, auto_release_days=source.auto_release_days,
         sysdisk_image=f"dy-{platform.deployment}-sysdisk:{clone_id}-{int(time.time() * 1000)}",
         cause=f"cloned by {user.name} from instance {source.name}")
     lock = driver.hold(clone_id)  # before the row exists: nothing drives it until its disks are there
@@ -58,11 +66,12 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
         raise
     op = platform.operations.start("clone", clone.name, user, phase="copying the data disk", instance_id=clone.id)
     _copies.submit(driver.drive_prepared, clone.id, lock,
-                           partial(_copy_disks, platform, source, clone, image.ref, op))
+                           partial(_copy_disks, platform, source, source_disk, clone, image.ref, op))
     return clone, op
 
 
-def _copy_disks(platform: Platform, source: Instance, clone: Instance, helper_image: str, op: Operation) -> None:
+def _copy_disks(platform: Platform, source: Instance, source_disk: str, clone: Instance, helper_image: str,
+                op: Operation) -> None:
     """The data disk first, the system disk last: the clone's system disk image appears
     only once both are complete, so a clone driven after a crash in between fails (its
     image is missing) rather than starting over half a data disk."""
@@ -70,8 +79,8 @@ def _copy_disks(platform: Platform, source: Instance, clone: Instance, helper_im
     labels = {**platform.labels, "dockyard.instance": clone.id}  # its release removes them
     try:
         op.update(percent=5)
-        runtime.ensure_volume(data_volume(platform, clone.id), labels)
-        runtime.copy_volume(data_volume(platform, source.id), data_volume(platform, clone.id), helper_image,
+        runtime.ensure_volume(data_volume(platform, clone.id), labels, clone.data_disk_gb)
+        runtime.copy_volume(source_disk, data_volume(platform, clone.id), helper_image,
                             f"{container_name(platform, clone.id)}-copy", labels)
         op.update("committing the system disk", 60)
         repository, tag = clone.sysdisk_image.rsplit(":", 1)

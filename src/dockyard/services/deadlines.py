@@ -6,7 +6,8 @@ A create that overran fails; a start that overran is stopped (it can be started 
 A stop that overran has its container killed first, so no container keeps GPUs that are
 handed to someone else; a release that overran fails with its data kept, to be released
 again. When the engine cannot be reached to kill a container, the instance is left as
-it is: GPU safety comes first.
+it is: GPU safety comes first. Instances on an offline node wait for it
+(services/liveness.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from dockyard.core.errors import NotFound
 from dockyard.core.states import Status
-from dockyard.db.models import Instance, utcnow
+from dockyard.db.models import Instance, Node, utcnow
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import notifications
 from dockyard.services.instances import transition
@@ -51,7 +52,8 @@ def enforce(platform: Platform, counting_since: datetime) -> None:
     with platform.sessions.begin() as db:
         overdue = [
             (i.id, Status(i.status), i.node_name, i.container_id, i.owner_id, i.name)
-            for i in db.scalars(select(Instance).where(Instance.status.in_([s.value for s in OUTCOME])))
+            for i in db.scalars(select(Instance).join(Node, Node.name == Instance.node_name).where(
+                Instance.status.in_([s.value for s in OUTCOME]), Node.online.is_(True)))  # else it waits on the node
             if max(i.updated_at, counting_since) + timedelta(seconds=deadline_s(platform, Status(i.status))) < now
         ]
     for instance_id, status, node, container_id, owner_id, name in overdue:

@@ -13,15 +13,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from dockyard.core import mirrors as core_mirrors
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
 from dockyard.services.instances import assigned_gpus, free_ssh_port, transition
+from dockyard.services import inside, mirrors, volumes
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
-DATA_MOUNT = "/root/data"
+DATA_MOUNT = volumes.DATA_MOUNT
 GIB = 1024**3
 
 
@@ -123,6 +125,10 @@ class Driver:
             gpus = assigned_gpus(db, instance.id)
             image = db.get(Image, instance.image_id)
             node = db.get(Node, instance.node_name)
+            mounts = self._disks(db, instance)
+        # At every start: a disk is made if missing and mounted again after a reboot.
+        for name, (size_gb, disk_labels, _) in mounts.items():
+            runtime.ensure_volume(name, disk_labels, size_gb)
         uuids = sorted(g.uuid for g in gpus)
         container = runtime.inspect(instance.container_id) if instance.container_id else None
         if instance.container_id and container is None:
@@ -152,9 +158,7 @@ class Driver:
                 network = member.network
             else:
                 network = runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
-            volume_labels = {**self.platform.labels, "dockyard.instance": instance.id}
-            runtime.ensure_volume(data_volume(self.platform, instance.id), volume_labels)
-            container_id = runtime.create(self._spec(instance, node, gpus, base, network, member))
+            container_id = runtime.create(self._spec(instance, node, gpus, base, network, mounts, member))
             if member:  # issue 6: the MPI/DeepSpeed hostfile, before anything in it runs
                 clusters.write_hostfile(runtime, container_id, member)
             with self.platform.sessions.begin() as db:
@@ -162,6 +166,8 @@ class Driver:
                 row.container_id, row.container_gpus = container_id, uuids
         else:
             container_id = container.id
+        if status == Status.CREATING and not instance.sysdisk_image:
+            self._write_mirrors(runtime, container_id, instance)  # idempotent: a retry rewrites them
         try:
             runtime.start(container_id)
         except RuntimeError_ as exc:
@@ -170,6 +176,7 @@ class Driver:
                 return  # the drive loop's next pass makes the container on the new port
             raise
         self._install_keys(runtime, container_id, instance.owner_id)
+        inside.install(self.platform, runtime, container_id, instance.id)
         info = runtime.inspect(container_id)
         if info is None or not info.running:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
@@ -219,6 +226,30 @@ class Driver:
             db.get(Instance, instance_id).env_check = result
         return result
 
+    def _write_mirrors(self, runtime: Runtime, container_id: str, instance: Instance) -> None:
+        """The site's package mirrors and the owner's additions, as files in the new
+        container before its first start. Failing to write them is an event, not a failure."""
+        with self.platform.sessions.begin() as db:
+            site, user = mirrors.for_owner(db, instance.owner_id)
+        if site.is_empty() and user.is_empty():
+            return
+        try:
+            release = runtime.read_file(container_id, "/etc/os-release")
+            if release is None:  # usually a link to /usr/lib/os-release
+                release = runtime.read_file(container_id, "/usr/lib/os-release")
+            os_release = core_mirrors.parse_os_release(release.decode(errors="replace")) if release else None
+            # Paths under /, no folder entry: the engine makes a missing folder (0755) and
+            # leaves an existing one (/root, /etc) as it is.
+            files = core_mirrors.render(site, user, os_release)
+            runtime.put_files(container_id, "", {path.lstrip("/"): (data, 0o644) for path, data in files.items()}, "/")
+            cause = "package mirror settings written"
+        except RuntimeError_ as exc:
+            log.warning("instance %s: package mirror settings not written: %s", instance.id, exc)
+            cause = f"package mirror settings not written: {exc}"
+        with self.platform.sessions.begin() as db:
+            db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
+                                 cause=cause[:500]))
+
     def _install_keys(self, runtime: Runtime, container_id: str, owner_id: int) -> None:
         """Write the owner's current SSH keys at every start: a key removed since the last
         start stops working now, even in a container that is reused."""
@@ -266,14 +297,39 @@ class Driver:
             runtime.stop(instance.container_id, timeout=self.platform.settings.stop_timeout_s)
         transition(self.platform, instance.id, status, Status.STOPPED, "container stopped; GPUs returned")
 
+    def _disks(self, db, instance: Instance) -> dict[str, tuple[int, dict[str, str], str]]:
+        """The instance's disks: engine name -> (size in GB, labels, mount point): its own
+        data disk (unless a volume is mounted there) and its volumes."""
+        found = {v.engine_name: (v.size_gb, volumes.labels(self.platform, v.id), v.mount_path)
+                 for v in volumes.mounted(db, instance.id)}
+        if DATA_MOUNT not in {path for _, _, path in found.values()}:
+            own = {**self.platform.labels, "dockyard.instance": instance.id}
+            found = {data_volume(self.platform, instance.id): (instance.data_disk_gb, own, DATA_MOUNT), **found}
+        return found
+
     def _release(self, instance: Instance, status: Status) -> None:
+        """Remove the container and the system disk; the data disk is kept as a volume
+        (recorded in the release's own transaction) unless the user chose to delete it.
+        A crash anywhere leaves the instance releasing with its data disk, or released
+        with the volume: this step runs again until it commits."""
         runtime = self.platform.runtime(instance.node_name)
         for container_id in {instance.container_id, container_name(self.platform, instance.id)} - {None}:
             runtime.remove(container_id)
-        runtime.remove_volume(data_volume(self.platform, instance.id))
+        own_disk = data_volume(self.platform, instance.id)
+        with self.platform.sessions.begin() as db:
+            row = db.get(Instance, instance.id)
+            keep, size_gb = row.keep_data_on_release, row.data_disk_gb
+            has_own = not volumes.has_data_volume(db, instance.id)
+        present = own_disk in runtime.list_volumes({**self.platform.labels, "dockyard.instance": instance.id})
+        kept = keep and has_own and present
+        if not kept:
+            runtime.remove_volume(own_disk)
         for ref in runtime.list_images({**self.platform.labels, "dockyard.instance": instance.id}):
             runtime.remove_image(ref)
-        transition(self.platform, instance.id, status, Status.RELEASED, "container and disks removed",
+        cause = "container and system disk removed; data disk kept as a volume" if kept else "container and disks removed"
+        transition(self.platform, instance.id, status, Status.RELEASED, cause,
+                   also=lambda db: volumes.on_release(db, db.get(Instance, instance.id), own_disk if kept else None,
+                                                      size_gb),
                    released_at=utcnow(), container_id=None, container_gpus=[], sysdisk_image=None)
 
     def _fail(self, instance: Instance, status: Status, error: RuntimeError_) -> bool:
@@ -289,7 +345,7 @@ class Driver:
         return True
 
     def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str, network: str,
-              member=None) -> ContainerSpec:
+              mounts: dict[str, tuple[int, dict[str, str], str]], member=None) -> ContainerSpec:
         settings = self.platform.settings
         uuids = [g.uuid for g in gpus]
         if gpus:
@@ -339,7 +395,7 @@ class Driver:
             network=network,
             aliases=[member.hostname] if member else [],  # issue 6: <cluster>-<rank> on its network
             ipv4_address=member.ipv4_address if member else None,
-            volumes={data_volume(self.platform, instance.id): DATA_MOUNT},
+            volumes={name: path for name, (_, _, path) in mounts.items()},
             ports={22: (settings.ssh_bind, instance.ssh_port)} if instance.ssh_port else {},
             gpu_uuids=uuids,
             real_gpus=real,

@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core import catalog
-from dockyard.core.catalog import CatalogEntry
+from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
-from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
+from dockyard.runtimes.base import HELPER_LABEL, ImageInfo, RuntimeError_
 from dockyard.services import audit, notifications
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
@@ -119,15 +119,18 @@ def refresh_cache(platform: Platform) -> None:
         with platform.sessions.begin() as db:
             db.execute(delete(NodeImage).where(NodeImage.node_name == node, NodeImage.image_id.not_in(list(present))))
             for image_id, info in present.items():
-                _record_on_node(db, node, image_id, info.id, info.size_bytes)
+                _record_on_node(db, node, image_id, info)
 
 
-def _record_on_node(db: Session, node: str, image_id: int, digest: str, size: int) -> None:
+def _record_on_node(db: Session, node: str, image_id: int, info: ImageInfo) -> None:
     row = db.get(NodeImage, (node, image_id)) or NodeImage(node_name=node, image_id=image_id)
-    row.digest, row.checked_at = digest, utcnow()
+    row.digest, row.checked_at = info.id, utcnow()
     db.add(row)
     image = db.get(Image, image_id)
-    image.digest, image.size_bytes = digest, size
+    image.digest, image.size_bytes = info.id, info.size_bytes
+    # The Python stack the image was built with (images/locks/), from its labels.
+    image.stack_lock = info.labels.get(LOCK_LABEL)
+    image.stack_lock_sha256 = info.labels.get(LOCK_DIGEST_LABEL)
     if image.status == "absent":
         image.status = "ready"
 
@@ -151,20 +154,18 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         _set_status(platform, image.id, "building" if entry and image.status == "absent" else None)
         try:
             if entry:
-                built = image_build.build_image(runtime.client, entry, image_build.recipe_dir(),
-                                                platform.settings.build_ca_bundle, on_progress)
-                digest, size = built.id, built.size_bytes
+                image_build.build_image(runtime.client, entry, image_build.recipe_dir(),
+                                        platform.settings.build_ca_bundle, on_progress)
             else:
                 runtime.ensure_image(image.ref, on_progress)
-                info = runtime.image_info(image.ref)
-                digest, size = info.id, info.size_bytes
+            info = runtime.image_info(image.ref)
         except (RuntimeError_, image_build.BuildError) as exc:
             _set_status(platform, image.id, "absent" if entry else None, str(exc), only_if="building")
             raise Conflict(f"{'build' if entry else 'pull'} of {name} on {target} failed: {exc}") from None
         with platform.sessions.begin() as db:
-            _record_on_node(db, target, image.id, digest, size)
+            _record_on_node(db, target, image.id, info)
             db.get(Image, image.id).status, db.get(Image, image.id).status_reason = "ready", None
-        on_progress(f"[{target}] {image.ref} ready ({size / GIB:.2f} GiB, {digest[:19]})")
+        on_progress(f"[{target}] {image.ref} ready ({info.size_bytes / GIB:.2f} GiB, {info.id[:19]})")
     with platform.sessions.begin() as db:
         return db.get(Image, image.id)
 
@@ -232,7 +233,7 @@ def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
             db.flush()
             audit.record(db, admin, "image.register", name, ref)
             for node, info in infos.items():
-                _record_on_node(db, node, image.id, info.id, info.size_bytes)
+                _record_on_node(db, node, image.id, info)
     except IntegrityError:
         raise Conflict(f"image name {name!r} is already taken", field="name") from None
     return image
@@ -299,7 +300,7 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
         return
     op.update("recording the image", 90)
     with platform.sessions.begin() as db:
-        _record_on_node(db, instance.node_name, image_id, info.id, info.size_bytes)
+        _record_on_node(db, instance.node_name, image_id, info)
         row = db.get(Image, image_id)
         row.status, row.status_reason = "ready", None
         notifications.post(db, instance.owner_id, "save",
@@ -323,7 +324,7 @@ def heal_interrupted(platform: Platform) -> None:
         info = runtime.image_info(ref) if runtime else None
         with platform.sessions.begin() as db:
             if info:
-                _record_on_node(db, node, image_id, info.id, info.size_bytes)
+                _record_on_node(db, node, image_id, info)
                 db.get(Image, image_id).status = "ready"
             elif runtime:
                 db.delete(db.get(Image, image_id))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import delete, select, update
@@ -14,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, Placement, check_request, place
+from dockyard.core.queue import GpusTaken
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, utcnow
-from dockyard.services import images, ownership
+from dockyard.services import images, ownership, volumes
 from dockyard.services.platform import Platform
 
 ALLOCATION_RETRIES = 5
@@ -33,17 +36,26 @@ class CreateRequest:
     command: str | None = None
     data_disk_gb: int = 50
     ssh_password: bool = False
-    auto_stop_idle_minutes: int | None = None  # issue 7: core/autostop.py
+    auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
     # Issue 12: wait in line when the GPUs are taken (services/queue.py), up to this long.
     queue: bool = False
     queue_timeout_minutes: int | None = None
+    auto_stop_gpu_idle_minutes: int | None = None
+    auto_stop_gpu_idle_percent: int | None = None
+    auto_stop_at: datetime | None = None
+    auto_stop_on_exit: bool = False
     # A clone (services/clone.py): its id, fixed beforehand; its source's node, where the
     # disks are copied; the copy of the system disk it starts from; its first event.
     instance_id: str | None = None
     node: str | None = None
     sysdisk_image: str | None = None
     cause: str | None = None
+    # Volumes (docs/volumes.md): ones to mount, whether a release keeps the data disk,
+    # and days stopped before an automatic release (None: the operator's setting).
+    volumes: list[volumes.Mount] = field(default_factory=list)
+    keep_data_on_release: bool = True
+    auto_release_days: int | None = None
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -77,7 +89,8 @@ def events(db: Session, instance_id: str) -> list[InstanceEvent]:
 
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
-    expected_container: str | None = None, also: Callable[[Session], None] | None = None, **fields
+    expected_container: str | None = None, also: Callable[[Session], None] | None = None,
+    at: datetime | None = None, **fields
 ) -> bool:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`).
@@ -85,24 +98,26 @@ def transition(
     Conditional, so two actors cannot both win and a decision made on an old look at
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
     in the same transaction; `also` adds writes (a notification) that commit with the
-    change or not at all.
+    change or not at all. `at`: when it happened, if not now (a node last seen earlier).
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
     conditions = [Instance.id == instance_id, Instance.status == expected]
+    now = utcnow()  # the event's time and the status's start are one moment
     if expected_container is not None:
         conditions.append(Instance.container_id == expected_container)
     with platform.sessions.begin() as db:
         done = db.execute(
             update(Instance)
             .where(*conditions)
-            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=utcnow(), **fields)
+            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=now, **fields)
         ).rowcount
         if not done:
             return False
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
-        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause))
+        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
+                             at=at or now))
         if also is not None:
             also(db)
     if (expected in HOLDS_GPUS and target not in HOLDS_GPUS) or expected == Status.QUEUED:
@@ -185,33 +200,58 @@ def _with_retries(action):
             time.sleep(0.01 * (attempt + 1))
 
 
+def check_auto_release_days(platform: Platform, days: int | None) -> None:
+    limit = platform.settings.auto_release_days
+    if days is not None and not 1 <= days <= limit:
+        raise InvalidInput(f"auto_release_days: 1 to {limit} (the operator's limit), not {days}",
+                           field="auto_release_days")
+
+
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
     from dockyard.services import queue as start_queue
     _check_create_queue(request)
+    check_auto_release_days(platform, request.auto_release_days)
 
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             image = images.image_named(db, user, request.image)
+            volume_node, mounts = volumes.resolve_mounts(db, user, request.volumes)
+            if volume_node and request.node and volume_node != request.node:
+                raise Conflict(f"volumes: volume {mounts[0][0].name} is on node {volume_node}, the instance must be "
+                               f"on node {request.node}", field="volumes")
+            only_node = request.node or volume_node
             _lock_allocation(db)
-            views = _node_views(db, only_node=request.node)
-            if request.node and not views:
-                raise Conflict(f"node {request.node} is offline; the disks to copy are there")
-            check_request(views, request.gpu_model, request.gpu_count)
-            views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
+            views = _node_views(db)
+            check_request(views, request.gpu_model, request.gpu_count)  # a model no node has: 400
+            if only_node:
+                views = [v for v in views if v.name == only_node]
+                if not views:
+                    what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
+                    raise Conflict(f"node {only_node} is offline; {what} there")
             queued = None
             try:
-                placement = place(views, request.gpu_model, request.gpu_count)
-                model = placement.gpus[0].model if placement.gpus else request.gpu_model
-            except Conflict as exc:
+                check_request(views, request.gpu_model, request.gpu_count)
+                views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
+                try:
+                    placement = place(views, request.gpu_model, request.gpu_count)
+                    model = placement.gpus[0].model if placement.gpus else request.gpu_model
+                except Conflict as exc:
+                    if request.node or not request.gpu_count:
+                        raise  # a clone goes on its source's node; without GPUs there is nothing to wait for
+                    node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
+                    if not request.queue:
+                        raise start_queue.refusal(db, node, model, request.gpu_count, "create", exc.message) from None
+                    placement = Placement(node, ())
+                    queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
+            except GpusTaken:
+                raise  # it says where and what the ways out are
+            except (Conflict, InvalidInput) as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
-                if not request.gpu_count:
-                    raise
-                node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
-                if not request.queue:
-                    raise start_queue.refusal(db, node, model, request.gpu_count, "create", exc.message) from None
-                placement = Placement(node, ())
-                queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
+                if volume_node:
+                    raise Conflict(f"{exc.message} (volume {mounts[0][0].name} is on node {volume_node}, so the "
+                                   f"instance must run there)") from None
+                raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
             billing.check_can_afford(db, platform.settings, user, model, request.gpu_count, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
@@ -234,15 +274,23 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 **(queued or {"status": Status.CREATING}),
                 env=request.env,
                 command=request.command,
-                data_disk_gb=request.data_disk_gb,
+                # A volume as the data disk replaces the instance's own (and is charged as a volume).
+                data_disk_gb=0 if any(path == volumes.DATA_MOUNT for _, path in mounts) else request.data_disk_gb,
+                keep_data_on_release=request.keep_data_on_release,
+                auto_release_days=request.auto_release_days,
                 jupyter_token=secrets.token_hex(24),
                 auto_stop_idle_minutes=request.auto_stop_idle_minutes,
                 auto_stop_max_minutes=request.auto_stop_max_minutes,
+                auto_stop_gpu_idle_minutes=request.auto_stop_gpu_idle_minutes,
+                auto_stop_gpu_idle_percent=request.auto_stop_gpu_idle_percent,
+                auto_stop_at=request.auto_stop_at,
+                auto_stop_on_exit=request.auto_stop_on_exit,
                 sysdisk_image=request.sysdisk_image,
             )
             db.add(instance)
             db.flush()
             _assign(db, instance_id, placement)
+            volumes.attach(db, instance_id, mounts)
             cause = request.cause or f"created by {user.name}"
             if queued:
                 cause = f"{start_queue.joined_message(db, instance)}: {cause}"
@@ -267,11 +315,47 @@ def request_stop(platform: Platform, user: User, key: str) -> Instance:
     return _user_action(platform, user, key, "stop")
 
 
-def request_release(platform: Platform, user: User, key: str) -> Instance:
-    return _user_action(platform, user, key, "release")
+RELEASE_FIELDS = ("keep_data_on_release", "auto_release_days")
 
 
-def _user_action(platform: Platform, user: User, key: str, action: str) -> Instance:
+def set_release_policy(platform: Platform, user: User, key: str, changes: dict) -> Instance:
+    """Whether a release keeps the data disk, and the days stopped before an automatic one."""
+    check_auto_release_days(platform, changes.get("auto_release_days"))
+    if changes.get("keep_data_on_release", True) is None:
+        raise InvalidInput("keep_data_on_release: true or false", field="keep_data_on_release")
+    with platform.sessions.begin() as db:
+        instance = get_owned(db, user, key)
+        if instance.status == Status.RELEASED:
+            raise Conflict(f"instance {instance.name} is released")
+        for name, value in changes.items():
+            setattr(instance, name, value)
+        said = ", ".join(f"{k}={v}" for k, v in changes.items())
+        db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
+                             cause=f"release policy set by {user.name}: {said}"))
+    with platform.sessions.begin() as db:
+        return db.get(Instance, instance.id)
+
+
+def request_release(platform: Platform, user: User, key: str, keep_data_as: str | None = None,
+                    delete_data: bool = False) -> Instance:
+    """Release; the data disk is kept as a volume (named `keep_data_as`, else after the
+    instance) unless `delete_data` or the instance was made not to keep it."""
+    if keep_data_as and delete_data:
+        raise InvalidInput("give keep_data or delete_data, not both")
+    fields = {}
+    if keep_data_as or delete_data:
+        with platform.sessions.begin() as db:
+            instance = get_owned(db, user, key)
+            if keep_data_as:
+                if volumes.has_data_volume(db, instance.id):
+                    raise Conflict(f"keep_data: the data disk of {instance.name} is a volume already; it stays",
+                                   field="keep_data")
+                volumes.check_keep_name(db, user, keep_data_as)
+        fields = {"keep_data_on_release": not delete_data, "keep_data_as": keep_data_as}
+    return _user_action(platform, user, key, "release", **fields)
+
+
+def _user_action(platform: Platform, user: User, key: str, action: str, **fields) -> Instance:
     with platform.sessions.begin() as db:
         instance = get_owned(db, user, key)
         current = Status(instance.status)
@@ -279,7 +363,7 @@ def _user_action(platform: Platform, user: User, key: str, action: str) -> Insta
     cause = f"{action} requested by {user.name}"
     if current == Status.QUEUED:
         cause = f"left the queue: {cause}"
-    if current != target and not transition(platform, instance.id, current, target, cause):
+    if current != target and not transition(platform, instance.id, current, target, cause, **fields):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
@@ -300,6 +384,9 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             check_user_action(current, "start")
             if queue and instance.cluster_id:
                 raise InvalidInput("queue: a cluster member starts with its cluster, not from the queue", field="queue")
+            busy = [v.name for v in volumes.mounted(db, instance.id) if v.status != "ready"]
+            if busy:
+                raise Conflict(f"volume {busy[0]} is being resized or removed; start the instance when it is done")
             _lock_allocation(db)
             views = _node_views(db, only_node=instance.node_name)
             if not views:

@@ -8,8 +8,10 @@ from sqlalchemy import select
 
 from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
-from dockyard.db.models import Gpu, Node, utcnow
+from dockyard.core.states import Status
+from dockyard.db.models import Gpu, Instance, Node, utcnow
 from dockyard.runtimes import gpu_discovery, host_firewall
+from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker import DockerRuntime
 from dockyard.services.platform import Platform
 
@@ -36,8 +38,10 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
+            disks = LoopDisks(platform.settings.home / "disks", config.url) if config.sized_disks else None
             runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
-                                    busybox=platform.settings.tools_busybox)
+                                    busybox=platform.settings.tools_busybox, disks=disks,
+                                    ping_timeout_s=platform.settings.node_ping_timeout_s)
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
             runtime.probe_ulimits(platform.settings.gpu_probe_image)
@@ -50,7 +54,7 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if config.name == LOCAL_NODE and config.url.startswith("unix://") and platform.settings.protect_host:
             settings = platform.settings
             problem = host_firewall.protect_host([settings.network_pool, settings.cluster_network_pool],
-                                                 settings.instance_host_open_ports)
+                                                 settings.instance_host_open_ports + [settings.inside_port] * bool(settings.inside_port))
             if problem:  # the platform still runs; docs/security.md says what is then open
                 log.warning("instances on node %s can reach this host: %s", config.name, problem)
 
@@ -74,7 +78,11 @@ def _record_node(platform: Platform, config: NodeConfig, cpus: float, memory: in
     with platform.sessions.begin() as db:
         node = db.get(Node, config.name) or Node(name=config.name)
         node.url, node.public_host = config.url, config.ssh_host()
-        node.online, node.status_reason = True, None
+        # With lost instances it is put back online by the liveness check (services/liveness.py),
+        # once they are stopped and its containers looked at.
+        lost = db.scalars(select(Instance.id).where(Instance.node_name == config.name,
+                                                    Instance.status == Status.LOST)).first()
+        node.online, node.status_reason = lost is None, None
         node.cpus, node.memory_bytes = cpus, memory
         node.cpus_per_gpu, node.memory_per_gpu_bytes = cpus_per_gpu, memory_per_gpu
         node.driver_version = gpus[0].driver_version if gpus else None

@@ -22,9 +22,9 @@ def check_port(port: int) -> None:
         raise InvalidInput(f"port: {port} is reserved for {RESERVED[port]}", field="port")
 
 
-def expose(db: Session, instance: Instance, port: int) -> ServicePort:
+def expose(db: Session, instance: Instance, port: int, keep_path: bool = False) -> ServicePort:
     check_port(port)
-    row = ServicePort(instance_id=instance.id, port=port)
+    row = ServicePort(instance_id=instance.id, port=port, keep_path=keep_path)
     db.add(row)
     try:
         db.flush()

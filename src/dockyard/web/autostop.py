@@ -1,5 +1,6 @@
-"""The console's side of the auto-stop policy (issue 7): the choices of the create form and
-the instance page, reading them from a form, and the instance page's form to change it."""
+"""The console's side of the auto-stop policy: the choices of the create form and the
+instance page, reading them from a form, the instance page's form to change it, and its
+"keep running" button (shown on the banner of a warned stop)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,24 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from dockyard.api.routers import instances as instances_api
 from dockyard.api.schemas import PatchInstance
 from dockyard.core.autostop import OFF, parse_minutes
-from dockyard.core.errors import DockyardError, InvalidInput, NotFound
-from dockyard.web.routes import Page, _owned, check_csrf, form, not_found, page, templates
+from dockyard.core.errors import Conflict, DockyardError, InvalidInput, NotFound
+from dockyard.db.models import Instance
+from dockyard.services import autostop
+from dockyard.web.routes import Page, _owned, check_csrf, form, not_found, page, rule_values, templates
 
 router = APIRouter(include_in_schema=False)
 
 CUSTOM = "custom"
 # Form field -> policy field, and the minutes offered before "custom".
-FIELDS = {"auto_stop_idle": "auto_stop_idle_minutes", "auto_stop_max": "auto_stop_max_minutes"}
-CHOICES = {"auto_stop_idle": (15, 30, 60, 120), "auto_stop_max": (60, 240, 480, 1440)}
+FIELDS = {"auto_stop_idle": "auto_stop_idle_minutes", "auto_stop_max": "auto_stop_max_minutes",
+          "auto_stop_gpu_idle": "auto_stop_gpu_idle_minutes"}
+CHOICES = {"auto_stop_idle": (15, 30, 60, 120), "auto_stop_max": (60, 240, 480, 1440),
+           "auto_stop_gpu_idle": (15, 30, 60, 120)}
 
 
 def duration(minutes: int | None, t) -> str:
@@ -48,18 +54,48 @@ def form_policy(data: dict[str, str]) -> dict[str, int | None]:
     return policy
 
 
+def form_rules(data: dict[str, str], instance: Instance) -> dict:
+    """The instance page's other rules (a stop time, the start command's or a process's
+    exit), only those the form changed: a stop time or a process is checked when it is set
+    (ahead, running), never again when it stays as it was."""
+    current = rule_values(instance)
+    given = {"auto_stop_at": data.get("auto_stop_at", "").strip() or None,
+             "auto_stop_on_exit": data.get("auto_stop_on_exit") == "on",
+             "auto_stop_when_exits": data.get("auto_stop_when_exits", "").strip() or None}
+    return {field: value for field, value in given.items() if value != current[field]}
+
+
 @router.post("/instances/{key}/autostop")
 def change(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     check_csrf(p, data.get("csrf"))
     target = f"/instances/{quote(key)}"
     try:
         with p.platform.sessions.begin() as db:
-            instance_id = _owned(db, p, key).id  # one's own only: an admin's view of others' is 404 here
-        instances_api.patch(instance_id, PatchInstance(**form_policy(data)), p.user, p.platform)
+            instance = _owned(db, p, key)  # one's own only: an admin's view of others' is 404 here
+        instances_api.patch(instance.id, PatchInstance(**form_policy(data), **form_rules(data, instance)), p.user,
+                            p.platform)
     except NotFound:
         return not_found(p)
-    except InvalidInput as exc:  # shown on the page, in its language, by the field at fault
+    except (InvalidInput, Conflict) as exc:  # shown on the page, in its language, by the field at fault
+        if not exc.field:
+            return RedirectResponse(f"{target}#autostop", status_code=303)  # released meanwhile: the page says so
         return RedirectResponse(f"{target}?autostop_error={exc.field}#autostop", status_code=303)
+    except ValidationError as exc:  # a stop time that is no time, a process name with spaces
+        return RedirectResponse(f"{target}?autostop_error={exc.errors()[0]['loc'][0]}#autostop", status_code=303)
     except DockyardError:
         pass  # released meanwhile: the page says so
     return RedirectResponse(f"{target}#autostop", status_code=303)
+
+
+@router.post("/instances/{key}/keep")
+def keep(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            instance_id = _owned(db, p, key).id
+        autostop.keep(p.platform, p.user, instance_id)
+    except NotFound:
+        return not_found(p)
+    except DockyardError:
+        pass  # stopped or kept meanwhile: the page says so
+    return RedirectResponse(f"/instances/{quote(key)}", status_code=303)

@@ -41,7 +41,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import billing, images, instances, keys, notifications, ports, queue, sessions, users
+from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, queue, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -151,6 +151,8 @@ def install(app) -> None:
     app.include_router(router)
     from dockyard.web import admin_pages  # issue 7 (that module imports this one)
     app.include_router(admin_pages.router)
+    from dockyard.web import mirrors as mirror_pages  # that module imports this one
+    app.include_router(mirror_pages.router)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _exc: SignInRequired):
@@ -301,6 +303,7 @@ def _image_label(image: Image) -> str:
 
 
 def create_context(db: Session, user: User) -> dict:
+    from dockyard.web.volumes import free_volumes  # that module imports this one
     nodes = {n.name: n for n in db.scalars(select(Node))}
     rows = market_rows(db)
     price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
@@ -317,7 +320,8 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
-            "keys": [k.name for k in keys.list_keys(db, user)]}  # all of them go into every instance
+            "keys": [k.name for k in keys.list_keys(db, user)],  # all of them go into every instance
+            "volumes": free_volumes(db, user)}
 
 
 @router.get("/create")
@@ -336,14 +340,19 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        if data.get("volume"):
+            chosen["volumes"] = [data["volume"]]
         from dockyard.web.autostop import form_policy  # issue 7 (that module imports this one)
         chosen.update(form_policy(data))
+        chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
+        chosen["auto_stop_on_exit"] = data.get("auto_stop_on_exit") == "on"
         body = instances_api.CreateInstance(**chosen)
         out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
     except (DockyardError, ValidationError, ValueError) as exc:
         message = form_error(exc)
         with p.platform.sessions.begin() as db:
             context = create_context(db, p.user)
+        chosen["volume"] = data.get("volume")
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
     return RedirectResponse(f"/instances?created={out.id}", status_code=303)
 
@@ -360,6 +369,13 @@ def form_error(exc: Exception) -> str:
 # ---- instances ------------------------------------------------------------------------------------
 
 
+def rule_values(instance: Instance) -> dict:
+    """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
+    at = instance.auto_stop_at
+    return {"auto_stop_at": at.isoformat(timespec="minutes") if at else None,
+            "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
+
+
 def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
     """The user's live instances for the list, in a handful of queries (not per row)."""
     found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
@@ -368,10 +384,12 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     ids = [i.id for i in found]
     image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
     gpus: dict[str, list[int]] = defaultdict(list)
-    for instance_id, index in db.execute(select(GpuAssignment.instance_id, Gpu.index)
-                                         .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
-                                         .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
+    gpu_simulated: dict[str, list[bool]] = defaultdict(list)
+    for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
+                                                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                                    .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
+        gpu_simulated[instance_id].append(simulated)
     # As billing.instance_costs, for all rows at once.
     costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
                             .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
@@ -386,6 +404,9 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
             "queue_position": queue.position(db, i),  # issue 12: None unless queued
+            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
+            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
+            "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
             "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
@@ -454,7 +475,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     try:
         with p.platform.sessions.begin() as db:
             instance = _owned(db, p, key)
-            ports.expose(db, instance, int(data.get("port", "0")))
+            ports.expose(db, instance, int(data.get("port", "0")), keep_path=data.get("keep_path") == "1")
     except NotFound:
         return not_found(p)
     except (DockyardError, ValueError) as exc:  # the reason goes next to the form

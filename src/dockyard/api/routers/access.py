@@ -20,12 +20,17 @@ class Link(BaseModel):
 
 class PortIn(BaseModel):
     port: int = Field(default=6006, description="TensorBoard's by default")
+    keep_path: bool = Field(default=False, description=(
+        "pass the whole path (/instances/<id>/ports/<port>/...) to an app started with that "
+        "base path; by default the app gets only what follows it"))
 
 
 class PortOut(BaseModel):
     port: int
     url: str
     shared: bool
+    keep_path: bool
+    base_path: str = Field(description="the path prefix the app is reached under")
 
 
 @router.post("/{key}/jupyter-link", response_model=Link)
@@ -39,8 +44,9 @@ def jupyter_link(key: str, request: Request, user: User = Depends(current_user),
 
 
 def _port_out(request: Request, instance_id: str, row) -> PortOut:
-    url = f"{instance_base(request, instance_id)}/instances/{instance_id}/ports/{row.port}/"
-    return PortOut(port=row.port, url=url, shared=row.share_hash is not None)
+    path = f"/instances/{instance_id}/ports/{row.port}/"
+    return PortOut(port=row.port, url=f"{instance_base(request, instance_id)}{path}", shared=row.share_hash is not None,
+                   keep_path=row.keep_path, base_path=path)
 
 
 @router.get("/{key}/ports", response_model=list[PortOut])
@@ -54,7 +60,7 @@ def expose(key: str, body: PortIn, request: Request, user: User = Depends(curren
            db: Session = Depends(get_db)) -> PortOut:
     """Expose an HTTP port at /instances/<id>/ports/<port>/ on the instance's own host, for you only."""
     instance = instances.get_owned(db, user, key)
-    return _port_out(request, instance.id, ports.expose(db, instance, body.port))
+    return _port_out(request, instance.id, ports.expose(db, instance, body.port, keep_path=body.keep_path))
 
 
 @router.delete("/{key}/ports/{port}", status_code=204)

@@ -18,6 +18,7 @@ router = APIRouter(tags=["images"])
 def image_out(db: Session, image: Image) -> ImageOut:
     out = ImageOut.model_validate(image, from_attributes=True)
     out.nodes = images.nodes_holding(db, image.id)
+    out.packages = dict(line.split("==", 1) for line in (image.stack_lock or "").splitlines() if "==" in line)
     return out
 
 

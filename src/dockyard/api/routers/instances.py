@@ -28,7 +28,8 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import autostop, images, instances, queue
+from dockyard.core.validation import NAME_PATTERN
+from dockyard.services import autostop, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -64,11 +65,21 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
         **queue_view(db, instance),
+        auto_stop_gpu_idle_minutes=instance.auto_stop_gpu_idle_minutes,
+        auto_stop_gpu_idle_percent=instance.auto_stop_gpu_idle_percent,
+        auto_stop_at=instance.auto_stop_at,
+        auto_stop_on_exit=instance.auto_stop_on_exit,
+        auto_stop_when_exits=instance.auto_stop_when_exits,
+        auto_stop_pending=autostop.pending(db, instance),
+        auto_stop_notes=autostop.notes(instance, [g.simulated for g in gpus]),
         created_at=instance.created_at,
         started_at=instance.started_at,
         updated_at=instance.updated_at,
         price_per_hour=price_per_hour,
         cost_so_far=cost_so_far,
+        volumes=[f"{v.name}:{v.mount_path}" for v in volumes.mounted(db, instance.id)],
+        keep_data_on_release=instance.keep_data_on_release,
+        auto_release_days=instance.auto_release_days,
     )
 
 
@@ -99,7 +110,10 @@ def create(
     platform: Platform = Depends(get_platform),
     driver: Driver = Depends(get_driver),
 ) -> InstanceOut:
-    instance = instances.create_instance(platform, user, instances.CreateRequest(**body.model_dump()))
+    given = body.model_dump()
+    given["volumes"] = [volumes.parse_mount(text) for text in body.volumes]
+    given.update(autostop.rules_for_create(platform.settings, given, body.model_fields_set))
+    instance = instances.create_instance(platform, user, instances.CreateRequest(**given))
     driver.kick(instance.id)
     out = _out(platform, instance.id)
     out.ssh_password = instance.ssh_password
@@ -134,9 +148,21 @@ def show(
 @router.patch("/{key}", response_model=InstanceOut)
 def patch(key: str, body: PatchInstance, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform)) -> InstanceOut:
-    """Change the auto-stop policy (issue 7): only the fields given; null turns one off."""
-    instance = autostop.set_policy(platform, user, key, body.model_dump(exclude_unset=True))
+    """Change the auto-stop policy or what a release does: only the fields given; null
+    turns a rule off (or to the operator's limit)."""
+    changes = body.model_dump(exclude_unset=True)
+    release = {k: changes.pop(k) for k in instances.RELEASE_FIELDS if k in changes}
+    if release:
+        instance = instances.set_release_policy(platform, user, key, release)
+    if changes or not release:
+        instance = autostop.set_policy(platform, user, key, changes)
     return _out(platform, instance.id)
+
+
+@router.post("/{key}/keep", response_model=InstanceOut)
+def keep(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform)) -> InstanceOut:
+    """Keep running: call off a warned auto-stop; the timers count from now (409 if none is pending)."""
+    return _out(platform, autostop.keep(platform, user, key).id)
 
 
 @router.get("/{key}/events", response_model=list[EventOut])
@@ -166,9 +192,12 @@ def start(key: str, body: StartInstance | None = None, user: User = Depends(curr
 
 
 @router.delete("/{key}", response_model=InstanceOut)
-def release(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
+def release(key: str, keep_data: str | None = Query(None, pattern=NAME_PATTERN,
+                                                    description="keep the data disk as the volume of this name"),
+            delete_data: bool = Query(False, description="delete the data disk instead of keeping it as a volume"),
+            user: User = Depends(current_user), platform: Platform = Depends(get_platform),
             driver: Driver = Depends(get_driver)) -> InstanceOut:
-    return _act(instances.request_release, platform, driver, user, key)
+    return _act(instances.request_release, platform, driver, user, key, keep_data, delete_data)
 
 
 def _running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:

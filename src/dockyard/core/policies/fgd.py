@@ -24,17 +24,19 @@ class FGD:
         self.workload = workload
         self._cache: DeltaCache | None = None
 
-    def scores(self, state: ClusterState, request: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(fitting nodes, their integer scores, the GPU bitmask each would use)."""
+    def deltas(self, state: ClusterState, request: Request) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(fitting nodes, the fragmentation change of the best placement on each, the GPU
+        bitmask it would use)."""
         nodes = np.flatnonzero(state.fits(request))
         self._cache = DeltaCache.for_state(
             self._cache, state, lambda: DeltaCache(Fragmentation(self.workload, state), state))
         delta, choice = self._cache.best(state, request, nodes)
-        return nodes, quantized_score(delta), choice
+        return nodes, delta, choice
 
     def place(self, state: ClusterState, request: Request) -> Decision | None:
-        nodes, score, choice = self.scores(state, request)
+        nodes, delta, choice = self.deltas(state, request)
         if not nodes.size:
             return None
+        score = quantized_score(delta)
         pick = int(np.argmax(score))  # the first of the best
         return state.decide(int(nodes[pick]), request, gpus_of(int(choice[pick])))

@@ -1,7 +1,7 @@
 """The start queue: an instance waits in status queued for its node's GPUs
 
 Revision ID: 0016
-Revises: 0015
+Revises: 0013
 Create Date: 2026-12-02 11:30:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0016'
-down_revision = '0015'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

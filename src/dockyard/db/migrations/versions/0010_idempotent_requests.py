@@ -1,6 +1,6 @@
 """Idempotency-Key: the first answer of a POST, replayed to its retries
 
-Revision ID: 0015
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-02 11:00:00
 """
@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0015'
+revision = '0010'
 down_revision = '0009'
 branch_labels = None
 depends_on = None

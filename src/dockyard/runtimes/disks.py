@@ -1,0 +1,211 @@
+"""Disks of a fixed size: an ext4 file system in a sparse image file per disk, loop-mounted
+on the server's host under its state dir. Containers reach a disk through a Docker volume
+that binds its mount point, so a write past the size fails with ENOSPC on that disk alone.
+
+Image files are sparse (a new 50 GB disk takes a few MB of the host's disk) and the file
+system is grown a little past N GiB so that `df` inside shows N GiB. Every step is
+idempotent: `ensure` mounts a disk again after a host reboot, and an image file appears
+under its final name only once it holds a file system.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from dockyard.runtimes.base import RuntimeError_
+
+GIB = 1024**3
+COMMAND_TIMEOUT_S = 600  # e2fsck and resize2fs of a large disk take a while
+TOOLS = ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount", "umount")
+DETACH_WAIT_S = 15
+
+
+class DiskTooSmall(RuntimeError_):
+    """A shrink below the data a disk holds."""
+
+
+def _run(command: list[str], ok: tuple[int, ...] = (0,)) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError_(f"{command[0]} took longer than {COMMAND_TIMEOUT_S} s") from None
+    if done.returncode not in ok:
+        raise RuntimeError_(f"{command[0]} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+    return done.stdout
+
+
+def unavailable_reason(engine_url: str) -> str | None:
+    """Why disks of a fixed size cannot be made for an engine, or None when they can."""
+    if not engine_url.startswith("unix://"):
+        return "the node's engine is not on the server's host (loop disks are mounted there)"
+    if os.geteuid() != 0:
+        return "the server does not run as root (loop mounts need root)"
+    if not Path("/dev/loop-control").exists():
+        return "the host has no loop devices (/dev/loop-control is missing)"
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (Debian package e2fsprogs, mount)"
+    return None
+
+
+def _loop_device(image: Path) -> str | None:
+    """The loop device backed by `image`, if one is attached."""
+    found = _run(["losetup", "-n", "-O", "NAME", "-j", str(image)]).split()
+    return found[0] if found else None
+
+
+def _drop_lost_found(point: Path) -> None:
+    """Users see their disk as they left it: ext4's empty lost+found (which mkfs and e2fsck
+    make) is removed; one with files in it stays."""
+    try:
+        (point / "lost+found").rmdir()
+    except OSError:
+        pass
+
+
+class LoopDisks:
+    def __init__(self, root: Path, engine_url: str):
+        self.root = root
+        self.reason = unavailable_reason(engine_url)
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def image(self, name: str) -> Path:
+        return self.root / f"{name}.img"
+
+    def mountpoint(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.image(name).exists()
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def _check(self) -> None:
+        if self.reason:
+            raise RuntimeError_(f"disks of a fixed size cannot be made on this node: {self.reason} "
+                                "(an operator may turn size limits off with sized_disks = false)")
+
+    def ensure(self, name: str, size_gb: int) -> Path:
+        """Make the disk if it is missing and mount it if it is not; its mount point."""
+        self._check()
+        with self._lock(name):
+            image = self.image(name)
+            if not image.exists():
+                self.root.mkdir(parents=True, exist_ok=True)
+                partial = image.with_suffix(".new")
+                partial.unlink(missing_ok=True)
+                with open(partial, "wb") as f:
+                    f.truncate(size_gb * GIB)  # sparse: nothing is written up front
+                # -m 0: no blocks kept back for root (users are root in their instances).
+                _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                      str(partial)])
+                self._fit(partial, size_gb)
+                partial.rename(image)
+                self._mount(image, self.mountpoint(name))
+                _drop_lost_found(self.mountpoint(name))
+            self._mount(image, self.mountpoint(name))
+            return self.mountpoint(name)
+
+    def _mount(self, image: Path, point: Path) -> None:
+        if os.path.ismount(point):
+            return
+        point.mkdir(parents=True, exist_ok=True)
+        # A loop device still attached (the engine's own bind of it lingers) is mounted
+        # again as it is: a second loop device over the same file would corrupt it.
+        device = _loop_device(image)
+        # noinit_itable: the image is sparse, so unwritten inode tables already read as zeros.
+        options = "nodev,noinit_itable" if device else "loop,nodev,noinit_itable"
+        _run(["mount", "-t", "ext4", "-o", options, device or str(image), str(point)])
+
+    def _detach(self, image: Path, point: Path) -> None:
+        """Unmount, and wait until nothing else holds the file system (the engine lets go
+        of a stopped container's volume a moment later): offline work needs it alone."""
+        self._umount(point)
+        deadline = time.monotonic() + DETACH_WAIT_S
+        while _loop_device(image):
+            if time.monotonic() > deadline:
+                self._mount(image, point)
+                raise RuntimeError_(f"disk {image.stem} is still in use on the node; try again in a moment")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _umount(point: Path) -> None:
+        if os.path.ismount(point):
+            _run(["umount", str(point)])
+
+    def _size(self, image: Path) -> int:
+        """What `df` shows as the size of the (unmounted) file system in `image`."""
+        point = image.with_suffix(".measure")
+        self._mount(image, point)
+        try:
+            st = os.statvfs(point)
+            return st.f_blocks * st.f_frsize
+        finally:
+            self._detach(image, point)
+            point.rmdir()
+
+    def _fit(self, image: Path, size_gb: int) -> None:
+        """Grow the unmounted file system in `image` until it offers `size_gb` GiB: ext4's
+        own tables and journal take a few percent. Offline: growing a mounted ext4 needs
+        CAP_SYS_RESOURCE, which a server in a container may lack."""
+        wanted = size_gb * GIB
+        for _ in range(4):
+            have = self._size(image)
+            if have >= wanted:
+                return
+            missing = wanted - have
+            step = -(-(missing + missing // 32) // (4 << 20)) * (4 << 20)  # a bit more, in 4 MiB
+            os.truncate(image, image.stat().st_size + step)
+            # resize2fs wants a check after every mount (the measuring one included).
+            _run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))
+            _run(["resize2fs", str(image)])
+        raise RuntimeError_(f"disk {image.stem} could not be grown to {size_gb} GB")
+
+    def usage(self, name: str) -> tuple[int, int]:
+        """(size, used) in bytes of a mounted disk, as `df` shows them."""
+        st = os.statvfs(self.mountpoint(name))
+        return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def resize(self, name: str, size_gb: int) -> None:
+        """Grow or shrink to `size_gb`, offline: no running container may have the disk.
+        A shrink below the data in it raises DiskTooSmall and changes nothing."""
+        self._check()
+        with self._lock(name):
+            image, point = self.image(name), self.mountpoint(name)
+            if not image.exists():
+                raise RuntimeError_(f"disk {name} has no image file on this node")
+            self._mount(image, point)
+            size, used = self.usage(name)
+            wanted = size_gb * GIB
+            if used > wanted * 0.97:  # ext4 needs some room for its own blocks
+                raise DiskTooSmall(f"it holds {used / GIB:.2f} GB of data, more than {size_gb} GB can keep")
+            self._detach(image, point)
+            try:
+                _run(["e2fsck", "-f", "-y", str(image)], ok=(0, 1))  # 1: errors corrected
+                if wanted < size:
+                    try:
+                        _run(["resize2fs", str(image), f"{wanted // 1024}K"])
+                    except RuntimeError_ as exc:
+                        raise DiskTooSmall(f"its files do not fit in {size_gb} GB ({exc})") from None
+                    os.truncate(image, wanted)
+                self._fit(image, size_gb)
+            finally:
+                self._mount(image, point)
+                _drop_lost_found(point)
+
+    def remove(self, name: str) -> None:
+        with self._lock(name):
+            self._umount(self.mountpoint(name))
+            self.image(name).unlink(missing_ok=True)
+            self.image(name).with_suffix(".new").unlink(missing_ok=True)
+            point = self.mountpoint(name)
+            if point.exists():
+                point.rmdir()
