@@ -31,6 +31,7 @@ from dockyard.background.reconciler import Reconciler
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
+from dockyard.services.queue import Dispatcher
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
         autostop = AutoStop(platform, driver, lambda instance_id: app.state.metrics.store.read(instance_id)[0])
         autostop.start()
+        dispatcher = Dispatcher(platform, driver)  # issue 12: starts queued instances when their GPUs are free
+        dispatcher.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()
         shutdown_listener = inside.start(platform, driver)  # dockyard-shutdown's, for instances only
@@ -155,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()
+        dispatcher.stop()
         autorelease.stop()
         metering.stop()  # issue 5
         driver.shutdown()
@@ -167,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"detail": exc.message}
         if exc.field:
             body["field"] = exc.field
+        body.update(getattr(exc, "details", {}))  # e.g. a refusal's free GPUs and ways out (core/queue.py)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

@@ -38,6 +38,11 @@ class AutoStopRules(Strict):
     auto_stop_on_exit: bool | None = Field(default=None, strict=True, description="stop when the start command exits")
 
 
+# Issue 12: the start queue (docs/queue.md).
+QUEUE_HELP = "when the GPUs are taken, wait in line (status queued) and start by itself when they are free"
+QUEUE_TIMEOUT_HELP = "leave the queue (back to stopped) after this many minutes, 1 to a week; null: never"
+
+
 class LoginRequest(Strict):
     user: str = Field(max_length=64)
     password: str = Field(max_length=1024)
@@ -66,6 +71,10 @@ class CreateInstance(AutoStopRules):
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
+    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
+    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
     volumes: list[str] = Field(default_factory=list, max_length=16,
                                description="NAME mounts your volume as the data disk, NAME:/path elsewhere")
     keep_data_on_release: bool = Field(default=True, description="a release keeps the data disk as a volume")
@@ -98,6 +107,9 @@ class KeyOut(BaseModel):
 
 class StartInstance(Strict):
     no_gpu: bool = False
+    gpu_count: int | None = Field(default=None, description="resize: this many GPUs, for this and later starts")
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
 
 
 class PatchInstance(AutoStopRules):
@@ -155,6 +167,10 @@ class InstanceOut(BaseModel):
     last_jupyter_at: datetime | None = None
     auto_stop_idle_minutes: int | None = None
     auto_stop_max_minutes: int | None = None
+    # Issue 12: while queued, its place (1 = next) among the waiters for its node and GPU model.
+    queue_position: int | None = None
+    queued_at: datetime | None = None
+    queue_deadline: datetime | None = None
     auto_stop_gpu_idle_minutes: int | None = None
     auto_stop_gpu_idle_percent: int | None = None
     auto_stop_at: datetime | None = None

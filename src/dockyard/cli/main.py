@@ -22,7 +22,7 @@ from dockyard.cli.volumes import volumes_app
 from dockyard.cli.metrics import metrics  # issue 7
 from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
-from dockyard.cli.client import Client, CliError, parse_env, parse_seconds, save_credentials, server_url, wait_for
+from dockyard.cli.client import Client, CliError, parse_env, parse_minutes, parse_seconds, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -44,6 +44,8 @@ app.command("keep")(keep)
 app.command("notifications")(notifications)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
+QUEUE_HELP = "if the GPUs are taken, wait in line (status queued) and start by itself when they are free"
+QUEUE_TIMEOUT_HELP = "with --queue: give up (back to stopped) after this long: 30m, 2h, 1h30m (at most a week)"
 
 
 def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_json: bool) -> None:
@@ -54,7 +56,7 @@ def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_j
         render.print_json(instance)
     else:
         reason = f" ({instance['status_reason']})" if instance["status_reason"] else ""
-        render.console.print(f"{instance['id']}  {instance['name']}  {render.status(instance['status'])}{reason}")
+        render.console.print(f"{instance['id']}  {instance['name']}  {render.instance_status(instance)}{reason}")
     if instance["status"] == "failed":
         raise typer.Exit(1)
 
@@ -122,6 +124,8 @@ def create(
     ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
     auto_stop_idle: Optional[str] = typer.Option(None, "--auto-stop-idle", help=IDLE_HELP),
     auto_stop_after: Optional[str] = typer.Option(None, "--auto-stop-after", help=AFTER_HELP),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+    queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
     volume: list[str] = typer.Option([], "--volume", "-v",
                                      help="NAME: your volume as the data disk; NAME:/path: mounted there; repeatable"),
     delete_data_on_release: bool = typer.Option(False, "--delete-data-on-release",
@@ -141,7 +145,8 @@ def create(
             "command": command, "data_disk_gb": data_disk, "ssh_password": ssh_password, "volumes": volume,
             "keep_data_on_release": not delete_data_on_release, "auto_release_days": auto_release_days,
             **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"), gpu_idle,
-                          gpu_under, stop_at, stop_on_exit)}
+                          gpu_under, stop_at, stop_on_exit),
+            **queue_body(queue, queue_timeout)}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
         render.console.print(f"root password (shown once): {created['ssh_password']}", highlight=False)
@@ -212,10 +217,24 @@ def stop(key: str = typer.Argument(..., metavar="ID"), wait: bool = typer.Option
 @app.command()
 def start(key: str = typer.Argument(..., metavar="ID"),
           no_gpu: bool = typer.Option(False, "--no-gpu", help="start without GPUs, to reach the files cheaply"),
+          gpus: Optional[int] = typer.Option(None, "--gpus", "-g",
+                                             help="resize: this many GPUs (with CPU and memory to match), from now on"),
+          queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+          queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
           wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
     """Start a stopped instance on its node, with GPUs assigned afresh."""
     client = Client()
-    _finish(client, client.post(f"/instances/{key}/start", {"no_gpu": no_gpu}), wait, ["running"], as_json)
+    body = {"no_gpu": no_gpu, **({"gpu_count": gpus} if gpus is not None else {}), **queue_body(queue, queue_timeout)}
+    _finish(client, client.post(f"/instances/{key}/start", body), wait, ["running"], as_json)
+
+
+
+def queue_body(queue: bool, timeout: Optional[str]) -> dict:
+    """Issue 12: the queue fields of a start or create (an option left out is not sent)."""
+    if timeout is not None and not queue:
+        raise CliError("--queue-timeout: only with --queue")
+    minutes = parse_minutes(timeout, "--queue-timeout") if timeout is not None else None
+    return {"queue": True, **({"queue_timeout_minutes": minutes} if minutes else {})} if queue else {}
 
 
 @app.command()

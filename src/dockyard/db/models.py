@@ -303,6 +303,12 @@ class Instance(Base):
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
+    # The start queue (core/queue.py): arrival order among all waiters, when it joined,
+    # when it gives up (None: never), and the status it leaves the queue into.
+    queue_seq: Mapped[int | None] = mapped_column(Integer, index=True)
+    queued_at: Mapped[datetime | None] = mapped_column()
+    queue_deadline: Mapped[datetime | None] = mapped_column()
+    queue_next: Mapped[str | None] = mapped_column(String(16))
     # Volumes (docs/volumes.md): a release keeps the data disk as a volume (named
     # keep_data_as, else after the instance) unless this was turned off; released after
     # auto_release_days stopped (None: the operator's setting). The notices sent about

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import (ANY_MODEL, FreeGpu, HostShare, NodeView, Placement, SharedGpu, Slot, check_request,
                                      place)
+from dockyard.core.queue import GpusTaken
 from dockyard.core.sharing import MIG, MILLI, parse_share
 from dockyard.core.states import HOLDS_GPUS, Status, can_transition, check_user_action
 from dockyard.core.gpus import driver_runs
@@ -42,6 +43,9 @@ class CreateRequest:
     ssh_password: bool = False
     auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
+    # Issue 12: wait in line when the GPUs are taken (services/queue.py), up to this long.
+    queue: bool = False
+    queue_timeout_minutes: int | None = None
     auto_stop_gpu_idle_minutes: int | None = None
     auto_stop_gpu_idle_percent: int | None = None
     auto_stop_at: datetime | None = None
@@ -126,6 +130,9 @@ def transition(
                              at=at or now))
         if also is not None:
             also(db)
+    if (expected in HOLDS_GPUS and target not in HOLDS_GPUS) or expected == Status.QUEUED:
+        # After the commit, GPUs returned or a waiter gone: the queue's next one may start now.
+        platform.gpus_freed.set()
     platform.notify_changed()
     return True
 
@@ -141,9 +148,10 @@ def host_share(node: Node, settings) -> HostShare:
                      int(settings.no_gpu_memory_gb * GIB))
 
 
-def _node_views(db: Session, settings, only_node: str | None = None) -> list[NodeView]:
+def _node_views(db: Session, settings, only_node: str | None = None, include_reserved: bool = False) -> list[NodeView]:
     """The online nodes as placement sees them, in the configured order (pools are tried in
-    the order of their first node)."""
+    the order of their first node). GPUs that queued instances wait for are not free to
+    anyone else (core/queue.py) unless `include_reserved` (the queue itself)."""
     order = {c.name: i for i, c in enumerate(settings.node_configs())}
     policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
     nodes = sorted(db.scalars(select(Node).where(Node.online.is_(True))).all(),
@@ -176,6 +184,9 @@ def _node_views(db: Session, settings, only_node: str | None = None) -> list[Nod
             view.shared.append(SharedGpu(
                 FreeGpu(**facts), gpu.sharing,
                 tuple(Slot(s.id, s.id not in held, s.mig_profile, s.mig_uuid) for s in own)))
+    if not include_reserved:
+        from dockyard.services import queue
+        queue.hide_reserved(db, views.values())
     return list(views.values())
 
 
@@ -249,6 +260,8 @@ def check_auto_release_days(platform: Platform, days: int | None) -> None:
 
 
 def create_instance(platform: Platform, user: User, request: CreateRequest) -> Instance:
+    from dockyard.services import queue as start_queue
+    _check_create_queue(request)
     check_auto_release_days(platform, request.auto_release_days)
 
     def attempt() -> Instance:
@@ -268,10 +281,26 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 if not views:
                     what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
                     raise Conflict(f"node {only_node} is offline; {what} there")
+            queued = None
             try:
                 check_request(views, request.gpu_model, request.gpu_count, share)
                 views = _nodes_for_image(db, views, image, request.gpu_model, request.gpu_count)
-                placement = place(views, request.gpu_model, request.gpu_count, share=share, history=_history(db))
+                try:
+                    placement = place(views, request.gpu_model, request.gpu_count, share=share, history=_history(db))
+                    model = placement.gpus[0].model if placement.gpus else request.gpu_model
+                except Conflict as exc:
+                    if request.node or not request.gpu_count or share:
+                        # A clone goes on its source's node; without GPUs there is nothing to wait
+                        # for; a share is never queued (docs/queue.md).
+                        raise
+                    node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
+                    if not request.queue:
+                        raise start_queue.refusal(db, platform.settings, node, model, request.gpu_count, "create",
+                                                  exc.message) from None
+                    placement = Placement(node, ())
+                    queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
+            except GpusTaken:
+                raise  # it says where and what the ways out are
             except (Conflict, InvalidInput) as exc:
                 if request.node:
                     raise Conflict(f"{exc.message} (a clone must be on node {request.node}, with its source's disks)") from None
@@ -281,8 +310,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 raise
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
             milli = share.milli if share else request.gpu_count * MILLI
-            billing.check_can_afford(db, platform.settings, user, placement.gpus[0].model if placement.gpus
-                                     else request.gpu_model, milli, placement.node)
+            billing.check_can_afford(db, platform.settings, user, model, milli, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -290,7 +318,6 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             ).first()
             if taken:
                 raise Conflict(f"name: you already have an instance named {name!r}", field="name")
-            gpus = placement.gpus
             instance = Instance(
                 ssh_port=free_ssh_port(db, platform, placement.node),
                 ssh_password=secrets.token_urlsafe(18) if request.ssh_password else None,
@@ -299,11 +326,11 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 name=name,
                 node_name=placement.node,
                 image_id=image.id,
-                gpu_model=gpus[0].model if gpus else request.gpu_model,
+                gpu_model=model,
                 gpu_count=request.gpu_count,
                 gpu_share=share.label if share else None,
                 gpu_milli=milli,
-                status=Status.CREATING,
+                **(queued or {"status": Status.CREATING}),
                 env=request.env,
                 command=request.command,
                 # A volume as the data disk replaces the instance's own (and is charged as a volume).
@@ -323,13 +350,27 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             db.flush()
             _assign(db, instance_id, placement)
             volumes.attach(db, instance_id, mounts)
-            db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=Status.CREATING,
-                                 cause=request.cause or f"created by {user.name}"))
+            cause = request.cause or f"created by {user.name}"
+            if queued:
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
+            db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=instance.status, cause=cause))
             return instance
 
     instance = _with_retries(attempt)
     platform.notify_changed()
     return instance
+
+
+def _check_create_queue(request: CreateRequest) -> None:
+    from dockyard.core.queue import check_timeout
+    if request.queue and not request.gpu_count:
+        raise InvalidInput("queue: an instance without GPUs never waits", field="queue")
+    if request.queue and request.gpu_share is not None:
+        raise InvalidInput(f"queue: a share of a GPU ({request.gpu_share}) is not queued; create it when one is free, "
+                           f"or --gpus 1 --queue to wait for a whole GPU", field="queue")
+    if request.queue_timeout_minutes is not None and not request.queue:
+        raise InvalidInput("queue_timeout_minutes: only with queue", field="queue_timeout_minutes")
+    check_timeout(request.queue_timeout_minutes)
 
 
 def request_stop(platform: Platform, user: User, key: str) -> Instance:
@@ -381,70 +422,114 @@ def _user_action(platform: Platform, user: User, key: str, action: str, **fields
         instance = get_owned(db, user, key)
         current = Status(instance.status)
     target = check_user_action(current, action)
-    if current != target and not transition(platform, instance.id, current, target, f"{action} requested by {user.name}",
-                                            **fields):
+    cause = f"{action} requested by {user.name}"
+    if current == Status.QUEUED:
+        cause = f"left the queue: {cause}"
+    if current != target and not transition(platform, instance.id, current, target, cause, **fields):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
 
 
-def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False) -> Instance:
-    """Start on the same node with GPUs assigned afresh (the old ones first), or none."""
+def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False, gpu_count: int | None = None,
+                  queue: bool = False, queue_timeout_minutes: int | None = None) -> Instance:
+    """Start on the same node with GPUs assigned afresh (the old ones first), or none.
+    `gpu_count` resizes it, for this and later starts; with `queue`, GPUs that are taken
+    are waited for (services/queue.py) instead of refused."""
+    from dockyard.services import queue as start_queue
+    _check_start_options(no_gpu, gpu_count, queue, queue_timeout_minutes)
 
     def attempt() -> Instance:
         with platform.sessions.begin() as db:
             instance = get_owned(db, user, key)
             current = Status(instance.status)
             check_user_action(current, "start")
+            if queue and instance.cluster_id:
+                raise InvalidInput("queue: a cluster member starts with its cluster, not from the queue", field="queue")
             busy = [v.name for v in volumes.mounted(db, instance.id) if v.status != "ready"]
             if busy:
                 raise Conflict(f"volume {busy[0]} is being resized or removed; start the instance when it is done")
             _lock_allocation(db)
-            count = 0 if no_gpu else instance.gpu_count
             views = _node_views(db, platform.settings, only_node=instance.node_name)
             if not views:
                 raise Conflict(f"node {instance.node_name} is offline; the instance's disks are there")
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-            billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli,
-                                     instance.node_name, no_gpu=no_gpu)
+            model, count, share, milli = instance.gpu_model, instance.gpu_count, instance.gpu_share, instance.gpu_milli
+            if gpu_count is not None:  # N whole GPUs, a share's instance too
+                model, count = _resized(db, platform.settings, instance, views[0], gpu_count)
+                share, milli = None, gpu_count * MILLI
+            if queue and share:
+                raise InvalidInput(f"queue: a share of a GPU ({share}) is not queued; start it when one is free, or "
+                                   f"--gpus 1 --queue to wait for a whole GPU", field="queue")
+            billing.check_can_afford(db, platform.settings, user, model, milli, instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
+            values = {"status": Status.STARTING, "gpu_model": model, "gpu_count": count, "gpu_share": share,
+                      "gpu_milli": milli}
             preferred = frozenset(instance.container_gpus or [])
-            if count and instance.gpu_share:
+            with_gpus = bool(count) and not no_gpu
+            if with_gpus and share:
                 try:
-                    placement = place(views, instance.gpu_model, 1, preferred, share=parse_share(instance.gpu_share),
-                                      history=_history(db))
+                    placement = place(views, model, 1, preferred, share=parse_share(share), history=_history(db))
                 except Conflict as exc:
                     raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are); "
                                    f"start it with --no-gpu to reach its files") from None
-            else:
-                free = [g for g in views[0].free if g.model == instance.gpu_model]
-                if len(free) < count:
-                    raise Conflict(
-                        f"only {len(free)} {instance.gpu_model} GPUs are free on node {instance.node_name}, "
-                        f"the instance needs {count}; start it with --no-gpu to reach its files, or try later"
-                    )
+            elif with_gpus and len([g for g in views[0].free if g.model == model]) < count:
+                if not queue:
+                    raise start_queue.refusal(db, platform.settings, instance.node_name, model, count, "start")
+                values.update(start_queue.queue_fields(db, queue_timeout_minutes, Status.STARTING))
+            else:  # a --no-gpu start too: placement checks the node's CPUs and memory for it
                 try:
-                    placement = place(views, instance.gpu_model if count else ANY_MODEL, count, preferred,
+                    placement = place(views, model if with_gpus else ANY_MODEL, count if with_gpus else 0, preferred,
                                       history=_history(db))
                 except Conflict as exc:
                     raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are)") from None
             done = db.execute(
                 update(Instance)
                 .where(Instance.id == instance.id, Instance.status == current)
-                .values(status=Status.STARTING, no_gpu=no_gpu, status_reason=None, updated_at=utcnow())
+                .values(no_gpu=no_gpu, status_reason=None, updated_at=utcnow(), **values)
             ).rowcount
             if not done:
                 raise Conflict("the instance changed status meanwhile; look again and retry")
             _assign(db, instance.id, placement)
+            db.refresh(instance)
             mode = " without GPUs" if no_gpu else ""
-            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.STARTING,
-                                 cause=f"start{mode} requested by {user.name}"))
+            cause = f"start{mode} requested by {user.name}"
+            if values["status"] == Status.QUEUED:
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
+            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=values["status"], cause=cause))
             return instance
 
     instance = _with_retries(attempt)
     platform.notify_changed()
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
+
+
+def _check_start_options(no_gpu: bool, gpu_count: int | None, queue: bool, queue_timeout_minutes: int | None) -> None:
+    from dockyard.core.queue import check_timeout
+    if gpu_count is not None and no_gpu:
+        raise InvalidInput("gpu_count: a start --no-gpu takes no GPUs; give one of --gpus and --no-gpu", field="gpu_count")
+    if gpu_count is not None and gpu_count < 1:
+        raise InvalidInput("gpu_count: must be 1 or more; --no-gpu starts without GPUs", field="gpu_count")
+    if queue and no_gpu:
+        raise InvalidInput("queue: a start --no-gpu takes no GPUs and never waits", field="queue")
+    if queue_timeout_minutes is not None and not queue:
+        raise InvalidInput("queue_timeout_minutes: only with queue", field="queue_timeout_minutes")
+    check_timeout(queue_timeout_minutes)
+
+
+def _resized(db: Session, settings, instance: Instance, view: NodeView, count: int) -> tuple[str, int]:
+    """The GPU model and count of a start --gpus N on the instance's own node (its disks
+    are there), refused when no node, or not this one, holds that many."""
+    model = instance.gpu_model
+    if model == ANY_MODEL:  # made without GPUs: the node's model with the most of them
+        model = max(view.models, key=lambda m: (view.models[m], m), default=ANY_MODEL)
+    check_request(_node_views(db, settings, include_reserved=True), model, count)
+    held = view.models.get(model, 0)
+    if count > held:
+        raise InvalidInput(f"gpu_count: node {view.name}, where the instance's disks are, holds {held} {model} GPUs, "
+                           f"not {count}", field="gpu_count")
+    return model, count
 
 
 def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Instance:

@@ -36,6 +36,8 @@ class Platform:
     # Bumped when access is taken away (a port closed or unshared, a session or token
     # ended), so the access paths forget what they remembered at once.
     access_generation: int = 0
+    # Set whenever GPUs are returned: wakes the start queue's dispatcher (services/queue.py).
+    gpus_freed: threading.Event = field(default_factory=threading.Event)
 
     def runtime(self, node: str) -> Runtime:
         try:

@@ -42,7 +42,7 @@ from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, sessions, users
+from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, queue, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -343,7 +343,7 @@ def create_form(model: str | None = None, p: Page = Depends(page)) -> HTMLRespon
 def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     check_csrf(p, data.get("csrf"))
     chosen = {"gpu_model": data.get("gpu_model") or ANY_MODEL, "image": data.get("image", ""),
-              "name": data.get("name") or None}
+              "name": data.get("name") or None, "queue": data.get("queue") == "on"}
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["gpu_share"] = (data.get("gpu_share") or "").strip() or None
@@ -412,6 +412,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
+            "queue_position": queue.position(db, i),  # issue 12: None unless queued
             "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
             "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
@@ -492,7 +493,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     return RedirectResponse(f"/instances/{key}", status_code=303)
 
 
-ACTIONS = ("stop", "start", "start-no-gpu", "release", "save", "check", "clone")
+ACTIONS = ("stop", "start", "start-no-gpu", "start-queue", "release", "save", "check", "clone")
 
 
 @router.post("/console/instances/{key}/{action}")
@@ -514,9 +515,9 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
             instance_id = _owned(db, p, key).id
         if action == "stop":
             out = instances_api.stop(instance_id, user, platform, driver)
-        elif action in ("start", "start-no-gpu"):
-            out = instances_api.start(instance_id, StartInstance(no_gpu=action == "start-no-gpu"), user, platform,
-                                      driver)
+        elif action in ("start", "start-no-gpu", "start-queue"):
+            options = StartInstance(no_gpu=action == "start-no-gpu", queue=action == "start-queue")
+            out = instances_api.start(instance_id, options, user, platform, driver)
         elif action == "release":
             # The console's release keeps the data disk as a volume (the default).
             out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
@@ -532,11 +533,11 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
         else:
             out = instances_api.check(instance_id, user, platform, driver)
             return JSONResponse({"status": out.status, "env_check": out.env_check})
-    except DockyardError as exc:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    except DockyardError as exc:  # with a refusal's free GPUs and ways out (core/queue.py)
+        return JSONResponse({"detail": exc.message, **getattr(exc, "details", {})}, status_code=exc.status_code)
     except ValidationError as exc:
         return JSONResponse({"detail": form_error(exc)}, status_code=400)
-    return JSONResponse({"id": out.id, "status": out.status})
+    return JSONResponse({"id": out.id, "status": out.status, "queue_position": out.queue_position})
 
 
 # ---- live status ---------------------------------------------------------------------------------

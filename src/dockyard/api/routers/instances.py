@@ -29,7 +29,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.core.validation import NAME_PATTERN
-from dockyard.services import autostop, images, instances, volumes
+from dockyard.services import autostop, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -65,6 +65,7 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         last_jupyter_at=instance.last_jupyter_at,
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
+        **queue_view(db, instance),
         auto_stop_gpu_idle_minutes=instance.auto_stop_gpu_idle_minutes,
         auto_stop_gpu_idle_percent=instance.auto_stop_gpu_idle_percent,
         auto_stop_at=instance.auto_stop_at,
@@ -81,6 +82,14 @@ def instance_out(db: Session, instance: Instance) -> InstanceOut:
         keep_data_on_release=instance.keep_data_on_release,
         auto_release_days=instance.auto_release_days,
     )
+
+
+def queue_view(db: Session, instance: Instance) -> dict:
+    """Issue 12: the queue fields of InstanceOut, set only while queued."""
+    if instance.status != Status.QUEUED:
+        return {}
+    return {"queue_position": queue.position(db, instance), "queued_at": instance.queued_at,
+            "queue_deadline": instance.queue_deadline}
 
 
 def ssh_command(db: Session, instance: Instance) -> str | None:
@@ -178,7 +187,9 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 @router.post("/{key}/start", response_model=InstanceOut)
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
-    return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
+    body = body or StartInstance()
+    return _act(instances.request_start, platform, driver, user, key, body.no_gpu, body.gpu_count, body.queue,
+                body.queue_timeout_minutes)
 
 
 @router.delete("/{key}", response_model=InstanceOut)
