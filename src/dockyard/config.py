@@ -13,6 +13,8 @@ The environment wins over the file. Example config.toml:
     tls_key = "/etc/dockyard/key.pem"
     cpus_per_gpu = 8
     memory_per_gpu_gb = 64
+    gpu_sharing = "mps:4"          # docs/gpu-sharing.md: time-slicing:N, mps:N or mig
+    placement_policy = "best-fit"
 """
 
 from __future__ import annotations
@@ -21,15 +23,29 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from dockyard.core.autostop import MAX_MINUTES
+from dockyard.core.errors import InvalidInput
+from dockyard.core.sharing import parse_sharing
 from dockyard.core.validation import NAME_PATTERN
 
 LOCAL_NODE = "local"
+# How GPUs are chosen among the nodes of a pool (the nodes that name the same policy): the
+# policies of core/policies/, the code `dockyard admin simulate` runs (docs/placement.md).
+PlacementPolicy = Literal["first-fit", "best-fit", "fgd", "dockyard"]
+
+
+def _check_sharing(value: str | None) -> str | None:
+    try:
+        spec = parse_sharing(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    return spec.text if spec else None
 
 
 def default_home() -> Path:
@@ -55,6 +71,12 @@ class NodeConfig(BaseModel):
     # Data disks and volumes hold at most their size (loop-mounted ext4 images on the
     # server's host, docs/volumes.md); false: plain Docker volumes, sizes not enforced.
     sized_disks: bool = True
+    # Shares of its GPUs for rent (core/sharing.py, docs/gpu-sharing.md); None: whole GPUs.
+    gpu_sharing: str | None = None
+    # None: the server's placement_policy.
+    placement_policy: PlacementPolicy | None = None
+
+    _sharing = field_validator("gpu_sharing")(_check_sharing)
 
     def ssh_host(self) -> str:
         """Where users connect to this node's published SSH ports."""
@@ -93,6 +115,8 @@ class Settings(BaseSettings):
     simulated_gpus: str | None = None
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
+    gpu_sharing: str | None = None  # of the local node
+    placement_policy: PlacementPolicy = "dockyard"
     nodes: list[NodeConfig] = Field(default_factory=list)
     sized_disks: bool = True  # for the local node; see NodeConfig
     # Any small image with a shell on the nodes: runs nvidia-smi on remote ones, and
@@ -108,6 +132,11 @@ class Settings(BaseSettings):
     # The image's self-test imports the framework: tens of seconds on a busy host.
     check_timeout_s: float = Field(default=180, gt=0)
 
+    # What placement may promise of a node's CPUs and memory to instances with GPUs, as a
+    # multiple of what it has (OpenStack's allocation ratios): CPU quotas are ceilings, so
+    # over-committing CPUs only slows instances down; memory past the host's is the OOM killer.
+    cpu_allocation_ratio: float = Field(default=1.0, gt=0)
+    memory_allocation_ratio: float = Field(default=1.0, gt=0)
     # A GPU-less instance (and no-GPU mode) gets this small share.
     no_gpu_cpus: float = Field(default=0.5, gt=0)
     no_gpu_memory_gb: float = Field(default=2.0, gt=0)
@@ -278,6 +307,8 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / "config.toml")
         return (init_settings, env_settings, toml)
 
+    _sharing = field_validator("gpu_sharing")(_check_sharing)
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'dockyard.db'}"
@@ -296,6 +327,7 @@ class Settings(BaseSettings):
                     memory_per_gpu_gb=self.memory_per_gpu_gb,
                     public_host=self.public_host,
                     sized_disks=self.sized_disks,
+                    gpu_sharing=self.gpu_sharing,
                 ),
             )
         return nodes

@@ -20,7 +20,9 @@ TORCHRUN = ("torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MAS
 
 @pytest.fixture(scope="module")
 def srv(docker_client, pytorch_image):
-    server = Server(simulated_gpus="A100-80GB:4,RTX-4090:2", cpus_per_gpu="1", memory_per_gpu_gb="2").start()
+    # 6 GPUs of 1 CPU each on a small test host: CPUs over-committed on purpose
+    server = Server(simulated_gpus="A100-80GB:4,RTX-4090:2", cpus_per_gpu="1", memory_per_gpu_gb="2",
+                    cpu_allocation_ratio="8").start()
     server.add_user("ops", admin=True)
     server.api = server.add_user("dana")
     server.docker = docker_client

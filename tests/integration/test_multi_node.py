@@ -13,7 +13,7 @@ def two_nodes(docker_client, tmp_path_factory):
     srv = Server(simulated_gpus="A100-80GB:2")
     (srv.home / "config.toml").write_text(
         f'[[nodes]]\nname = "gpu2"\nurl = "{SOCKET}"\nsimulated_gpus = "RTX-4090:2@550.54.15"\n'
-        "cpus_per_gpu = 1\nmemory_per_gpu_gb = 2\n"
+        "cpus_per_gpu = 1\nmemory_per_gpu_gb = 2\nplacement_policy = \"first-fit\"\n"
     )
     srv.start()
     srv.admin = srv.add_user("ops", admin=True)
@@ -33,6 +33,8 @@ def test_market_lists_both_nodes_with_their_drivers(two_nodes):
     nodes = {n["name"]: n for n in two_nodes.admin.get("/nodes").json()}
     assert nodes["gpu2"]["online"] and nodes["gpu2"]["cpus_per_gpu"] == 1
     assert nodes["gpu2"]["memory_per_gpu_bytes"] == 2 * 1024**3
+    # each node is in the pool of its own placement_policy; local has the server's default
+    assert (nodes["local"]["placement_policy"], nodes["gpu2"]["placement_policy"]) == ("dockyard", "first-fit")
 
 
 def test_an_instance_lives_on_the_node_that_holds_its_gpus(two_nodes):

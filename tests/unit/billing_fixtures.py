@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from dockyard.config import Settings
-from dockyard.db.models import Gpu, Image, Instance, InstanceEvent, Node, User
+from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, InstanceEvent, Node, User
 from dockyard.services.platform import open_platform
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -24,8 +24,11 @@ def make_platform(database_url: str | None = None, **settings) -> object:
         db.add(Node(name="local", url="unix:///x", online=True))
         db.flush()
         for index, model in enumerate(["A100-80GB"] * 4 + ["RTX-4090"] * 2):
-            db.add(Gpu(node_name="local", index=index, uuid=f"GPU-{secrets.token_hex(8)}", model=model,
-                       memory_mb=1, simulated=True))
+            gpu = Gpu(node_name="local", index=index, uuid=f"GPU-{secrets.token_hex(8)}", model=model,
+                      memory_mb=1, simulated=True)
+            db.add(gpu)
+            db.flush()
+            db.add(GpuSlot(gpu_id=gpu.id, slot=0))  # whole GPUs: one slot each
         for name in ("alice", "bob"):
             db.add(User(name=name, password_hash="x"))
         db.add(Image(name="debian-12", ref="dockyard/debian:bookworm"))
@@ -42,7 +45,7 @@ def user(platform, name: str) -> User:
 
 
 def add_instance(platform, owner: str, model: str = "A100-80GB", count: int = 1, data_disk_gb: int = 50,
-                 created_at: datetime = T0) -> str:
+                 created_at: datetime = T0, share: str | None = None, milli: int | None = None) -> str:
     from sqlalchemy import select
 
     instance_id = secrets.token_hex(6)
@@ -51,6 +54,7 @@ def add_instance(platform, owner: str, model: str = "A100-80GB", count: int = 1,
         image_id = db.scalars(select(Image.id)).first()
         db.add(Instance(id=instance_id, owner_id=owner_id, name=f"i-{instance_id}", node_name="local",
                         image_id=image_id, gpu_model=model, gpu_count=count, status="creating", env={},
+                        gpu_share=share, gpu_milli=count * 1000 if milli is None else milli,
                         data_disk_gb=data_disk_gb, created_at=created_at, updated_at=created_at))
         db.flush()
         db.add(InstanceEvent(instance_id=instance_id, at=created_at, from_status=None, to_status="creating", cause="t"))
@@ -72,3 +76,11 @@ def event(platform, instance_id: str, at: datetime, to_status: str, cause: str =
 
 def seconds(n: float) -> timedelta:
     return timedelta(seconds=n)
+
+
+def hold_gpu(db, instance_id: str) -> None:
+    """Give the instance one free whole GPU."""
+    from sqlalchemy import select
+
+    slot = db.scalars(select(GpuSlot).where(GpuSlot.id.not_in(select(GpuAssignment.slot_id)))).first()
+    db.add(GpuAssignment(slot_id=slot.id, gpu_id=slot.gpu_id, instance_id=instance_id))

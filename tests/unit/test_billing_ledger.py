@@ -141,7 +141,8 @@ def test_random_lives_with_crashes_charge_the_integral_and_verify(monkeypatch, s
             segments = list(db.scalars(select(UsageSegment)))
             assert all(s.done for s in segments)
             total = sum(core.segment_total(*billing._segment_steps(rows, s), billing.to_us(s.started_at),
-                                           billing.to_us(s.ended_at)) for s in segments)
+                                           billing.to_us(s.ended_at), billing.GPU_UNIT_US)
+                        for s in segments)
             charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage")))
             assert charged == total
     # A replay after crashes posts exactly what an uninterrupted run posts.
@@ -221,14 +222,14 @@ def test_start_refused_below_the_minimum_then_allowed_after_recharge(platform):
     with platform.sessions.begin() as db:
         billing.set_price(db, "gpu", "6", model="A100-80GB")  # 10 minutes of 2 GPUs: 2.00
         with pytest.raises(PaymentRequired) as refused:
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
         assert "12.00 CNY/hour" in refused.value.message and "0.00 CNY" in refused.value.message
-        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1, "local")  # no price: free
+        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1000, "local")  # no price: free
         billing.recharge(db, "alice", "1.99", by="t")
         with pytest.raises(PaymentRequired):
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
         billing.recharge(db, "alice", "0.01", by="t")
-        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2, "local")
+        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
 
 
 def test_empty_wallet_stops_paying_instances_and_warns_before(platform):
@@ -266,3 +267,26 @@ def test_billing_off_still_meters_usage():
         assert {p.amount for p in found} == {0} and sum(p.usage_us for p in found) == 90 * US
         rows = billing.statement(db, platform.settings, alice, "2026-03")["rows"]
         assert rows[0]["seconds"] == 90 and rows[0]["amount"] == "0.00"
+
+
+@pytest.mark.skipif(_db_url() is None, reason="SQLite's transactions see one snapshot by construction")
+def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
+    """A settlement committing between verify's reads (postings, then balances) once showed as
+    'balance X but its postings sum to Y' on PostgreSQL: verify_now reads one snapshot."""
+    from sqlalchemy import func
+
+    from dockyard.db.models import User
+
+    platform = make_platform(_db_url())
+    seen, real = [], billing.verify
+
+    def verify_with_a_commit_between(db, settings):
+        seen.append(db.scalar(select(func.count()).select_from(User)))
+        with platform.sessions.begin() as other:
+            other.add(User(name="carol", password_hash="x"))
+        seen.append(db.scalar(select(func.count()).select_from(User)))
+        return real(db, settings)
+
+    monkeypatch.setattr(billing, "verify", verify_with_a_commit_between)
+    assert billing.verify_now(platform)["ok"]
+    assert seen[0] == seen[1] == 2

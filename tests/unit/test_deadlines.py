@@ -7,10 +7,10 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from dockyard.db.billing_models import Notice
-from dockyard.db.models import Gpu, GpuAssignment, Instance, InstanceEvent, utcnow
+from dockyard.db.models import GpuAssignment, Instance, InstanceEvent, utcnow
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import deadlines
-from tests.unit.billing_fixtures import add_instance, make_platform
+from tests.unit.billing_fixtures import add_instance, hold_gpu, make_platform
 
 
 class StopRecorder:
@@ -30,8 +30,7 @@ def stuck(platform, status: str, for_s: float, container_id: str | None = None) 
         row.status, row.container_id = status, container_id
         row.updated_at = utcnow() - timedelta(seconds=for_s)
 
-        free = db.scalars(select(Gpu.id).where(Gpu.id.not_in(select(GpuAssignment.gpu_id)))).first()
-        db.add(GpuAssignment(gpu_id=free, instance_id=instance_id))
+        hold_gpu(db, instance_id)
     return instance_id
 
 

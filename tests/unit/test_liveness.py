@@ -7,9 +7,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from dockyard.db.billing_models import Notice, UsageSegment
-from dockyard.db.models import Gpu, GpuAssignment, Instance, InstanceEvent, Node, utcnow
+from dockyard.db.models import GpuAssignment, Instance, InstanceEvent, Node, utcnow
 from dockyard.services import billing, liveness
-from tests.unit.billing_fixtures import add_instance, event, make_platform
+from tests.unit.billing_fixtures import add_instance, event, hold_gpu, make_platform
 
 
 class Engine:
@@ -27,7 +27,7 @@ def setup(last_seen_s_ago: float, status: str = "running"):
     instance_id = add_instance(platform, "alice", created_at=utcnow() - timedelta(minutes=10))
     event(platform, instance_id, utcnow() - timedelta(minutes=5), status)
     with platform.sessions.begin() as db:
-        db.add(GpuAssignment(gpu_id=db.scalars(select(Gpu.id)).first(), instance_id=instance_id))
+        hold_gpu(db, instance_id)
         db.get(Node, "local").last_seen_at = utcnow() - timedelta(seconds=last_seen_s_ago)
     return platform, engine, instance_id
 

@@ -14,3 +14,31 @@ def test_migrations_match_models(tmp_path):
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_gpu_sharing_migration_keeps_what_each_gpu_held(tmp_path):
+    """Before 0015 an assignment named a GPU; after, the GPU's one slot."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from dockyard.db.migrate import alembic_config
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "0009")
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # only the rows this test looks at
+        connection.execute(text("INSERT INTO gpus (id, node_name, \"index\", uuid, model, memory_mb, simulated, present) "
+                                "VALUES (7, 'local', 0, 'GPU-a', 'A100', 40960, 1, 1), "
+                                "(8, 'local', 1, 'GPU-b', 'A100', 40960, 1, 1)"))
+        connection.execute(text("INSERT INTO gpu_assignments (gpu_id, instance_id, assigned_at) "
+                                "VALUES (7, 'i1', '2026-12-01 00:00:00')"))
+        connection.commit()
+        command.upgrade(alembic_config(connection), "head")
+        connection.commit()
+        slots = connection.execute(text("SELECT id, gpu_id, slot FROM gpu_slots ORDER BY gpu_id")).all()
+        assert [(gpu, slot) for _, gpu, slot in slots] == [(7, 0), (8, 0)]
+        held = connection.execute(text("SELECT slot_id, gpu_id, instance_id FROM gpu_assignments")).all()
+        assert held == [(slots[0][0], 7, "i1")]
+        assert connection.execute(text("SELECT sharing FROM gpus")).scalars().all() == [None, None]
+        command.downgrade(alembic_config(connection), "0009")
+        assert connection.execute(text("SELECT gpu_id, instance_id FROM gpu_assignments")).all() == [(7, "i1")]

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import ANY_MODEL, FreeGpu, NodeView, check_request, not_enough_message, place
+from dockyard.core.policies import POLICY_NAMES
 
 MODELS = ["A100", "H100", "T4"]
 
@@ -134,7 +135,7 @@ def test_place_zero_gpus_returns_no_gpus_on_an_online_node():
     nodes = [node("off", {"A100": 8}, online=False), node("a", {"A100": 1}), node("b", {"A100": 4})]
     p = place(nodes, ANY_MODEL, 0)
     assert p.gpus == ()
-    assert p.node == "b"  # the node with the most free GPUs
+    assert p.node == "a"  # the default policy packs: the node with the fewest free GPUs
 
 
 def test_place_zero_gpus_with_no_online_node_conflicts():
@@ -204,8 +205,11 @@ def _groups(nodes, model):
     model=st.sampled_from([*MODELS, ANY_MODEL]),
     count=st.integers(0, 7),
     data=st.data(),
+    policy=st.sampled_from(POLICY_NAMES),
 )
-def test_place_properties(nodes, model, count, data):
+def test_place_properties(nodes, model, count, data, policy):
+    for n in nodes:
+        n.policy = policy
     all_uuids = sorted(g.uuid for n in nodes for g in n.free) + ["GPU-gone-0"]
     preferred = frozenset(data.draw(st.sets(st.sampled_from(all_uuids), max_size=4)))
     groups = _groups(nodes, model)
@@ -239,7 +243,7 @@ def test_place_properties(nodes, model, count, data):
     # Best fit: no sufficient group has fewer free GPUs.
     chosen_free = groups[(p.node, chosen_model)]
     for free in groups.values():
-        if len(free) >= count:
+        if len(free) >= count and policy == "best-fit":
             assert len(chosen_free) <= len(free)
 
     # Preferred GPUs come first, then the lowest indexes.

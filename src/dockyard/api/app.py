@@ -34,6 +34,7 @@ from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
 from dockyard.services.login_guard import LoginGuard
+from dockyard.services.queue import Dispatcher
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -147,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = app.state.metrics.store
         autostop = AutoStop(platform, driver, lambda instance_id: store.read(instance_id)[0], store.read_system_disk)
         autostop.start()
+        dispatcher = Dispatcher(platform, driver)  # issue 12: starts queued instances when their GPUs are free
+        dispatcher.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()
         shutdown_listener = inside.start(platform, driver)  # dockyard-shutdown's, for instances only
@@ -159,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         activity.stop()
         app.state.metrics.stop()
         autostop.stop()
+        dispatcher.stop()
         autorelease.stop()
         metering.stop()  # issue 5
         driver.shutdown()
@@ -172,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {"detail": exc.message}
         if exc.field:
             body["field"] = exc.field
+        body.update(getattr(exc, "details", {}))  # e.g. a refusal's free GPUs and ways out (core/queue.py)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(body, status_code=exc.status_code, headers=headers)
 

@@ -39,6 +39,11 @@ class AutoStopRules(Strict):
     auto_stop_on_exit: bool | None = Field(default=None, strict=True, description="stop when the start command exits")
 
 
+# Issue 12: the start queue (docs/queue.md).
+QUEUE_HELP = "when the GPUs are taken, wait in line (status queued) and start by itself when they are free"
+QUEUE_TIMEOUT_HELP = "leave the queue (back to stopped) after this many minutes, 1 to a week; null: never"
+
+
 class LoginRequest(Strict):
     user: str = Field(max_length=64)
     password: str = Field(max_length=1024)
@@ -85,12 +90,19 @@ class CreateInstance(AutoStopRules):
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     gpu_model: str = Field(default=ANY_MODEL, min_length=1, max_length=64)
     gpu_count: int = Field(default=1, ge=0, le=64)
+    gpu_share: str | None = Field(default=None, min_length=1, max_length=32,
+                                  description="part of one GPU (gpu_count 1): 0.5, 0.25 or a MIG profile such as "
+                                              "1g.18gb; the market lists what is offered")
     env: dict[str, str] = Field(default_factory=dict, max_length=128)
     secret_env: dict[str, str] = Field(default_factory=dict, max_length=128,
                                        description="passed to the container, stored encrypted, never shown again")
     command: str | None = Field(default=None, max_length=8192)
     data_disk_gb: int = Field(default=50, ge=1, le=65536)
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
+    auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
+    auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
     volumes: list[str] = Field(default_factory=list, max_length=16,
                                description="NAME mounts your volume as the data disk, NAME:/path elsewhere")
     keep_data_on_release: bool = Field(default=True, description="a release keeps the data disk as a volume")
@@ -123,6 +135,9 @@ class KeyOut(BaseModel):
 
 class StartInstance(Strict):
     no_gpu: bool = False
+    gpu_count: int | None = Field(default=None, description="resize: this many GPUs, for this and later starts")
+    queue: bool = Field(default=False, description=QUEUE_HELP)
+    queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
 
 
 class PatchInstance(AutoStopRules):
@@ -168,6 +183,7 @@ class InstanceOut(BaseModel):
     image: str
     gpu_model: str
     gpu_count: int
+    gpu_share: str | None = None
     no_gpu: bool
     gpus: list[GpuRef]
     # Another user's values (an admin's view) are left out: only the names show.
@@ -181,6 +197,10 @@ class InstanceOut(BaseModel):
     last_jupyter_at: datetime | None = None
     auto_stop_idle_minutes: int | None = None
     auto_stop_max_minutes: int | None = None
+    # Issue 12: while queued, its place (1 = next) among the waiters for its node and GPU model.
+    queue_position: int | None = None
+    queued_at: datetime | None = None
+    queue_deadline: datetime | None = None
     auto_stop_gpu_idle_minutes: int | None = None
     auto_stop_gpu_idle_percent: int | None = None
     auto_stop_at: datetime | None = None
@@ -236,6 +256,12 @@ class EventOut(BaseModel):
     cause: str
 
 
+class ShareOfferOut(BaseModel):
+    share: str = Field(description="what to ask for: gpu_share (CLI --gpus), e.g. 0.5 or 1g.18gb")
+    gpu_fraction: float = Field(description="the part of the GPU's price per hour it costs")
+    free: int = Field(description="how many of this share can be rented now")
+
+
 class MarketRow(BaseModel):
     node: str
     model: str
@@ -246,6 +272,9 @@ class MarketRow(BaseModel):
     driver_version: str | None
     cuda_version: str | None
     online: bool
+    sharing: str | None = Field(default=None, description="time-slicing, mps or mig; null: whole GPUs only")
+    isolation: str | None = Field(default=None, description="what the sharing mode keeps apart between shares")
+    shares: list[ShareOfferOut] = Field(default_factory=list)
 
 
 class ImageIn(Strict):
@@ -339,6 +368,7 @@ class NodeOut(BaseModel):
     memory_per_gpu_bytes: int
     driver_version: str | None
     cuda_version: str | None
+    placement_policy: str = Field("dockyard", description="the placement policy of the node's pool")
 
 
 class MirrorsIn(Strict):

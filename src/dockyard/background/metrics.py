@@ -46,8 +46,9 @@ def running_targets(platform: Platform) -> list[Target]:
             select(Instance.id, Instance.node_name, Instance.container_id, Instance.data_disk_gb)
             .where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None)))}
         if targets:
-            for instance_id, uuid, simulated in db.execute(
-                    select(GpuAssignment.instance_id, Gpu.uuid, Gpu.simulated).join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+            for instance_id, uuid, simulated, _index in db.execute(
+                    select(GpuAssignment.instance_id, Gpu.uuid, Gpu.simulated, Gpu.index).distinct()
+                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
                     .where(GpuAssignment.instance_id.in_(list(targets))).order_by(Gpu.index)):
                 targets[instance_id].gpus.append((uuid, simulated))
     return list(targets.values())

@@ -62,10 +62,11 @@ def nodes(as_json: bool = typer.Option(False, "--json")) -> None:
     rows = Client().get("/nodes")
     if as_json:
         return render.print_json(rows)
-    render.table(None, ["NODE", "URL", "ONLINE", "CPUS", "MEMORY", "CPUS/GPU", "MEM/GPU", "DRIVER", "MAX CUDA"], [
+    render.table(None, ["NODE", "URL", "ONLINE", "CPUS", "MEMORY", "CPUS/GPU", "MEM/GPU", "DRIVER", "MAX CUDA",
+                        "PLACEMENT"], [
         [n["name"], n["url"], "yes" if n["online"] else f"no: {n['status_reason']}", n["cpus"],
          f"{n['memory_bytes'] / 2**30:.0f} GB", f"{n['cpus_per_gpu']:.2f}", f"{n['memory_per_gpu_bytes'] / 2**30:.1f} GB",
-         n["driver_version"] or "-", n["cuda_version"] or "-"]
+         n["driver_version"] or "-", n["cuda_version"] or "-", n["placement_policy"]]
         for n in rows
     ])
 

@@ -23,7 +23,7 @@ from dockyard.cli.metrics import metrics  # issue 7
 from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
 from dockyard.cli.tokens import logout, passwd, tokens_app
-from dockyard.cli.client import CliError, Client, parse_env, parse_seconds, path_key, save_credentials, server_url, wait_for
+from dockyard.cli.client import CliError, Client, parse_env, parse_minutes, parse_seconds, path_key, save_credentials, server_url, wait_for
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -48,6 +48,8 @@ app.command("logout")(logout)
 app.command("passwd")(passwd)
 
 JsonOpt = typer.Option(False, "--json", help="print JSON")
+QUEUE_HELP = "if the GPUs are taken, wait in line (status queued) and start by itself when they are free"
+QUEUE_TIMEOUT_HELP = "with --queue: give up (back to stopped) after this long: 30m, 2h, 1h30m (at most a week)"
 
 
 def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_json: bool) -> None:
@@ -58,7 +60,7 @@ def _finish(client: Client, instance: dict, wait: bool, targets: list[str], as_j
         render.print_json(instance)
     else:
         reason = f" ({instance['status_reason']})" if instance["status_reason"] else ""
-        render.console.print(f"{instance['id']}  {instance['name']}  {render.status(instance['status'])}{reason}")
+        render.console.print(f"{instance['id']}  {instance['name']}  {render.instance_status(instance)}{reason}")
     if instance["status"] == "failed":
         raise typer.Exit(1)
 
@@ -100,11 +102,21 @@ def gpus(as_json: bool = JsonOpt) -> None:
     rows = Client().get("/gpus")
     if as_json:
         return render.print_json(rows)
-    render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "DRIVER", "MAX CUDA", "KIND"], [
-        [r["node"], r["model"], f"{round(r['memory_mb'] / 1024)} GB", r["free"], r["total"], r["driver_version"] or "-",
-         r["cuda_version"] or "-", ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
+    render.table(None, ["NODE", "GPU", "MEMORY", "FREE", "TOTAL", "SHARES (FREE)", "DRIVER", "MAX CUDA", "KIND"], [
+        [r["node"], r["model"], f"{round(r['memory_mb'] / 1024)} GB", r["free"], r["total"], render.shares_text(r),
+         r["driver_version"] or "-", r["cuda_version"] or "-",
+         ("simulated" if r["simulated"] else "real") + ("" if r["online"] else ", offline")]
         for r in rows
     ])
+    for mode, isolation in sorted({(r["sharing"], r["isolation"]) for r in rows if r.get("sharing")}):
+        render.console.print(f"{mode} isolates {isolation}", highlight=False)
+
+
+def gpus_body(gpus: str) -> dict:
+    """--gpus 2 is a count of whole GPUs; anything else is a share of one (the server
+    says whether it is offered)."""
+    text = gpus.strip()
+    return {"gpu_count": int(text)} if text.isdecimal() else {"gpu_count": 1, "gpu_share": text}
 
 
 @app.command()
@@ -112,7 +124,8 @@ def create(
     image: str = typer.Option(..., "--image", "-i", help="image name (see `dockyard images`)"),
     name: Optional[str] = typer.Option(None, "--name", "-n"),
     gpu_model: str = typer.Option("any", "--gpu-model", "-m", help="GPU model, or 'any'"),
-    gpus: int = typer.Option(1, "--gpus", "-g", help="number of GPUs (0 for none)"),
+    gpus: str = typer.Option("1", "--gpus", "-g", help="number of GPUs (0 for none), or a share of one: "
+                             "0.5, 0.25, a MIG profile such as 1g.18gb (see `dockyard gpus`)"),
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
     secret_env: list[str] = typer.Option([], "--secret-env", help="NAME=VALUE kept secret (stored encrypted, "
                                                                    "never shown again), repeatable"),
@@ -121,6 +134,8 @@ def create(
     ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
     auto_stop_idle: Optional[str] = typer.Option(None, "--auto-stop-idle", help=IDLE_HELP),
     auto_stop_after: Optional[str] = typer.Option(None, "--auto-stop-after", help=AFTER_HELP),
+    queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+    queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
     volume: list[str] = typer.Option([], "--volume", "-v",
                                      help="NAME: your volume as the data disk; NAME:/path: mounted there; repeatable"),
     delete_data_on_release: bool = typer.Option(False, "--delete-data-on-release",
@@ -136,12 +151,13 @@ def create(
 ) -> None:
     """Rent an instance."""
     client = Client()
-    body = {"image": image, "name": name, "gpu_model": gpu_model, "gpu_count": gpus, "env": parse_env(env),
+    body = {"image": image, "name": name, "gpu_model": gpu_model, **gpus_body(gpus), "env": parse_env(env),
             "secret_env": parse_env(secret_env, "--secret-env"), "command": command, "data_disk_gb": data_disk,
             "ssh_password": ssh_password, "volumes": volume,
             "keep_data_on_release": not delete_data_on_release, "auto_release_days": auto_release_days,
             **policy_body(auto_stop_idle, auto_stop_after, ("--auto-stop-idle", "--auto-stop-after"), gpu_idle,
-                          gpu_under, stop_at, stop_on_exit)}
+                          gpu_under, stop_at, stop_on_exit),
+            **queue_body(queue, queue_timeout)}
     created = client.post("/instances", body)
     if created.get("ssh_password") and not as_json:
         render.console.print(f"root password (shown once): {created['ssh_password']}", highlight=False)
@@ -212,10 +228,24 @@ def stop(key: str = typer.Argument(..., metavar="ID", callback=path_key), wait: 
 @app.command()
 def start(key: str = typer.Argument(..., metavar="ID", callback=path_key),
           no_gpu: bool = typer.Option(False, "--no-gpu", help="start without GPUs, to reach the files cheaply"),
+          gpus: Optional[int] = typer.Option(None, "--gpus", "-g",
+                                             help="resize: this many GPUs (with CPU and memory to match), from now on"),
+          queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
+          queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
           wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
     """Start a stopped instance on its node, with GPUs assigned afresh."""
     client = Client()
-    _finish(client, client.post(f"/instances/{key}/start", {"no_gpu": no_gpu}), wait, ["running"], as_json)
+    body = {"no_gpu": no_gpu, **({"gpu_count": gpus} if gpus is not None else {}), **queue_body(queue, queue_timeout)}
+    _finish(client, client.post(f"/instances/{key}/start", body), wait, ["running"], as_json)
+
+
+
+def queue_body(queue: bool, timeout: Optional[str]) -> dict:
+    """Issue 12: the queue fields of a start or create (an option left out is not sent)."""
+    if timeout is not None and not queue:
+        raise CliError("--queue-timeout: only with --queue")
+    minutes = parse_minutes(timeout, "--queue-timeout") if timeout is not None else None
+    return {"queue": True, **({"queue_timeout_minutes": minutes} if minutes else {})} if queue else {}
 
 
 @app.command()

@@ -13,7 +13,8 @@ from dockyard.core.autostop import summary
 
 # Piped output is not wrapped at 80 columns: tables stay one line per row for grep.
 console = Console(width=None if sys.stdout.isatty() else 200)
-STATUS_STYLE = {"running": "green", "failed": "red", "lost": "red", "stopped": "yellow", "released": "dim"}
+STATUS_STYLE = {"running": "green", "failed": "red", "lost": "red", "stopped": "yellow", "released": "dim",
+                "queued": "cyan"}
 
 
 def print_json(data) -> None:
@@ -34,6 +35,18 @@ def status(value: str) -> str:
     return f"[{style}]{value}[/{style}]" if style else value
 
 
+def instance_status(instance: dict) -> str:
+    """The status, with the place in line while queued (issue 12): 'queued #2'."""
+    place = f" #{instance['queue_position']}" if instance.get("queue_position") else ""
+    return status(instance["status"]) + place
+
+
+def queue_text(instance: dict) -> str:
+    until = f", gives up {when(instance['queue_deadline'])}" if instance.get("queue_deadline") else ""
+    return (f"position {instance['queue_position']} for {instance['gpu_count']} x {instance['gpu_model']} "
+            f"on {instance['node']}, since {when(instance['queued_at'])}{until}")
+
+
 def when(value: str | None) -> str:
     if not value:
         return "-"
@@ -45,7 +58,14 @@ def gpus_text(instance: dict) -> str:
         return "none (no-GPU mode)" if instance["no_gpu"] else "none"
     indexes = ",".join(str(g["index"]) for g in instance["gpus"])
     sim = " (simulated)" if instance["gpus"][0]["simulated"] else ""
+    if instance.get("gpu_share"):
+        return f"{instance['gpu_share']} of {instance['gpu_model']} [{indexes}]{sim}"
     return f"{len(instance['gpus'])} x {instance['gpu_model']} [{indexes}]{sim}"
+
+
+def shares_text(row: dict) -> str:
+    """A market row's shares: '0.5 (1), 0.25 (3)'; '-' where its GPUs rent whole only."""
+    return ", ".join(f"{s['share']} ({s['free']})" for s in row.get("shares") or []) or "-"
 
 
 def policy(instance: dict) -> str:
@@ -63,7 +83,7 @@ def instances(rows: list[dict]) -> None:
     table(
         None,
         ["ID", "NAME", "STATUS", "GPUS", "NODE", "IMAGE", "CREATED"],
-        [[i["id"], i["name"], status(i["status"]), gpus_text(i), i["node"], i["image"], when(i["created_at"])]
+        [[i["id"], i["name"], instance_status(i), gpus_text(i), i["node"], i["image"], when(i["created_at"])]
          for i in rows],
     )
 
@@ -76,7 +96,8 @@ def data_disk(data: dict) -> str:
 def instance(data: dict, events: list[dict]) -> None:
     fields = [
         ("id", data["id"]), ("name", data["name"]), ("owner", data["owner"]),
-        ("status", status(data["status"]) + (f" ({data['status_reason']})" if data["status_reason"] else "")),
+        ("status", instance_status(data) + (f" ({data['status_reason']})" if data["status_reason"] else "")),
+        *([("queue", queue_text(data))] if data.get("queue_position") else []),
         ("node", data["node"]), ("image", data["image"]), ("gpus", gpus_text(data)),
         ("data disk", data_disk(data)),
         ("volumes", ", ".join(v for v in data.get("volumes", []) if not v.endswith(":/root/data")) or "-"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.placement import ANY_MODEL, NodeView, Placement, place
+from dockyard.core.policies import MILLI
 
 # Hostnames `<cluster>-<rank>` must be valid DNS labels: lower case, digits, hyphens.
 CLUSTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,49}$"
@@ -118,8 +119,12 @@ def place_cluster(nodes: list[NodeView], shape: ClusterShape,
     views = {n.name: replace(n, free=[g for g in n.free if g.model == model]) for n in online}
     placements = []
     for name in order:
-        chosen = place([views[name]], model, shape.gpus)
-        views[name].free = [g for g in views[name].free if g not in chosen.gpus]
+        view = views[name]
+        chosen = place([view], model, shape.gpus)
+        view.free = [g for g in view.free if g not in chosen.gpus]
+        if view.host_share is not None:  # what this member holds of the node, for the next
+            cpus, memory = view.host_share.of(shape.gpus * MILLI, view.cpus)
+            view.cpus_used, view.memory_used_bytes = view.cpus_used + cpus, view.memory_used_bytes + memory
         placements.append(chosen)
     return placements
 

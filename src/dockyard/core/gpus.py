@@ -43,6 +43,15 @@ _DRIVER_RE = re.compile(r"^\d{3}(\.\d{1,3}){1,2}$")
 
 
 @dataclass(frozen=True)
+class MigFacts:
+    """One MIG instance of a GPU in MIG mode: what a container is given by its UUID."""
+
+    uuid: str
+    profile: str  # '1g.18gb'
+    memory_mb: int
+
+
+@dataclass(frozen=True)
 class GpuFacts:
     """One GPU as a node reports it, real or simulated."""
 
@@ -53,6 +62,7 @@ class GpuFacts:
     driver_version: str
     cuda_version: str
     simulated: bool
+    mig: tuple[MigFacts, ...] = ()  # its MIG instances, when it is in MIG mode
 
 
 def driver_branch(driver_version: str | None) -> int:

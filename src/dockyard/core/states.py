@@ -16,6 +16,8 @@ class Status(StrEnum):
     RELEASING = "releasing"
     RELEASED = "released"
     FAILED = "failed"
+    # Waiting for its node's GPUs (core/queue.py): holds none, owes the engines nothing.
+    QUEUED = "queued"
     LOST = "lost"  # its node stopped answering; comes back stopped when the node returns
 
 
@@ -30,8 +32,12 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED, Status.LOST}),
     Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED, Status.LOST}),
     Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING, Status.LOST}),
-    Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
-    Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
+    Status.STOPPED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING, Status.FAILED}),
+    Status.FAILED: frozenset({Status.STARTING, Status.QUEUED, Status.RELEASING}),
+    # Dequeued into creating (a queued create) or starting; cancelled by a stop or its
+    # timeout back to stopped (its disks, if any, kept); released at once by `rm`. It
+    # holds nothing on its node, so it is never lost: it waits while the node is away.
+    Status.QUEUED: frozenset({Status.CREATING, Status.STARTING, Status.STOPPED, Status.RELEASING}),
     # A release that overran its deadline fails with its data kept, to be asked again.
     Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
@@ -40,6 +46,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 # What a user asks for, and the status it leads to.
+# A start whose GPUs are taken may go to queued instead (services/instances.request_start).
 _USER_ACTIONS = {"stop": Status.STOPPING, "start": Status.STARTING, "release": Status.RELEASING}
 
 
@@ -52,6 +59,10 @@ def check_user_action(current: Status, action: str) -> Status:
     target = _USER_ACTIONS[action]
     if current == Status.RELEASING and action == "release":
         return target  # asking twice is harmless
+    if current == Status.QUEUED and action == "stop":
+        return Status.STOPPED  # nothing runs yet: a stop leaves the queue at once
+    if current == Status.QUEUED and action == "start":
+        raise Conflict("the instance is already queued for its GPUs; `dockyard stop` leaves the queue")
     if current == Status.LOST and action != "release":
         raise Conflict(f"cannot {action} an instance that is lost: its node does not answer; it comes back "
                        "stopped, with its disks, when the node returns (a release is accepted now)")

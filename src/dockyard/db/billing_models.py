@@ -45,6 +45,7 @@ class UsageSegment(Base):
     node: Mapped[str] = mapped_column(String(64))
     gpu_model: Mapped[str] = mapped_column(String(64))
     gpu_count: Mapped[int] = mapped_column(Integer)
+    gpu_milli: Mapped[int] = mapped_column(Integer)  # GPU thousandths billed: 1000 a whole GPU
     no_gpu: Mapped[bool] = mapped_column(Boolean)
     settled_until: Mapped[datetime] = mapped_column()
     done: Mapped[bool] = mapped_column(Boolean, default=False)

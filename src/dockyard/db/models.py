@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -170,6 +171,24 @@ class Gpu(Base):
     simulated: Mapped[bool] = mapped_column(Boolean)
     # A GPU that disappeared from its node stays (old instances name it) but is not placed.
     present: Mapped[bool] = mapped_column(Boolean, default=True)
+    # How its node shares it (core/sharing.py): None (whole only), time-slicing, mps, mig.
+    sharing: Mapped[str | None] = mapped_column(String(16))
+
+
+class GpuSlot(Base):
+    """One rentable part of a GPU: a GPU that is not shared has one, one split in N parts
+    has N, one in MIG mode one per MIG instance. Only slots can be assigned, each once, so
+    a GPU's parts cannot be over-committed; a whole rental of a GPU takes all its slots."""
+
+    __tablename__ = "gpu_slots"
+    __table_args__ = (UniqueConstraint("gpu_id", "slot"), UniqueConstraint("id", "gpu_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"), index=True)
+    slot: Mapped[int] = mapped_column(Integer)
+    # A MIG instance: the UUID a container is given, its profile and memory.
+    mig_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    mig_profile: Mapped[str | None] = mapped_column(String(32))
+    memory_mb: Mapped[int | None] = mapped_column(Integer)
 
 
 class Image(Base):
@@ -244,6 +263,10 @@ class Instance(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
     gpu_model: Mapped[str] = mapped_column(String(64))
     gpu_count: Mapped[int] = mapped_column(Integer)
+    # A share of one GPU ("0.5", "1g.18gb"; gpu_count is then 1), and the GPU thousandths
+    # it is billed for: 1000 per whole GPU, 500 for a half.
+    gpu_share: Mapped[str | None] = mapped_column(String(32))
+    gpu_milli: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     # True while started with --no-gpu: it holds no GPUs and gets the small share.
@@ -290,6 +313,12 @@ class Instance(Base):
     # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
+    # The start queue (core/queue.py): arrival order among all waiters, when it joined,
+    # when it gives up (None: never), and the status it leaves the queue into.
+    queue_seq: Mapped[int | None] = mapped_column(Integer, index=True)
+    queued_at: Mapped[datetime | None] = mapped_column()
+    queue_deadline: Mapped[datetime | None] = mapped_column()
+    queue_next: Mapped[str | None] = mapped_column(String(16))
     # Volumes (docs/volumes.md): a release keeps the data disk as a volume (named
     # keep_data_as, else after the instance) unless this was turned off; released after
     # auto_release_days stopped (None: the operator's setting). The notices sent about
@@ -306,11 +335,14 @@ class Instance(Base):
 
 
 class GpuAssignment(Base):
-    """A GPU held by an instance. The primary key on gpu_id makes a double assignment
-    impossible: a second insert for the same GPU fails in the database itself."""
+    """A GPU slot held by an instance. The primary key on slot_id makes a double assignment
+    impossible: a second insert for the same slot fails in the database itself; the
+    foreign key on (slot_id, gpu_id) keeps gpu_id the slot's own GPU."""
 
     __tablename__ = "gpu_assignments"
-    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"), primary_key=True)
+    __table_args__ = (ForeignKeyConstraint(["slot_id", "gpu_id"], ["gpu_slots.id", "gpu_slots.gpu_id"]),)
+    slot_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id"), index=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
     assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -30,8 +30,11 @@ class ContainerSpec:
     network: str  # network id
     volumes: dict[str, str]  # volume name -> mount point
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> (host ip, host port)
-    gpu_uuids: list[str] = field(default_factory=list)
+    gpu_uuids: list[str] = field(default_factory=list)  # GPU or MIG instance UUIDs
     real_gpus: bool = False  # device request for gpu_uuids (else env values only)
+    # An MPS client of its GPU's daemon (core/sharing.py): it joins the daemon's IPC
+    # namespace ("container:<daemon>"), and has no /dev/shm size of its own then.
+    ipc_mode: str | None = None
     nano_cpus: int = 0
     memory_bytes: int = 0
     pids_limit: int = 0
@@ -130,3 +133,4 @@ class Runtime(Protocol):
     def flatten(self, ref: str, repository: str, tag: str) -> str: ...
     def list_images(self, labels: dict[str, str]) -> list[str]: ...
     def remove_image(self, ref: str) -> None: ...
+    def ensure_mps_daemon(self, name: str, gpu_uuid: str, image: str, volume: str, labels: dict[str, str]) -> None: ...

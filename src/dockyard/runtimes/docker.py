@@ -20,6 +20,7 @@ from docker.utils import version_gte
 from dockyard.config import NodeConfig
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
+from dockyard.core.sharing import MPS_PIPE_DIR
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
@@ -260,7 +261,8 @@ class DockerRuntime:
                 mem_limit=spec.memory_bytes or None,
                 memswap_limit=spec.memory_bytes or None,
                 pids_limit=spec.pids_limit or None,
-                shm_size=spec.shm_bytes or None,
+                shm_size=(spec.shm_bytes or None) if spec.ipc_mode is None else None,
+                ipc_mode=spec.ipc_mode,
                 storage_opt={"size": f"{spec.system_disk_gb}G"} if spec.system_disk_gb and self.limits_system_disk
                 else None,
                 # NCCL pins memory (memlock) and opens many sockets and files (nofile).
@@ -548,6 +550,19 @@ class DockerRuntime:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         return [tag for image in self.client.images.list(filters=filters) for tag in image.tags]
 
+    def ensure_mps_daemon(self, name: str, gpu_uuid: str, image: str, volume: str, labels: dict[str, str]) -> None:
+        """Start (or create) the MPS daemon of one GPU; a running one is left alone."""
+        found = self.inspect(name)
+        if found is not None and found.running:
+            return
+        try:
+            if found is None:
+                self.ensure_volume(volume, labels)
+                self.client.containers.create(**mps_daemon_config(name, gpu_uuid, image, volume, labels))
+            self.client.api.start(name)
+        except APIError as exc:
+            raise _error(exc) from exc
+
     def remove_image(self, ref: str) -> None:
         try:
             self.client.api.remove_image(ref, noprune=False)
@@ -581,6 +596,26 @@ class CappedStream:
             self.chunks.close()
         except Exception:  # already closed, or closed under a reader
             pass
+
+
+def mps_daemon_config(name: str, gpu_uuid: str, image: str, volume: str, labels: dict[str, str]) -> dict:
+    """The container of one GPU's MPS control daemon (docs/gpu-sharing.md): the GPU alone,
+    with the compute capability (the NVIDIA runtime mounts nvidia-cuda-mps-control then),
+    its pipe directory on a volume its clients mount too, and an IPC namespace they join."""
+    return dict(
+        image=image,
+        command=["nvidia-cuda-mps-control", "-f"],
+        name=name,
+        environment={"CUDA_MPS_PIPE_DIRECTORY": MPS_PIPE_DIR, "CUDA_MPS_LOG_DIRECTORY": f"{MPS_PIPE_DIR}/log"},
+        labels={**labels, "dockyard.mps": gpu_uuid},
+        volumes={volume: {"bind": MPS_PIPE_DIR, "mode": "rw"}},
+        device_requests=[DeviceRequest(device_ids=[gpu_uuid], capabilities=[["gpu", "compute", "utility"]])],
+        ipc_mode="shareable",
+        network_mode="none",
+        restart_policy={"Name": "unless-stopped"},
+        security_opt=["no-new-privileges"],
+        log_config={"type": "json-file", "config": {"max-size": "5m", "max-file": "2"}},
+    )
 
 
 def device_requests(spec: ContainerSpec) -> list[DeviceRequest] | None:

@@ -6,7 +6,11 @@ and where the docker package is missing; pynvml and docker are imported when use
 
 from __future__ import annotations
 
-from dockyard.core.gpus import GpuFacts, max_cuda_for_driver
+import dataclasses
+import re
+
+from dockyard.core.gpus import GpuFacts, MigFacts, max_cuda_for_driver
+from dockyard.core.sharing import is_mig_profile, mig_memory_mb
 
 # The query discover_with_container runs; parse_nvidia_smi reads its output.
 NVIDIA_SMI_QUERY = [
@@ -14,6 +18,10 @@ NVIDIA_SMI_QUERY = [
     "--query-gpu=index,uuid,name,memory.total,driver_version",
     "--format=csv,noheader,nounits",
 ]
+# Then `nvidia-smi -L`, which lists the MIG instances of GPUs in MIG mode under their GPU.
+LIST_SEPARATOR = "--- nvidia-smi -L ---"
+_LIST_GPU_RE = re.compile(r"^GPU \d+: .*\(UUID: (GPU-[0-9a-fA-F-]+)\)")
+_LIST_MIG_RE = re.compile(r"^\s+MIG (\S+)\s+Device\s+\d+: \(UUID: (MIG-[0-9a-zA-Z/-]+)\)")
 
 
 def short_model_name(name: str | bytes) -> str:
@@ -31,6 +39,33 @@ def _cuda_version(code: int) -> str:
 
 def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def mig_profile_of(name: str) -> str | None:
+    """'NVIDIA H200 MIG 1g.18gb' (a MIG device's NVML name) -> '1g.18gb'."""
+    found = re.search(r"MIG (\S+)$", name.strip())
+    return found.group(1) if found and is_mig_profile(found.group(1)) else None
+
+
+def _nvml_mig_instances(pynvml, handle) -> tuple[MigFacts, ...]:
+    """The MIG instances of a GPU in MIG mode; () for a GPU without MIG or with it off."""
+    try:
+        current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+    except pynvml.NVMLError:  # NOT_SUPPORTED: a GPU that has no MIG
+        return ()
+    if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+        return ()
+    found = []
+    for place in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, place)
+        except pynvml.NVMLError:  # NOT_FOUND: no instance at this place
+            continue
+        profile = mig_profile_of(_text(pynvml.nvmlDeviceGetName(mig)))
+        if profile:
+            found.append(MigFacts(uuid=_text(pynvml.nvmlDeviceGetUUID(mig)), profile=profile,
+                                  memory_mb=pynvml.nvmlDeviceGetMemoryInfo(mig).total // (1024 * 1024)))
+    return tuple(found)
 
 
 def discover_nvml() -> list[GpuFacts]:
@@ -57,6 +92,7 @@ def discover_nvml() -> list[GpuFacts]:
                     driver_version=driver,
                     cuda_version=cuda,
                     simulated=False,
+                    mig=_nvml_mig_instances(pynvml, handle),
                 )
             )
         return gpus
@@ -86,6 +122,33 @@ def parse_nvidia_smi(csv_text: str) -> list[GpuFacts]:
     return gpus
 
 
+def parse_mig_list(list_text: str) -> dict[str, tuple[MigFacts, ...]]:
+    """Parse `nvidia-smi -L`: GPU UUID -> its MIG instances (only GPUs that have some)."""
+    found: dict[str, list[MigFacts]] = {}
+    gpu = None
+    for line in list_text.splitlines():
+        if match := _LIST_GPU_RE.match(line):
+            gpu = match.group(1)
+        elif (match := _LIST_MIG_RE.match(line)) and gpu and is_mig_profile(match.group(1)):
+            profile = match.group(1)
+            found.setdefault(gpu, []).append(MigFacts(uuid=match.group(2), profile=profile,
+                                                      memory_mb=mig_memory_mb(profile)))
+    return {uuid: tuple(migs) for uuid, migs in found.items()}
+
+
+def parse_discovery(output: str) -> list[GpuFacts]:
+    """The output of the discovery script: the query's lines, then `nvidia-smi -L`'s."""
+    query, _, listing = output.partition(LIST_SEPARATOR)
+    migs = parse_mig_list(listing)
+    return [dataclasses.replace(g, mig=migs.get(g.uuid, ())) for g in parse_nvidia_smi(query)]
+
+
+def discovery_script() -> list[str]:
+    query = " ".join(NVIDIA_SMI_QUERY)
+    # A driver too old for -L still reports its GPUs (as whole ones).
+    return ["/bin/sh", "-c", f"{query} && {{ echo '{LIST_SEPARATOR}'; nvidia-smi -L || true; }}"]
+
+
 def discover_with_container(client, image: str) -> list[GpuFacts]:
     """The GPUs of a (possibly remote) Docker engine, read by nvidia-smi in a throwaway
     container; [] where the engine has no NVIDIA runtime or GPUs."""
@@ -94,8 +157,8 @@ def discover_with_container(client, image: str) -> list[GpuFacts]:
     gpu_request = docker.types.DeviceRequest(count=-1, capabilities=[["gpu", "utility"]])
     try:
         output = client.containers.run(
-            image, NVIDIA_SMI_QUERY, device_requests=[gpu_request], remove=True
+            image, discovery_script(), device_requests=[gpu_request], remove=True
         )
     except (docker.errors.APIError, docker.errors.ContainerError):
         return []
-    return parse_nvidia_smi(_text(output))
+    return parse_discovery(_text(output))

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import US, US_PER_DAY, US_PER_HOUR, PaymentRequired, PriceRow
+from dockyard.core.sharing import MILLI, format_milli
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
 from dockyard.db.billing_models import (Account, Notice, Posting, PriceEntry, StorageCursor, UsageSegment,
                                         VolumeStorageCursor, Voucher)
@@ -42,6 +43,8 @@ PRICE_KINDS = {"gpu": "per GPU per hour", "no_gpu": "per hour", "disk": "per GB 
 REVENUE, RECHARGES, VOUCHERS = "platform:revenue", "platform:recharges", "platform:vouchers"
 SCAN_META = "billing.scan_from_us"
 IMAGES_META = "billing.images_until_us"
+# Usage is priced per GPU-hour and held in GPU thousandths: its integrals are per this unit.
+GPU_UNIT_US = US_PER_HOUR * MILLI
 RESCAN_US = 300 * US  # events that commit up to this late are still found
 _settle_lock = threading.Lock()
 
@@ -128,17 +131,19 @@ def list_prices(db: Session, settings: Settings) -> list[dict]:
     return out
 
 
-def hourly_price(rows: list[PriceRow], model: str, count: int, node: str, no_gpu: bool, at_us: int) -> int:
-    """Minor units per hour of an instance in a mode, at a moment."""
-    if no_gpu or count == 0:
+def hourly_price(rows: list[PriceRow], model: str, milli: int, node: str, no_gpu: bool, at_us: int) -> int:
+    """Minor units per hour of an instance holding `milli` GPU thousandths (1000 a whole
+    GPU, 500 a half) in a mode, at a moment (rounded down; the ledger charges exactly)."""
+    if no_gpu or milli == 0:
         return core.rate_at(core.price_steps(rows, "no_gpu", "", node), at_us)
-    return count * core.rate_at(core.price_steps(rows, "gpu", model, node), at_us)
+    return milli * core.rate_at(core.price_steps(rows, "gpu", model, node), at_us) // MILLI
 
 
 def _segment_steps(rows: list[PriceRow], seg) -> tuple[core.Steps, int]:
-    if seg.no_gpu or seg.gpu_count == 0:
-        return core.price_steps(rows, "no_gpu", "", seg.node), 1
-    return core.price_steps(rows, "gpu", seg.gpu_model, seg.node), seg.gpu_count
+    """A run's price steps and multiplier, per GPU_UNIT_US: a GPU's price times its milli-GPUs."""
+    if seg.no_gpu or seg.gpu_milli == 0:
+        return core.price_steps(rows, "no_gpu", "", seg.node), MILLI
+    return core.price_steps(rows, "gpu", seg.gpu_model, seg.node), seg.gpu_milli
 
 
 # ---- balances --------------------------------------------------------------------------------
@@ -149,19 +154,19 @@ def user_balance(db: Session, user_id: int) -> int:
     return int(db.scalar(select(func.coalesce(func.sum(Account.balance), 0)).where(Account.user_id == user_id)) or 0)
 
 
-def check_can_afford(db: Session, settings: Settings, user: User, model: str, count: int, node: str,
+def check_can_afford(db: Session, settings: Settings, user: User, model: str, milli: int, node: str,
                      no_gpu: bool = False) -> None:
     """Refuse a create/start when the balance cannot pay the configured minimum of minutes."""
     if not settings.billing_enabled:
         return
-    price = hourly_price(price_rows(db), model, count, node, no_gpu, to_us(utcnow()))
+    price = hourly_price(price_rows(db), model, milli, node, no_gpu, to_us(utcnow()))
     if price == 0:
         return
     required = core.ceil_div(int(price * settings.min_balance_minutes * 60), 3600)
     balance = user_balance(db, user.id)
     available = balance + core.parse_amount(settings.credit_limit, "credit_limit")
     if available < max(required, 1):
-        what = "no GPU" if (no_gpu or count == 0) else f"{count} x {model}"
+        what = "no GPU" if (no_gpu or milli == 0) else f"{format_milli(milli)} x {model}"
         raise PaymentRequired(
             f"balance: {money(settings, balance)} cannot cover {settings.min_balance_minutes:g} minutes of this "
             f"instance ({what}) at {money(settings, price)}/hour, {money(settings, required)}; "
@@ -306,7 +311,7 @@ def derive_segments(platform, horizon: int, report: SettleReport) -> None:
         E = InstanceEvent
         query = (
             select(E.id, E.instance_id, E.at, E.cause, Instance.owner_id, Instance.node_name, Instance.gpu_model,
-                   Instance.gpu_count, Instance.no_gpu)
+                   Instance.gpu_count, Instance.gpu_milli, Instance.no_gpu)
             .join(Instance, Instance.id == E.instance_id)
             .outerjoin(UsageSegment, UsageSegment.start_event_id == E.id)
             .where(E.to_status == "running", or_(E.from_status.is_(None), E.from_status != "running"),
@@ -317,7 +322,7 @@ def derive_segments(platform, horizon: int, report: SettleReport) -> None:
         new = [
             {"instance_id": r.instance_id, "user_id": r.owner_id, "start_event_id": r.id, "started_at": r.at,
              "node": r.node_name, "gpu_model": r.gpu_model, "gpu_count": r.gpu_count,
-             "no_gpu": _run_mode(r.cause, r.no_gpu, r.gpu_count), "settled_until": r.at, "done": False}
+             "gpu_milli": r.gpu_milli, "no_gpu": _run_mode(r.cause, r.no_gpu, r.gpu_count), "settled_until": r.at, "done": False}
             for r in db.execute(query.order_by(E.id))
         ]
         if new:
@@ -422,7 +427,7 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
         with platform.sessions.begin() as db:
             segs = db.execute(
                 select(t.c.id, t.c.instance_id, t.c.user_id, t.c.started_at, t.c.ended_at, t.c.settled_until,
-                       t.c.node, t.c.gpu_model, t.c.gpu_count, t.c.no_gpu)
+                       t.c.node, t.c.gpu_model, t.c.gpu_milli, t.c.no_gpu)
                 .where(t.c.done.is_(False), t.c.id > last_id).order_by(t.c.id).limit(chunk)
             ).all()
             if not segs:
@@ -436,11 +441,12 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
                 closed = seg.ended_at is not None
                 limit = to_us(seg.ended_at) if closed else min(horizon, seen.get(seg.node, horizon))
                 until = to_us(seg.settled_until)
-                mode = (seg.no_gpu or seg.gpu_count == 0, seg.gpu_model, seg.gpu_count, seg.node)
+                mode = (seg.no_gpu or seg.gpu_milli == 0, seg.gpu_model, seg.gpu_milli, seg.node)
                 if mode not in steps_cache:
                     steps_cache[mode] = _segment_steps(rows, seg)
                 steps, multiplier = steps_cache[mode]
-                found = core.windows(steps, multiplier, to_us(seg.started_at), until, limit, closed)
+                found = core.windows(steps, multiplier, to_us(seg.started_at), until, limit, closed,
+                                     unit_us=GPU_UNIT_US)
                 if found or (closed and until >= limit):
                     work.append((seg, found, closed))
             if not work:
@@ -628,14 +634,14 @@ def enforce(platform, rows: list[PriceRow], horizon: int, report: SettleReport, 
     floor = -core.parse_amount(settings.credit_limit, "credit_limit")
     to_stop: list[tuple[str, str]] = []
     with platform.sessions.begin() as db:
-        running = db.execute(select(Instance.id, Instance.owner_id, Instance.gpu_model, Instance.gpu_count,
+        running = db.execute(select(Instance.id, Instance.owner_id, Instance.gpu_model, Instance.gpu_milli,
                                     Instance.node_name, Instance.no_gpu)
                              .where(Instance.status == Status.RUNNING)).all()
         rate: dict[int, int] = defaultdict(int)
         paying: dict[int, list[str]] = defaultdict(list)
         prices: dict[tuple, int] = {}
         for r in running:
-            mode = (r.gpu_model, r.gpu_count, r.node_name, r.no_gpu)
+            mode = (r.gpu_model, r.gpu_milli, r.node_name, r.no_gpu)
             if mode not in prices:
                 prices[mode] = hourly_price(rows, *mode, now)
             price = prices[mode]
@@ -646,16 +652,16 @@ def enforce(platform, rows: list[PriceRow], horizon: int, report: SettleReport, 
         pending: dict[int, int] = defaultdict(int)
         steps_cache: dict[tuple, tuple[core.Steps, int]] = {}
         for seg in db.execute(select(UsageSegment.user_id, UsageSegment.started_at, UsageSegment.settled_until,
-                                     UsageSegment.node, UsageSegment.gpu_model, UsageSegment.gpu_count,
+                                     UsageSegment.node, UsageSegment.gpu_model, UsageSegment.gpu_milli,
                                      UsageSegment.no_gpu).where(UsageSegment.ended_at.is_(None))):
             if seg.user_id in rate:
-                mode = (seg.no_gpu or seg.gpu_count == 0, seg.gpu_model, seg.gpu_count, seg.node)
+                mode = (seg.no_gpu or seg.gpu_milli == 0, seg.gpu_model, seg.gpu_milli, seg.node)
                 if mode not in steps_cache:
                     steps_cache[mode] = _segment_steps(rows, seg)
                 steps, multiplier = steps_cache[mode]
                 origin, until = to_us(seg.started_at), to_us(seg.settled_until)
-                pending[seg.user_id] += (core.cum_floor(steps, multiplier, US_PER_HOUR, origin, max(until, horizon))
-                                         - core.cum_floor(steps, multiplier, US_PER_HOUR, origin, until))
+                pending[seg.user_id] += (core.cum_floor(steps, multiplier, GPU_UNIT_US, origin, max(until, horizon))
+                                         - core.cum_floor(steps, multiplier, GPU_UNIT_US, origin, until))
         warned_users = set(db.scalars(select(Account.user_id).where(Account.kind == "wallet", Account.low_warned.is_(True))))
         users = set(rate) | warned_users
         balances = dict(db.execute(select(Account.user_id, func.sum(Account.balance))
@@ -694,7 +700,7 @@ def enforce(platform, rows: list[PriceRow], horizon: int, report: SettleReport, 
 
 def instance_costs(db: Session, settings: Settings, instance: Instance) -> tuple[str, str]:
     """An instance's price per hour in its current mode, and what it has been charged."""
-    price = hourly_price(price_rows(db), instance.gpu_model, instance.gpu_count, instance.node_name, instance.no_gpu,
+    price = hourly_price(price_rows(db), instance.gpu_model, instance.gpu_milli, instance.node_name, instance.no_gpu,
                          to_us(utcnow()))
     cost = db.scalar(select(func.coalesce(func.sum(Posting.amount), 0))
                      .where(Posting.instance_id == instance.id, Posting.kind.in_(("usage", "storage"))))
@@ -715,7 +721,7 @@ def balance_view(db: Session, settings: Settings, user: User) -> dict:
     rate = 0
     for i in db.scalars(select(Instance).where(Instance.owner_id == user.id, Instance.status != "released")
                         .order_by(Instance.created_at)):
-        price = hourly_price(rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu, now)
+        price = hourly_price(rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu, now)
         if i.status in ("running", "stopping"):
             rate += price
         cost = db.scalar(select(func.coalesce(func.sum(Posting.amount), 0)).where(Posting.instance_id == i.id))
@@ -780,6 +786,16 @@ def postings(db: Session, user: User | None = None, instance_id: str | None = No
 # ---- verification ---------------------------------------------------------------------------
 
 
+def verify_now(platform) -> dict:
+    """verify() on one snapshot of the books. On PostgreSQL a READ COMMITTED transaction sees
+    each statement's own: a settlement committing between the sums of postings and the read of
+    balances would show as a broken ledger. SQLite's transactions already see one snapshot."""
+    with platform.sessions.begin() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return verify(db, platform.settings)
+
+
 def verify(db: Session, settings: Settings) -> dict:
     """The ledger's invariants: balances equal their postings, money is conserved, and every
     run is covered by its windows exactly once, each charged what the price book says."""
@@ -825,7 +841,7 @@ def verify(db: Session, settings: Settings) -> dict:
             problems.append(f"segment {seg.id} is done but not settled to its end")
         if settings.billing_enabled:
             steps, multiplier = _segment_steps(rows, seg)
-            expected = core.cum_floor(steps, multiplier, US_PER_HOUR, origin, until)
+            expected = core.cum_floor(steps, multiplier, GPU_UNIT_US, origin, until)
             if charged.get(seg.id, 0) != expected:
                 problems.append(f"segment {seg.id}: charged {charged.get(seg.id, 0)}, its price integral is {expected}")
     storage: dict[str, list[tuple[int, int]]] = defaultdict(list)

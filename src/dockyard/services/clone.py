@@ -49,6 +49,7 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
     request = instances.CreateRequest(
         image=image.name, name=name, gpu_model=source.gpu_model,
         gpu_count=source.gpu_count if gpu_count is None else gpu_count,
+        gpu_share=source.gpu_share if gpu_count is None else None,  # a share clones as the same share
         env=dict(source.env or {}), secret_env=platform.secret_box.open(source.secret_env),
         command=source.command, data_disk_gb=disk_gb,
         ssh_password=bool(source.ssh_password), auto_stop_idle_minutes=source.auto_stop_idle_minutes,

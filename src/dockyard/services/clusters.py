@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from dockyard.core import clusters as core
 from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import ANY_MODEL
+from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import cluster_net
@@ -107,7 +108,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
         with platform.sessions.begin() as db:
             image = images.image_named(db, user, request.image)
             instances._lock_allocation(db)
-            views = instances._node_views(db)
+            views = instances._node_views(db, platform.settings)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)
             views = instances._nodes_for_image(db, views, image, request.gpu_model, request.gpus)
             placements = core.place_cluster(views, shape, groups)
@@ -115,7 +116,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             used = sorted({p.node for p in placements})
             from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
 
-            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes, used[0])
+            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
             _check_names_free(db, user, request.name, request.nodes)
             cluster = Cluster(
                 id=secrets.token_hex(6), owner_id=user.id, name=request.name, members=request.nodes,
@@ -130,6 +131,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
                 instance = Instance(
                     id=secrets.token_hex(6), owner_id=user.id, name=f"{request.name}-{rank}",
                     node_name=placement.node, image_id=image.id, gpu_model=model, gpu_count=request.gpus,
+                    gpu_milli=request.gpus * MILLI,
                     status=Status.CREATING, env=request.env, command=request.command,
                     data_disk_gb=request.data_disk_gb, jupyter_token=secrets.token_hex(24),
                     ssh_port=instances.free_ssh_port(db, platform, placement.node),
@@ -172,7 +174,7 @@ def start_cluster(platform: Platform, user: User, key: str) -> tuple[Cluster, li
         if not waiting:
             raise Conflict(f"cluster {cluster.name}: no member is stopped (they are "
                            f"{', '.join(sorted({m.status for m in members(db, cluster.id)}))})")
-        views = {v.name: v for v in instances._node_views(db)}
+        views = {v.name: v for v in instances._node_views(db, platform.settings)}
         short = []
         for member in waiting:  # look before acting: most refusals leave nothing to undo
             view = views.get(member.node_name)

@@ -14,11 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from dockyard.core import mirrors as core_mirrors
+from dockyard.core.sharing import MILLI, MPS_PIPE_DIR, GpuAccess, gpu_access
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
-from dockyard.services.instances import assigned_gpus, free_ssh_port, transition
 from dockyard.services import inside, mirrors, volumes
+from dockyard.services.instances import assigned_gpus, assigned_slots, free_ssh_port, host_share, transition
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -37,6 +38,19 @@ def data_volume(platform: Platform, instance_id: str) -> str:
 
 def user_network(platform: Platform, owner_id: int) -> str:
     return f"dy-{platform.deployment}-user{owner_id}"
+
+
+def mps_daemon_name(platform: Platform, gpu_uuid: str) -> str:
+    """One MPS daemon container (and pipe volume) per shared GPU and deployment."""
+    return f"dy-{platform.deployment}-mps-{gpu_uuid.removeprefix('GPU-')}"
+
+
+def access_for(instance: Instance, gpus: list, slots: list) -> GpuAccess:
+    """What the container of an instance gets of the GPUs (or share) it holds."""
+    return gpu_access(
+        [g.uuid for g in gpus], instance.gpu_share, instance.gpu_milli, gpus[0].sharing if gpus else None,
+        [s.mig_uuid for s in slots if s.mig_uuid], gpus[0].memory_mb if gpus else 0,
+        real=bool(gpus) and not gpus[0].simulated)
 
 
 class Driver:
@@ -123,13 +137,14 @@ class Driver:
         runtime = self.platform.runtime(instance.node_name)
         with self.platform.sessions.begin() as db:
             gpus = assigned_gpus(db, instance.id)
+            access = access_for(instance, gpus, assigned_slots(db, instance.id))
             image = db.get(Image, instance.image_id)
             node = db.get(Node, instance.node_name)
             mounts = self._disks(db, instance)
         # At every start: a disk is made if missing and mounted again after a reboot.
         for name, (size_gb, disk_labels, _) in mounts.items():
             runtime.ensure_volume(name, disk_labels, size_gb)
-        uuids = sorted(g.uuid for g in gpus)
+        uuids = sorted(access.device_ids)
         container = runtime.inspect(instance.container_id) if instance.container_id else None
         if instance.container_id and container is None:
             raise ContainerGone("the instance's container (its system disk) vanished from the node")
@@ -158,7 +173,11 @@ class Driver:
                 network = member.network
             else:
                 network = runtime.ensure_network(user_network(self.platform, instance.owner_id), self.platform.labels)
-            container_id = runtime.create(self._spec(instance, node, gpus, base, network, mounts, member))
+            if access.mps_gpu:  # a time-sliced share under MPS: its GPU's daemon first
+                daemon = mps_daemon_name(self.platform, access.mps_gpu)
+                runtime.ensure_mps_daemon(daemon, access.mps_gpu, self.platform.settings.gpu_probe_image, daemon,
+                                          self.platform.labels)
+            container_id = runtime.create(self._spec(instance, node, gpus, access, base, network, mounts, member))
             if member:  # issue 6: the MPI/DeepSpeed hostfile, before anything in it runs
                 clusters.write_hostfile(runtime, container_id, member)
             with self.platform.sessions.begin() as db:
@@ -344,16 +363,12 @@ class Driver:
         transition(self.platform, instance.id, status, Status.FAILED, str(error))
         return True
 
-    def _spec(self, instance: Instance, node: Node, gpus: list, image_ref: str, network: str,
+    def _spec(self, instance: Instance, node: Node, gpus: list, access: GpuAccess, image_ref: str, network: str,
               mounts: dict[str, tuple[int, dict[str, str], str]], member=None) -> ContainerSpec:
         settings = self.platform.settings
-        uuids = [g.uuid for g in gpus]
-        if gpus:
-            cpus = node.cpus_per_gpu * len(gpus)
-            memory = node.memory_per_gpu_bytes * len(gpus)
-        else:
-            cpus, memory = settings.no_gpu_cpus, int(settings.no_gpu_memory_gb * GIB)
-        cpus = min(cpus, node.cpus) if node.cpus else cpus
+        uuids = list(access.device_ids)
+        # the host's share per GPU, times the GPUs (or the part of one) held; placement counts the same
+        cpus, memory = host_share(node, settings).of(instance.gpu_milli if gpus else 0, node.cpus)
         real = bool(gpus) and not gpus[0].simulated
         env = {
             **(instance.env or {}),
@@ -362,6 +377,7 @@ class Driver:
             "DOCKYARD_INSTANCE_NAME": instance.name,
             "DOCKYARD_GPU_UUIDS": ",".join(uuids),
             "DOCKYARD_GPUS_PER_NODE": str(len(gpus)),
+            **access.env,
             "DOCKYARD_JUPYTER_TOKEN": instance.jupyter_token or "",
             # JupyterLab is served under the platform's proxy path for this instance.
             "DOCKYARD_JUPYTER_BASE_URL": f"/instances/{instance.id}/jupyter/",
@@ -396,7 +412,9 @@ class Driver:
             network=network,
             aliases=[member.hostname] if member else [],  # issue 6: <cluster>-<rank> on its network
             ipv4_address=member.ipv4_address if member else None,
-            volumes={name: path for name, (_, _, path) in mounts.items()},
+            volumes={**{name: path for name, (_, _, path) in mounts.items()},
+                     **({mps_daemon_name(self.platform, access.mps_gpu): MPS_PIPE_DIR} if access.mps_gpu else {})},
+            ipc_mode=f"container:{mps_daemon_name(self.platform, access.mps_gpu)}" if access.mps_gpu else None,
             ports={22: (settings.ssh_bind, instance.ssh_port)} if instance.ssh_port else {},
             gpu_uuids=uuids,
             real_gpus=real,

@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
+from dockyard.core.sharing import SlotFacts, parse_sharing, slot_layout
 from dockyard.core.states import Status
-from dockyard.db.models import Gpu, Instance, Node, utcnow
+from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Instance, Node, utcnow
 from dockyard.runtimes import gpu_discovery, host_firewall
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker import DockerRuntime
@@ -98,8 +99,31 @@ def _record_node(platform: Platform, config: NodeConfig, cpus: float, memory: in
                 # Kept for the instances that name it, never placed; its index is freed.
                 gpu.present, gpu.index = False, -gpu.id
         db.flush()
+        sharing = parse_sharing(config.gpu_sharing)
         for facts in gpus:
             gpu = known.get(facts.uuid) or Gpu(node_name=config.name, uuid=facts.uuid)
             gpu.index, gpu.model, gpu.memory_mb = facts.index, facts.model, facts.memory_mb
             gpu.simulated, gpu.present = facts.simulated, True
             db.add(gpu)
+            db.flush()
+            _record_slots(db, gpu, *slot_layout(facts, sharing))
+
+
+def _record_slots(db, gpu: Gpu, mode: str | None, layout: list[SlotFacts]) -> None:
+    """Make the GPU's slot rows match its node's sharing. A GPU someone holds keeps its
+    slots (cutting it anew would free parts that are in use) until it is free at a later
+    connect."""
+    current = db.scalars(select(GpuSlot).where(GpuSlot.gpu_id == gpu.id).order_by(GpuSlot.slot)).all()
+    if [SlotFacts(s.slot, s.mig_uuid, s.mig_profile, s.memory_mb) for s in current] == layout and gpu.sharing == mode:
+        return
+    if db.scalar(select(GpuAssignment.slot_id).where(GpuAssignment.gpu_id == gpu.id).limit(1)) is not None:
+        log.warning("GPU %s of node %s is in use: its sharing changes once it is free (at a later start)",
+                    gpu.index, gpu.node_name)
+        return
+    for slot in current:
+        db.delete(slot)
+    db.flush()
+    gpu.sharing = mode
+    for part in layout:
+        db.add(GpuSlot(gpu_id=gpu.id, slot=part.slot, mig_uuid=part.mig_uuid, mig_profile=part.profile,
+                       memory_mb=part.memory_mb))

@@ -38,6 +38,8 @@ class Platform:
     # Bumped when access is taken away (a port closed or unshared, a session or token
     # ended), so the access paths forget what they remembered at once.
     access_generation: int = 0
+    # Set whenever GPUs are returned: wakes the start queue's dispatcher (services/queue.py).
+    gpus_freed: threading.Event = field(default_factory=threading.Event)
     # Sessions that only read (DEFERRED on SQLite: no write lock); default: `sessions`.
     reads: sessionmaker[Session] | None = None
     # Per-user caps on long requests (waits, log follows, execs).

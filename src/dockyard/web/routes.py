@@ -38,10 +38,11 @@ from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError, NotFound, TooManyRequests
 from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL
+from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, sessions, users
+from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, queue, sessions, users
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 
@@ -259,8 +260,13 @@ def market_rows(db: Session) -> list[dict]:
     rows, now = billing.price_rows(db), billing.to_us(utcnow())
     out = []
     for r in market_api.market(db):
-        price = billing.hourly_price(rows, r.model, 1, r.node, False, now)
-        out.append({**r.model_dump(), "price": format_amount(price), "price_minor": price})
+        price = billing.hourly_price(rows, r.model, MILLI, r.node, False, now)
+        row = {**r.model_dump(), "price": format_amount(price), "price_minor": price}
+        for share in row["shares"]:  # priced by share: the GPU's price times its part
+            share["price_minor"] = billing.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
+                                                        r.node, False, now)
+            share["price"] = format_amount(share["price_minor"])
+        out.append(row)
     return out
 
 
@@ -299,6 +305,7 @@ def create_context(db: Session, user: User) -> dict:
         })
     return {"market": rows, "images": picker, "no_gpu_price": no_gpu_price,
             "models": sorted({r["model"] for r in rows}),
+            "shares": sorted({s["share"] for r in rows for s in r["shares"]}),
             "keys": [k.name for k in keys.list_keys(db, user)],  # all of them go into every instance
             "volumes": free_volumes(db, user)}
 
@@ -315,9 +322,10 @@ def create_form(model: str | None = None, p: Page = Depends(page)) -> HTMLRespon
 def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     check_csrf(p, data.get("csrf"))
     chosen = {"gpu_model": data.get("gpu_model") or ANY_MODEL, "image": data.get("image", ""),
-              "name": data.get("name") or None}
+              "name": data.get("name") or None, "queue": data.get("queue") == "on"}
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
+        chosen["gpu_share"] = (data.get("gpu_share") or "").strip() or None
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         if data.get("volume"):
             chosen["volumes"] = [data["volume"]]
@@ -381,7 +389,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
     gpus: dict[str, list[int]] = defaultdict(list)
     gpu_simulated: dict[str, list[bool]] = defaultdict(list)
     for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
-                                                    .join(Gpu, Gpu.id == GpuAssignment.gpu_id)
+                                                    .distinct().join(Gpu, Gpu.id == GpuAssignment.gpu_id)
                                                     .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
         gpu_simulated[instance_id].append(simulated)
@@ -395,15 +403,17 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
         out.append({
             "id": i.id, "name": i.name, "status": i.status, "status_reason": i.status_reason, "node": i.node_name,
             "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
+            "gpu_share": i.gpu_share,
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
+            "queue_position": queue.position(db, i),  # issue 12: None unless queued
             "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
             "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
-            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_count, i.node_name, i.no_gpu,
+            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
                                                         now)),
             "cost": format_amount(int(costs.get(i.id, 0) or 0)),
         })
@@ -478,7 +488,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     return RedirectResponse(f"/instances/{key}", status_code=303)
 
 
-ACTIONS = ("stop", "start", "start-no-gpu", "release", "save", "check", "clone")
+ACTIONS = ("stop", "start", "start-no-gpu", "start-queue", "release", "save", "check", "clone")
 
 
 @router.post("/console/instances/{key}/{action}")
@@ -500,9 +510,9 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
             instance_id = _owned(db, p, key).id
         if action == "stop":
             out = instances_api.stop(instance_id, user, platform, driver)
-        elif action in ("start", "start-no-gpu"):
-            out = instances_api.start(instance_id, StartInstance(no_gpu=action == "start-no-gpu"), user, platform,
-                                      driver)
+        elif action in ("start", "start-no-gpu", "start-queue"):
+            options = StartInstance(no_gpu=action == "start-no-gpu", queue=action == "start-queue")
+            out = instances_api.start(instance_id, options, user, platform, driver)
         elif action == "release":
             # The console's release keeps the data disk as a volume (the default).
             out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
@@ -518,11 +528,11 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
         else:
             out = instances_api.check(instance_id, user, platform, driver)
             return JSONResponse({"status": out.status, "env_check": out.env_check})
-    except DockyardError as exc:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    except DockyardError as exc:  # with a refusal's free GPUs and ways out (core/queue.py)
+        return JSONResponse({"detail": exc.message, **getattr(exc, "details", {})}, status_code=exc.status_code)
     except ValidationError as exc:
         return JSONResponse({"detail": form_error(exc)}, status_code=400)
-    return JSONResponse({"id": out.id, "status": out.status})
+    return JSONResponse({"id": out.id, "status": out.status, "queue_position": out.queue_position})
 
 
 # ---- live status ---------------------------------------------------------------------------------

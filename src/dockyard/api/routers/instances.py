@@ -30,7 +30,7 @@ from dockyard.core.states import Status
 from dockyard.core.validation import NAME_PATTERN
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import audit, autostop, fair_share, images, instances, volumes
+from dockyard.services import audit, autostop, fair_share, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
@@ -59,6 +59,7 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
         image=db.get(Image, instance.image_id).name,
         gpu_model=instance.gpu_model,
         gpu_count=instance.gpu_count,
+        gpu_share=instance.gpu_share,
         no_gpu=instance.no_gpu,
         gpus=[GpuRef(index=g.index, uuid=g.uuid, model=g.model, simulated=g.simulated) for g in gpus],
         env={k: (v if viewer.id == instance.owner_id else HIDDEN) for k, v in (instance.env or {}).items()},
@@ -71,6 +72,7 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
         last_jupyter_at=instance.last_jupyter_at,
         auto_stop_idle_minutes=instance.auto_stop_idle_minutes,
         auto_stop_max_minutes=instance.auto_stop_max_minutes,
+        **queue_view(db, instance),
         auto_stop_gpu_idle_minutes=instance.auto_stop_gpu_idle_minutes,
         auto_stop_gpu_idle_percent=instance.auto_stop_gpu_idle_percent,
         auto_stop_at=instance.auto_stop_at,
@@ -87,6 +89,14 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
         keep_data_on_release=instance.keep_data_on_release,
         auto_release_days=instance.auto_release_days,
     )
+
+
+def queue_view(db: Session, instance: Instance) -> dict:
+    """Issue 12: the queue fields of InstanceOut, set only while queued."""
+    if instance.status != Status.QUEUED:
+        return {}
+    return {"queue_position": queue.position(db, instance), "queued_at": instance.queued_at,
+            "queue_deadline": instance.queue_deadline}
 
 
 def ssh_command(db: Session, instance: Instance) -> str | None:
@@ -186,7 +196,9 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 @router.post("/{key}/start", response_model=InstanceOut)
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
-    return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
+    body = body or StartInstance()
+    return _act(instances.request_start, platform, driver, user, key, body.no_gpu, body.gpu_count, body.queue,
+                body.queue_timeout_minutes)
 
 
 @router.delete("/{key}", response_model=InstanceOut)

@@ -1,36 +1,36 @@
 from fastapi import APIRouter, Depends
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dockyard.api.deps import admin_user, current_user, get_db
-from dockyard.api.schemas import MarketRow, NodeOut
-from dockyard.db.models import Gpu, GpuAssignment, Node
+from dockyard.api.deps import admin_user, current_user, get_db, get_platform
+from dockyard.api.schemas import MarketRow, NodeOut, ShareOfferOut
+from dockyard.db.models import Node
+from dockyard.services import market as market_service
+from dockyard.services.platform import Platform
 
 router = APIRouter(tags=["market"])
 
 
 @router.get("/gpus", response_model=list[MarketRow], dependencies=[Depends(current_user)])
 def market(db: Session = Depends(get_db)) -> list[MarketRow]:
-    """The GPU market: per node and model, how many GPUs there are and how many are free."""
-    held = func.count(GpuAssignment.gpu_id)
-    rows = db.execute(
-        select(Node, Gpu.model, func.max(Gpu.memory_mb), func.count(Gpu.id), held, func.max(case((Gpu.simulated, 1), else_=0)))
-        .join(Gpu, Gpu.node_name == Node.name)
-        .outerjoin(GpuAssignment, GpuAssignment.gpu_id == Gpu.id)
-        .where(Gpu.present.is_(True))
-        .group_by(Node.name, Gpu.model)
-        .order_by(Node.name, Gpu.model)
-    ).all()
+    """The GPU market: per node and model, how many GPUs there are and how many are free
+    whole, and the shares of one GPU on offer (with what each sharing mode isolates)."""
     return [
         MarketRow(
-            node=node.name, model=model, memory_mb=memory, total=total, free=total - used if node.online else 0,
-            simulated=bool(simulated), driver_version=node.driver_version, cuda_version=node.cuda_version,
-            online=node.online,
+            node=g.node.name, model=g.model, memory_mb=g.memory_mb, total=g.total, free=g.free,
+            simulated=g.simulated, driver_version=g.node.driver_version, cuda_version=g.node.cuda_version,
+            online=g.node.online, sharing=g.sharing,
+            isolation=market_service.ISOLATION.get(g.sharing) if g.sharing else None,
+            shares=[ShareOfferOut(share=o.share, gpu_fraction=o.milli / 1000, free=o.free) for o in g.shares],
         )
-        for node, model, memory, total, used, simulated in rows
+        for g in market_service.market(db)
     ]
 
 
 @router.get("/nodes", response_model=list[NodeOut], dependencies=[Depends(admin_user)])
-def nodes(db: Session = Depends(get_db)) -> list[NodeOut]:
-    return [NodeOut.model_validate(n, from_attributes=True) for n in db.scalars(select(Node).order_by(Node.name))]
+def nodes(db: Session = Depends(get_db), platform: Platform = Depends(get_platform)) -> list[NodeOut]:
+    settings = platform.settings
+    policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
+    return [NodeOut.model_validate(n, from_attributes=True).model_copy(
+                update={"placement_policy": policy.get(n.name, settings.placement_policy)})
+            for n in db.scalars(select(Node).order_by(Node.name))]

@@ -83,10 +83,10 @@ class DeltaCache:
             take &= np.cumsum(take, axis=1) <= request.gpus
             after = self.frag.score(np.where(take, 0, free), np.where(take, 0, gmem), cpu, model)
             return after - before, (take * (1 << np.arange(take.shape[1]))).sum(axis=1)
-        return self._share(free, gmem, cpu, model, before, request)
+        return self._share(free, gmem, cpu, model, before, request, state.takes_share[nodes])
 
-    def _share(self, free, gmem, cpu, model, before, request):
-        slots = (free >= request.milli) & (gmem >= request.gpu_memory_mib)
+    def _share(self, free, gmem, cpu, model, before, request, takes_share):
+        slots = takes_share & (free >= request.milli) & (gmem >= request.gpu_memory_mib)
         width = free.shape[1]
         same = (free[:, :, None] == free[:, None, :]) & (gmem[:, :, None] == gmem[:, None, :])
         earlier = np.tril(np.ones((width, width), dtype=bool), k=-1)  # [i, j]: j < i
@@ -111,8 +111,10 @@ def _alike(state: ClusterState, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     group's first node, group of each node).
     Rows are grouped by a 64-bit hash (one sort of integers, not of rows), then checked equal to
     their group's first row; a collision falls back to grouping the rows themselves."""
+    # everything fragmentation and fitting read; the masks only where real placement narrowed them
+    masks = [m[nodes] for m in (state.takes_whole, state.takes_share) if not np.array_equal(m, state.exists)]
     rows = np.concatenate([state.gpu_free[nodes], state.gpu_mem_free[nodes], state.cpu_free[nodes, None],
-                           state.model[nodes, None]], axis=1).astype(np.int64)  # all fragmentation reads
+                           state.model[nodes, None], *masks], axis=1).astype(np.int64)
     keys = rows @ _hash_weights(rows.shape[1])  # wraps around: a hash, not a sum
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -92,6 +92,11 @@ class ClusterState:
         self.cpu_free = self.cpu_total.copy()
         self.mem_free = np.array([n.memory_mib for n in nodes], dtype=np.int64)
         self.model = np.array([self.model_index[n.model] for n in nodes], dtype=np.int32)
+        # Which GPUs may be rented whole, and which may take the request's share: every GPU in a
+        # simulated cluster; real placement (core/placement.py) narrows them to the GPUs whose
+        # node shares them, and those offered in the asked size or MIG profile.
+        self.takes_whole = self.exists.copy()
+        self.takes_share = self.exists.copy()
         self.version = np.zeros(count, dtype=np.int64)
         self._clock = 0
         self.capacity_milli = int(self.gpu_count.sum()) * MILLI
@@ -109,7 +114,7 @@ class ClusterState:
 
     def whole_free(self) -> np.ndarray:
         """Per GPU slot: nobody uses any of it."""
-        return self.exists & (self.gpu_free == MILLI) & (self.gpu_mem_free == self.gpu_mem_total)
+        return self.takes_whole & (self.gpu_free == MILLI) & (self.gpu_mem_free == self.gpu_mem_total)
 
     def fits(self, request: Request) -> np.ndarray:
         """Per node: could the request go there now."""
@@ -123,7 +128,7 @@ class ClusterState:
 
     def share_slots(self, request: Request) -> np.ndarray:
         """Per GPU slot: could this share go on it."""
-        return (self.gpu_free >= request.milli) & (self.gpu_mem_free >= request.gpu_memory_mib)
+        return self.takes_share & (self.gpu_free >= request.milli) & (self.gpu_mem_free >= request.gpu_memory_mib)
 
     def decide(self, node: int, request: Request, gpus: tuple[int, ...] = ()) -> Decision:
         """A decision for `request` on `node`; for whole GPUs, `gpus` defaults to the first free."""

@@ -58,11 +58,13 @@
       row.dataset.started = data.started_at || "";
       const badge = row.querySelector(".badge.status");
       if (badge) { badge.className = "badge status " + data.status; badge.textContent = S("status." + data.status); badge.title = data.status_reason || ""; }
+      const place = row.querySelector(".queue-pos");  // issue 12: the place in line while queued
+      if (place) place.textContent = data.queue_position ? S("inst.queue_position") + data.queue_position : "";
       const reason = row.querySelector(".reason");
       if (reason) reason.textContent = data.status_reason || "";
       const gpus = row.querySelector(".gpus");
       if (gpus && Array.isArray(data.gpus)) gpus.textContent = data.no_gpu || !data.gpu_count ? S("inst.no_gpu")
-        : `${data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
+        : `${data.gpu_share || data.gpu_count} × ${data.gpu_model}` + (data.gpus.length ? ` #${data.gpus.join(",")}` : "");
       const price = row.querySelector(".price"), cost = row.querySelector(".cost");
       if (price && data.price) price.textContent = `${data.price} ${D.currency}`;
       if (cost && data.cost) cost.textContent = `${data.cost} ${D.currency}`;
@@ -130,15 +132,22 @@
         method: "POST", headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf()},
         body: JSON.stringify(body), credentials: "same-origin"});
       const data = await response.json();
-      if (!response.ok) { toast(data.detail || response.statusText); return; }
+      if (!response.ok) { toast(data.ways_out ? gpusTaken(data) : data.detail || response.statusText); return; }
       if (action === "save") toast(S("inst.save_started"));
       if (action === "clone") {
         toast(S("inst.clone_started"));
         if (data.ssh_password) prompt(S("inst.clone_password"), data.ssh_password);
       }
       if (action === "check") { const pre = document.getElementById("env-check"); if (pre) pre.textContent = JSON.stringify(data.env_check, null, 2); }
-      if (data.status) updateRow({id, status: data.status, started_at: row.dataset.started});
+      if (data.status) updateRow({id, status: data.status, started_at: row.dataset.started, queue_position: data.queue_position});
     } finally { applyButtons(row); }
+  }
+  // A start refused for taken GPUs (issue 12): the free count, and the two ways out,
+  // which are the row's "start without GPU" and "queue for GPUs" buttons.
+  function gpusTaken(data) {
+    const waiting = data.waiting ? S("inst.gpus_waiting").replace("{waiting}", data.waiting) : "";
+    return S("inst.gpus_taken").replace("{free}", data.free).replace("{needed}", data.needed)
+      .replace("{node}", data.node).replace("{waiting}", waiting);
   }
   // ---- create form -------------------------------------------------------------------------
   function createForm() {
@@ -148,13 +157,20 @@
     const model = document.getElementById("gpu_model"), count = document.getElementById("gpu_count");
     const image = document.getElementById("image"), price = document.getElementById("price");
     const avail = document.getElementById("availability"), submit = document.getElementById("create-submit");
+    const queue = document.getElementById("queue");
     const money = (minor) => (minor / 10000).toFixed(2);
+    const share = document.getElementById("gpu_share");
     function refresh() {
-      const n = parseInt(count.value, 10);
+      const n = parseInt(count.value, 10), wanted = share ? share.value : "";
       const rows = data.market.filter((r) => r.model === model.value && r.online);
-      const fit = rows.filter((r) => r.free >= n);
-      const free = rows.reduce((a, r) => Math.max(a, r.free), 0);
-      avail.textContent = n ? `${model.value}: ${free} ${S("create.free")}` : "";
+      // A share: the rows that offer it free, at the share's price. Whole GPUs queued
+      // (issue 12; shares are not): any node that holds that many will do.
+      const offers = (r) => r.shares.filter((x) => x.share === wanted && x.free > 0);
+      const fit = wanted ? rows.filter((r) => offers(r).length).map((r) => ({...r, free: offers(r)[0].free,
+        price_minor: offers(r)[0].price_minor})) : rows.filter((r) => r.free >= n || (queue.checked && r.total >= n));
+      const free = (wanted ? fit : rows).reduce((a, r) => Math.max(a, r.free), 0);
+      const full = !wanted && n > free && rows.some((r) => r.total >= n);
+      avail.textContent = n ? `${model.value}: ${free} ${S("create.free")}` + (full && !queue.checked ? ` — ${S("create.queue_hint")}` : "") : "";
       const nodes = n ? fit.map((r) => r.node) : null;
       const chosen = image.value || image.dataset.chosen;
       image.innerHTML = "";
@@ -167,12 +183,13 @@
       });
       if (!usable.length) { const o = document.createElement("option"); o.value = ""; o.textContent = S("create.no_image"); image.appendChild(o); }
       let minor = null;
-      if (n) { const prices = fit.filter((r) => usable.length).map((r) => r.price_minor); if (prices.length) minor = Math.min(...prices) * n; }
+      if (n) { const prices = fit.filter((r) => usable.length).map((r) => r.price_minor); if (prices.length) minor = Math.min(...prices) * (wanted ? 1 : n); }
       else { const vals = Object.values(data.no_gpu_price); if (vals.length) minor = Math.min(...vals); }
       price.textContent = minor === null ? "—" : `${money(minor)} ${D.currency} ${S("create.per_hour")}`;
       submit.disabled = !usable.length || (n > 0 && !fit.length);
     }
-    model.addEventListener("change", refresh); count.addEventListener("change", refresh);
+    model.addEventListener("change", refresh); count.addEventListener("change", refresh); queue.addEventListener("change", refresh);
+    if (share) share.addEventListener("change", refresh);
     refresh();
   }
 
