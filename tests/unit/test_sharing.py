@@ -169,8 +169,10 @@ def _driver_and_rows(gpu_sharing, share, milli, slots):
     from dockyard.config import Settings
     from dockyard.services.driver import Driver
 
-    platform = SimpleNamespace(settings=Settings(), labels={"dockyard.deployment": "t"}, deployment="t")
-    instance = SimpleNamespace(id="i1", name="n", env={}, jupyter_token="tok", ssh_password=None, ssh_port=None,
+    platform = SimpleNamespace(settings=Settings(), labels={"dockyard.deployment": "t"}, deployment="t",
+                               secret_box=SimpleNamespace(open=lambda sealed: {}))
+    instance = SimpleNamespace(id="i1", name="n", env={}, secret_env=None, jupyter_token="tok", ssh_password=None,
+                               ssh_port=None,
                                command=None, owner_id=1, gpu_share=share, gpu_milli=milli)
     gpu = SimpleNamespace(uuid="GPU-1", sharing=gpu_sharing, memory_mb=81920, simulated=False, index=0)
     node = SimpleNamespace(cpus=16, cpus_per_gpu=8.0, memory_per_gpu_bytes=64 * 2**30)
