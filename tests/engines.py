@@ -36,6 +36,8 @@ class EngineHost:
 SECOND = EngineHost("dytest2", "10.231.0.1", "10.231.0.2")
 # Its own engine, for tests that make an engine vanish: no other test uses it.
 VANISHING = EngineHost("dytest3", "10.231.0.5", "10.231.0.6")
+# The migration tests' target (tests/integration/test_migrate.py), frozen by one of them.
+MIGRATION = EngineHost("dytest4", "10.231.0.9", "10.231.0.10")
 NAME, SOCKET, HOST_ADDR, ENGINE_ADDR = SECOND.name, SECOND.socket, SECOND.host_addr, SECOND.engine_addr
 
 

@@ -17,26 +17,32 @@ class Status(StrEnum):
     RELEASED = "released"
     FAILED = "failed"
     LOST = "lost"  # its node stopped answering; comes back stopped when the node returns
+    # Its disks are being copied to another node (services/migration.py); it holds the
+    # GPUs it will start with there.
+    MIGRATING = "migrating"
 
 
 # Statuses in which the platform owes the engines some work.
 TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Status.RELEASING})
 # Statuses in which an instance holds GPUs: until its container is really gone or
 # stopped, so no other container can get them meanwhile.
-HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING})
+HOLDS_GPUS = frozenset({Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING,
+                        Status.MIGRATING})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.CREATING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.LOST}),
     Status.STARTING: frozenset({Status.RUNNING, Status.FAILED, Status.RELEASING, Status.STOPPED, Status.LOST}),
     Status.RUNNING: frozenset({Status.STOPPING, Status.STOPPED, Status.RELEASING, Status.FAILED, Status.LOST}),
     Status.STOPPING: frozenset({Status.STOPPED, Status.FAILED, Status.RELEASING, Status.LOST}),
-    Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED}),
-    Status.FAILED: frozenset({Status.STARTING, Status.RELEASING}),
+    Status.STOPPED: frozenset({Status.STARTING, Status.RELEASING, Status.FAILED, Status.MIGRATING}),
+    Status.FAILED: frozenset({Status.STARTING, Status.RELEASING, Status.MIGRATING}),
     # A release that overran its deadline fails with its data kept, to be asked again.
     Status.RELEASING: frozenset({Status.RELEASED, Status.FAILED}),
     Status.RELEASED: frozenset(),
     # Its release is accepted at once and finished on the node when it answers again.
     Status.LOST: frozenset({Status.STOPPED, Status.RELEASING}),
+    # Starting on its new node once the copies are checked; else stopped where it was.
+    Status.MIGRATING: frozenset({Status.STARTING, Status.STOPPED}),
 }
 
 # What a user asks for, and the status it leads to.

@@ -82,9 +82,16 @@ class DockerRuntime:
         self._files_api = docker.APIClient(base_url=node.url, tls=tls, timeout=FILE_COPY_TIMEOUT_S,
                                            version=self.client.api.api_version,
                                            use_ssh_client=node.url.startswith("ssh://"))
+        self._connection = {"base_url": node.url, "tls": tls, "version": self.client.api.api_version,
+                            "use_ssh_client": node.url.startswith("ssh://")}
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
+
+    def api(self, timeout_s: float) -> docker.APIClient:
+        """A connection of its own to this engine, for long streams (a migration's copies,
+        runtimes/transfer.py): `timeout_s` bounds each read and write on it."""
+        return docker.APIClient(timeout=timeout_s, **self._connection)
 
     def alive(self) -> bool:
         try:

@@ -19,6 +19,8 @@ from dockyard.api.schemas import (
     GpuRef,
     ImageOut,
     InstanceOut,
+    MigrateInstance,
+    MigrateOut,
     OperationOut,
     PatchInstance,
     SaveImage,
@@ -31,6 +33,7 @@ from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.core.validation import NAME_PATTERN
 from dockyard.services import autostop, images, instances, volumes
 from dockyard.services.clone import clone_instance
+from dockyard.services.migration import request_migration
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -177,7 +180,19 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 @router.post("/{key}/start", response_model=InstanceOut)
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
+    if body and body.migrate:  # docs/migrate.md: its progress is an operation (GET /operations)
+        instance, _ = request_migration(platform, driver, user, key, body.node, stopped_only=False)
+        return _out(platform, instance.id)
     return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
+
+
+@router.post("/{key}/migrate", response_model=MigrateOut, status_code=202)
+def migrate(key: str, body: MigrateInstance, user: User = Depends(current_user),
+            platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> MigrateOut:
+    """Move a stopped instance to another node: its disks are copied there and checked,
+    then it starts there. The operation reports the copy (GET /operations/ID)."""
+    instance, op = request_migration(platform, driver, user, key, body.node, stopped_only=True)
+    return MigrateOut(instance=_out(platform, instance.id), operation=OperationOut(**op.view()))
 
 
 @router.delete("/{key}", response_model=InstanceOut)
