@@ -41,8 +41,9 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.RELEASED: frozenset(),
     # Its release is accepted at once and finished on the node when it answers again.
     Status.LOST: frozenset({Status.STOPPED, Status.RELEASING}),
-    # Starting on its new node once the copies are checked; else stopped where it was.
-    Status.MIGRATING: frozenset({Status.STARTING, Status.STOPPED}),
+    # Starting on its new node once the copies are checked; else stopped where it was. A
+    # release ends the copy (services/migration.py) and releases it where it was.
+    Status.MIGRATING: frozenset({Status.STARTING, Status.STOPPED, Status.RELEASING}),
 }
 
 # What a user asks for, and the status it leads to.
@@ -61,6 +62,9 @@ def check_user_action(current: Status, action: str) -> Status:
     if current == Status.LOST and action != "release":
         raise Conflict(f"cannot {action} an instance that is lost: its node does not answer; it comes back "
                        "stopped, with its disks, when the node returns (a release is accepted now)")
+    if current == Status.MIGRATING and action != "release":  # its moves are the migration's own
+        raise Conflict(f"cannot {action} an instance that is migrating: its disks are being copied to another "
+                       "node, where it starts when they are checked (a release ends the copy)")
     if not can_transition(current, target):
         raise Conflict(f"cannot {action} an instance that is {current.value}")
     return target

@@ -35,6 +35,7 @@ from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
 NOTICE_KIND = "instance"
+_ENDED = "the migration was ended meanwhile (a release, or its deadline)"
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _run(platform: Platform, driver: Driver, instance_id: str, lock, op: Operati
             ref, summary = _copy(platform, instance, disks, op)
             moved = _switch(platform, instance, ref, summary)
             if not moved:
-                raise RuntimeError_("the migration was ended meanwhile (past its deadline)")
+                raise RuntimeError_(_ENDED)
         except Exception as exc:
             _roll_back(platform, instance, str(exc), op)
             return
@@ -213,6 +214,9 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
     transfer.send_image(source, target, ref, _Progress(op, "copying the system disk", 3, 40, size), io, deadline)
     checked = []
     for number, disk in enumerate(disks):
+        with platform.sessions.begin() as db:
+            if db.get(Instance, instance.id).status != Status.MIGRATING:
+                raise RuntimeError_(_ENDED)
         share = 55 / len(disks)
         start = 40 + number * share
         op.update(f"checking disk {disk.name}", start)
