@@ -104,3 +104,9 @@ def clean_engine(engine: docker.DockerClient) -> None:
         container.remove(force=True)
     for volume in engine.volumes.list(filters={"label": "dockyard.deployment"}):
         volume.remove(force=True)
+
+
+def remove_images(engine: docker.DockerClient, deployment: str) -> None:
+    """Remove the system disk images a test server's migrations left on an engine."""
+    for image in engine.images.list(filters={"label": f"dockyard.deployment={deployment}"}):
+        engine.images.remove(image.id, force=True)

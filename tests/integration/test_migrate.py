@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.engines import MIGRATION, clean_engine, engine, freeze, thaw
+from tests.engines import MIGRATION, clean_engine, engine, freeze, remove_images, thaw
 from tests.harness import BASE_IMAGE, Server, wait_status
 from tests.integration.test_clone import run, wait_operation
 
@@ -39,8 +39,7 @@ def two(docker_client):
     deployment = srv.deployment
     srv.close()
     clean_engine(remote)
-    for image in remote.images.list(filters={"label": f"dockyard.deployment={deployment}"}):
-        remote.images.remove(image.id, force=True)
+    remove_images(remote, deployment)
 
 
 def objects_of(client, instance_id: str) -> list[str]:

@@ -124,6 +124,11 @@
       if (!name) return;
       body = {name};
     }
+    if (action === "migrate") {  // its progress shows in the operations panel too
+      const node = prompt(S("inst.migrate_prompt"), "");
+      if (node === null) return;
+      body = node.trim() ? {node: node.trim()} : {};
+    }
     button.disabled = true;
     try {
       const response = await fetch(`/console/instances/${id}/${action}`, {
@@ -132,6 +137,7 @@
       const data = await response.json();
       if (!response.ok) { toast(data.detail || response.statusText); return; }
       if (action === "save") toast(S("inst.save_started"));
+      if (action === "migrate") toast(S("inst.migrate_started"));
       if (action === "clone") {
         toast(S("inst.clone_started"));
         if (data.ssh_password) prompt(S("inst.clone_password"), data.ssh_password);
