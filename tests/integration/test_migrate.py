@@ -5,7 +5,7 @@ ports; its SSH endpoint changes. A target that dies mid-copy, or a server killed
 mid-copy, leaves it stopped on its source with both disks, the partial copy removed.
 Refusals change nothing."""
 
-import hashlib
+import random
 import time
 
 import pytest
@@ -190,3 +190,56 @@ def test_a_server_killed_mid_copy_comes_back_with_the_instance_on_its_source(two
     assert wait_operation(api, op, timeout=240)[-1]["error"] is None
     assert wait_status(api, key, "running")["node"] == "far"
     assert run(api, key, CHECK) == (0, seen)
+
+
+def settled(api, timeout: float = 120) -> list[dict]:
+    """Every live instance once none is migrating or starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = api.get("/instances").json()
+        if not any(i["status"] in ("migrating", "starting", "stopping") for i in found):
+            return found
+        assert time.monotonic() < deadline, [(i["name"], i["status"]) for i in found]
+        time.sleep(0.3)
+
+
+def test_kill_at_random_moments_during_migrations_leaves_each_instance_whole_on_one_node(two, docker_client):
+    api = two.api
+    engines = {"local": docker_client, "far": two.remote}
+    made = [stopped_with_files(api, f"m{n}") for n in range(2)]
+    seen = {inst["id"]: files for inst, files in made}
+    rng = random.Random(12)
+    for round_ in range(4):
+        for inst in api.get("/instances").json():
+            if inst["status"] == "running":
+                api.post(f"/instances/{inst['id']}/stop").raise_for_status()
+                wait_status(api, inst["id"], "stopped")
+        for inst in api.get("/instances").json():
+            other = "far" if inst["node"] == "local" else "local"
+            answer = api.post(f"/instances/{inst['id']}/migrate", json={"node": other})
+            # node local has one GPU: the second of two going there is refused
+            assert answer.status_code == 202 or "GPUs are free" in answer.text, answer.text
+        time.sleep(rng.uniform(0.1, 4.0))
+        two.kill9()
+        two.start()
+        instances = settled(api)
+        uuids = [g["uuid"] for i in instances for g in i["gpus"]]
+        assert len(uuids) == len(set(uuids)), "a GPU is held twice"
+        for inst in instances:
+            key, here = inst["id"], inst["node"]
+            there = "far" if here == "local" else "local"
+            assert inst["status"] in ("running", "stopped"), inst
+            if inst["status"] == "stopped":
+                assert inst["gpus"] == [], inst
+            # One container, on its node; nothing of it left on the other once swept.
+            mine = engines[here].containers.list(all=True, filters={"label": f"dockyard.instance={key}"})
+            assert [c.name for c in mine] == [f"dy-{two.deployment}-{key}"], (round_, inst, mine)
+            assert (mine[0].status == "running") == (inst["status"] == "running"), (round_, inst)
+            wait_until(lambda: not objects_of(engines[there], key), f"{inst['name']}: node {there} is cleaned")
+            if inst["status"] == "running":
+                assert run(api, key, CHECK) == (0, seen[key])
+    for inst in api.get("/instances").json():  # the stopped ones have both disks too
+        if inst["status"] == "stopped":
+            api.post(f"/instances/{inst['id']}/start", json={"no_gpu": True}).raise_for_status()
+            wait_status(api, inst["id"], "running")
+        assert run(api, inst["id"], CHECK) == (0, seen[inst["id"]])

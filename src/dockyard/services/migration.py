@@ -26,7 +26,7 @@ from dockyard.core.states import Status, check_user_action
 from dockyard.core.treecheck import differences
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume, utcnow
 from dockyard.runtimes import transfer
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
 from dockyard.services import instances, notifications, volumes
 from dockyard.services.clone import _copies
 from dockyard.services.driver import Driver, container_name, data_volume
@@ -307,6 +307,10 @@ def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
             return  # being copied now
         # A process that was copying it is gone: it stays where it is.
         cause = f"migration to node {peer} interrupted (the server restarted); it stays on node {row.node_name}"
+        source = platform.runtimes.get(row.node_name)
+        if source is not None:  # the helpers that were reading its disks there
+            for helper in source.list({**_labels(platform, instance_id), HELPER_LABEL: "migrate"}):
+                source.remove(helper.id)
         instances.transition(platform, instance_id, Status.MIGRATING, Status.STOPPED, cause,
                              also=lambda db: notifications.post(db, row.owner_id, NOTICE_KIND,
                                                                 f"instance {row.name}: {cause}"))
