@@ -243,3 +243,33 @@ def test_kill_at_random_moments_during_migrations_leaves_each_instance_whole_on_
             api.post(f"/instances/{inst['id']}/start", json={"no_gpu": True}).raise_for_status()
             wait_status(api, inst["id"], "running")
         assert run(api, inst["id"], CHECK) == (0, seen[inst["id"]])
+
+
+def test_a_volume_mounted_as_the_data_disk_moves_with_the_instance(two, docker_client):
+    api = two.api
+    made = api.post("/volumes", json={"name": "carried", "size_gb": 2, "node": "local"})
+    assert made.status_code == 201, made.text
+    volume = made.json()
+    inst = api.post("/instances", json={"image": "debian-12", "gpu_model": "A100-80GB", "gpu_count": 1,
+                                        "name": "porter", "volumes": ["carried"]}).json()
+    key = inst["id"]
+    assert wait_status(api, key, "running")["node"] == "local"
+    assert run(api, key, FILES) == (0, "")
+    seen = run(api, key, CHECK)
+    api.post(f"/instances/{key}/stop").raise_for_status()
+    wait_status(api, key, "stopped")
+    engine_name = f"dy-{two.deployment}-vol-{volume['id']}"
+
+    op = api.post(f"/instances/{key}/migrate", json={"node": "far"}).json()["operation"]
+    assert wait_operation(api, op, timeout=240)[-1]["error"] is None
+    assert wait_status(api, key, "running")["node"] == "far"
+    assert run(api, key, CHECK) == seen
+    moved = api.get("/volumes/carried").json()
+    assert (moved["node"], moved["size_gb"], moved["instance"], moved["mount_path"]) == ("far", 2, "porter",
+                                                                                        "/root/data")
+    assert two.remote.volumes.get(engine_name)
+    wait_until(lambda: engine_name not in {v.name for v in docker_client.volumes.list()},
+               "the volume's old disk on node local is removed")
+    # It holds its size on the new node too: a disk of 2 GB.
+    code, out = run(api, key, "df -k /root/data | tail -1")
+    assert code == 0 and 1.8 * 1024**2 < int(out.split()[1]) < 2.3 * 1024**2, out

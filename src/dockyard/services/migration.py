@@ -66,17 +66,16 @@ def _endpoint(db, node: str, port: int | None) -> str:
 # ---- asking ------------------------------------------------------------------------------
 
 
-def request_migration(platform: Platform, driver: Driver, user: User, key: str, node: str | None,
-                      stopped_only: bool) -> tuple[Instance, Operation]:
-    """Check, then record the migration (migrating, the target's GPUs held) and copy in
-    the background; the operation reports how far it got. `stopped_only`: `migrate`,
-    which refuses a running instance; `start --migrate` takes a failed one too."""
+def request_migration(platform: Platform, driver: Driver, user: User, key: str,
+                      node: str | None) -> tuple[Instance, Operation]:
+    """Check, then record the migration of a stopped (or failed) instance: migrating, the
+    target's GPUs held; copy in the background. The operation reports how far it got."""
     with platform.sessions.begin() as db:
         instance_id = instances.get_owned(db, user, key).id
     lock = driver.hold(instance_id)  # nothing drives it while its disks are copied
     try:
         instance, target = instances._with_retries(
-            lambda: _record(platform, user, instance_id, node, stopped_only))
+            lambda: _record(platform, user, instance_id, node))
     except BaseException:
         lock.release()
         raise
@@ -86,15 +85,18 @@ def request_migration(platform: Platform, driver: Driver, user: User, key: str, 
     return instance, op
 
 
-def _record(platform: Platform, user: User, instance_id: str, node: str | None,
-            stopped_only: bool) -> tuple[Instance, str]:
+def _record(platform: Platform, user: User, instance_id: str, node: str | None) -> tuple[Instance, str]:
     with platform.sessions.begin() as db:
         instance = db.get(Instance, instance_id)
         current = Status(instance.status)
-        if stopped_only and current != Status.STOPPED:
+        if current in (Status.MIGRATING, Status.LOST):
+            check_user_action(current, "start")  # why, in their own words
+        if current not in (Status.STOPPED, Status.FAILED):
             raise Conflict(f"instance {instance.name} is {current}; stop it first (a migration copies the disks "
                            "of a stopped instance)")
-        check_user_action(current, "start")  # a start --migrate: stopped or failed
+        source = db.get(Node, instance.node_name)
+        if not source.online or source.name not in platform.runtimes:
+            raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if not (instance.container_id or instance.sysdisk_image):

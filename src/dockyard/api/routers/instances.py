@@ -181,7 +181,7 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
     if body and body.migrate:  # docs/migrate.md: its progress is an operation (GET /operations)
-        instance, _ = request_migration(platform, driver, user, key, body.node, stopped_only=False)
+        instance, _ = request_migration(platform, driver, user, key, body.node)
         return _out(platform, instance.id)
     return _act(instances.request_start, platform, driver, user, key, bool(body and body.no_gpu))
 
@@ -189,9 +189,9 @@ def start(key: str, body: StartInstance | None = None, user: User = Depends(curr
 @router.post("/{key}/migrate", response_model=MigrateOut, status_code=202)
 def migrate(key: str, body: MigrateInstance, user: User = Depends(current_user),
             platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> MigrateOut:
-    """Move a stopped instance to another node: its disks are copied there and checked,
-    then it starts there. The operation reports the copy (GET /operations/ID)."""
-    instance, op = request_migration(platform, driver, user, key, body.node, stopped_only=True)
+    """Move a stopped (or failed) instance to another node: its disks are copied there and
+    checked, then it starts there. The operation reports the copy (GET /operations/ID)."""
+    instance, op = request_migration(platform, driver, user, key, body.node)
     return MigrateOut(instance=_out(platform, instance.id), operation=OperationOut(**op.view()))
 
 
