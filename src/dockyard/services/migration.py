@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from dockyard.core.errors import Conflict
 from dockyard.core.gpus import driver_runs
@@ -101,6 +101,10 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if not (instance.container_id or instance.sysdisk_image):
             raise Conflict(f"instance {instance.name} has no system disk yet")
+        if instance.migrate_peer and _keeps_backup(db, instance):
+            raise Conflict(f"instance {instance.name} has not run on node {instance.node_name} since it moved there; "
+                           f"its old disks on node {instance.migrate_peer} are kept until it has (start it, or "
+                           "release it)")
         if instance.migrate_peer:
             raise Conflict(f"the last migration of {instance.name} is still being cleaned up on node "
                            f"{instance.migrate_peer}; try again in a moment")
@@ -298,11 +302,27 @@ def sweep(platform: Platform, driver: Driver) -> None:
             log.exception("cleaning up the migration of %s failed; next pass retries", instance_id)
 
 
+def _keeps_backup(db, row: Instance) -> bool:
+    """Whether its peer holds the disks it moved from and it has not run since it moved:
+    they are kept (a first start there that fails or overruns leaves them)."""
+    if row.status in (Status.MIGRATING, Status.RELEASING, Status.RELEASED):
+        return False
+    moved = db.scalar(select(func.max(InstanceEvent.id)).where(
+        InstanceEvent.instance_id == row.id, InstanceEvent.from_status == Status.MIGRATING,
+        InstanceEvent.to_status == Status.STARTING))
+    if moved is None:
+        return False
+    ran = db.scalars(select(InstanceEvent.id).where(InstanceEvent.instance_id == row.id, InstanceEvent.id > moved,
+                                                    InstanceEvent.to_status == Status.RUNNING)).first()
+    return ran is None
+
+
 def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance_id)
         status, peer = Status(row.status), row.migrate_peer
-    if peer is None:
+        backup = _keeps_backup(db, row)
+    if peer is None or backup:
         return
     if status == Status.MIGRATING:
         if driver.busy(instance_id):
@@ -316,8 +336,6 @@ def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
         instances.transition(platform, instance_id, Status.MIGRATING, Status.STOPPED, cause,
                              also=lambda db: notifications.post(db, row.owner_id, NOTICE_KIND,
                                                                 f"instance {row.name}: {cause}"))
-    elif status in (Status.STARTING, Status.FAILED):
-        return  # moved, and not run on its new node yet: the old disks are kept until it has
     _clean_peer(platform, instance_id)
 
 
