@@ -71,7 +71,8 @@ def request_migration(platform: Platform, driver: Driver, user: User, key: str,
     """Check, then record the migration of a stopped (or failed) instance: migrating, the
     target's GPUs held; copy in the background. The operation reports how far it got."""
     with platform.sessions.begin() as db:
-        instance_id = instances.get_owned(db, user, key).id
+        found = instances.get_owned(db, user, key)
+        instance_id = _check_status(found)  # first: the hold below waits for a start or stop to end
     lock = driver.hold(instance_id)  # nothing drives it while its disks are copied
     try:
         instance, target = instances._with_retries(
@@ -85,15 +86,22 @@ def request_migration(platform: Platform, driver: Driver, user: User, key: str,
     return instance, op
 
 
+def _check_status(instance: Instance) -> str:
+    """Its id, if its status lets it migrate: stopped or failed."""
+    current = Status(instance.status)
+    if current in (Status.MIGRATING, Status.LOST):
+        check_user_action(current, "start")  # why, in their own words
+    if current not in (Status.STOPPED, Status.FAILED):
+        raise Conflict(f"instance {instance.name} is {current}; stop it first (a migration copies the disks "
+                       "of a stopped instance)")
+    return instance.id
+
+
 def _record(platform: Platform, user: User, instance_id: str, node: str | None) -> tuple[Instance, str]:
     with platform.sessions.begin() as db:
         instance = db.get(Instance, instance_id)
         current = Status(instance.status)
-        if current in (Status.MIGRATING, Status.LOST):
-            check_user_action(current, "start")  # why, in their own words
-        if current not in (Status.STOPPED, Status.FAILED):
-            raise Conflict(f"instance {instance.name} is {current}; stop it first (a migration copies the disks "
-                           "of a stopped instance)")
+        _check_status(instance)
         source = db.get(Node, instance.node_name)
         if not source.online or source.name not in platform.runtimes:
             raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
