@@ -6,6 +6,7 @@ mid-copy, leaves it stopped on its source with both disks, the partial copy remo
 Refusals change nothing."""
 
 import random
+import re
 import time
 
 import pytest
@@ -108,8 +109,10 @@ def test_a_stopped_instance_moves_with_both_disks_and_keeps_its_urls(two, docker
     config = two.home / "ssh_config"
     two.cli("ssh-config", "--path", str(config), token_of="mia", check=True)
     assert f"HostName {MIGRATION.engine_addr}" in config.read_text()
-    # The source's disks went once it ran on the target.
+    # The source's disks went once it ran on the target; the helpers left no anonymous volume.
     wait_until(lambda: not objects_of(docker_client, key), "the source's disks are removed")
+    anonymous = [v.name for v in two.remote.volumes.list(filters={"dangling": True}) if re.fullmatch("[0-9a-f]{64}", v.name)]
+    assert not anonymous, anonymous
 
 
 def test_refusals_name_the_reason_and_change_nothing(two):

@@ -76,6 +76,9 @@ def send_image(source: DockerRuntime, target: DockerRuntime, ref: str, on_bytes:
 
 def _helper(api, image: str, volume: str, labels: dict[str, str], mode: str, tools: str | None = None,
             command: list[str] | None = None) -> str:
+    """A helper over a committed system disk, whose image names the instance's mount points
+    as volumes: the engine makes anonymous ones for those not bound here, so it is removed
+    with its volumes (v=True)."""
     binds = {volume: {"bind": "/d", "mode": mode}}
     if tools:
         binds[tools] = {"bind": docker_tools.MOUNT, "mode": "ro"}
@@ -109,7 +112,7 @@ def send_volume(source: DockerRuntime, target: DockerRuntime, volume: str, sourc
     finally:
         for api, helper in made:
             try:
-                api.remove_container(helper, force=True)
+                api.remove_container(helper, force=True, v=True)
             except _FAILURES:  # an engine gone: the sweep removes it when it answers
                 pass
         src.close()
@@ -143,7 +146,7 @@ def manifest(runtime: DockerRuntime, volume: str, image: str, labels: dict[str, 
     finally:
         if helper:
             try:
-                api.remove_container(helper, force=True)
+                api.remove_container(helper, force=True, v=True)
             except _FAILURES:
                 pass
         api.close()
