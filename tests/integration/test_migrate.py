@@ -51,6 +51,10 @@ def objects_of(client, instance_id: str) -> list[str]:
             + [t for i in client.images.list(filters=label) for t in i.tags])
 
 
+def anonymous_volumes(client) -> set[str]:
+    return {v.name for v in client.volumes.list(filters={"dangling": True}) if re.fullmatch("[0-9a-f]{64}", v.name)}
+
+
 def wait_until(check, what: str, timeout: float = 60):
     deadline = time.monotonic() + timeout
     while not (found := check()):
@@ -80,6 +84,7 @@ def test_a_stopped_instance_moves_with_both_disks_and_keeps_its_urls(two, docker
     ports = api.get(f"/instances/{key}/ports").json()
     source_env = docker_client.containers.get(f"dy-{two.deployment}-{key}").attrs["Config"]["Env"]
 
+    anonymous_before = anonymous_volumes(two.remote)
     answer = api.post(f"/instances/{key}/migrate", json={"node": "far"}, headers={"Idempotency-Key": "move-1"})
     assert answer.status_code == 202, answer.text
     moving, op = answer.json()["instance"], answer.json()["operation"]
@@ -111,8 +116,7 @@ def test_a_stopped_instance_moves_with_both_disks_and_keeps_its_urls(two, docker
     assert f"HostName {MIGRATION.engine_addr}" in config.read_text()
     # The source's disks went once it ran on the target; the helpers left no anonymous volume.
     wait_until(lambda: not objects_of(docker_client, key), "the source's disks are removed")
-    anonymous = [v.name for v in two.remote.volumes.list(filters={"dangling": True}) if re.fullmatch("[0-9a-f]{64}", v.name)]
-    assert not anonymous, anonymous
+    assert anonymous_volumes(two.remote) <= anonymous_before
 
 
 def test_refusals_name_the_reason_and_change_nothing(two):
@@ -153,6 +157,7 @@ def test_a_target_that_dies_mid_copy_leaves_the_instance_whole_on_its_source(two
     api = two.api
     inst, seen = stopped_with_files(api, "anchored", data_file_mb=300)
     key = inst["id"]
+    anonymous_before = anonymous_volumes(two.remote)
     op = api.post(f"/instances/{key}/migrate", json={"node": "far"}).json()["operation"]
     deadline = time.monotonic() + 120
     while not (view := api.get(f"/operations/{op['id']}").json())["phase"].startswith("copying disk"):
@@ -168,6 +173,7 @@ def test_a_target_that_dies_mid_copy_leaves_the_instance_whole_on_its_source(two
         thaw(MIGRATION)
     # The partial copy is removed once the target answers again.
     wait_until(lambda: not objects_of(two.remote, key), "the partial copy on far is removed", 90)
+    assert not anonymous_volumes(two.remote) - anonymous_before
     api.post(f"/instances/{key}/start").raise_for_status()
     assert wait_status(api, key, "running")["node"] == "local"
     assert run(api, key, CHECK) == (0, seen)
@@ -177,6 +183,7 @@ def test_a_server_killed_mid_copy_comes_back_with_the_instance_on_its_source(two
     api = two.api
     inst, seen = stopped_with_files(api, "survivor", data_file_mb=300)
     key = inst["id"]
+    anonymous_before = anonymous_volumes(two.remote)
     op = api.post(f"/instances/{key}/migrate", json={"node": "far"}).json()["operation"]
     deadline = time.monotonic() + 120
     while not api.get(f"/operations/{op['id']}").json()["phase"].startswith("copying disk"):
@@ -188,6 +195,7 @@ def test_a_server_killed_mid_copy_comes_back_with_the_instance_on_its_source(two
     assert now["node"] == "local" and now["gpus"] == []
     assert "interrupted" in api.get(f"/instances/{key}/events").json()[-1]["cause"]
     wait_until(lambda: not objects_of(two.remote, key), "the partial copy on far is removed", 60)
+    assert not anonymous_volumes(two.remote) - anonymous_before
     # And it can go again, whole.
     op = api.post(f"/instances/{key}/migrate", json={"node": "far"}).json()["operation"]
     assert wait_operation(api, op, timeout=240)[-1]["error"] is None

@@ -351,9 +351,11 @@ class DockerRuntime:
         except APIError as exc:
             raise _error(exc) from exc
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, container_id: str, with_volumes: bool = False) -> None:
+        """`with_volumes`: its anonymous volumes too (a helper's; never an instance's, whose
+        image may keep data in them)."""
         try:
-            self.client.api.remove_container(container_id, force=True)
+            self.client.api.remove_container(container_id, force=True, v=with_volumes)
         except NotFound:
             pass
         except APIError as exc:

@@ -77,17 +77,19 @@ def send_image(source: DockerRuntime, target: DockerRuntime, ref: str, on_bytes:
 def _helper(api, image: str, volume: str, labels: dict[str, str], mode: str, tools: str | None = None,
             command: list[str] | None = None) -> str:
     """A helper over a committed system disk, whose image names the instance's mount points
-    as volumes: the engine makes anonymous ones for those not bound here, so it is removed
-    with its volumes (v=True)."""
+    as volumes: the engine would make an anonymous volume for each one not bound, which an
+    engine that dies mid-copy leaves behind. They get a small tmpfs instead."""
     binds = {volume: {"bind": "/d", "mode": mode}}
     if tools:
         binds[tools] = {"bind": docker_tools.MOUNT, "mode": "ro"}
+    declared = (api.inspect_image(image).get("Config") or {}).get("Volumes") or {}
+    tmpfs = {path: "size=1m" for path in declared if path not in ("/d", docker_tools.MOUNT if tools else None)}
     return api.create_container(
         image, command=command or ["true"], entrypoint=[docker_tools.BUSYBOX] if command else [],
         labels={**labels, HELPER_LABEL: "migrate"}, network_disabled=True,
         environment={"B": docker_tools.BUSYBOX},
         host_config=api.create_host_config(
-            binds=binds, network_mode="none", privileged=False, security_opt=["no-new-privileges"],
+            binds=binds, tmpfs=tmpfs or None, network_mode="none", privileged=False, security_opt=["no-new-privileges"],
             cap_drop=["ALL"], cap_add=["DAC_READ_SEARCH"], nano_cpus=1_000_000_000, mem_limit="256m",
             pids_limit=64))["Id"]
 

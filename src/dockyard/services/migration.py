@@ -340,7 +340,7 @@ def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
         source = platform.runtimes.get(row.node_name)
         if source is not None:  # the helpers that were reading its disks there
             for helper in source.list({**_labels(platform, instance_id), HELPER_LABEL: "migrate"}):
-                source.remove(helper.id)
+                source.remove(helper.id, with_volumes=True)
         instances.transition(platform, instance_id, Status.MIGRATING, Status.STOPPED, cause,
                              also=lambda db: notifications.post(db, row.owner_id, NOTICE_KIND,
                                                                 f"instance {row.name}: {cause}"))
@@ -360,7 +360,7 @@ def _clean_peer(platform: Platform, instance_id: str) -> None:
     try:
         labels = _labels(platform, instance_id)
         for container in runtime.list(labels):  # its old container, or helpers a crash left
-            runtime.remove(container.id)
+            runtime.remove(container.id, with_volumes=HELPER_LABEL in container.labels)
         runtime.remove(container_name(platform, instance_id))
         for disk in disks:
             runtime.remove_volume(disk.name)
