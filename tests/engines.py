@@ -36,6 +36,8 @@ class EngineHost:
 SECOND = EngineHost("dytest2", "10.231.0.1", "10.231.0.2")
 # Its own engine, for tests that make an engine vanish: no other test uses it.
 VANISHING = EngineHost("dytest3", "10.231.0.5", "10.231.0.6")
+# The migration tests' target (tests/integration/test_migrate.py), frozen by one of them.
+MIGRATION = EngineHost("dytest4", "10.231.0.9", "10.231.0.10")
 NAME, SOCKET, HOST_ADDR, ENGINE_ADDR = SECOND.name, SECOND.socket, SECOND.host_addr, SECOND.engine_addr
 
 
@@ -102,3 +104,9 @@ def clean_engine(engine: docker.DockerClient) -> None:
         container.remove(force=True)
     for volume in engine.volumes.list(filters={"label": "dockyard.deployment"}):
         volume.remove(force=True)
+
+
+def remove_images(engine: docker.DockerClient, deployment: str) -> None:
+    """Remove the system disk images a test server's migrations left on an engine."""
+    for image in engine.images.list(filters={"label": f"dockyard.deployment={deployment}"}):
+        engine.images.remove(image.id, force=True)

@@ -211,6 +211,10 @@ class Settings(BaseSettings):
     starting_timeout_s: float = Field(default=900.0, gt=0)
     stopping_timeout_s: float = Field(default=300.0, gt=0)
     releasing_timeout_s: float = Field(default=900.0, gt=0)
+    # A migration (docs/migrate.md): its deadline as a whole (past it the instance stays on
+    # its node, stopped), and the longest a read or write of its copies may wait on an engine.
+    migrating_timeout_s: float = Field(default=6 * 3600.0, gt=0)
+    migration_io_timeout_s: float = Field(default=60.0, gt=0)
     activity_interval_s: float = Field(default=60.0, gt=0)
     # Monitoring (issue 7): a sample of every running instance this often, kept this long
     # (in memory), and its data disk's use measured this often (du walks the files).

@@ -86,3 +86,14 @@ def test_an_overrun_stop_whose_engine_is_unreachable_keeps_its_gpus():
     instance_id = stuck(platform, "stopping", 120, container_id="c1")
     deadlines.enforce(platform, utcnow() - timedelta(hours=1))
     assert state(platform, instance_id)[:2] == ("stopping", 1)
+
+
+def test_an_overrun_migration_leaves_the_instance_stopped_where_it_is():
+    # The copies on the other node are the migration sweep's to remove (services/migration.py).
+    platform = make_platform(migrating_timeout_s=60)
+    instance_id = stuck(platform, "migrating", 120)
+    with platform.sessions.begin() as db:
+        db.get(Instance, instance_id).migrate_peer = "elsewhere"
+    deadlines.enforce(platform, utcnow() - timedelta(hours=1))
+    status, held, cause, notices = state(platform, instance_id)
+    assert (status, held) == ("stopped", 0) and "did not finish migrating" in cause and len(notices) == 1

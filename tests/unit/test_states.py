@@ -57,7 +57,9 @@ def test_transitional_statuses_have_a_way_out():
 
 
 def test_holds_gpus():
-    assert HOLDS_GPUS == {Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING}
+    # A migrating instance holds the GPUs it will start with on its new node.
+    assert HOLDS_GPUS == {Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING,
+                          Status.MIGRATING}
     for status in (Status.STOPPED, Status.FAILED, Status.RELEASED):
         assert status not in HOLDS_GPUS
 
@@ -139,3 +141,12 @@ def test_a_lost_instance_can_only_be_released_or_come_back_stopped():
     for action in ("start", "stop"):
         with pytest.raises(Conflict, match="its node does not answer"):
             check_user_action(Status.LOST, action)
+
+
+def test_a_migration_starts_on_the_new_node_or_stays_stopped_and_users_cannot_act_on_it_meanwhile():
+    assert ALLOWED[Status.MIGRATING] == {Status.STARTING, Status.STOPPED, Status.RELEASING}
+    assert can_transition(Status.STOPPED, Status.MIGRATING) and can_transition(Status.FAILED, Status.MIGRATING)
+    assert not can_transition(Status.RUNNING, Status.MIGRATING)
+    for action in ("start", "stop"):
+        with pytest.raises(Conflict, match="migrating"):
+            check_user_action(Status.MIGRATING, action)

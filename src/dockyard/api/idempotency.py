@@ -47,13 +47,20 @@ class Idempotency:
         if first is not None:
             return await _answer_retry(first, key, fingerprint)(scope, receive, send)
 
-        start, chunks = {}, []
+        start, chunks, recorded = {}, [], []
 
         async def recording_send(message):
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
+                if not message.get("more_body", False) and start.get("status", 500) < 500:
+                    # Kept before the answer's end goes out: a client that retries as soon as it
+                    # has it must get it replayed, not "has not finished".
+                    await anyio.to_thread.run_sync(_record, platform, user_id, key, start["status"],
+                                                   Headers(raw=start.get("headers", [])).get("content-type"),
+                                                   b"".join(chunks))
+                    recorded.append(True)
             await send(message)
 
         async def replay_receive():
@@ -64,12 +71,8 @@ class Idempotency:
         except BaseException:
             await anyio.to_thread.run_sync(_forget, platform, user_id, key)
             raise
-        status = start.get("status", 500)
-        if status >= 500:  # may not have happened: a retry runs again
+        if not recorded:  # a 5xx, or no answer: it may not have happened, a retry runs again
             await anyio.to_thread.run_sync(_forget, platform, user_id, key)
-        else:
-            content_type = Headers(raw=start.get("headers", [])).get("content-type")
-            await anyio.to_thread.run_sync(_record, platform, user_id, key, status, content_type, b"".join(chunks))
 
 
 async def _whole_body(receive) -> bytes:

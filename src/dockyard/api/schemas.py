@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.core.autostop import MAX_MINUTES
 from dockyard.core.placement import ANY_MODEL
@@ -138,6 +138,23 @@ class StartInstance(Strict):
     gpu_count: int | None = Field(default=None, description="resize: this many GPUs, for this and later starts")
     queue: bool = Field(default=False, description=QUEUE_HELP)
     queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
+    # Issue 12 (docs/migrate.md): move to a node with free GPUs of its model, then start.
+    migrate: bool = False
+    node: str | None = Field(default=None, max_length=64, description="with migrate: the node; default: the best fit")
+
+    @model_validator(mode="after")
+    def _migrate_options(self) -> "StartInstance":
+        if self.migrate and self.no_gpu:
+            raise ValueError("migrate: give migrate or no_gpu, not both (a migration starts with GPUs)")
+        if self.migrate and (self.queue or self.gpu_count is not None):
+            raise ValueError("migrate: a migration starts with its own GPUs, neither queued nor resized")
+        if self.node is not None and not self.migrate:
+            raise ValueError("node: only with migrate")
+        return self
+
+
+class MigrateInstance(Strict):
+    node: str = Field(max_length=64, description="the node to move to")
 
 
 class PatchInstance(AutoStopRules):
@@ -332,6 +349,11 @@ class OperationOut(BaseModel):
 
 
 class CloneOut(BaseModel):
+    instance: InstanceOut
+    operation: OperationOut
+
+
+class MigrateOut(BaseModel):
     instance: InstanceOut
     operation: OperationOut
 

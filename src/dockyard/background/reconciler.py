@@ -17,7 +17,7 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance, Node, Volume, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
-from dockyard.services import autostop, deadlines, notifications
+from dockyard.services import autostop, deadlines, migration, notifications
 from dockyard.services.driver import Driver, data_volume
 from dockyard.services.instances import transition
 from dockyard.services.nodes import connect_nodes
@@ -41,6 +41,7 @@ def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> 
                 and not driver.busy(instance.id)):
             driver.kick(instance.id)
     deadlines.enforce(platform, started_at)
+    migration.sweep(platform, driver)  # what a failed, interrupted or finished migration left
     for node in online:
         try:
             reconcile_node(platform, driver, node)
@@ -68,6 +69,8 @@ def _check_node(platform, driver, runtime, node: str) -> None:
         if HELPER_LABEL in container.labels:
             continue  # short-lived, removed by whoever started it (and at startup: heal_interrupted)
         owner = instances.get(container.labels.get("dockyard.instance", ""))
+        if owner is not None and owner.migrate_peer == node:
+            continue  # a migration's: kept until it has run on its new node, then swept
         if owner is None or owner.node_name != node:
             log.info("removing container %s: it belongs to no live instance", container.name)
             runtime.remove(container.id)
@@ -108,7 +111,8 @@ def _check_node(platform, driver, runtime, node: str) -> None:
     with platform.sessions.begin() as db:
         kept = {v.engine_name: v for v in db.scalars(select(Volume).where(Volume.node_name == node,
                                                                          Volume.status != "deleted"))}
-    live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node}
+        migrating = migration.peer_disks(platform, db, node)  # left to the migration sweep
+    live_volumes = {data_volume(platform, i.id) for i in instances.values() if i.node_name == node} | migrating
     live_volumes |= {name for name, v in kept.items() if v.status != "deleting"}
     for volume in volumes:
         if volume not in live_volumes and volume not in kept:

@@ -232,12 +232,41 @@ def start(key: str = typer.Argument(..., metavar="ID", callback=path_key),
                                              help="resize: this many GPUs (with CPU and memory to match), from now on"),
           queue: bool = typer.Option(False, "--queue", help=QUEUE_HELP),
           queue_timeout: Optional[str] = typer.Option(None, "--queue-timeout", help=QUEUE_TIMEOUT_HELP),
+          migrate_: bool = typer.Option(False, "--migrate", help="move to a node with free GPUs of its model "
+                                        "(its disks are copied there), then start there"),
+          node: Optional[str] = typer.Option(None, "--node", help="with --migrate: the node (default: the best fit)"),
           wait: bool = typer.Option(False, "--wait"), as_json: bool = JsonOpt) -> None:
-    """Start a stopped instance on its node, with GPUs assigned afresh."""
+    """Start a stopped instance on its node, with GPUs assigned afresh (or elsewhere: --migrate)."""
     client = Client()
-    body = {"no_gpu": no_gpu, **({"gpu_count": gpus} if gpus is not None else {}), **queue_body(queue, queue_timeout)}
-    _finish(client, client.post(f"/instances/{key}/start", body), wait, ["running"], as_json)
+    body = {"no_gpu": no_gpu, **({"gpu_count": gpus} if gpus is not None else {}), **queue_body(queue, queue_timeout),
+            **({"migrate": True} if migrate_ else {}), **({"node": node} if node else {})}
+    started = client.post(f"/instances/{key}/start", body)
+    if migrate_:
+        op = next((o for o in client.get("/operations") if o["kind"] == "migrate" and o["instance_id"] == started["id"]
+                   and not o["done"]), None)
+        return _moved(client, started, op, wait, as_json)
+    _finish(client, started, wait, ["running"], as_json)
 
+
+@app.command()
+def migrate(key: str = typer.Argument(..., metavar="ID", callback=path_key), node: str = typer.Option(..., "--node", help="the node to move to"),
+            wait: bool = typer.Option(False, "--wait", help="follow the copy and wait until it runs there"),
+            as_json: bool = JsonOpt) -> None:
+    """Move a stopped instance to another node: its system and data disks are copied there
+    and checked, then it starts there (same id, name and Jupyter URL; a new SSH endpoint)."""
+    client = Client()
+    answer = client.post(f"/instances/{key}/migrate", {"node": node})
+    _moved(client, answer["instance"], answer["operation"], wait, as_json)
+
+
+def _moved(client: Client, instance: dict, op: dict | None, wait: bool, as_json: bool) -> None:
+    if wait and op:  # a failed copy raises with the reason: the instance stayed where it was
+        follow(client, op, show=not as_json)
+    _finish(client, instance, wait, ["running"], as_json)
+    if wait and not as_json:
+        now = client.get(f"/instances/{instance['id']}")
+        render.console.print(f"on node {now['node']}; SSH: {now['ssh_command'] or '-'} "
+                             "(changed: run `dockyard ssh-config` again)", highlight=False)
 
 
 def queue_body(queue: bool, timeout: Optional[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Following a long operation of the server (a clone's disk copies) with a progress bar."""
+"""Following a long operation of the server (a clone's or a migration's disk copies) with a progress bar."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from dockyard.cli import render
 from dockyard.cli.client import Client, CliError
 
 
-def follow(client: Client, op: dict) -> dict:
+def follow(client: Client, op: dict, show: bool = True) -> dict:
     """Show `op` until it ends (polling GET /operations/ID); its last view. A failed one
-    raises CliError with the server's reason."""
+    raises CliError with the server's reason. `show` False: no bar (--json output)."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TimeElapsedColumn(), console=render.console) as progress:
+                  TimeElapsedColumn(), console=render.console, disable=not show) as progress:
         task = progress.add_task("", total=None)
         while True:
             progress.update(task, description=escape(f"{op['kind']} {op['target']}: {op['phase']}"),

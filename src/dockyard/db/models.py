@@ -328,6 +328,9 @@ class Instance(Base):
     auto_release_days: Mapped[int | None] = mapped_column(Integer)
     release_notice_level: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     release_notice_stop: Mapped[datetime | None] = mapped_column()
+    # A migration (services/migration.py): while migrating, the node its disks are copied
+    # to; after it moved, the node its old disks are on until it has run on the new one.
+    migrate_peer: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

@@ -86,10 +86,17 @@ class DockerRuntime:
         self._files_api = docker.APIClient(base_url=node.url, tls=tls, timeout=FILE_COPY_TIMEOUT_S,
                                            version=self.client.api.api_version,
                                            use_ssh_client=node.url.startswith("ssh://"))
+        self._connection = {"base_url": node.url, "tls": tls, "version": self.client.api.api_version,
+                            "use_ssh_client": node.url.startswith("ssh://")}
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.limits_system_disk = False  # see probe_disk_limit
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
+
+    def api(self, timeout_s: float) -> docker.APIClient:
+        """A connection of its own to this engine, for long streams (a migration's copies,
+        runtimes/transfer.py): `timeout_s` bounds each read and write on it."""
+        return docker.APIClient(timeout=timeout_s, **self._connection)
 
     def alive(self) -> bool:
         try:
@@ -373,9 +380,11 @@ class DockerRuntime:
         except APIError as exc:
             raise _error(exc) from exc
 
-    def remove(self, container_id: str) -> None:
+    def remove(self, container_id: str, with_volumes: bool = False) -> None:
+        """`with_volumes`: its anonymous volumes too (a helper's; never an instance's, whose
+        image may keep data in them)."""
         try:
-            self.client.api.remove_container(container_id, force=True)
+            self.client.api.remove_container(container_id, force=True, v=with_volumes)
         except NotFound:
             pass
         except APIError as exc:

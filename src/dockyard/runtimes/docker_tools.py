@@ -120,6 +120,7 @@ class ToolsVolume:
                 # Files are replaced, not written over: running copies keep their inode.
                 self.client.api.put_archive(helper["Id"], "/tools", archive(self._files))
             finally:
-                self.client.api.remove_container(helper["Id"], force=True)
+                # With its anonymous volumes: a committed system disk's image names its mount points.
+                self.client.api.remove_container(helper["Id"], force=True, v=True)
         except APIError as exc:
             raise RuntimeError_(f"could not make the platform's tools volume: {exc.explanation or exc}") from exc

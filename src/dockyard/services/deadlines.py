@@ -33,6 +33,8 @@ OUTCOME = {
     Status.STARTING: (Status.STOPPED, "did not finish starting; start it again"),
     Status.STOPPING: (Status.STOPPED, "did not stop: its container was killed"),
     Status.RELEASING: (Status.FAILED, "did not finish releasing; its data is kept, release it again"),
+    # The copies on the other node are removed by the migration sweep (services/migration.py).
+    Status.MIGRATING: (Status.STOPPED, "did not finish migrating; it stays on its node with its disks"),
 }
 
 
@@ -43,6 +45,7 @@ def deadline_s(platform: Platform, status: Status) -> float:
         Status.STARTING: settings.starting_timeout_s,
         Status.STOPPING: settings.stopping_timeout_s,
         Status.RELEASING: settings.releasing_timeout_s,
+        Status.MIGRATING: settings.migrating_timeout_s,
     }[status]
 
 

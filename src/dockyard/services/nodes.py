@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -32,6 +33,13 @@ def discover_gpus(config: NodeConfig, runtime: DockerRuntime, probe_image: str) 
     return []
 
 
+def disk_root(platform: Platform, node: str) -> Path:
+    """Where a node's sized disks live on the server's host: a folder per node, since two
+    engines on one host (tests/engines.py) hold disks of the same name (a migration's)."""
+    root = platform.settings.home / "disks"
+    return root if node == LOCAL_NODE else root / "nodes" / node
+
+
 def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
     """Connect every configured node (or those not connected yet) and record it, its
     shares and its GPUs."""
@@ -39,7 +47,7 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
-            disks = LoopDisks(platform.settings.home / "disks", config.url) if config.sized_disks else None
+            disks = LoopDisks(disk_root(platform, config.name), config.url) if config.sized_disks else None
             runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
                                     busybox=platform.settings.tools_busybox, disks=disks,
                                     ping_timeout_s=platform.settings.node_ping_timeout_s)

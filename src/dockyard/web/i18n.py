@@ -210,6 +210,12 @@ EN: dict[str, str] = {
     "inst.clone_prompt": "Name of the clone (a copy of both disks, on the same node)",
     "inst.clone_started": "Cloning: the disks are being copied; the clone starts when they are.",
     "inst.clone_password": "The clone's root password (shown once):",
+    # issue 12: migration to another node (docs/migrate.md)
+    "inst.migrate": "Move to another node",
+    "inst.migrate_prompt": "Node to move to (both disks are copied there and checked, then it starts there; "
+                           "empty: the best fit)",
+    "inst.migrate_started": "Moving: the disks are being copied to the other node; it starts there once they are checked.",
+    "op.migrate": "Move",
     "op.save": "Save image",
     "op.clone": "Clone into",
     "op.build": "Build",
@@ -268,6 +274,7 @@ EN: dict[str, str] = {
     "status.failed": "failed",
     "status.queued": "queued",
     "status.lost": "lost (node offline)",
+    "status.migrating": "moving to another node",
     "autostop.title": "Auto-stop",
     "autostop.idle": "Stop when idle for",
     "autostop.max": "Stop after running for",
@@ -524,6 +531,10 @@ ZH: dict[str, str] = {
     "inst.clone_prompt": "克隆实例的名称（复制系统盘和数据盘，在同一节点上）",
     "inst.clone_started": "正在克隆：正在复制磁盘，复制完成后新实例自动开机。",
     "inst.clone_password": "克隆实例的 root 密码（只显示一次）：",
+    "inst.migrate": "迁移到其他节点",
+    "inst.migrate_prompt": "迁移到的节点（系统盘和数据盘复制过去并校验后在那里开机；留空：自动选择）",
+    "inst.migrate_started": "正在迁移：磁盘正在复制到另一节点，校验后在那里开机。",
+    "op.migrate": "迁移",
     "op.save": "保存镜像",
     "op.clone": "克隆为",
     "op.build": "构建",
@@ -582,6 +593,7 @@ ZH: dict[str, str] = {
     "status.failed": "失败",
     "status.queued": "排队中",
     "status.lost": "失联（节点离线）",
+    "status.migrating": "迁移中",
     "autostop.title": "自动关机",
     "autostop.idle": "空闲多久后关机",
     "autostop.max": "运行多久后关机",
@@ -649,7 +661,7 @@ def js_strings(lang: str) -> dict[str, str]:
     t = translator(lang)
     keys = [k for k in EN if k.startswith(("status.", "mon.", "advisor.severity.", "autostop.summary", "op.")) or k in (
         "inst.copied", "inst.confirm_release", "inst.save_prompt", "inst.save_started", "inst.no_gpu",
-        "inst.clone_prompt", "inst.clone_started", "inst.clone_password",
+        "inst.clone_prompt", "inst.clone_started", "inst.clone_password", "inst.migrate_prompt", "inst.migrate_started",
         "inst.gpus_taken", "inst.gpus_waiting", "inst.queue_position", "create.queue_hint",
         "create.no_image", "create.free", "create.per_hour", "advisor.none", "autostop.title")]
     return {k: t(k) for k in keys}

@@ -488,7 +488,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     return RedirectResponse(f"/instances/{key}", status_code=303)
 
 
-ACTIONS = ("stop", "start", "start-no-gpu", "start-queue", "release", "save", "check", "clone")
+ACTIONS = ("stop", "start", "start-no-gpu", "start-queue", "release", "save", "check", "clone", "migrate")
 
 
 @router.post("/console/instances/{key}/{action}")
@@ -517,6 +517,10 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
             # The console's release keeps the data disk as a volume (the default).
             out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
                                         platform=platform, driver=driver)
+        elif action == "migrate":  # docs/migrate.md: to the node named, else the best fit; then it starts there
+            node = body.get("node")
+            out = instances_api.start(instance_id, StartInstance(migrate=True, node=str(node) if node else None),
+                                      user, platform, driver)
         elif action == "save":
             image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
             return JSONResponse({"image": image.name, "status": image.status})

@@ -20,6 +20,8 @@ from dockyard.api.schemas import (
     GpuRef,
     ImageOut,
     InstanceOut,
+    MigrateInstance,
+    MigrateOut,
     OperationOut,
     PatchInstance,
     SaveImage,
@@ -32,6 +34,7 @@ from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.services import audit, autostop, fair_share, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
+from dockyard.services.migration import request_migration
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -197,8 +200,20 @@ def stop(key: str, user: User = Depends(current_user), platform: Platform = Depe
 def start(key: str, body: StartInstance | None = None, user: User = Depends(current_user),
           platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> InstanceOut:
     body = body or StartInstance()
+    if body.migrate:  # docs/migrate.md: its progress is an operation (GET /operations)
+        instance, _ = request_migration(platform, driver, user, key, body.node)
+        return _out(platform, instance.id, user)
     return _act(instances.request_start, platform, driver, user, key, body.no_gpu, body.gpu_count, body.queue,
                 body.queue_timeout_minutes)
+
+
+@router.post("/{key}/migrate", response_model=MigrateOut, status_code=202)
+def migrate(key: str, body: MigrateInstance, user: User = Depends(current_user),
+            platform: Platform = Depends(get_platform), driver: Driver = Depends(get_driver)) -> MigrateOut:
+    """Move a stopped (or failed) instance to another node: its disks are copied there and
+    checked, then it starts there. The operation reports the copy (GET /operations/ID)."""
+    instance, op = request_migration(platform, driver, user, key, body.node)
+    return MigrateOut(instance=_out(platform, instance.id, user), operation=OperationOut(**op.view()))
 
 
 @router.delete("/{key}", response_model=InstanceOut)

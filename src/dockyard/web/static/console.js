@@ -126,6 +126,11 @@
       if (!name) return;
       body = {name};
     }
+    if (action === "migrate") {  // its progress shows in the operations panel too
+      const node = prompt(S("inst.migrate_prompt"), "");
+      if (node === null) return;
+      body = node.trim() ? {node: node.trim()} : {};
+    }
     button.disabled = true;
     try {
       const response = await fetch(`/console/instances/${id}/${action}`, {
@@ -134,6 +139,7 @@
       const data = await response.json();
       if (!response.ok) { toast(data.ways_out ? gpusTaken(data) : data.detail || response.statusText); return; }
       if (action === "save") toast(S("inst.save_started"));
+      if (action === "migrate") toast(S("inst.migrate_started"));
       if (action === "clone") {
         toast(S("inst.clone_started"));
         if (data.ssh_password) prompt(S("inst.clone_password"), data.ssh_password);
