@@ -32,7 +32,8 @@ load`), part of its time; the tar pipe copies only the data. Printed: each run, 
 the phase breakdown and the ratio median Dockyard MB/s / median tar MB/s, with PASS if it
 is >= 0.8, else MISS. The exit status is 0 either way (1 only when it could not run).
 Everything it made is removed: its instance, its helper containers and volumes, and the
-server's objects and system disk images on both engines (by its deployment label).
+server's objects and system disk images on both engines (by its deployment label), and
+the server's home with its disks' files.
 
     .venv/bin/python bench/migrate.py [--runs 3] [--size-mib 2048]
 """
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -257,6 +259,7 @@ def main() -> int:
                 except NotFound:
                     pass
             remove_images(remote, deployment)
+        shutil.rmtree(server.home, ignore_errors=True)  # its disks' files: the data, twice
 
 
 if __name__ == "__main__":
