@@ -26,7 +26,8 @@ NOT_IDS = {("/static/{name}", "name"): "app.js", ("/lang/{code}", "code"): "en",
 BODIES = {"/instances/{key}/save": {"name": "stolen"}, "/instances/{key}/clone": {"name": "stolen"},
           "/instances/{key}/exec": {"command": ["true"]}, "/instances/{key}/ports": {"port": 7001},
           "/instances/{key}/autostop": {"idle": "off", "max": "off"},
-          "/instances/{key}": {"auto_stop_idle_minutes": None}, "/volumes/{key}/resize": {"size_gb": 2}}
+          "/instances/{key}": {"auto_stop_idle_minutes": None}, "/volumes/{key}/resize": {"size_gb": 2},
+          "/instances/{key}/migrate": {"node": "local"}}
 
 
 def routes(tmp_path):
