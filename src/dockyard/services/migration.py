@@ -107,6 +107,9 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
             raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
+        if instance.gpu_share:
+            raise Conflict(f"instance {instance.name} holds a share of a GPU ({instance.gpu_share}); migrations move "
+                           "whole GPUs only")
         if not (instance.container_id or instance.sysdisk_image):
             raise Conflict(f"instance {instance.name} has no system disk yet")
         if instance.migrate_peer and _keeps_backup(db, instance):
@@ -121,7 +124,7 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
             raise Conflict(f"volume {busy[0]} is being resized or removed; migrate when it is done")
         instances._lock_allocation(db)
         known = set(db.scalars(select(Node.name)))
-        views = [v for v in instances._node_views(db) if v.name in platform.runtimes]
+        views = [v for v in instances._node_views(db, platform.settings) if v.name in platform.runtimes]
         count = instance.gpu_count
         placement = choose_target(views, known, instance.node_name, instance.gpu_model, count, node)
         target = db.get(Node, placement.node)
@@ -130,7 +133,7 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
             raise Conflict(f"node: node {target.name} has NVIDIA driver {target.driver_version}; image "
                            f"{image.name} needs {image.min_driver} or newer", field="node")
         from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
-        billing.check_can_afford(db, platform.settings, user, instance.gpu_model, count, target.name)
+        billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
         done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == current).values(
             status=Status.MIGRATING, migrate_peer=target.name, no_gpu=False, status_reason=None,
             updated_at=utcnow())).rowcount
