@@ -45,7 +45,8 @@ def test_saved_image_carries_no_secrets(srv, docker_client):
                                           "secret_env": {"HF_TOKEN": SEALED}}).json()
     password = made["ssh_password"]
     wait_status(alice, made["id"], "running", timeout=180)
-    host_key = inside(alice, made["id"], "for i in $(seq 60); do [ -s /etc/ssh/ssh_host_ed25519_key.pub ] && break; "
+    # sshd starts once its keys and the password are in place (JupyterLab starts meanwhile).
+    host_key = inside(alice, made["id"], "for i in $(seq 60); do pgrep -x sshd >/dev/null && break; "
                                          "sleep 1; done; cat /etc/ssh/ssh_host_ed25519_key.pub")
     assert host_key.startswith("ssh-ed25519")
     assert inside(alice, made["id"], "echo keep-me > /root/work.txt; grep -c '^root:[^*!]' /etc/shadow").strip() == "1"
