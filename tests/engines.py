@@ -89,6 +89,13 @@ def second_engine(images: list[str]) -> docker.DockerClient:
     return engine(SECOND, images)
 
 
+def far_node_config(host: EngineHost, extra: str = "") -> str:
+    """config.toml's `[[nodes]]` entry for `host` as the node "far": two simulated A100s,
+    a CPU and 1 GB of memory per GPU (these hosts are small)."""
+    return (f'[[nodes]]\nname = "far"\nurl = "{host.socket}"\nsimulated_gpus = "A100-80GB:2"\n{extra}'
+            "cpus_per_gpu = 1\nmemory_per_gpu_gb = 1\n")
+
+
 def freeze(host: EngineHost) -> None:
     """The engine stops answering, as a host that vanished from the network does."""
     os.kill(host.pid, signal.SIGSTOP)

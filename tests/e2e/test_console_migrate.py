@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.browser import CHROMIUM, shot, sign_in
-from tests.engines import MIGRATION, clean_engine, engine, remove_images
+from tests.engines import MIGRATION, clean_engine, engine, far_node_config, remove_images
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -24,9 +24,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(600),
 def console(docker_client):
     remote = engine(MIGRATION, [BASE_IMAGE])
     srv = Server(simulated_gpus="A100-80GB:1")
-    (srv.home / "config.toml").write_text(
-        f'[[nodes]]\nname = "far"\nurl = "{MIGRATION.socket}"\nsimulated_gpus = "A100-80GB:2"\n'
-        "cpus_per_gpu = 1\nmemory_per_gpu_gb = 1\n")
+    (srv.home / "config.toml").write_text(far_node_config(MIGRATION))
     srv.start()
     srv.admin = srv.add_user("ops", admin=True)
     srv.admin.post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.engines import VANISHING, clean_engine, engine, freeze, thaw
+from tests.engines import VANISHING, clean_engine, engine, far_node_config, freeze, thaw
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 
@@ -16,9 +16,7 @@ from tests.harness import BASE_IMAGE, Server, wait_status
 def far(docker_client):
     remote = engine(VANISHING, [BASE_IMAGE])
     srv = Server(simulated_gpus="RTX-4090:1", node_grace_s="3")
-    (srv.home / "config.toml").write_text(
-        f'[[nodes]]\nname = "far"\nurl = "{VANISHING.socket}"\nsimulated_gpus = "A100-80GB:2"\n'
-        "cpus_per_gpu = 1\nmemory_per_gpu_gb = 1\n")
+    (srv.home / "config.toml").write_text(far_node_config(VANISHING))
     srv.start()
     srv.admin = srv.add_user("ops", admin=True)
     srv.admin.post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()

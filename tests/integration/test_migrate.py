@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.engines import MIGRATION, clean_engine, engine, freeze, remove_images, thaw
+from tests.engines import MIGRATION, clean_engine, engine, far_node_config, freeze, remove_images, thaw
 from tests.harness import BASE_IMAGE, Server, wait_status
 from tests.integration.test_clone import run, wait_operation
 
@@ -27,9 +27,7 @@ CHECK = ("cat /root/hello; cd /root/data && sha256sum deep/blob own && stat -c '
 def two(docker_client):
     remote = engine(MIGRATION, [BASE_IMAGE])
     srv = Server(simulated_gpus="A100-80GB:1", migration_io_timeout_s="4", cpus_per_gpu="1", memory_per_gpu_gb="1")
-    (srv.home / "config.toml").write_text(
-        f'[[nodes]]\nname = "far"\nurl = "{MIGRATION.socket}"\nsimulated_gpus = "A100-80GB:2"\n'
-        f'public_host = "{MIGRATION.engine_addr}"\ncpus_per_gpu = 1\nmemory_per_gpu_gb = 1\n')
+    (srv.home / "config.toml").write_text(far_node_config(MIGRATION, f'public_host = "{MIGRATION.engine_addr}"\n'))
     srv.start()
     srv.admin = srv.add_user("ops", admin=True)
     srv.admin.post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
