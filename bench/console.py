@@ -1,4 +1,4 @@
-"""The web console under load (issue 7): page times and live-status latency.
+"""The web console under load: page times and live-status latency.
 
 Starts a real `dockyard serve` (tests/harness.py), seeds 100 users and 1,000 instances
 directly in its database (rows only, no containers: status `stopped`, 1 x A100-80GB each;

@@ -1,4 +1,4 @@
-"""Create-to-running latency of Dockyard against a plain `docker run` (issue 2).
+"""Create-to-running latency of Dockyard against a plain `docker run`.
 
 Measures, in one run on the local Docker engine:
 
@@ -17,7 +17,7 @@ Measures, in one run on the local Docker engine:
 4. concurrency: 10 concurrent creates (threads) until all are running, against the
              single-create median; and 10 concurrent raw runs against the raw median.
 
-Targets (issue 2): dockyard/raw <= 1.25 (median and p90); 10 concurrent creates all
+Targets: dockyard/raw <= 1.25 (median and p90); 10 concurrent creates all
 running within 2x the single-create median. PASS/MISS is printed; the exit status is 0
 either way (1 only when the benchmark itself could not run).
 
@@ -327,7 +327,7 @@ def main() -> int:
     client.images.get(BASE_IMAGE)
     bench_id = secrets.token_hex(4)
     labels = {"dockyard.bench": bench_id}
-    # 8 simulated A100s, as issue 2 says, but at least one per concurrent create.
+    # 8 simulated A100s, but at least one per concurrent create.
     gpus = f"{GPU_MODEL}:{max(8, args.concurrency)}"
     server = Server(simulated_gpus=gpus)
     print(f"docker {client.version()['Version']}, {len(os.sched_getaffinity(0))} CPUs, "

@@ -1,4 +1,4 @@
-"""Start-up and save costs of the PyTorch CPU image through Dockyard (issue 3).
+"""Start-up and save costs of the PyTorch CPU image through Dockyard.
 
 Measures, on one `dockyard serve` (tests/harness.py's Server) with simulated GPUs:
 

@@ -1,5 +1,5 @@
 """Create to JupyterLab answering through the proxy: Dockyard against JupyterHub +
-DockerSpawner, interleaved in one run on this machine (issue 12's target: Dockyard at most
+DockerSpawner, interleaved in one run on this machine (the target: Dockyard at most
 0.8x of JupyterHub).
 
 Each round times, one after the other:

@@ -1,6 +1,6 @@
-"""Migration throughput between two engines against a plain `tar | tar` (issue 12).
+"""Migration throughput between two engines against a plain `tar | tar`.
 
-Target (issue 12): migrating an instance with a 2 GiB data disk between two engines in
+Target: migrating an instance with a 2 GiB data disk between two engines in
 network namespaces runs at 80% or more of a plain `tar | tar` pipe between the same
 engines, measured in the same run.
 

@@ -1,5 +1,5 @@
 """HTTP and WebSocket throughput through Dockyard's reverse proxy against
-configurable-http-proxy (issue 4).
+configurable-http-proxy.
 
 One backend, inside one Dockyard instance: a tiny tornado app (tornado is in the
 `pytorch-2.13-cpu` image's /opt/venv, JupyterLab's environment) answering GET with a

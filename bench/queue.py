@@ -1,4 +1,4 @@
-"""A queued start's latency (issue 12): from its GPUs being freed to its container started.
+"""A queued start's latency: from its GPUs being freed to its container started.
 
 Against a real `dockyard serve` (tests/harness.py's Server) on the local Docker engine
 with one simulated GPU. Two instances take turns: one runs and holds the GPU, the other
@@ -11,7 +11,7 @@ the queued one starts by itself. Per round:
 - started:    Docker's own `State.StartedAt` of the waiter's container;
 - running:    the waiter's `starting -> running` event.
 
-All four are on this host's clock. Target (issue 12): freed -> started at most 1 s
+All four are on this host's clock. Target: freed -> started at most 1 s
 (p50). PASS/MISS is printed; the exit status is 0 either way (1 only when the benchmark
 itself could not run).
 

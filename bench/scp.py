@@ -1,5 +1,5 @@
 """scp throughput into an instance through Dockyard's SSH path against scp straight to
-the container's sshd (issue 4).
+the container's sshd.
 
 On one Server (tests/harness.py) with one simulated GPU (so the instance gets all the
 machine's CPUs, no CPU quota below the host's): a user registers a fresh Ed25519 key

@@ -1,4 +1,4 @@
-"""Billing benchmark (issue 5): one settlement cycle over 10,000 running instances, and
+"""Billing benchmark: one settlement cycle over 10,000 running instances, and
 ledger posting throughput at batch sizes 1, 100 and 8,190, on SQLite and PostgreSQL.
 
     .venv/bin/python bench/settlement.py                       # SQLite only

@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     max_saved_images: int = Field(default=10, ge=0)
     max_saved_images_gb: float = Field(default=100.0, ge=0)
 
-    # Billing (issue 5, docs/billing.md). Amounts are decimal strings in the currency.
+    # Billing (docs/billing.md). Amounts are decimal strings in the currency.
     currency: str = "CNY"
     billing_enabled: bool = True
     min_balance_minutes: float = Field(default=10, ge=0)
@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     settle_chunk: int = Field(default=2000, gt=0)
     billing_crash_after_chunks: int | None = None  # fault injection for tests: SIGKILL itself
 
-    # Clusters (issue 6, docs/distributed.md): at most this many members; each cluster's
+    # Clusters (docs/distributed.md): at most this many members; each cluster's
     # private network is a subnet of this pool; overlay (cross-engine) traffic encrypted
     # with IPsec unless cluster_network_encrypted is turned off (faster, for trusted links).
     max_cluster_nodes: int = Field(default=16, ge=1, le=100)
@@ -216,12 +216,12 @@ class Settings(BaseSettings):
     migrating_timeout_s: float = Field(default=6 * 3600.0, gt=0)
     migration_io_timeout_s: float = Field(default=60.0, gt=0)
     activity_interval_s: float = Field(default=60.0, gt=0)
-    # Monitoring (issue 7): a sample of every running instance this often, kept this long
+    # Monitoring: a sample of every running instance this often, kept this long
     # (in memory), and its data disk's use measured this often (du walks the files).
     metrics_interval_s: float = Field(default=15.0, gt=0)
     metrics_window_s: float = Field(default=3600.0, gt=0)
     metrics_disk_interval_s: float = Field(default=300.0, gt=0)
-    # Auto-stop (issue 7): how often running instances are checked against their policy,
+    # Auto-stop: how often running instances are checked against their policy,
     # and the length of one policy minute in seconds: 60, shortened only by tests.
     autostop_interval_s: float = Field(default=60.0, gt=0)
     autostop_minute_s: float = Field(default=60.0, gt=0)

@@ -1,4 +1,4 @@
-"""The auto-stop policy and the notifications page in the console (issue 7), in Debian's
+"""The auto-stop policy and the notifications page in the console, in Debian's
 headless Chromium against a real server and the real Docker engine. One policy minute
 lasts 2 seconds here (`autostop_minute_s`, a setting meant for tests)."""
 

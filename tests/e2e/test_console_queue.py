@@ -1,4 +1,4 @@
-"""The start queue in the console (issue 12), in Debian's headless Chromium against a real
+"""The start queue in the console, in Debian's headless Chromium against a real
 server and the real Docker engine with 2 simulated GPUs: a refused start names the free
 count and offers its ways out, the queue button waits in line with the place shown, the
 instance starts live when another user's GPUs come back; the create form queues too."""

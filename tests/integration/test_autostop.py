@@ -1,4 +1,4 @@
-"""The auto-stop policy and notifications (issue 7), against a real server and the real
+"""The auto-stop policy and notifications, against a real server and the real
 Docker engine. One policy minute lasts 2 seconds here (`autostop_minute_s`, a setting
 meant for tests) and the loop looks every second; everything else is the product."""
 

@@ -1,4 +1,4 @@
-"""Billing against a real server and the real Docker engine (issue 5): per-second
+"""Billing against a real server and the real Docker engine: per-second
 charges from the runtime events, storage-only when stopped, an empty wallet stops (never
 releases), bad input posts nothing, and kill -9 during settlement changes no posting."""
 

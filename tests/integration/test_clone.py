@@ -1,4 +1,4 @@
-"""Clone (issue 7) against a real server and Docker engine: both disks copied, the clone's
+"""Clone against a real server and Docker engine: both disks copied, the clone's
 own secrets, the source untouched; refusals that leave nothing behind. And the audit log:
 an admin's actions are recorded and readable by admins only."""
 

@@ -1,4 +1,4 @@
-"""Clusters on one Docker engine (issue 6): a 2-member torchrun job (gloo) over the
+"""Clusters on one Docker engine: a 2-member torchrun job (gloo) over the
 cluster's private network, stop/start/release of all members together, all-or-nothing
 placement, bad input; and a single instance's defaults for DDP."""
 

@@ -1,4 +1,4 @@
-"""A cluster across two Docker engines (issue 6): engine 1 (this host's) and engine 2 (its
+"""A cluster across two Docker engines: engine 1 (this host's) and engine 2 (its
 own network namespace, tests/engines.py) in one Docker swarm; the members share an
 attachable overlay network and run a torchrun job (gloo) together."""
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text

@@ -1,4 +1,4 @@
-"""Migration (issue 12, docs/migrate.md) between two real Docker engines: this host's
+"""Migration (docs/migrate.md) between two real Docker engines: this host's
 (node `local`) and one in its own network namespace (node `far`, tests/engines.py). A
 stopped instance moves with both disks, checked, keeping its id, name, Jupyter URL and
 ports; its SSH endpoint changes. A target that dies mid-copy, or a server killed

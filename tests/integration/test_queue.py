@@ -1,4 +1,4 @@
-"""The start queue (issue 12) against the real Docker engine with 4 simulated GPUs:
+"""The start queue against the real Docker engine with 4 simulated GPUs:
 contention between three users, timeouts, cancelling, resize on start, kill -9."""
 
 import json
@@ -85,6 +85,7 @@ def test_three_users_contend_for_four_gpus_and_queued_starts_begin_in_order(srv,
     jump = bob.post(f"/instances/{b1['id']}/start", json={"gpu_count": 1})
     assert jump.status_code == 409 and jump.json()["free"] == 2 and jump.json()["waiting"] == 2, jump.text
     assert "2 queued requests wait for them first" in jump.json()["detail"]
+    assert jump.json()["ways_out"] == ["no_gpu", "queue", "migrate"] and "--migrate" in jump.json()["detail"]
     assert show(bob, b1)["gpu_count"] == 2  # the refused resize changed nothing
 
     # alice stops: 4 free, carol's 4-GPU instance starts by itself; alice's is next.

@@ -1,4 +1,4 @@
-"""The start queue (issue 12) on nodes that share GPUs (issue 14), against the real Docker
+"""The start queue on nodes that share GPUs, against the real Docker
 engine with two simulated GPUs in halves: shares are not queued, a line holds back the
 halves of the GPUs it waits for, and a queued start is placed like any other."""
 

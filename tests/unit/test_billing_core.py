@@ -1,4 +1,4 @@
-"""The pure money and metering arithmetic (issue 5)."""
+"""The pure money and metering arithmetic."""
 
 from fractions import Fraction
 

@@ -1,4 +1,4 @@
-"""Clusters (issue 6): all-or-nothing placement of K members, and what each member is told."""
+"""Clusters: all-or-nothing placement of K members, and what each member is told."""
 
 import pytest
 from hypothesis import given, settings

@@ -70,16 +70,18 @@ def test_timeouts_inside_are_accepted():
         check_timeout(minutes)
 
 
-def test_the_refusal_names_the_free_count_and_the_ways_out_that_exist():
+def test_the_refusal_names_the_free_count_and_the_ways_out():
     refusal = GpusTaken("n1", "A100", 4, 1, 2)
     assert GpusTaken("n1", "A100", 1, 0, 0, "create", "not enough free A100 GPUs").message.startswith(
         "not enough free A100 GPUs. Ways out: `dockyard create --gpus 0`")
     assert refusal.status_code == 409
     assert "only 1 A100 GPUs are free on node n1" in refusal.message
     assert "the instance needs 4, and 2 queued requests wait for them first. Ways out" in refusal.message
-    assert "--no-gpu" in refusal.message and "--queue" in refusal.message and "migrate" not in refusal.message
+    assert "--no-gpu" in refusal.message and "--queue" in refusal.message and "--migrate" in refusal.message
     assert refusal.details == {"node": "n1", "gpu_model": "A100", "needed": 4, "free": 1, "waiting": 2,
-                               "ways_out": ["no_gpu", "queue"]}
+                               "ways_out": ["no_gpu", "queue", "migrate"]}
+    # A create already looks at every node: moving is no way out of it.
+    assert GpusTaken("n1", "A100", 1, 0, 0, "create").details["ways_out"] == ["no_gpu", "queue"]
 
 
 # ---- the state machine -------------------------------------------------------------------

@@ -4,7 +4,7 @@ Request heads are parsed (httptools, C) and rewritten; bodies and responses trav
 bytes, with a response parser only to see where each response ends; a WebSocket upgrade
 answered with 101 turns the connection into a byte tunnel. Relaying bytes instead of
 re-building each request in an HTTP client and each message in a WebSocket library is
-what makes the proxy as fast as configurable-http-proxy (docs/benchmarks.md, issue 4).
+what makes the proxy as fast as configurable-http-proxy (docs/benchmarks.md).
 
 Requests on one client connection are served one at a time, in order (browsers do not
 pipeline; a client that does is still answered correctly, just not in parallel). Each

@@ -15,17 +15,17 @@ from sqlalchemy.exc import DataError
 
 from dockyard.api.idempotency import Idempotency
 from dockyard.api.routers import access, auth, images, instances, keys, market
-from dockyard.api.routers import billing as billing_router  # issue 5
-from dockyard.api.routers import clusters as clusters_router  # issue 6
-from dockyard.api.routers import metrics as metrics_router  # issue 7: monitoring
-from dockyard.api.routers import notifications as notifications_router  # issue 7
-from dockyard.api.routers import audit as audit_router, operations as operations_router  # issue 7
+from dockyard.api.routers import billing as billing_router
+from dockyard.api.routers import clusters as clusters_router
+from dockyard.api.routers import metrics as metrics_router  # monitoring
+from dockyard.api.routers import notifications as notifications_router
+from dockyard.api.routers import audit as audit_router, operations as operations_router
 from dockyard.api.routers import mirrors as mirrors_router
 from dockyard.api.routers import volumes as volumes_router
-from dockyard.background.metering import Metering  # issue 5
+from dockyard.background.metering import Metering
 from dockyard.background.activity import ActivityWatch
-from dockyard.background.metrics import MetricsSampler  # issue 7: monitoring
-from dockyard.background.autostop import AutoStop  # issue 7
+from dockyard.background.metrics import MetricsSampler  # monitoring
+from dockyard.background.autostop import AutoStop
 from dockyard.background.liveness import NodeWatch
 from dockyard.access import inside
 from dockyard.background.autorelease import AutoRelease
@@ -34,14 +34,11 @@ from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
 from dockyard.services.driver import Driver
 from dockyard.services.login_guard import LoginGuard
-from dockyard.services.queue import Dispatcher
+from dockyard.background.dispatcher import Dispatcher
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
-from dockyard.web import routes as web_routes  # issue 7
-from dockyard.web import monitoring as web_monitoring  # issue 7
-from dockyard.web import autostop as web_autostop, notifications as web_notifications  # issue 7
-from dockyard.web import volumes as web_volumes
+from dockyard.web import console
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -138,17 +135,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconciler.start()  # its first pass, at once, heals whatever a crash left
         node_watch = NodeWatch(platform, driver)  # nodes that vanish and return
         node_watch.start()
-        metering = Metering(platform, driver)  # issue 5: settles usage at least every minute
+        metering = Metering(platform, driver)  # settles usage at least every minute
         metering.start()
         activity = ActivityWatch(platform, settings.activity_interval_s)
         activity.start()
-        app.state.metrics = MetricsSampler(platform)  # issue 7: monitoring samples, in memory
+        app.state.metrics = MetricsSampler(platform)  # monitoring samples, in memory
         app.state.metrics.start()
         # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
         store = app.state.metrics.store
         autostop = AutoStop(platform, driver, lambda instance_id: store.read(instance_id)[0], store.read_system_disk)
         autostop.start()
-        dispatcher = Dispatcher(platform, driver)  # issue 12: starts queued instances when their GPUs are free
+        dispatcher = Dispatcher(platform, driver)  # starts queued instances when their GPUs are free
         dispatcher.start()
         autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
         autorelease.start()
@@ -164,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         autostop.stop()
         dispatcher.stop()
         autorelease.stop()
-        metering.stop()  # issue 5
+        metering.stop()
         driver.shutdown()
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
@@ -191,24 +188,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
 
     for router in (auth.router, market.router, images.router, instances.router, keys.router, access.router,
-                   billing_router.router, clusters_router.router,  # clusters: issue 6
-                   notifications_router.router,  # issue 7
+                   billing_router.router, clusters_router.router,
+                   notifications_router.router,
                    volumes_router.router):
         app.include_router(router, prefix=API_PREFIX)
-    app.include_router(metrics_router.router, prefix=API_PREFIX)  # issue 7: monitoring
-    app.include_router(audit_router.router, prefix=API_PREFIX)  # issue 7: the admins' audit log
-    app.include_router(operations_router.router, prefix=API_PREFIX)  # issue 7: progress of long operations
+    app.include_router(metrics_router.router, prefix=API_PREFIX)  # monitoring
+    app.include_router(audit_router.router, prefix=API_PREFIX)  # the admins' audit log
+    app.include_router(operations_router.router, prefix=API_PREFIX)  # progress of long operations
     app.include_router(mirrors_router.router, prefix=API_PREFIX)  # package mirrors for new instances
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"ok": True}
 
-    web_routes.install(app)  # issue 7: the web console, at /
-    app.include_router(web_monitoring.router)  # issue 7: its monitoring charts' data
-    app.include_router(web_autostop.router)  # issue 7: the instance page's auto-stop form
-    app.include_router(web_notifications.router)  # issue 7: the notifications page
-    app.include_router(web_volumes.router)
+    console.install(app)  # the web console, at /
 
     app.add_middleware(Idempotency, prefix=API_PREFIX)  # inside BodyLimit: it reads bodies already counted
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -17,7 +17,7 @@ class Strict(BaseModel):
 
 
 def policy_minutes(description: str):
-    """An auto-stop policy field (issue 7): whole minutes, 1 to a week, or null for never."""
+    """An auto-stop policy field: whole minutes, 1 to a week, or null for never."""
     return Field(default=None, ge=1, le=MAX_MINUTES, strict=True, description=description)
 
 
@@ -39,7 +39,7 @@ class AutoStopRules(Strict):
     auto_stop_on_exit: bool | None = Field(default=None, strict=True, description="stop when the start command exits")
 
 
-# Issue 12: the start queue (docs/queue.md).
+# the start queue (docs/queue.md).
 QUEUE_HELP = "when the GPUs are taken, wait in line (status queued) and start by itself when they are free"
 QUEUE_TIMEOUT_HELP = "leave the queue (back to stopped) after this many minutes, 1 to a week; null: never"
 
@@ -138,7 +138,7 @@ class StartInstance(Strict):
     gpu_count: int | None = Field(default=None, description="resize: this many GPUs, for this and later starts")
     queue: bool = Field(default=False, description=QUEUE_HELP)
     queue_timeout_minutes: int | None = Field(default=None, description=QUEUE_TIMEOUT_HELP)
-    # Issue 12 (docs/migrate.md): move to a node with free GPUs of its model, then start.
+    # (docs/migrate.md) move to a node with free GPUs of its model, then start.
     migrate: bool = False
     node: str | None = Field(default=None, max_length=64, description="with migrate: the node; default: the best fit")
 
@@ -214,7 +214,7 @@ class InstanceOut(BaseModel):
     last_jupyter_at: datetime | None = None
     auto_stop_idle_minutes: int | None = None
     auto_stop_max_minutes: int | None = None
-    # Issue 12: while queued, its place (1 = next) among the waiters for its node and GPU model.
+    # while queued, its place (1 = next) among the waiters for its node and GPU model.
     queue_position: int | None = None
     queued_at: datetime | None = None
     queue_deadline: datetime | None = None
@@ -231,7 +231,7 @@ class InstanceOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     updated_at: datetime
-    # Billing (issue 5): the price per hour in its current mode, and what was charged so far.
+    # Billing: the price per hour in its current mode, and what was charged so far.
     price_per_hour: str | None = None
     cost_so_far: str | None = None
     # Volumes (docs/volumes.md): mounted ones ("NAME:/path"), and what a release does.

@@ -1,4 +1,4 @@
-"""The settlement loop (issue 5): every `settle_interval_s` (at most a minute), and soon
+"""The settlement loop: every `settle_interval_s` (at most a minute), and soon
 after any status change so that a stop is settled at once (after the settle lag)."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from dockyard.db.models import Instance, Node, Volume, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services import autostop, deadlines, migration, notifications
 from dockyard.services.driver import Driver, data_volume
-from dockyard.services.instances import transition
+from dockyard.services.lifecycle import transition
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform
 from dockyard.services.volumes import finish_removal
@@ -47,7 +47,7 @@ def reconcile_once(platform: Platform, driver: Driver, started_at: datetime) -> 
             reconcile_node(platform, driver, node)
         except Exception:
             log.exception("reconciling node %s failed; next pass retries", node)
-    try:  # issue 6: a released cluster's network goes once its members' containers have
+    try:  # a released cluster's network goes once its members' containers have
         from dockyard.services.clusters import reap
         reap(platform)
     except Exception:

@@ -18,7 +18,7 @@ admin = typer.Typer(help="Operator commands.", no_args_is_help=True)
 admin.add_typer(admin_images, name="images")
 from dockyard.cli.mirrors import admin_mirrors  # noqa: E402
 admin.add_typer(admin_mirrors, name="mirrors")
-from dockyard.cli import billing as _billing  # noqa: E402  issue 5
+from dockyard.cli import billing as _billing  # noqa: E402
 admin.add_typer(_billing.prices_app, name="prices")
 admin.add_typer(_billing.ledger_app, name="ledger")
 admin.command("credit")(_billing.credit)

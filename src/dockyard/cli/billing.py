@@ -1,4 +1,4 @@
-"""Billing commands (issue 5): `dockyard balance`, `dockyard bill`, and the admin side:
+"""Billing commands: `dockyard balance`, `dockyard bill`, and the admin side:
 `admin prices set|set-no-gpu|set-storage|ls`, `admin credit`, `admin voucher`, `admin ledger verify`."""
 
 from __future__ import annotations

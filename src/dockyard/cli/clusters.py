@@ -1,4 +1,4 @@
-"""`dockyard cluster ...`: K instances for distributed training (issue 6). A client of the API only."""
+"""`dockyard cluster ...`: K instances for distributed training. A client of the API only."""
 
 from __future__ import annotations
 

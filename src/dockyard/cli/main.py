@@ -19,7 +19,7 @@ from dockyard.cli import billing
 from dockyard.cli.clusters import clusters_app
 from dockyard.cli.images import images_app
 from dockyard.cli.volumes import volumes_app
-from dockyard.cli.metrics import metrics  # issue 7
+from dockyard.cli.metrics import metrics
 from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
 from dockyard.cli.tokens import logout, passwd, tokens_app
@@ -39,8 +39,8 @@ app.add_typer(mirrors_app, name="mirrors")
 app.command("balance")(billing.balance)
 app.command("bill")(billing.bill)
 app.add_typer(clusters_app, name="cluster")
-app.command("metrics")(metrics)  # issue 7: monitoring
-app.command("autostop")(autostop)  # issue 7
+app.command("metrics")(metrics)  # monitoring
+app.command("autostop")(autostop)
 app.command("keep")(keep)
 app.command("notifications")(notifications)
 app.add_typer(tokens_app, name="tokens")
@@ -270,7 +270,7 @@ def _moved(client: Client, instance: dict, op: dict | None, wait: bool, as_json:
 
 
 def queue_body(queue: bool, timeout: Optional[str]) -> dict:
-    """Issue 12: the queue fields of a start or create (an option left out is not sent)."""
+    """The queue fields of a start or create (an option left out is not sent)."""
     if timeout is not None and not queue:
         raise CliError("--queue-timeout: only with --queue")
     minutes = parse_minutes(timeout, "--queue-timeout") if timeout is not None else None

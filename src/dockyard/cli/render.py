@@ -36,7 +36,7 @@ def status(value: str) -> str:
 
 
 def instance_status(instance: dict) -> str:
-    """The status, with the place in line while queued (issue 12): 'queued #2'."""
+    """The status, with the place in line while queued: 'queued #2'."""
     place = f" #{instance['queue_position']}" if instance.get("queue_position") else ""
     return status(instance["status"]) + place
 

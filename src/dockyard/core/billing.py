@@ -1,4 +1,4 @@
-"""Money and metering arithmetic, pure and exact (issue 5).
+"""Money and metering arithmetic, pure and exact.
 
 Amounts are integers in a minor unit of 1/10000 of the currency unit, so a per-second
 charge never rounds to zero. Times are integer microseconds since the epoch. A price is

@@ -1,4 +1,4 @@
-"""Clusters of instances for distributed training (issue 6). Pure: the caller brings the facts.
+"""Clusters of instances for distributed training. Pure: the caller brings the facts.
 
 A cluster is K members, each with N GPUs of one model, placed all at once or not at all,
 on one node or across nodes that share a Docker swarm (an overlay network spans engines

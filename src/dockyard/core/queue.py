@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from dockyard.core.errors import Conflict, InvalidInput
 
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60  # a week
-# The ways out of a refusal for taken GPUs that exist today, as the API names them.
-# Issue 12's third, "migrate" (start --migrate), joins this list when it exists.
-WAYS_OUT = ("no_gpu", "queue")
+# The ways out of a refusal for taken GPUs, as the API names them. A create already
+# looks at every node, so moving elsewhere is a way out of a start only.
+START_WAYS_OUT = ("no_gpu", "queue", "migrate")
+CREATE_WAYS_OUT = ("no_gpu", "queue")
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,13 @@ class GpusTaken(Conflict):
         """`summary`: what placement said (a create looks at every node); else the node's count."""
         ahead = f", and {waiting} queued request{'s' if waiting != 1 else ''} wait for them first" if waiting else ""
         summary = summary or f"only {free} {model} GPUs are free on node {node}, the instance needs {needed}"
-        no_gpu = ("`dockyard start ID --no-gpu` reaches the files without GPUs; " if what == "start"
-                  else "`dockyard create --gpus 0` runs without GPUs; ")
-        super().__init__(
-            f"{summary}{ahead}. Ways out: {no_gpu}"
-            f"`--queue` waits in line and {what}s by itself when they are free", field="gpu_count")
+        if what == "start":
+            ways = ("`dockyard start ID --no-gpu` reaches the files without GPUs; `--queue` waits in line and "
+                    "starts by itself when they are free; `--migrate` moves it to a node with free GPUs of its "
+                    "model and starts it there")
+        else:
+            ways = ("`dockyard create --gpus 0` runs without GPUs; `--queue` waits in line and creates by "
+                    "itself when they are free")
+        super().__init__(f"{summary}{ahead}. Ways out: {ways}", field="gpu_count")
         self.details = {"node": node, "gpu_model": model, "needed": needed, "free": free, "waiting": waiting,
-                        "ways_out": list(WAYS_OUT)}
+                        "ways_out": list(START_WAYS_OUT if what == "start" else CREATE_WAYS_OUT)}

@@ -1,4 +1,4 @@
-"""Billing tables (issue 5): price book, usage segments, accounts, the ledger, vouchers.
+"""Billing tables: price book, usage segments, accounts, the ledger, vouchers.
 
 The ledger (`billing_postings`) is append-only: every row moves `amount` minor units from
 its `debit` account to its `credit` account, under a unique `key` derived from what it
@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dockyard.db.models import Base, utcnow
+from dockyard.db.base import Base, utcnow
 
 
 class PriceEntry(Base):
@@ -120,9 +120,3 @@ class Notice(Base):
     kind: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     read_at: Mapped[datetime | None] = mapped_column()
-
-
-# Metering scans the events that start and end runs by status and time.
-from dockyard.db.models import InstanceEvent  # noqa: E402
-
-Index("ix_instance_events_status_at", InstanceEvent.__table__.c.to_status, InstanceEvent.__table__.c.at)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -21,31 +20,9 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UtcDateTime(TypeDecorator):
-    """Times are stored in UTC and come back timezone-aware on SQLite too."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        return value.astimezone(timezone.utc) if value is not None else None
-
-    def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UtcDateTime()}
+from dockyard.db.base import Base, utcnow
 
 
 class Meta(Base):
@@ -296,7 +273,7 @@ class Instance(Base):
     # Last use through the access paths (the auto-stop rules read these).
     last_ssh_at: Mapped[datetime | None] = mapped_column()
     last_jupyter_at: Mapped[datetime | None] = mapped_column()
-    # Auto-stop policy (issue 7): stop after this many minutes without SSH or Jupyter
+    # Auto-stop policy: stop after this many minutes without SSH or Jupyter
     # activity, and/or after this many minutes running; None = never.
     auto_stop_idle_minutes: Mapped[int | None] = mapped_column(Integer)
     auto_stop_max_minutes: Mapped[int | None] = mapped_column(Integer)
@@ -310,7 +287,7 @@ class Instance(Base):
     auto_stop_when_exits: Mapped[str | None] = mapped_column(String(64))
     auto_stop_warned_at: Mapped[datetime | None] = mapped_column()
     auto_stop_kept_at: Mapped[datetime | None] = mapped_column()
-    # Issue 6: the cluster this instance is a member of, and its rank there (0 = master).
+    # the cluster this instance is a member of, and its rank there (0 = master).
     cluster_id: Mapped[str | None] = mapped_column(String(32), index=True)
     cluster_rank: Mapped[int | None] = mapped_column(Integer)
     # The start queue (core/queue.py): arrival order among all waiters, when it joined,
@@ -359,6 +336,9 @@ class InstanceEvent(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(Text)
 
+    # Metering scans the events that start and end runs by status and time.
+    __table_args__ = (Index("ix_instance_events_status_at", "to_status", "at"),)
+
 
 class AuditEntry(Base):
     """What an admin (or the platform on an admin's behalf) did: append-only."""
@@ -390,12 +370,12 @@ class IdempotentRequest(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
-# Billing tables (issue 5) live in their own module; imported here so the metadata holds them.
+# The billing tables live in their own module; imported here so the metadata holds them.
 from dockyard.db import billing_models  # noqa: E402,F401
 
 
 class Cluster(Base):
-    """Issue 6: K instances (its members) placed together on a private network of their own."""
+    """K instances (its members) placed together on a private network of their own."""
 
     __tablename__ = "clusters"
     __table_args__ = (

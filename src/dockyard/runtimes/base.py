@@ -40,7 +40,7 @@ class ContainerSpec:
     pids_limit: int = 0
     shm_bytes: int = 0
     system_disk_gb: int = 0  # the container's own layer at most this (0: no limit)
-    # Issue 6: names the container answers to on `network`, and a fixed address there.
+    # names the container answers to on `network`, and a fixed address there.
     aliases: list[str] = field(default_factory=list)
     ipv4_address: str | None = None
 

@@ -1,4 +1,4 @@
-"""Engine work for clusters (issue 6): swarm membership, per-cluster networks, files.
+"""Engine work for clusters: swarm membership, per-cluster networks, files.
 
 A cluster on one engine gets a bridge network of its own; a cluster across engines an
 attachable overlay network of the Docker swarm those engines are in (created on a

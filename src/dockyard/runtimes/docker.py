@@ -274,7 +274,7 @@ class DockerRuntime:
                 else None,
                 # NCCL pins memory (memlock) and opens many sockets and files (nofile).
                 ulimits=self._limits or None,
-                # Issue 6: a cluster member's hostname alias and fixed address on its network.
+                # a cluster member's hostname alias and fixed address on its network.
                 networking_config={spec.network: self.client.api.create_endpoint_config(
                     aliases=spec.aliases or None, ipv4_address=spec.ipv4_address)}
                 if spec.aliases or spec.ipv4_address else None,

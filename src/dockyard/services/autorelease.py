@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent
-from dockyard.services import instances, notifications
+from dockyard.services import lifecycle, notifications
 from dockyard.services.platform import Platform
 
 NOTICE_KIND = "release"
@@ -68,6 +68,6 @@ def run_pass(platform: Platform, now: datetime) -> list[str]:
         def notify(db, owner=r.owner_id, message=f"instance {r.name} was {cause}"):
             notifications.post(db, owner, NOTICE_KIND, message)
 
-        if instances.transition(platform, r.id, Status.STOPPED, Status.RELEASING, cause, also=notify):
+        if lifecycle.transition(platform, r.id, Status.STOPPED, Status.RELEASING, cause, also=notify):
             released.append(r.id)
     return released

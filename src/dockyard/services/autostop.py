@@ -21,7 +21,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import RuntimeError_
-from dockyard.services import instances, notifications
+from dockyard.services import instances, lifecycle, notifications
 from dockyard.services.driver import GIB, Driver
 from dockyard.services.platform import Platform
 
@@ -299,7 +299,7 @@ class Stopper:
 
         # Only if still running in the same container: a user's stop, the reconciler or an
         # earlier pass may have got there first, and then nothing is done twice.
-        if instances.transition(self.platform, row.id, Status.RUNNING, Status.STOPPING, cause,
+        if lifecycle.transition(self.platform, row.id, Status.RUNNING, Status.STOPPING, cause,
                                 expected_container=row.container_id, also=notify, auto_stop_warned_at=None):
             self.driver.kick(row.id)
             return True

@@ -1,4 +1,4 @@
-"""Billing (issue 5): price book, metering, settlement on a double-entry ledger, wallets,
+"""Billing: price book, metering, settlement on a double-entry ledger, wallets,
 vouchers, statements, and the invariant check. The arithmetic is in core/billing.py.
 
 Metering reads instance_events: a run starts at an event whose to_status is 'running'
@@ -627,7 +627,7 @@ def enforce(platform, rows: list[PriceRow], horizon: int, report: SettleReport, 
     if not settings.billing_enabled:
         return
     from dockyard.core.states import Status
-    from dockyard.services.instances import transition
+    from dockyard.services.lifecycle import transition
 
     now = to_us(utcnow())
     threshold = core.parse_amount(settings.low_balance_threshold, "low_balance_threshold")

@@ -1,4 +1,4 @@
-"""Cloning an instance (issue 7): a new instance of the same owner, the same image, GPU
+"""Cloning an instance: a new instance of the same owner, the same image, GPU
 model and count (or another count, or none), started over copies of its source's disks:
 the data disk copied on the engine by a short-lived helper container, the system disk
 committed from the source's container as "save image" does.

@@ -1,4 +1,4 @@
-"""Clusters (issue 6): K instances placed at once, on a private network of their own.
+"""Clusters: K instances placed at once, on a private network of their own.
 
 Members are ordinary instances (status machine, billing, events); what a cluster adds is
 all-or-nothing placement, the network, the environment each member is told, and acting
@@ -24,7 +24,7 @@ from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import cluster_net
-from dockyard.services import images, instances, ownership
+from dockyard.services import allocation, images, instances, lifecycle, ownership
 from dockyard.services.platform import Platform
 
 _subnet_lock = threading.Lock()  # one cluster network made at a time: no two pick one subnet
@@ -76,7 +76,7 @@ def status_of(db: Session, cluster: Cluster) -> str:
 
 def costs(db: Session, platform: Platform, cluster: Cluster) -> tuple[str, str]:
     """Price per hour of all members now, and what they have been charged so far."""
-    from dockyard.services.billing import instance_costs  # issue 5
+    from dockyard.services.billing import instance_costs
 
     price, spent = Decimal(0), Decimal(0)
     for member in members(db, cluster.id):
@@ -107,14 +107,14 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
     def attempt() -> tuple[Cluster, list[str]]:
         with platform.sessions.begin() as db:
             image = images.image_named(db, user, request.image)
-            instances._lock_allocation(db)
-            views = instances._node_views(db, platform.settings)
+            allocation.lock_allocation(db)
+            views = allocation.node_views(db, platform.settings)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)
-            views = instances._nodes_for_image(db, views, image, request.gpu_model, request.gpus)
+            views = allocation.nodes_for_image(db, views, image, request.gpu_model, request.gpus)
             placements = core.place_cluster(views, shape, groups)
             model = placements[0].gpus[0].model if placements[0].gpus else request.gpu_model
             used = sorted({p.node for p in placements})
-            from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+            from dockyard.services import billing  # refuse when the balance cannot pay
 
             billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
             _check_names_free(db, user, request.name, request.nodes)
@@ -134,18 +134,18 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
                     gpu_milli=request.gpus * MILLI,
                     status=Status.CREATING, env=request.env, command=request.command,
                     data_disk_gb=request.data_disk_gb, jupyter_token=secrets.token_hex(24),
-                    ssh_port=instances.free_ssh_port(db, platform, placement.node),
+                    ssh_port=allocation.free_ssh_port(db, platform, placement.node),
                     cluster_id=cluster.id, cluster_rank=rank,
                 )
                 db.add(instance)
                 db.flush()
-                instances._assign(db, instance.id, placement)
+                allocation.assign(db, instance.id, placement)
                 db.add(InstanceEvent(instance_id=instance.id, from_status=None, to_status=Status.CREATING,
                                      cause=f"created by {user.name} as member {rank} of cluster {request.name}"))
                 ids.append(instance.id)
             return cluster, ids
 
-    cluster, ids = instances._with_retries(attempt)
+    cluster, ids = allocation.with_retries(attempt)
     platform.notify_changed()
     return cluster, ids
 
@@ -174,7 +174,7 @@ def start_cluster(platform: Platform, user: User, key: str) -> tuple[Cluster, li
         if not waiting:
             raise Conflict(f"cluster {cluster.name}: no member is stopped (they are "
                            f"{', '.join(sorted({m.status for m in members(db, cluster.id)}))})")
-        views = {v.name: v for v in instances._node_views(db, platform.settings)}
+        views = {v.name: v for v in allocation.node_views(db, platform.settings)}
         short = []
         for member in waiting:  # look before acting: most refusals leave nothing to undo
             view = views.get(member.node_name)
@@ -195,7 +195,7 @@ def start_cluster(platform: Platform, user: User, key: str) -> tuple[Cluster, li
             started.append(member.id)
     except DockyardError as exc:
         for instance_id in started:
-            instances.transition(platform, instance_id, Status.STARTING, Status.STOPPED,
+            lifecycle.transition(platform, instance_id, Status.STARTING, Status.STOPPED,
                                  f"cluster start rolled back: member {member.name} could not start")
         raise Conflict(f"cluster {cluster.name} cannot start: member {member.name}: {exc.message}; "
                        f"no member was started") from None

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from dockyard.core import mirrors as core_mirrors
-from dockyard.core.sharing import MILLI, MPS_PIPE_DIR, GpuAccess, gpu_access
+from dockyard.core.sharing import MPS_PIPE_DIR, GpuAccess, gpu_access
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
 from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
 from dockyard.services import inside, mirrors, volumes
-from dockyard.services.instances import assigned_gpus, assigned_slots, free_ssh_port, host_share, transition
+from dockyard.services.allocation import assigned_gpus, assigned_slots, free_ssh_port, host_share
+from dockyard.services.lifecycle import transition
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
 
@@ -167,7 +168,7 @@ class Driver:
             base = instance.sysdisk_image or image.ref
             runtime.ensure_image(base)
             member = None
-            if instance.cluster_id:  # issue 6: a cluster member joins its cluster's own network
+            if instance.cluster_id:  # a cluster member joins its cluster's own network
                 from dockyard.services import clusters
                 member = clusters.member_setup(self.platform, instance)
                 network = member.network
@@ -178,7 +179,7 @@ class Driver:
                 runtime.ensure_mps_daemon(daemon, access.mps_gpu, self.platform.settings.gpu_probe_image, daemon,
                                           self.platform.labels)
             container_id = runtime.create(self._spec(instance, node, gpus, access, base, network, mounts, member))
-            if member:  # issue 6: the MPI/DeepSpeed hostfile, before anything in it runs
+            if member:  # the MPI/DeepSpeed hostfile, before anything in it runs
                 clusters.write_hostfile(runtime, container_id, member)
             with self.platform.sessions.begin() as db:
                 row = db.get(Instance, instance.id)
@@ -384,7 +385,7 @@ class Driver:
         }
         if instance.ssh_password:
             env["DOCKYARD_SSH_PASSWORD"] = instance.ssh_password
-        # Issue 6 (docs/distributed.md): NCCL defaults a user's --env overrides. The NVIDIA
+        # (docs/distributed.md) NCCL defaults a user's --env overrides. The NVIDIA
         # runtime shows a container exactly its GPUs as 0..N-1, so CUDA_VISIBLE_DEVICES is
         # left unset (host indexes there would be wrong).
         env.setdefault("NCCL_DEBUG", "WARN")
@@ -410,7 +411,7 @@ class Driver:
             },
             hostname=member.hostname if member else instance.name,
             network=network,
-            aliases=[member.hostname] if member else [],  # issue 6: <cluster>-<rank> on its network
+            aliases=[member.hostname] if member else [],  # <cluster>-<rank> on its network
             ipv4_address=member.ipv4_address if member else None,
             volumes={**{name: path for name, (_, _, path) in mounts.items()},
                      **({mps_daemon_name(self.platform, access.mps_gpu): MPS_PIPE_DIR} if access.mps_gpu else {})},

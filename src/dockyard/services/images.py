@@ -63,7 +63,7 @@ def find_image(db: Session, user: User, name: str) -> Image:
 
 def image_named(db: Session, user: User, name: str) -> Image:
     """The image a create names, refused as bad input (field `image`) when unknown.
-    Whether it is ready is checked with the nodes (instances._nodes_for_image)."""
+    Whether it is ready is checked with the nodes (allocation.nodes_for_image)."""
     try:
         return find_image(db, user, name)
     except NotFound:

@@ -20,7 +20,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Instance
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import Runtime, RuntimeError_
-from dockyard.services import instances, notifications
+from dockyard.services import lifecycle, notifications
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def stop_from_inside(platform: Platform, token: str) -> tuple[Instance, bool]:
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     message = f"instance {instance.name} was stopped ({CAUSE})."
-    done = instances.transition(platform, instance.id, Status.RUNNING, Status.STOPPING, CAUSE,
+    done = lifecycle.transition(platform, instance.id, Status.RUNNING, Status.STOPPING, CAUSE,
                                 expected_container=instance.container_id, auto_stop_warned_at=None,
                                 also=lambda db: notifications.post(db, instance.owner_id, NOTICE_KIND, message))
     if not done:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, utcnow
 from dockyard.services import notifications
-from dockyard.services.instances import transition
+from dockyard.services.lifecycle import transition
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)

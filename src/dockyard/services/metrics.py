@@ -13,7 +13,8 @@ from dockyard.core import advisor
 from dockyard.core.errors import NotFound
 from dockyard.core.metrics import MetricsStore
 from dockyard.db.models import Instance, User
-from dockyard.services.instances import assigned_gpus, get_owned
+from dockyard.services.allocation import assigned_gpus
+from dockyard.services.instances import get_owned
 from dockyard.services.platform import Platform
 
 

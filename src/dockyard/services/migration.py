@@ -27,7 +27,7 @@ from dockyard.core.treecheck import differences
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume, utcnow
 from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
-from dockyard.services import instances, notifications, volumes
+from dockyard.services import allocation, instances, lifecycle, notifications, volumes
 from dockyard.services.clone import _copies
 from dockyard.services.driver import Driver, container_name, data_volume
 from dockyard.services.operations import Operation
@@ -75,7 +75,7 @@ def request_migration(platform: Platform, driver: Driver, user: User, key: str,
         instance_id = _check_status(found)  # first: the hold below waits for a start or stop to end
     lock = driver.hold(instance_id)  # nothing drives it while its disks are copied
     try:
-        instance, target = instances._with_retries(
+        instance, target = allocation.with_retries(
             lambda: _record(platform, user, instance_id, node))
     except BaseException:
         lock.release()
@@ -122,9 +122,9 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         busy = [v.name for v in volumes.mounted(db, instance.id) if v.status != "ready"]
         if busy:
             raise Conflict(f"volume {busy[0]} is being resized or removed; migrate when it is done")
-        instances._lock_allocation(db)
+        allocation.lock_allocation(db)
         known = set(db.scalars(select(Node.name)))
-        views = [v for v in instances._node_views(db, platform.settings) if v.name in platform.runtimes]
+        views = [v for v in allocation.node_views(db, platform.settings) if v.name in platform.runtimes]
         count = instance.gpu_count
         placement = choose_target(views, known, instance.node_name, instance.gpu_model, count, node)
         target = db.get(Node, placement.node)
@@ -132,14 +132,14 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         if count and image.min_driver and not driver_runs(target.driver_version, image.min_driver):
             raise Conflict(f"node: node {target.name} has NVIDIA driver {target.driver_version}; image "
                            f"{image.name} needs {image.min_driver} or newer", field="node")
-        from dockyard.services import billing  # issue 5: refuse when the balance cannot pay
+        from dockyard.services import billing  # refuse when the balance cannot pay
         billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
         done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == current).values(
             status=Status.MIGRATING, migrate_peer=target.name, no_gpu=False, status_reason=None,
             updated_at=utcnow())).rowcount
         if not done:
             raise Conflict("the instance changed status meanwhile; look again and retry")
-        instances._assign(db, instance.id, placement)
+        allocation.assign(db, instance.id, placement)
         db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.MIGRATING,
                              cause=f"migration from node {instance.node_name} to node {target.name} requested by "
                                    f"{user.name}"))
@@ -258,11 +258,11 @@ def _switch(platform: Platform, instance: Instance, ref: str, summary: str) -> b
 
     def attempt() -> bool:
         with platform.sessions.begin() as db:
-            instances._lock_allocation(db)
+            allocation.lock_allocation(db)
             row = db.get(Instance, instance.id)
             if row.status != Status.MIGRATING:
                 return False
-            port = instances.free_ssh_port(db, platform, target)
+            port = allocation.free_ssh_port(db, platform, target)
             was, now = _endpoint(db, source, row.ssh_port), _endpoint(db, target, port)
             cause = f"migrated from node {source} to node {target}: {summary}; SSH endpoint now {now} (was {was})"
             db.execute(update(Volume).where(Volume.instance_id == instance.id).values(node_name=target))
@@ -274,7 +274,7 @@ def _switch(platform: Platform, instance: Instance, ref: str, summary: str) -> b
             notifications.post(db, row.owner_id, NOTICE_KIND, f"instance {row.name} {cause}")
             return True
 
-    moved = instances._with_retries(attempt)
+    moved = allocation.with_retries(attempt)
     platform.notify_changed()
     return moved
 
@@ -283,7 +283,7 @@ def _roll_back(platform: Platform, instance: Instance, why: str, op: Operation) 
     source, target = instance.node_name, instance.migrate_peer
     cause = f"migration to node {target} failed: {why}; it stays on node {source}, stopped, with its disks"
     log.warning("instance %s: %s", instance.id, cause)
-    instances.transition(platform, instance.id, Status.MIGRATING, Status.STOPPED, cause[:1000],
+    lifecycle.transition(platform, instance.id, Status.MIGRATING, Status.STOPPED, cause[:1000],
                          also=lambda db: notifications.post(db, instance.owner_id, NOTICE_KIND,
                                                             f"instance {instance.name}: {cause}"))
     op.finish(error=cause)
@@ -344,7 +344,7 @@ def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
         if source is not None:  # the helpers that were reading its disks there
             for helper in source.list({**_labels(platform, instance_id), HELPER_LABEL: "migrate"}):
                 source.remove(helper.id, with_volumes=True)
-        instances.transition(platform, instance_id, Status.MIGRATING, Status.STOPPED, cause,
+        lifecycle.transition(platform, instance_id, Status.MIGRATING, Status.STOPPED, cause,
                              also=lambda db: notifications.post(db, row.owner_id, NOTICE_KIND,
                                                                 f"instance {row.name}: {cause}"))
     _clean_peer(platform, instance_id)

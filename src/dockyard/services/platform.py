@@ -33,7 +33,7 @@ class Platform:
     # generation tells a waiter whether a change came while it was reading.
     changed: threading.Condition = field(default_factory=threading.Condition)
     generation: int = 0
-    # Saves, clones, builds and pulls in progress (issue 7: the console's progress bars).
+    # Saves, clones, builds and pulls in progress (the console's progress bars).
     operations: Operations = field(default_factory=Operations)
     # Bumped when access is taken away (a port closed or unshared, a session or token
     # ended), so the access paths forget what they remembered at once.

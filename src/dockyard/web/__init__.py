@@ -1,1 +1,1 @@
-"""The web console (issue 7)."""
+"""The web console."""

@@ -1,21 +1,57 @@
-"""The console's admin pages beyond /admin (issue 7): images (the catalog and registered
+"""The console's admin pages: /admin (nodes, users, prices, the market), images (the catalog and registered
 images with build/pull and live progress, users' saved images, delete where safe), the
-audit log, and the wallet recharge form of /admin. Admins only: others get 404, as /admin."""
+audit log, and the wallet recharge form. Admins only: others get 404."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dockyard.api.schemas import ImageIn
+from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError
-from dockyard.db.models import User
+from dockyard.core.states import Status
+from dockyard.db.models import Instance, Node, User
 from dockyard.services import audit, billing, images
-from dockyard.web.routes import Page, admin_page, admin_page_view, check_csrf, form, form_error, render
+from dockyard.web.pages import Page, admin_page, check_csrf, form, form_error, render
+from dockyard.web.routes import market_rows
 
 router = APIRouter(include_in_schema=False)
+
+
+# ---- nodes, users, prices -----------------------------------------------------------------------
+
+
+@router.get("/admin")
+def admin_page_view(p: Page = Depends(admin_page), error: str | None = None) -> HTMLResponse:
+    settings = p.platform.settings
+    with p.platform.sessions.begin() as db:
+        nodes = list(db.scalars(select(Node).order_by(Node.name)))
+        node_rows = [{"name": n.name, "url": n.url, "online": n.online, "reason": n.status_reason, "cpus": n.cpus,
+                      "memory_gb": round(n.memory_bytes / 2**30, 1), "driver": n.driver_version,
+                      "cuda": n.cuda_version} for n in nodes]
+        counts = dict(db.execute(select(Instance.owner_id, func.count(Instance.id))
+                                 .where(Instance.status != Status.RELEASED).group_by(Instance.owner_id)).all())
+        user_rows = [{"name": u.name, "admin": u.is_admin, "instances": counts.get(u.id, 0),
+                      "balance": format_amount(billing.user_balance(db, u.id)), "created_at": u.created_at.isoformat()}
+                     for u in db.scalars(select(User).order_by(User.name))]
+        prices = billing.list_prices(db, settings)
+        market = market_rows(db)
+    return render(p, "admin.html", nodes=node_rows, users=user_rows, prices=prices, market=market, error=error)
+
+
+@router.post("/admin/prices")
+def admin_set_price(data: dict = Depends(form), p: Page = Depends(admin_page)) -> Response:
+    check_csrf(p, data.get("csrf"))
+    try:
+        with p.platform.sessions.begin() as db:
+            billing.set_price(db, data.get("kind", "gpu"), data.get("price", ""), data.get("model", ""),
+                              data.get("node", ""), None, by=p.user.name)
+    except DockyardError as exc:
+        return admin_page_view(p, error=exc.message)
+    return RedirectResponse("/admin", status_code=303)
 
 
 # ---- images -------------------------------------------------------------------------------------

@@ -16,9 +16,17 @@ from dockyard.core.autostop import OFF, parse_minutes
 from dockyard.core.errors import Conflict, DockyardError, InvalidInput, NotFound
 from dockyard.db.models import Instance
 from dockyard.services import autostop
-from dockyard.web.routes import Page, _owned, check_csrf, form, not_found, page, rule_values, templates
+from dockyard.web.pages import Page, check_csrf, form, not_found, owned_instance, page, templates
 
 router = APIRouter(include_in_schema=False)
+
+
+def rule_values(instance: Instance) -> dict:
+    """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
+    at = instance.auto_stop_at
+    return {"auto_stop_gpu_idle_percent": instance.auto_stop_gpu_idle_percent,
+            "auto_stop_at": at.isoformat(timespec="minutes") if at else None,
+            "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
 
 CUSTOM = "custom"
 # Form field -> policy field, and the minutes offered before "custom".
@@ -83,7 +91,7 @@ def change(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Res
     target = f"/instances/{quote(key)}"
     try:
         with p.platform.sessions.begin() as db:
-            instance = _owned(db, p, key)  # one's own only: an admin's view of others' is 404 here
+            instance = owned_instance(db, p, key)  # one's own only: an admin's view of others' is 404 here
         instances_api.patch(instance.id, PatchInstance(**form_policy(data), **form_rules(data, instance)), p.user,
                             p.platform)
     except NotFound:
@@ -104,7 +112,7 @@ def keep(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Respo
     check_csrf(p, data.get("csrf"))
     try:
         with p.platform.sessions.begin() as db:
-            instance_id = _owned(db, p, key).id
+            instance_id = owned_instance(db, p, key).id
         autostop.keep(p.platform, p.user, instance_id)
     except NotFound:
         return not_found(p)

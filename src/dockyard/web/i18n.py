@@ -100,7 +100,7 @@ EN: dict[str, str] = {
     "inst.start_no_gpu": "Start without GPU",
     "inst.start_queue": "Queue for GPUs",
     "inst.queue_position": "in line: #",
-    "inst.gpus_taken": "Only {free} of the {needed} GPUs it needs are free on node {node}{waiting}: start it without GPU to reach its files, or queue for GPUs and it starts by itself when they are free.",
+    "inst.gpus_taken": "Only {free} of the {needed} GPUs it needs are free on node {node}{waiting}: start it without GPU to reach its files, queue for GPUs and it starts by itself when they are free, or move it to another node with free GPUs.",
     "inst.gpus_waiting": ", and {waiting} queued before it",
     "create.queue": "If the GPUs are taken, wait in line and create it by itself when they are free",
     "create.queue_hint": "none free now: tick the queue box below to wait in line",
@@ -205,12 +205,12 @@ EN: dict[str, str] = {
     "admin.set_price": "Set price",
     "admin.online": "online",
     "admin.admin": "admin",
-    # issue 7: clone, progress of long operations, admin images and audit log, recharge
+    # clone, progress of long operations, admin images and audit log, recharge
     "inst.clone": "Clone",
     "inst.clone_prompt": "Name of the clone (a copy of both disks, on the same node)",
     "inst.clone_started": "Cloning: the disks are being copied; the clone starts when they are.",
     "inst.clone_password": "The clone's root password (shown once):",
-    # issue 12: migration to another node (docs/migrate.md)
+    # migration to another node (docs/migrate.md)
     "inst.migrate": "Move to another node",
     "inst.migrate_prompt": "Node to move to (both disks are copied there and checked, then it starts there; "
                            "empty: the best fit)",
@@ -395,7 +395,7 @@ ZH: dict[str, str] = {
     "inst.start_no_gpu": "无卡模式开机",
     "inst.start_queue": "排队等卡",
     "inst.queue_position": "排队位置：#",
-    "inst.gpus_taken": "节点 {node} 上只有 {free} 张空闲卡，需要 {needed} 张{waiting}：可以无卡模式开机访问文件，或排队等卡，有卡时自动开机。",
+    "inst.gpus_taken": "节点 {node} 上只有 {free} 张空闲卡，需要 {needed} 张{waiting}：可以无卡模式开机访问文件，或排队等卡（有卡时自动开机），或迁移到有空闲卡的其他节点。",
     "inst.gpus_waiting": "，且前面有 {waiting} 个排队请求",
     "create.queue": "卡被占用时排队等待，有卡时自动创建",
     "create.queue_hint": "当前无空闲卡：勾选下方排队选项即可排队",

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from dockyard.core.errors import DockyardError
 from dockyard.core.mirrors import Mirrors
 from dockyard.services import audit, mirrors
-from dockyard.web.routes import Page, admin_page, check_csrf, form, page, render
+from dockyard.web.pages import Page, admin_page, check_csrf, form, page, render
 
 router = APIRouter(include_in_schema=False)
 FIELDS = ("pip_index_url", "apt_mirror_url", "conda_channel_url", "ca_bundle")

@@ -1,4 +1,4 @@
-"""The console's monitoring data (issue 7): the API's metrics view for the signed-in user,
+"""The console's monitoring data: the API's metrics view for the signed-in user,
 with the advisor's findings in the page's language. The charts themselves are drawn in
 the browser (web/static/monitoring.js) as inline SVG."""
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from dockyard.services.metrics import instance_metrics
-from dockyard.web.routes import Page, page
+from dockyard.web.pages import Page, page
 
 router = APIRouter(include_in_schema=False)
 

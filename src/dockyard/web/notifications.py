@@ -1,5 +1,5 @@
-"""The console's notifications page (issue 7): the signed-in user's own, newest first, and
-"mark all read". The header's unread count comes with every page (routes.render)."""
+"""The console's notifications page: the signed-in user's own, newest first, and
+"mark all read". The header's unread count comes with every page (pages.render)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dockyard.services import notifications
-from dockyard.web.routes import Page, check_csrf, form, page, render
+from dockyard.web.pages import Page, check_csrf, form, page, render
 
 router = APIRouter(include_in_schema=False)
 

@@ -1,29 +1,18 @@
-"""The web console: server-rendered pages (Jinja2), a little JavaScript, live status by
-Server-Sent Events. It signs browsers in with the session cookie of services/sessions.py
-and calls the same services (often the same functions) as the REST API under /api/v1.
-
-CSRF: every form carries, and every fetch() sends (X-CSRF-Token), an HMAC of the
-session token; the sign-in form, which has no session yet, uses a double-submit cookie.
-"""
+"""The console's own pages: sign in, the market, create, the instance list and page with
+live status (Server-Sent Events), images, SSH keys and billing."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import secrets
 import time
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.responses import StreamingResponse
-from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -42,131 +31,18 @@ from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, billing, images, instances, keys, notifications, ports, queue, sessions, users
+from dockyard.services import autostop, billing, images, instances, keys, ports, queue, sessions
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
+from dockyard.web.autostop import form_percent, form_policy, rule_values
+from dockyard.web.pages import (STATIC, Page, check_csrf, form, form_error, not_found, optional_page, owned_instance,
+                                page, render, unread_notifications)
+from dockyard.web.volumes import free_volumes
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
-templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
-
 LOGIN_CSRF_COOKIE = "dockyard_login_csrf"
 SSE_POLL_S = 0.3
 SSE_PING_S = 15.0
-
-
-# ---- who is asking ---------------------------------------------------------------------------
-
-
-class SignInRequired(Exception):
-    pass
-
-
-@dataclass
-class Page:
-    request: Request
-    user: User | None
-    token: str | None
-    lang: str
-    t: Callable[[str], str]
-
-    @property
-    def csrf(self) -> str:
-        return csrf_token(self.token) if self.token else ""
-
-    @property
-    def platform(self) -> Platform:
-        return self.request.app.state.platform
-
-
-def csrf_token(session_token: str) -> str:
-    return hmac.new(session_token.encode(), b"dockyard-console-csrf", hashlib.sha256).hexdigest()
-
-
-def _user_for_cookie(platform: Platform, token: str) -> User | None:
-    with platform.reads.begin() as db:
-        try:
-            user = sessions.user_for(db, token)
-        except DockyardError:
-            return None
-        db.expunge(user)
-        return user
-
-
-def _lang(request: Request) -> str:
-    return i18n.pick(request.cookies.get(i18n.LANG_COOKIE), request.headers.get("accept-language"))
-
-
-def optional_page(request: Request) -> Page:
-    lang = _lang(request)
-    token = request.cookies.get(sessions.COOKIE)
-    user = _user_for_cookie(request.app.state.platform, token) if token else None
-    return Page(request, user, token if user else None, lang, i18n.translator(lang))
-
-
-def page(p: Page = Depends(optional_page)) -> Page:
-    if p.user is None:
-        raise SignInRequired
-    return p
-
-
-def admin_page(p: Page = Depends(page)) -> Page:
-    if not p.user.is_admin:
-        raise NotFound("not found")
-    return p
-
-
-async def form(request: Request) -> dict[str, str]:
-    """An urlencoded form body, one value per field."""
-    body = (await request.body()).decode(errors="replace")
-    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
-
-
-def check_csrf(p: Page, given: str | None) -> None:
-    if not given or not p.token or not hmac.compare_digest(given, csrf_token(p.token)):
-        raise CsrfError
-
-
-class CsrfError(Exception):
-    pass
-
-
-def render(p: Page, template: str, status_code: int = 200, **context) -> HTMLResponse:
-    settings = p.platform.settings
-    return templates.TemplateResponse(p.request, template, {
-        "p": p, "t": p.t, "user": p.user, "lang": p.lang, "languages": i18n.LANGUAGES, "csrf": p.csrf,
-        "currency": settings.currency, "js_strings": i18n.js_strings(p.lang), "path": p.request.url.path,
-        "unread": unread_notifications(p.platform, p.user.id) if p.user else 0,  # the header's badge
-        **context}, status_code=status_code)
-
-
-def unread_notifications(platform: Platform, user_id: int) -> int:
-    with platform.reads.begin() as db:
-        return notifications.unread_count(db, user_id)
-
-
-def install(app) -> None:
-    """Hook the console into the app: its router and its error pages."""
-    app.include_router(router)
-    from dockyard.web import admin_pages  # issue 7 (that module imports this one)
-    app.include_router(admin_pages.router)
-    from dockyard.web import mirrors as mirror_pages  # that module imports this one
-    app.include_router(mirror_pages.router)
-
-    @app.exception_handler(SignInRequired)
-    async def _sign_in(request: Request, _exc: SignInRequired):
-        if request.headers.get("accept", "").startswith("text/event-stream") or request.method != "GET":
-            return JSONResponse({"detail": "sign in first"}, status_code=401)
-        return RedirectResponse("/login?next=" + quote(request.url.path), status_code=303)
-
-    @app.exception_handler(CsrfError)
-    async def _csrf(_request: Request, _exc: CsrfError):
-        return JSONResponse({"detail": "missing or wrong CSRF token; reload the page"}, status_code=403)
-
-
-def _is_console(request: Request) -> bool:
-    return not request.url.path.startswith("/api/")
 
 
 # ---- static files, language, sign in -----------------------------------------------------------
@@ -288,7 +164,6 @@ def _image_label(image: Image) -> str:
 
 
 def create_context(db: Session, user: User) -> dict:
-    from dockyard.web.volumes import free_volumes  # that module imports this one
     nodes = {n.name: n for n in db.scalars(select(Node))}
     rows = market_rows(db)
     price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
@@ -329,7 +204,6 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
         if data.get("volume"):
             chosen["volumes"] = [data["volume"]]
-        from dockyard.web.autostop import form_percent, form_policy  # (that module imports this one)
         chosen.update(form_policy(data))
         chosen["auto_stop_gpu_idle_percent"] = form_percent(data)
         chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
@@ -359,24 +233,7 @@ def parse_env_lines(text: str) -> dict[str, str]:
     return env
 
 
-def form_error(exc: Exception) -> str:
-    """What a refused form shows: the service's message, or which fields are wrong."""
-    if isinstance(exc, DockyardError):
-        return exc.message
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return str(exc)
-
-
 # ---- instances ------------------------------------------------------------------------------------
-
-
-def rule_values(instance: Instance) -> dict:
-    """The rules as the form shows them (a stop time in ISO 8601, with its zone)."""
-    at = instance.auto_stop_at
-    return {"auto_stop_gpu_idle_percent": instance.auto_stop_gpu_idle_percent,
-            "auto_stop_at": at.isoformat(timespec="minutes") if at else None,
-            "auto_stop_on_exit": bool(instance.auto_stop_on_exit), "auto_stop_when_exits": instance.auto_stop_when_exits}
 
 
 def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
@@ -407,7 +264,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
             "ssh": instances_api.ssh_command(db, i),
             "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
-            "queue_position": queue.position(db, i),  # issue 12: None unless queued
+            "queue_position": queue.position(db, i),  # None unless queued
             "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
             "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
@@ -427,18 +284,6 @@ def instances_page(created: str | None = None, p: Page = Depends(page)) -> HTMLR
     return render(p, "instances.html", rows=rows, created=created)
 
 
-def _owned(db: Session, p: Page, key: str) -> Instance:
-    """The signed-in user's own instance; anyone else's (an admin's view included) is 404 here."""
-    instance = instances.get_owned(db, p.user, key)
-    if instance.owner_id != p.user.id:
-        raise NotFound(f"instance {key!r} not found")
-    return instance
-
-
-def not_found(p: Page) -> HTMLResponse:
-    return render(p, "not_found.html", status_code=404)
-
-
 @router.get("/instances/{key}")
 def instance_page(key: str, p: Page = Depends(page)) -> HTMLResponse:
     return _instance_page(key, p)
@@ -449,7 +294,7 @@ def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResp
     platform = p.platform
     try:
         with platform.reads.begin() as db:
-            instance_id = _owned(db, p, key).id
+            instance_id = owned_instance(db, p, key).id
     except NotFound:
         return not_found(p)  # after the transaction: rendering reads the database too
     with platform.reads.begin() as db:
@@ -478,7 +323,7 @@ def add_port(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> R
     check_csrf(p, data.get("csrf"))
     try:
         with p.platform.sessions.begin() as db:
-            instance = _owned(db, p, key)
+            instance = owned_instance(db, p, key)
             ports.expose(db, instance, int(data.get("port", "0")), keep_path=data.get("keep_path") == "1")
     except NotFound:
         return not_found(p)
@@ -507,7 +352,7 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
     platform, driver, user = p.platform, p.request.app.state.driver, p.user
     try:
         with platform.sessions.begin() as db:
-            instance_id = _owned(db, p, key).id
+            instance_id = owned_instance(db, p, key).id
         if action == "stop":
             out = instances_api.stop(instance_id, user, platform, driver)
         elif action in ("start", "start-no-gpu", "start-queue"):
@@ -566,7 +411,7 @@ async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse
         seen_generation = platform.generation
         known = await run_in_threadpool(_snapshot, platform, user.id)
         last_sent = time.monotonic()
-        ops_seen = None  # first: the operations running now (issue 7: progress bars)
+        ops_seen = None  # first: the operations running now (progress bars)
         yield "retry: 2000\n\n"
         while True:
             if await request.is_disconnected():
@@ -585,7 +430,7 @@ async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse
                 if changed:
                     for row in await run_in_threadpool(_rows_for, platform, user, changed):
                         yield f"event: instance\ndata: {json.dumps(row)}\n\n"
-                    # A stop by policy or for the balance comes with a notification (issue 7).
+                    # A stop by policy or for the balance comes with a notification.
                     unread = await run_in_threadpool(unread_notifications, platform, user.id)
                     yield f"event: notices\ndata: {json.dumps({'unread': unread})}\n\n"
                 for instance_id in gone:
@@ -670,34 +515,3 @@ def billing_csv(month: str | None = None, p: Page = Depends(page)) -> Response:
     return response
 
 
-# ---- admin --------------------------------------------------------------------------------------------
-
-
-@router.get("/admin")
-def admin_page_view(p: Page = Depends(admin_page), error: str | None = None) -> HTMLResponse:
-    settings = p.platform.settings
-    with p.platform.sessions.begin() as db:
-        nodes = list(db.scalars(select(Node).order_by(Node.name)))
-        node_rows = [{"name": n.name, "url": n.url, "online": n.online, "reason": n.status_reason, "cpus": n.cpus,
-                      "memory_gb": round(n.memory_bytes / 2**30, 1), "driver": n.driver_version,
-                      "cuda": n.cuda_version} for n in nodes]
-        counts = dict(db.execute(select(Instance.owner_id, func.count(Instance.id))
-                                 .where(Instance.status != Status.RELEASED).group_by(Instance.owner_id)).all())
-        user_rows = [{"name": u.name, "admin": u.is_admin, "instances": counts.get(u.id, 0),
-                      "balance": format_amount(billing.user_balance(db, u.id)), "created_at": u.created_at.isoformat()}
-                     for u in db.scalars(select(User).order_by(User.name))]
-        prices = billing.list_prices(db, settings)
-        market = market_rows(db)
-    return render(p, "admin.html", nodes=node_rows, users=user_rows, prices=prices, market=market, error=error)
-
-
-@router.post("/admin/prices")
-def admin_set_price(data: dict = Depends(form), p: Page = Depends(admin_page)) -> Response:
-    check_csrf(p, data.get("csrf"))
-    try:
-        with p.platform.sessions.begin() as db:
-            billing.set_price(db, data.get("kind", "gpu"), data.get("price", ""), data.get("model", ""),
-                              data.get("node", ""), None, by=p.user.name)
-    except DockyardError as exc:
-        return admin_page_view(p, error=exc.message)
-    return RedirectResponse("/admin", status_code=303)

@@ -11,7 +11,7 @@ from dockyard.api.routers.volumes import volume_out
 from dockyard.api.schemas import VolumeIn
 from dockyard.core.errors import DockyardError
 from dockyard.services import volumes
-from dockyard.web.routes import Page, check_csrf, form, form_error, page, render
+from dockyard.web.pages import Page, check_csrf, form, form_error, page, render
 
 router = APIRouter(include_in_schema=False)
 

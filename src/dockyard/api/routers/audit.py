@@ -1,4 +1,4 @@
-"""The audit log (issue 7): what admins did, newest first. Admins only (others 403, as
+"""The audit log: what admins did, newest first. Admins only (others 403, as
 the rest of the admin API)."""
 
 from fastapi import APIRouter, Depends, Query

@@ -1,4 +1,4 @@
-"""Billing (issue 5): balances, statements, the price book, recharges, vouchers, the ledger."""
+"""Billing: balances, statements, the price book, recharges, vouchers, the ledger."""
 
 from __future__ import annotations
 

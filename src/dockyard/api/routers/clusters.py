@@ -1,4 +1,4 @@
-"""Clusters (issue 6): K instances placed together on a private network of their own."""
+"""Clusters: K instances placed together on a private network of their own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dockyard.api.schemas import CreateInstance, Strict
 from dockyard.core.clusters import member_ips
 from dockyard.core.placement import ANY_MODEL
 from dockyard.db.models import Cluster, Image, User
-from dockyard.services import clusters, fair_share, instances
+from dockyard.services import allocation, clusters, fair_share
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -82,7 +82,7 @@ def cluster_out(db: Session, platform: Platform, cluster: Cluster) -> ClusterOut
         spans=sorted({m.node_name for m in rows}),
         members=[MemberOut(rank=m.cluster_rank, id=m.id, name=m.name, node=m.node_name, status=m.status,
                            status_reason=m.status_reason, address=ips[m.cluster_rank],
-                           gpus=[g.index for g in instances.assigned_gpus(db, m.id)],
+                           gpus=[g.index for g in allocation.assigned_gpus(db, m.id)],
                            ssh_command=ssh_command(db, m)) for m in rows],
         created_at=cluster.created_at, price_per_hour=price, cost_so_far=spent,
     )

@@ -32,7 +32,7 @@ from dockyard.core.states import Status
 from dockyard.core.validation import NAME_PATTERN
 from dockyard.db.models import Image, Instance, Node, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
-from dockyard.services import audit, autostop, fair_share, images, instances, queue, volumes
+from dockyard.services import allocation, audit, autostop, fair_share, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.migration import request_migration
 from dockyard.services.driver import Driver
@@ -47,9 +47,9 @@ HIDDEN = "(hidden)"
 def instance_out(platform: Platform, db: Session, instance: Instance, viewer: User) -> InstanceOut:
     """`viewer` sees the values of their own instance's environment; an admin looking at
     another user's sees only the names."""
-    gpus = instances.assigned_gpus(db, instance.id)
+    gpus = allocation.assigned_gpus(db, instance.id)
     from dockyard.config import get_settings
-    from dockyard.services.billing import instance_costs  # issue 5
+    from dockyard.services.billing import instance_costs
 
     price_per_hour, cost_so_far = instance_costs(db, get_settings(), instance)
     return InstanceOut(
@@ -95,7 +95,7 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
 
 
 def queue_view(db: Session, instance: Instance) -> dict:
-    """Issue 12: the queue fields of InstanceOut, set only while queued."""
+    """The queue fields of InstanceOut, set only while queued."""
     if instance.status != Status.QUEUED:
         return {}
     return {"queue_position": queue.position(db, instance), "queued_at": instance.queued_at,

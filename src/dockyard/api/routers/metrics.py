@@ -1,4 +1,4 @@
-"""Monitoring (issue 7): an instance's recent samples and the advisor's findings."""
+"""Monitoring: an instance's recent samples and the advisor's findings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notifications (issue 7): your own, newest first; mark them read."""
+"""Notifications: your own, newest first; mark them read."""
 
 from __future__ import annotations
 

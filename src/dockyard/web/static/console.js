@@ -148,8 +148,8 @@
       if (data.status) updateRow({id, status: data.status, started_at: row.dataset.started, queue_position: data.queue_position});
     } finally { applyButtons(row); }
   }
-  // A start refused for taken GPUs (issue 12): the free count, and the two ways out,
-  // which are the row's "start without GPU" and "queue for GPUs" buttons.
+  // A start refused for taken GPUs: the free count, and the three ways out, which are
+  // the row's "start without GPU", "queue for GPUs" and "move to another node" buttons.
   function gpusTaken(data) {
     const waiting = data.waiting ? S("inst.gpus_waiting").replace("{waiting}", data.waiting) : "";
     return S("inst.gpus_taken").replace("{free}", data.free).replace("{needed}", data.needed)

@@ -1,4 +1,4 @@
-"""clusters (issue 6): the clusters table and each instance's cluster and rank
+"""clusters: the clusters table and each instance's cluster and rank
 
 Revision ID: 0005
 Revises: 0004

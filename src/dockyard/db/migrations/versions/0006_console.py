@@ -1,4 +1,4 @@
-"""console (issue 7): auto-stop policy, read notifications, the audit log
+"""console: auto-stop policy, read notifications, the audit log
 
 Revision ID: 0006
 Revises: 0005

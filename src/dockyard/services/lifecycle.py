@@ -1,0 +1,55 @@
+"""Every status change of an instance goes through `transition`: conditional, so two
+actors cannot both win, and freeing GPUs in the same transaction when it leaves the
+statuses that hold them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
+
+from dockyard.core.states import HOLDS_GPUS, Status, can_transition
+from dockyard.db.models import GpuAssignment, Instance, InstanceEvent, utcnow
+from dockyard.services.platform import Platform
+
+
+def transition(
+    platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
+    expected_container: str | None = None, also: Callable[[Session], None] | None = None,
+    at: datetime | None = None, **fields
+) -> bool:
+    """Move an instance from `expected` to `target` if it is still in `expected` (and,
+    when given, still has `expected_container`).
+
+    Conditional, so two actors cannot both win and a decision made on an old look at
+    the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
+    in the same transaction; `also` adds writes (a notification) that commit with the
+    change or not at all. `at`: when it happened, if not now (a node last seen earlier).
+    """
+    if not can_transition(expected, target):
+        raise ValueError(f"illegal transition {expected} -> {target}")
+    conditions = [Instance.id == instance_id, Instance.status == expected]
+    now = utcnow()  # the event's time and the status's start are one moment
+    if expected_container is not None:
+        conditions.append(Instance.container_id == expected_container)
+    with platform.sessions.begin() as db:
+        done = db.execute(
+            update(Instance)
+            .where(*conditions)
+            .values(status=target, status_reason=cause if target == Status.FAILED else None, updated_at=now, **fields)
+        ).rowcount
+        if not done:
+            return False
+        if target not in HOLDS_GPUS:
+            db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
+        db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
+                             at=at or now))
+        if also is not None:
+            also(db)
+    if (expected in HOLDS_GPUS and target not in HOLDS_GPUS) or expected == Status.QUEUED:
+        # After the commit, GPUs returned or a waiter gone: the queue's next one may start now.
+        platform.gpus_freed.set()
+    platform.notify_changed()
+    return True
