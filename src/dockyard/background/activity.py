@@ -90,12 +90,10 @@ class ActivityWatch(Loop):
     name = "activity"
 
     def __init__(self, platform: Platform, interval_s: float):
-        super().__init__()
-        self.platform, self.interval_s = platform, interval_s
+        super().__init__(interval_s)
+        self.platform = platform
 
     def run_once(self) -> None:
         record_ssh_activity(self.platform)
         record_jupyter_activity(self.platform)
 
-    def wait(self) -> None:
-        self._stop.wait(self.interval_s)

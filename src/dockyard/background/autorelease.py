@@ -20,7 +20,7 @@ class AutoRelease(Loop):
     name = "autorelease"
 
     def __init__(self, platform: Platform, driver: Driver, clock: Callable[[], datetime] = utcnow):
-        super().__init__()
+        super().__init__(platform.settings.autorelease_interval_s)
         self.platform, self.driver, self.clock = platform, driver, clock
 
     def run_once(self) -> None:
@@ -28,5 +28,3 @@ class AutoRelease(Loop):
             log.info("auto-release: releasing instance %s", instance_id)
             self.driver.kick(instance_id)
 
-    def wait(self) -> None:
-        self._stop.wait(self.platform.settings.autorelease_interval_s)

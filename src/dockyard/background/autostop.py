@@ -17,7 +17,7 @@ class AutoStop(Loop):
     name = "autostop"
 
     def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples, system_disks: SystemDisks):
-        super().__init__()
+        super().__init__(platform.settings.autostop_interval_s)
         self.platform = platform
         self.stopper = Stopper(platform, driver, gpu_samples, system_disks=system_disks)
 
@@ -25,5 +25,3 @@ class AutoStop(Loop):
         for instance_id in self.stopper.run():
             log.info("auto-stop: stopping instance %s", instance_id)
 
-    def wait(self) -> None:
-        self._stop.wait(self.platform.settings.autostop_interval_s)

@@ -107,7 +107,8 @@ class Dispatcher(Loop):
     name = "queue"
 
     def __init__(self, platform: Platform, driver):
-        super().__init__()  # its first pass, at once, serves whoever waited through a restart
+        # Its first pass, at once, serves whoever waited through a restart.
+        super().__init__(platform.settings.reconcile_interval_s)
         self.platform, self.driver = platform, driver
 
     def run_once(self) -> None:
@@ -119,7 +120,7 @@ class Dispatcher(Loop):
             self.platform.notify_changed()
 
     def wait(self) -> None:
-        timeout = self.platform.settings.reconcile_interval_s
+        timeout = self.interval_s  # at most: the backstop
         with self.platform.sessions.begin() as db:
             soonest = min(db.scalars(select(Instance.queue_deadline).where(
                 Instance.status == Status.QUEUED, Instance.queue_deadline.is_not(None))), default=None)

@@ -14,11 +14,9 @@ class NodeWatch(Loop):
     name = "liveness"
 
     def __init__(self, platform: Platform, driver: Driver):
-        super().__init__()
+        super().__init__(platform.settings.reconcile_interval_s)
         self.platform, self.driver = platform, driver
 
     def run_once(self) -> None:
         liveness.check(self.platform, lambda node: reconcile_node(self.platform, self.driver, node))
 
-    def wait(self) -> None:
-        self._stop.wait(self.platform.settings.reconcile_interval_s)

@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 class Loop:
     name = "loop"
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -27,8 +28,9 @@ class Loop:
         raise NotImplementedError
 
     def wait(self) -> None:
-        """Until the next pass is due (returns early once stopped)."""
-        raise NotImplementedError
+        """Until the next pass is due (returns early once stopped): `interval_s`, unless a
+        loop knows better (an event that wakes it, a deadline of its own)."""
+        self._stop.wait(self.interval_s)
 
     def finish(self) -> None:
         """After the last pass, on the loop's own thread."""

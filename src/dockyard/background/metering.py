@@ -17,7 +17,7 @@ class Metering(Loop):
     name = "metering"
 
     def __init__(self, platform: Platform, driver=None):
-        super().__init__()
+        super().__init__(platform.settings.settle_interval_s)
         self.platform, self.driver = platform, driver
         self._seen = platform.generation
 
@@ -27,7 +27,7 @@ class Metering(Loop):
 
     def wait(self) -> None:
         settings = self.platform.settings
-        deadline = time.monotonic() + settings.settle_interval_s
+        deadline = time.monotonic() + self.interval_s
         while not self._stop.is_set() and time.monotonic() < deadline:
             self._stop.wait(min(0.5, max(0.0, deadline - time.monotonic())))
             if self.platform.generation != self._seen:  # a status changed: settle it after the lag

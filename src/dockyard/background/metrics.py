@@ -58,10 +58,10 @@ class MetricsSampler(Loop):
     name = "metrics"
 
     def __init__(self, platform: Platform, meter: GpuMeter | None = None):
-        super().__init__()
+        super().__init__(platform.settings.metrics_interval_s)
         settings = platform.settings
         self.platform = platform
-        self.interval_s, self.window_s = settings.metrics_interval_s, settings.metrics_window_s
+        self.window_s = settings.metrics_window_s
         self.store = MetricsStore(size=int(self.window_s / self.interval_s) + 1)
         self._meter = meter or GpuMeter()
         self._stats_pool = ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="metrics")

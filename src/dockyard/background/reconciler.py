@@ -130,12 +130,10 @@ class Reconciler(Loop):
     name = "reconciler"
 
     def __init__(self, platform: Platform, driver: Driver):
-        super().__init__()
+        super().__init__(platform.settings.reconcile_interval_s)
         self.platform, self.driver = platform, driver
         self.started_at = utcnow()
 
     def run_once(self) -> None:
         reconcile_once(self.platform, self.driver, self.started_at)
 
-    def wait(self) -> None:
-        self._stop.wait(self.platform.settings.reconcile_interval_s)

@@ -4,8 +4,10 @@ lock up front), reads begin DEFERRED (a snapshot, never the write lock)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 READ_ONLY = "dockyard_read_only"
@@ -65,3 +67,18 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
             raise ReadOnlySessionError("a read-only session cannot write; use platform.sessions")
 
     return factory
+
+
+Row = TypeVar("Row")
+
+
+def insert_unique(db: Session, row: Row, conflict: Exception) -> Row:
+    """Add `row` now: if it breaks a unique constraint (a name taken, perhaps by a request
+    that won a race), `conflict` is raised instead, naming the clash, and the
+    transaction rolls back."""
+    db.add(row)
+    try:
+        db.flush()
+    except IntegrityError:
+        raise conflict from None
+    return row

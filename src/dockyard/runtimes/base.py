@@ -15,6 +15,10 @@ class RuntimeError_(Exception):
     """An engine refused or failed an operation."""
 
 
+class PortTaken(RuntimeError_):
+    """A host port the container publishes is held by something else on the node."""
+
+
 class ContainerGone(RuntimeError_):
     """The container that holds an instance's system disk is not on its node any more."""
 

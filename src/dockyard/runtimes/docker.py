@@ -24,6 +24,7 @@ from dockyard.core.sharing import MPS_PIPE_DIR
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
+from dockyard.runtimes.docker_errors import engine_error
 from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
@@ -55,10 +56,6 @@ if [ -f /etc/shadow ]; then sed -i -e 's/^root:[^:]*:/root:*:/' /etc/shadow; fi
 # own deadline and size limit: a wedged engine or a huge file must not hold a driver thread.
 FILE_COPY_TIMEOUT_S = 20
 FILE_READ_LIMIT = 64 * 1024
-
-
-def _error(exc: APIError) -> RuntimeError_:
-    return RuntimeError_(str(exc.explanation or exc))
 
 
 class DockerRuntime:
@@ -151,7 +148,7 @@ class DockerRuntime:
                 except APIError as exc:
                     # Another installation on this engine took that subnet just now: pick again.
                     if "overlap" not in str(exc.explanation) or attempt == 2:
-                        raise _error(exc) from exc
+                        raise engine_error(exc) from exc
 
     def _free_subnet(self) -> ipaddress.IPv4Network:
         taken = [
@@ -187,7 +184,7 @@ class DockerRuntime:
             else:
                 self.client.volumes.create(name, labels=labels)
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
     def remove_volume(self, name: str) -> None:
         try:
@@ -195,7 +192,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         if self.disks is not None:
             self.disks.remove(name)
 
@@ -246,7 +243,7 @@ class DockerRuntime:
         except ImageNotFound as exc:
             raise RuntimeError_(f"image {image} is not on this node") from exc
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
     def create(self, spec: ContainerSpec) -> str:
         try:
@@ -287,7 +284,7 @@ class DockerRuntime:
         except ImageNotFound as exc:
             raise RuntimeError_(f"image {spec.image} is not on this node") from exc
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return container.id
 
     def probe_ulimits(self, image: str) -> None:
@@ -329,7 +326,7 @@ class DockerRuntime:
         try:
             found = self.client.api.containers(all=True, size=True, filters={"id": container_id})
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return int(found[0].get("SizeRw") or 0) if found else None
 
     def _probe(self, image: str, script: str, ulimits: list[Ulimit]) -> bytes:
@@ -370,7 +367,7 @@ class DockerRuntime:
         try:
             self.client.api.start(container_id)
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
     def stop(self, container_id: str, timeout: int) -> None:
         try:
@@ -378,7 +375,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
     def remove(self, container_id: str, with_volumes: bool = False) -> None:
         """`with_volumes`: its anonymous volumes too (a helper's; never an instance's, whose
@@ -389,7 +386,7 @@ class DockerRuntime:
             pass
         except APIError as exc:
             if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
-                raise _error(exc) from exc
+                raise engine_error(exc) from exc
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
         try:
@@ -412,7 +409,7 @@ class DockerRuntime:
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return CappedStream(chunks, max_bytes)
 
     def exec(self, container_id: str, command: list[str], timeout_s: float = 60,
@@ -446,7 +443,7 @@ class DockerRuntime:
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         except Exception as exc:  # a timeout or a broken connection: the caller decides
             raise RuntimeError_(f"could not write files into the container: {exc}") from exc
 
@@ -463,7 +460,7 @@ class DockerRuntime:
         except NotFound:
             return None
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         cpu, memory = data.get("cpu_stats") or {}, data.get("memory_stats") or {}
         if not cpu.get("system_cpu_usage") or not memory.get("limit"):
             return None  # it stopped between the two calls
@@ -485,7 +482,7 @@ class DockerRuntime:
             image = self.client.api.commit(container_id, repository=repository, tag=tag, changes=changes or None,
                                            pause=False)
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return image["Id"]
 
     def save_image(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> str:
@@ -526,7 +523,7 @@ class DockerRuntime:
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return image["Id"]
 
     def layer_count(self, ref: str) -> int:
@@ -552,7 +549,7 @@ class DockerRuntime:
             finally:
                 self.client.api.remove_container(scratch["Id"], force=True)
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
         return f"{repository}:{tag}"
 
     def list_images(self, labels: dict[str, str]) -> list[str]:
@@ -570,7 +567,7 @@ class DockerRuntime:
                 self.client.containers.create(**mps_daemon_config(name, gpu_uuid, image, volume, labels))
             self.client.api.start(name)
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
     def remove_image(self, ref: str) -> None:
         try:
@@ -578,7 +575,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            raise _error(exc) from exc
+            raise engine_error(exc) from exc
 
 
 class CappedStream:

@@ -20,6 +20,7 @@ from docker.errors import APIError, NotFound
 
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.docker_errors import engine_error
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">BxxxL")  # stream (1 stdout, 2 stderr), length
@@ -52,7 +53,7 @@ class BoundedExec:
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise RuntimeError_(str(exc.explanation or exc)) from exc
+            raise engine_error(exc) from exc
         self._response = response
         self._sock: socket.socket = getattr(response, "_sock", response)
         self._buffer = b""

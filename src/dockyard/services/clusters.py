@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -239,18 +238,11 @@ def _live(cluster: Cluster) -> Cluster:
 
 
 def wait_for(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Cluster:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = platform.generation
+    def read() -> tuple[Cluster, str]:
         with platform.sessions.begin() as db:
             cluster = get_owned(db, user, key)
-            status = status_of(db, cluster)
-        left = deadline - time.monotonic()
-        if status in statuses or left <= 0:
-            return cluster
-        with platform.changed:
-            if platform.generation == seen:
-                platform.changed.wait(min(left, 1.0))
+            return cluster, status_of(db, cluster)
+    return platform.wait_until(read, lambda seen: seen[1] in statuses, timeout)[0]
 
 
 # ---- engine side: for the driver and the reconciler ----------------------------------

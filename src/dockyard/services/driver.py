@@ -17,7 +17,7 @@ from dockyard.core import mirrors as core_mirrors
 from dockyard.core.sharing import MPS_PIPE_DIR, GpuAccess, gpu_access
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
-from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
+from dockyard.runtimes.base import ContainerGone, ContainerSpec, PortTaken, Runtime, RuntimeError_
 from dockyard.services import inside, mirrors, volumes
 from dockyard.services.allocation import assigned_gpus, assigned_slots, free_ssh_port, host_share
 from dockyard.services.lifecycle import transition
@@ -190,11 +190,11 @@ class Driver:
             self._write_mirrors(runtime, container_id, instance)  # idempotent: a retry rewrites them
         try:
             runtime.start(container_id)
-        except RuntimeError_ as exc:
-            if instance.ssh_port and ("address already in use" in str(exc) or "port is already allocated" in str(exc)):
-                self._move_ssh_port(runtime, instance, status, container_id)
-                return  # the drive loop's next pass makes the container on the new port
-            raise
+        except PortTaken:
+            if not instance.ssh_port:
+                raise
+            self._move_ssh_port(runtime, instance, status, container_id)
+            return  # the drive loop's next pass makes the container on the new port
         self._install_keys(runtime, container_id, instance.owner_id)
         inside.install(self.platform, runtime, container_id, instance.id)
         info = runtime.inspect(container_id)

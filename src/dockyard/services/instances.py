@@ -4,7 +4,6 @@ hands the engine work to the driver; nothing here waits on Docker while holding 
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -368,14 +367,7 @@ def _resized(db: Session, settings, instance: Instance, view: NodeView, count: i
 
 def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Instance:
     """Block until the instance reaches one of `statuses` or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = platform.generation
+    def read() -> Instance:
         with platform.reads.begin() as db:
-            instance = get_owned(db, user, key)
-        left = deadline - time.monotonic()
-        if instance.status in statuses or left <= 0:
-            return instance
-        with platform.changed:
-            if platform.generation == seen:  # else a change came while we read: look again
-                platform.changed.wait(min(left, 1.0))
+            return get_owned(db, user, key)
+    return platform.wait_until(read, lambda instance: instance.status in statuses, timeout)

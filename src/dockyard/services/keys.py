@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.ssh_keys import check_policy, read_fingerprint, single_line
 from dockyard.db.models import SshKey, User
+from dockyard.db.session import insert_unique
 
 
 def add_key(db: Session, user: User, name: str, public_key: str) -> SshKey:
@@ -21,12 +21,7 @@ def add_key(db: Session, user: User, name: str, public_key: str) -> SshKey:
     check_policy(facts)
     row = SshKey(user_id=user.id, name=name, public_key=key, fingerprint=facts.fingerprint,
                  key_type=facts.type, bits=facts.bits)
-    db.add(row)
-    try:
-        db.flush()
-    except IntegrityError:
-        raise Conflict(f"you already have this key or a key named {name!r}", field="public_key") from None
-    return row
+    return insert_unique(db, row, Conflict(f"you already have this key or a key named {name!r}", field="public_key"))
 
 
 def list_keys(db: Session, user: User) -> list[SshKey]:

@@ -199,14 +199,11 @@ def _run(platform: Platform, driver: Driver, instance_id: str, lock, op: Operati
 def _started(platform: Platform, instance_id: str) -> tuple[str, str | None]:
     """Its status once its first start on the new node ends (the reconciler may be the
     one driving it), or `starting` past the start deadline."""
-    deadline = time.monotonic() + platform.settings.starting_timeout_s
-    while True:
+    def read() -> tuple[str, str | None]:
         with platform.sessions.begin() as db:
             row = db.get(Instance, instance_id)
-            status, reason = row.status, row.status_reason
-        if status != Status.STARTING or time.monotonic() > deadline:
-            return status, reason
-        time.sleep(0.5)
+            return row.status, row.status_reason
+    return platform.wait_until(read, lambda seen: seen[0] != Status.STARTING, platform.settings.starting_timeout_s)
 
 
 def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operation) -> tuple[str, str]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +22,9 @@ from dockyard.runtimes.base import Runtime
 from dockyard.services.fair_share import FairShare
 from dockyard.services.operations import Operations
 from dockyard.services.secret_env import SecretBox
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -65,6 +70,21 @@ class Platform:
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+
+    def wait_until(self, read: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
+        """`read()` again after every change of state until `done` holds for what it
+        returned or `timeout` passes (at least once a second, for changes no one
+        announces); the last reading."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.generation
+            value = read()
+            left = deadline - time.monotonic()
+            if done(value) or left <= 0:
+                return value
+            with self.changed:
+                if self.generation == seen:  # else a change came while we read: look again
+                    self.changed.wait(min(left, 1.0))
 
     def access_revoked(self) -> None:
         self.access_generation += 1

@@ -7,11 +7,11 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
 from dockyard.db.models import Instance, ServicePort, utcnow
+from dockyard.db.session import insert_unique
 
 RESERVED = {22: "SSH", 8888: "JupyterLab"}
 LINK_NOT_FOUND = "this link does not exist, expired or was revoked"
@@ -27,12 +27,7 @@ def check_port(port: int) -> None:
 def expose(db: Session, instance: Instance, port: int, keep_path: bool = False) -> ServicePort:
     check_port(port)
     row = ServicePort(instance_id=instance.id, port=port, keep_path=keep_path)
-    db.add(row)
-    try:
-        db.flush()
-    except IntegrityError:
-        raise Conflict(f"port {port} is already exposed", field="port") from None
-    return row
+    return insert_unique(db, row, Conflict(f"port {port} is already exposed", field="port"))
 
 
 def find(db: Session, instance: Instance, port: int) -> ServicePort:

@@ -9,13 +9,13 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core import scopes
 from dockyard.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from dockyard.core.validation import is_valid_name
 from dockyard.db.models import ApiToken, BrowserSession, User, utcnow
+from dockyard.db.session import insert_unique
 
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "dy_"
@@ -32,12 +32,7 @@ def create_user(db: Session, name: str, password: str, is_admin: bool = False) -
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"password: at least {MIN_PASSWORD_LENGTH} characters", field="password")
     user = User(name=name, password_hash=_hasher.hash(password), is_admin=is_admin)
-    db.add(user)
-    try:
-        db.flush()
-    except IntegrityError:
-        raise Conflict(f"user {name!r} already exists", field="name") from None
-    return user
+    return insert_unique(db, user, Conflict(f"user {name!r} already exists", field="name"))
 
 
 _dummy_hash: str | None = None
