@@ -17,7 +17,8 @@ from dockyard.core.sharing import MILLI, parse_share
 from dockyard.core.states import Status, check_user_action
 from dockyard.core.validation import RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
-from dockyard.services import allocation, audit, billing, images, ownership, queue, volumes
+from dockyard.services import allocation, audit, billing, images, ownership, volumes
+from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
 from dockyard.services.lifecycle import transition
 from dockyard.services.platform import Platform
 
@@ -126,12 +127,12 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                         # A clone goes on its source's node; without GPUs there is nothing to wait
                         # for; a share is never queued (docs/queue.md).
                         raise
-                    node, model = queue.choose_node(views, request.gpu_model, request.gpu_count, db)
+                    node, model = start_queue.choose_node(views, request.gpu_model, request.gpu_count, db)
                     if not request.queue:
                         raise allocation.gpus_taken(db, platform.settings, node, model, request.gpu_count, "create",
                                                   exc.message) from None
                     placement = Placement(node, ())
-                    queued = queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
+                    queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
             except GpusTaken:
                 raise  # it says where and what the ways out are
             except (Conflict, InvalidInput) as exc:
@@ -185,7 +186,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
             volumes.attach(db, instance_id, mounts)
             cause = request.cause or f"created by {user.name}"
             if queued:
-                cause = f"{queue.joined_message(db, instance)}: {cause}"
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
             db.add(InstanceEvent(instance_id=instance_id, from_status=None, to_status=instance.status, cause=cause))
             return instance
 
@@ -308,7 +309,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             elif with_gpus and len([g for g in views[0].free if g.model == model]) < count:
                 if not queue:
                     raise allocation.gpus_taken(db, platform.settings, instance.node_name, model, count, "start")
-                values.update(queue.queue_fields(db, queue_timeout_minutes, Status.STARTING))
+                values.update(start_queue.queue_fields(db, queue_timeout_minutes, Status.STARTING))
             else:  # a --no-gpu start too: placement checks the node's CPUs and memory for it
                 try:
                     placement = place(views, model if with_gpus else ANY_MODEL, count if with_gpus else 0, preferred,
@@ -327,7 +328,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             mode = " without GPUs" if no_gpu else ""
             cause = f"start{mode} requested by {user.name}"
             if values["status"] == Status.QUEUED:
-                cause = f"{queue.joined_message(db, instance)}: {cause}"
+                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
             db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=values["status"], cause=cause))
             audit.on_instance(db, user, instance, "start", mode.strip())
             return instance
