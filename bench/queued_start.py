@@ -15,7 +15,7 @@ All four are on this host's clock. Target: freed -> started at most 1 s
 (p50). PASS/MISS is printed; the exit status is 0 either way (1 only when the benchmark
 itself could not run).
 
-    .venv/bin/python bench/queue.py [--runs 20]
+    .venv/bin/python bench/queued_start.py [--runs 20]
 """
 
 from __future__ import annotations
