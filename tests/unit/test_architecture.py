@@ -109,3 +109,12 @@ def test_each_layer_imports_only_the_layers_below_it():
                    if _layer(d) != _layer(m) and _layer(m) in ALLOWED and _layer(d) not in ALLOWED[_layer(m)])
     assert wrong == []
     assert set(ALLOWED) == {_layer(m) for m in graph} - {"dockyard", "__main__"}
+
+
+def test_no_file_holds_a_merge_conflicts_markers():
+    repo = PACKAGE.parent.parent
+    texts = [p for p in repo.rglob("*") if p.suffix in {".py", ".md", ".html", ".js", ".css", ".sh", ".toml", ".txt"}
+             and not any(part.startswith(".") or part in ("node_modules", "build") for part in p.relative_to(repo).parts)]
+    marked = [str(p.relative_to(repo)) for p in texts
+              if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in p.read_text(errors="replace").splitlines())]
+    assert marked == []
