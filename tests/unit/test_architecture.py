@@ -109,3 +109,21 @@ def test_each_layer_imports_only_the_layers_below_it():
                    if _layer(d) != _layer(m) and _layer(m) in ALLOWED and _layer(d) not in ALLOWED[_layer(m)])
     assert wrong == []
     assert set(ALLOWED) == {_layer(m) for m in graph} - {"dockyard", "__main__"}
+
+
+def _status_updates(tree: ast.AST) -> int:
+    """`update(Instance)....values(status=...)` statements in a module's code."""
+    found = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "values":
+            updates_instances = any(isinstance(inner, ast.Call) and getattr(inner.func, "id", None) == "update"
+                                    and [getattr(a, "id", None) for a in inner.args] == ["Instance"]
+                                    for inner in ast.walk(node.func.value))
+            if updates_instances and any(k.arg in ("status", None) for k in node.keywords):
+                found += 1
+    return found
+
+
+def test_only_lifecycle_writes_an_instances_status():
+    writers = {name: n for name, path in _modules().items() if (n := _status_updates(ast.parse(path.read_text())))}
+    assert writers == {"dockyard.services.lifecycle": 1}
