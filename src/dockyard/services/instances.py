@@ -15,7 +15,7 @@ from dockyard.core.placement import ANY_MODEL, NodeView, Placement, check_reques
 from dockyard.core.queue import GpusTaken
 from dockyard.core.sharing import MILLI, parse_share
 from dockyard.core.states import Status, check_user_action
-from dockyard.core.validation import RESERVED_ENV_PREFIXES, reserved_env_name
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB, RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Instance, InstanceEvent, User
 from dockyard.services import allocation, audit, billing, images, ownership, volumes
 from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
@@ -35,7 +35,7 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)  # sealed at rest, never shown
     command: str | None = None
-    data_disk_gb: int = 50
+    data_disk_gb: int = DEFAULT_DATA_DISK_GB
     ssh_password: bool = False
     auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
