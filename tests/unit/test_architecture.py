@@ -118,3 +118,21 @@ def test_no_file_holds_a_merge_conflicts_markers():
     marked = [str(p.relative_to(repo)) for p in texts
               if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in p.read_text(errors="replace").splitlines())]
     assert marked == []
+
+
+def _status_updates(tree: ast.AST) -> int:
+    """`update(Instance)....values(status=...)` statements in a module's code."""
+    found = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "values":
+            updates_instances = any(isinstance(inner, ast.Call) and getattr(inner.func, "id", None) == "update"
+                                    and [getattr(a, "id", None) for a in inner.args] == ["Instance"]
+                                    for inner in ast.walk(node.func.value))
+            if updates_instances and any(k.arg in ("status", None) for k in node.keywords):
+                found += 1
+    return found
+
+
+def test_only_lifecycle_writes_an_instances_status():
+    writers = {name: n for name, path in _modules().items() if (n := _status_updates(ast.parse(path.read_text())))}
+    assert writers == {"dockyard.services.lifecycle": 1}

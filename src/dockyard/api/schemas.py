@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dockyard.core.autostop import MAX_MINUTES
 from dockyard.core.placement import ANY_MODEL
-from dockyard.core.validation import IMAGE_REF_PATTERN, NAME_PATTERN, is_valid_env_name
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB, IMAGE_REF_PATTERN, NAME_PATTERN, is_valid_env_name
 
 
 class Strict(BaseModel):
@@ -97,7 +97,7 @@ class CreateInstance(AutoStopRules):
     secret_env: dict[str, str] = Field(default_factory=dict, max_length=128,
                                        description="passed to the container, stored encrypted, never shown again")
     command: str | None = Field(default=None, max_length=8192)
-    data_disk_gb: int = Field(default=50, ge=1, le=65536)
+    data_disk_gb: int = Field(default=DEFAULT_DATA_DISK_GB, ge=1, le=65536)
     ssh_password: bool = Field(default=False, description="also allow root password login (shown once)")
     auto_stop_idle_minutes: int | None = policy_minutes(IDLE_HELP)
     auto_stop_max_minutes: int | None = policy_minutes(MAX_HELP)

@@ -10,7 +10,7 @@ loses no waiter and the restarted dispatcher serves them in the same order.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.background.loop import Loop
@@ -18,9 +18,8 @@ from dockyard.core import queue as rules
 from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import place
 from dockyard.core.states import Status
-from dockyard.db.models import Instance, InstanceEvent, User, utcnow
-from dockyard.services import allocation, billing, notifications, queue
-from dockyard.services.lifecycle import transition
+from dockyard.db.models import Instance, User, utcnow
+from dockyard.services import allocation, billing, lifecycle, notifications, queue
 from dockyard.services.platform import Platform
 
 
@@ -34,7 +33,7 @@ def expire(platform: Platform) -> list[str]:
     done = []
     for instance_id, name, owner_id, queued_at in overdue:
         cause = f"queue timeout: its GPUs were not free within {queue.waited(queued_at)}; left the queue, disks kept"
-        if transition(platform, instance_id, Status.QUEUED, Status.STOPPED, cause,
+        if lifecycle.transition(platform, instance_id, Status.QUEUED, Status.STOPPED, cause,
                       also=lambda db, o=owner_id, n=name, c=cause: notifications.post(db, o, "instance", f"instance {n}: {c}")):
             done.append(instance_id)
     return done
@@ -94,11 +93,8 @@ def dispatch(platform: Platform) -> list[str]:
 def _leave(db: Session, instance: Instance, target: Status, cause: str, notice: str) -> bool:
     """Move a waiter out of the queue; False when it left meanwhile (a stop or `rm` takes
     no allocation lock)."""
-    done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == Status.QUEUED).values(
-        status=target, status_reason=None, updated_at=utcnow())).rowcount
-    if not done:
+    if lifecycle.change(db, instance.id, Status.QUEUED, target, cause) is None:
         return False
-    db.add(InstanceEvent(instance_id=instance.id, from_status=Status.QUEUED, to_status=target, cause=cause))
     notifications.post(db, instance.owner_id, "instance", notice)
     return True
 

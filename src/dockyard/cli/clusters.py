@@ -9,6 +9,7 @@ import typer
 
 from dockyard.cli import render
 from dockyard.cli.client import CliError, Client, parse_env, path_key, wait_for
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 
 clusters_app = typer.Typer(help="Clusters: several instances on one private network, for multi-node training.",
                            no_args_is_help=True)
@@ -46,7 +47,7 @@ def create(
     image: str = typer.Option(..., "--image", "-i", help="image name (see `dockyard images`)"),
     env: list[str] = typer.Option([], "--env", "-e", help="NAME=VALUE, repeatable"),
     command: Optional[str] = typer.Option(None, "--cmd", help="every member's start command"),
-    data_disk: int = typer.Option(50, "--data-disk", help="each member's data disk in GB"),
+    data_disk: int = typer.Option(DEFAULT_DATA_DISK_GB, "--data-disk", help="each member's data disk in GB"),
     wait: bool = typer.Option(False, "--wait", help="wait until every member is running"),
     as_json: bool = JsonOpt,
 ) -> None:

@@ -24,6 +24,7 @@ from dockyard.cli.mirrors import mirrors_app
 from dockyard.cli.operations import follow
 from dockyard.cli.tokens import logout, passwd, tokens_app
 from dockyard.cli.client import CliError, Client, parse_env, parse_minutes, parse_seconds, path_key, save_credentials, server_url, wait_for
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 
 app = typer.Typer(help="Dockyard: rent GPU container instances.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -130,7 +131,7 @@ def create(
     secret_env: list[str] = typer.Option([], "--secret-env", help="NAME=VALUE kept secret (stored encrypted, "
                                                                    "never shown again), repeatable"),
     command: Optional[str] = typer.Option(None, "--cmd", help="start command (default: keep running)"),
-    data_disk: int = typer.Option(50, "--data-disk", help="data disk size in GB, mounted at /root/data"),
+    data_disk: int = typer.Option(DEFAULT_DATA_DISK_GB, "--data-disk", help="data disk size in GB, mounted at /root/data"),
     ssh_password: bool = typer.Option(False, "--ssh-password", help="also allow root password login (shown once)"),
     auto_stop_idle: Optional[str] = typer.Option(None, "--auto-stop-idle", help=IDLE_HELP),
     auto_stop_after: Optional[str] = typer.Option(None, "--auto-stop-after", help=AFTER_HELP),

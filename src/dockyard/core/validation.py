@@ -5,6 +5,7 @@ import re
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 IMAGE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+DEFAULT_DATA_DISK_GB = 50  # an instance's /root/data unless it asks otherwise
 
 _name = re.compile(NAME_PATTERN)
 _env_name = re.compile(ENV_NAME_PATTERN)

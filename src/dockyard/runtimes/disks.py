@@ -6,6 +6,10 @@ Image files are sparse (a new 50 GB disk takes a few MB of the host's disk) and 
 system is grown a little past N GiB so that `df` inside shows N GiB. Every step is
 idempotent: `ensure` mounts a disk again after a host reboot, and an image file appears
 under its final name only once it holds a file system.
+
+Making one takes a few hundred ms (mkfs, then e2fsck and resize2fs to fit): too long for
+a create, so a spare of the usual size is kept made in the background and a new disk of
+that size is the spare, renamed (an empty file system, never anyone's data).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -23,6 +28,7 @@ GIB = 1024**3
 COMMAND_TIMEOUT_S = 600  # e2fsck and resize2fs of a large disk take a while
 TOOLS = ("mkfs.ext4", "resize2fs", "e2fsck", "losetup", "mount", "umount")
 DETACH_WAIT_S = 15
+SPARE_PREFIX = ".spare-"
 
 
 class DiskTooSmall(RuntimeError_):
@@ -69,11 +75,58 @@ def _drop_lost_found(point: Path) -> None:
 
 
 class LoopDisks:
-    def __init__(self, root: Path, engine_url: str):
+    def __init__(self, root: Path, engine_url: str, spare_size_gb: int | None = None):
+        """`spare_size_gb`: the size most disks have, kept one made ahead (None: none)."""
         self.root = root
         self.reason = unavailable_reason(engine_url)
+        self.spare_size_gb = spare_size_gb
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._refilling = threading.Lock()
+        for partial in root.glob(f"{SPARE_PREFIX}*.new"):  # a spare a crash left half made
+            partial.unlink(missing_ok=True)
+        self.refill()
+
+    def _spares(self, size_gb: int) -> list[Path]:
+        return sorted(self.root.glob(f"{SPARE_PREFIX}{size_gb}g-*.img"))
+
+    def refill(self) -> None:
+        """Make a spare of the usual size in the background, if there is none."""
+        if self.reason or self.spare_size_gb is None or self._spares(self.spare_size_gb):
+            return
+        if self._refilling.acquire(blocking=False):
+            threading.Thread(target=self._make_spare, name="spare-disk", daemon=True).start()
+
+    def _make_spare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            name = f"{SPARE_PREFIX}{self.spare_size_gb}g-{secrets.token_hex(4)}.img"
+            self._make(self.root / name, self.spare_size_gb)
+        except RuntimeError_:
+            pass  # the next disk is made in place; the next take tries again
+        finally:
+            self._refilling.release()
+
+    def _take_spare(self, image: Path, size_gb: int) -> bool:
+        for spare in self._spares(size_gb):
+            try:
+                spare.rename(image)  # atomic: two takers cannot both get it
+            except FileNotFoundError:
+                continue
+            self.refill()
+            return True
+        return False
+
+    def _make(self, image: Path, size_gb: int) -> None:
+        """A file system of `size_gb` in `image`, which appears only once it is whole."""
+        partial = image.with_suffix(".new")
+        partial.unlink(missing_ok=True)
+        with open(partial, "wb") as f:
+            f.truncate(size_gb * GIB)  # sparse: nothing is written up front
+        # -m 0: no blocks kept back for root (users are root in their instances).
+        _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(partial)])
+        self._fit(partial, size_gb)
+        partial.rename(image)
 
     def image(self, name: str) -> Path:
         return self.root / f"{name}.img"
@@ -100,15 +153,8 @@ class LoopDisks:
             image = self.image(name)
             if not image.exists():
                 self.root.mkdir(parents=True, exist_ok=True)
-                partial = image.with_suffix(".new")
-                partial.unlink(missing_ok=True)
-                with open(partial, "wb") as f:
-                    f.truncate(size_gb * GIB)  # sparse: nothing is written up front
-                # -m 0: no blocks kept back for root (users are root in their instances).
-                _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1",
-                      str(partial)])
-                self._fit(partial, size_gb)
-                partial.rename(image)
+                if not self._take_spare(image, size_gb):
+                    self._make(image, size_gb)
                 self._mount(image, self.mountpoint(name))
                 _drop_lost_found(self.mountpoint(name))
             self._mount(image, self.mountpoint(name))

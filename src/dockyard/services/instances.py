@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput
@@ -15,11 +15,11 @@ from dockyard.core.placement import ANY_MODEL, NodeView, Placement, check_reques
 from dockyard.core.queue import GpusTaken
 from dockyard.core.sharing import MILLI, parse_share
 from dockyard.core.states import Status, check_user_action
-from dockyard.core.validation import RESERVED_ENV_PREFIXES, reserved_env_name
-from dockyard.db.models import Instance, InstanceEvent, User, utcnow
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB, RESERVED_ENV_PREFIXES, reserved_env_name
+from dockyard.db.models import Instance, InstanceEvent, User
 from dockyard.services import allocation, audit, billing, images, ownership, volumes
 from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
-from dockyard.services.lifecycle import transition
+from dockyard.services import lifecycle
 from dockyard.services.platform import Platform
 
 GIB = 1024**3
@@ -35,7 +35,7 @@ class CreateRequest:
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)  # sealed at rest, never shown
     command: str | None = None
-    data_disk_gb: int = 50
+    data_disk_gb: int = DEFAULT_DATA_DISK_GB
     ssh_password: bool = False
     auto_stop_idle_minutes: int | None = None  # core/autostop.py, held to operator limits by the caller
     auto_stop_max_minutes: int | None = None
@@ -260,7 +260,7 @@ def _user_action(platform: Platform, user: User, key: str, action: str, **fields
     if current == Status.QUEUED:
         cause = f"left the queue: {cause}"
     also = lambda db: audit.on_instance(db, user, instance, action)  # noqa: E731 (an admin's, on another's)
-    if current != target and not transition(platform, instance.id, current, target, cause, also=also, **fields):
+    if current != target and not lifecycle.transition(platform, instance.id, current, target, cause, also=also, **fields):
         raise Conflict("the instance changed status meanwhile; look again and retry")
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
@@ -273,7 +273,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
     are waited for (services/queue.py) instead of refused."""
     _check_start_options(no_gpu, gpu_count, queue, queue_timeout_minutes)
 
-    def attempt() -> Instance:
+    def attempt() -> tuple[Instance, Status, Status]:
         with platform.sessions.begin() as db:
             instance = get_owned(db, user, key)
             current = Status(instance.status)
@@ -316,25 +316,21 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
                                       history=allocation.request_history(db))
                 except Conflict as exc:
                     raise Conflict(f"{exc.message} (on node {instance.node_name}, where the instance's disks are)") from None
-            done = db.execute(
-                update(Instance)
-                .where(Instance.id == instance.id, Instance.status == current)
-                .values(no_gpu=no_gpu, status_reason=None, updated_at=utcnow(), **values)
-            ).rowcount
-            if not done:
+            mode = " without GPUs" if no_gpu else ""
+            target = Status(values.pop("status"))
+            event = lifecycle.change(db, instance.id, current, target, f"start{mode} requested by {user.name}",
+                                     no_gpu=no_gpu, **values)
+            if event is None:
                 raise Conflict("the instance changed status meanwhile; look again and retry")
             allocation.assign(db, instance.id, placement)
             db.refresh(instance)
-            mode = " without GPUs" if no_gpu else ""
-            cause = f"start{mode} requested by {user.name}"
-            if values["status"] == Status.QUEUED:
-                cause = f"{start_queue.joined_message(db, instance)}: {cause}"
-            db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=values["status"], cause=cause))
+            if target == Status.QUEUED:
+                event.cause = f"{start_queue.joined_message(db, instance)}: {event.cause}"
             audit.on_instance(db, user, instance, "start", mode.strip())
-            return instance
+            return instance, current, target
 
-    instance = allocation.with_retries(attempt)
-    platform.notify_changed()
+    instance, current, target = allocation.with_retries(attempt)
+    lifecycle.announce(platform, current, target)
     with platform.sessions.begin() as db:
         return db.get(Instance, instance.id)
 

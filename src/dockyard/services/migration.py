@@ -24,7 +24,7 @@ from dockyard.core.gpus import driver_runs
 from dockyard.core.migration import choose_target
 from dockyard.core.states import Status, check_user_action
 from dockyard.core.treecheck import differences
-from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume, utcnow
+from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume
 from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
@@ -134,16 +134,12 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
                            f"{image.name} needs {image.min_driver} or newer", field="node")
         from dockyard.services import billing  # refuse when the balance cannot pay
         billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
-        done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == current).values(
-            status=Status.MIGRATING, migrate_peer=target.name, no_gpu=False, status_reason=None,
-            updated_at=utcnow())).rowcount
-        if not done:
+        cause = f"migration from node {instance.node_name} to node {target.name} requested by {user.name}"
+        if lifecycle.change(db, instance.id, current, Status.MIGRATING, cause, migrate_peer=target.name,
+                            no_gpu=False) is None:
             raise Conflict("the instance changed status meanwhile; look again and retry")
         allocation.assign(db, instance.id, placement)
-        db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=Status.MIGRATING,
-                             cause=f"migration from node {instance.node_name} to node {target.name} requested by "
-                                   f"{user.name}"))
-    platform.notify_changed()
+    lifecycle.announce(platform, current, Status.MIGRATING)
     with platform.sessions.begin() as db:
         return db.get(Instance, instance_id), placement.node
 
@@ -263,16 +259,15 @@ def _switch(platform: Platform, instance: Instance, ref: str, summary: str) -> b
             was, now = _endpoint(db, source, row.ssh_port), _endpoint(db, target, port)
             cause = f"migrated from node {source} to node {target}: {summary}; SSH endpoint now {now} (was {was})"
             db.execute(update(Volume).where(Volume.instance_id == instance.id).values(node_name=target))
-            row.node_name, row.ssh_port, row.migrate_peer = target, port, source
-            row.sysdisk_image, row.container_id, row.container_gpus = ref, None, []
-            row.status, row.updated_at = Status.STARTING, utcnow()
-            db.add(InstanceEvent(instance_id=row.id, from_status=Status.MIGRATING, to_status=Status.STARTING,
-                                 cause=cause[:1000]))
+            if lifecycle.change(db, row.id, Status.MIGRATING, Status.STARTING, cause[:1000], node_name=target,
+                                ssh_port=port, migrate_peer=source, sysdisk_image=ref, container_id=None,
+                                container_gpus=[]) is None:
+                return False
             notifications.post(db, row.owner_id, NOTICE_KIND, f"instance {row.name} {cause}")
             return True
 
     moved = allocation.with_retries(attempt)
-    platform.notify_changed()
+    lifecycle.announce(platform, Status.MIGRATING, Status.STARTING)
     return moved
 
 

@@ -11,6 +11,7 @@ from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
 from dockyard.core.sharing import SlotFacts, parse_sharing, slot_layout
 from dockyard.core.states import Status
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Instance, Node, utcnow
 from dockyard.runtimes import gpu_discovery, host_firewall
 from dockyard.runtimes.disks import LoopDisks
@@ -47,7 +48,8 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
-            disks = LoopDisks(disk_root(platform, config.name), config.url) if config.sized_disks else None
+            disks = (LoopDisks(disk_root(platform, config.name), config.url, spare_size_gb=DEFAULT_DATA_DISK_GB)
+                     if config.sized_disks else None)
             runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
                                     busybox=platform.settings.tools_busybox, disks=disks,
                                     ping_timeout_s=platform.settings.node_ping_timeout_s)

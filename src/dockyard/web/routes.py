@@ -29,6 +29,7 @@ from dockyard.core.gpus import driver_runs
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
+from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
 from dockyard.services import autostop, billing, images, instances, keys, ports, queue, sessions
@@ -189,7 +190,7 @@ def create_context(db: Session, user: User) -> dict:
 def create_form(model: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
     with p.platform.reads.begin() as db:
         context = create_context(db, p.user)
-    return render(p, "create.html", chosen={"gpu_model": model, "gpu_count": 1, "data_disk_gb": 50}, error=None,
+    return render(p, "create.html", chosen={"gpu_model": model, "gpu_count": 1, "data_disk_gb": DEFAULT_DATA_DISK_GB}, error=None,
                   **context)
 
 
@@ -201,7 +202,7 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
     try:
         chosen["gpu_count"] = int(data.get("gpu_count", "1"))
         chosen["gpu_share"] = (data.get("gpu_share") or "").strip() or None
-        chosen["data_disk_gb"] = int(data.get("data_disk_gb", "50"))
+        chosen["data_disk_gb"] = int(data.get("data_disk_gb", DEFAULT_DATA_DISK_GB))
         if data.get("volume"):
             chosen["volumes"] = [data["volume"]]
         chosen.update(form_policy(data))
