@@ -241,13 +241,17 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
     # disks copy while the system disk does, else they wait for the system disk.
     target_helper = base if target.image_exists(base) else ref
     used = {d.name: (source.volume_usage(d.name) or (0, 0))[1] for d in disks}
+    for disk in disks:  # made before any stream starts: a target that stops answering fails here
+        target.ensure_volume(disk.name, disk.labels, disk.size_gb)
     names = ", ".join(f"disk {d.name}" for d in disks)
-    op.update(f"copying the system disk and {names}", 3)
+    alongside = target_helper != ref
+    op.update(f"copying {names} and the system disk" if alongside else "copying the system disk", 3)
     progress = _Progress(op, 3, 80, (info.size_bytes if info else 0) + sum(used.values()))
     system_disk = _transfers.submit(transfer.send_image, source, target, ref, progress.stream(ref), io, deadline)
     try:
-        if target_helper == ref:
+        if not alongside:
             system_disk.result()
+            op.update(f"copying {names}")
         checked = []
         for disk in disks:
             with platform.sessions.begin() as db:
@@ -255,7 +259,6 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
                     raise RuntimeError_(_ENDED)
             # The source is stopped and mounted read-only: it is checked while it is read.
             source_check = _transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
-            target.ensure_volume(disk.name, disk.labels, disk.size_gb)
             try:
                 transfer.send_volume(source, target, disk.name, ref, target_helper, labels,
                                      progress.stream(disk.name), io, deadline)
@@ -263,7 +266,8 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
                 wait([source_check])  # its helper is gone before a roll-back looks
                 raise
             before = source_check.result()
-            op.update(f"checking the copy of {disk.name}", 80 + 15 * len(checked) / len(disks))
+            # No percentage of its own: the system disk may still stream, and moves the bar.
+            op.update(f"checking the copy of {disk.name}")
             after = transfer.manifest(target, disk.name, target_helper, labels, io, deadline)
             wrong = differences(before, after)
             if wrong:
@@ -336,6 +340,25 @@ def sweep(platform: Platform, driver: Driver) -> None:
             sweep_one(platform, driver, instance_id)
         except Exception:
             log.exception("cleaning up the migration of %s failed; next pass retries", instance_id)
+    _sweep_helpers(platform, driver)
+
+
+def _sweep_helpers(platform: Platform, driver: Driver) -> None:
+    """Helpers no copy uses any more: a removal that timed out on a slow engine leaves
+    one behind (the copy itself goes on), on the source or the target."""
+    for node, runtime in list(platform.runtimes.items()):
+        try:
+            helpers = runtime.list({**platform.labels, HELPER_LABEL: "migrate"})
+        except Exception:  # the node does not answer: the next pass
+            continue
+        for helper in helpers:
+            instance_id = helper.labels.get("dockyard.instance", "")
+            if driver.busy(instance_id):
+                continue  # copying now
+            try:
+                runtime.remove(helper.id, with_volumes=True)
+            except Exception:
+                log.info("a migration helper on node %s could not be removed yet; next pass", node)
 
 
 def _keeps_backup(db, row: Instance) -> bool:
