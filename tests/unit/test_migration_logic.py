@@ -8,7 +8,7 @@ from dockyard.core.migration import choose_target
 from dockyard.core.placement import FreeGpu, NodeView
 from dockyard.core.treecheck import ManifestError, differences, parse
 
-DIGEST = "a" * 64
+DIGEST = "a" * 32
 SOURCE = f"""directory|-|755|0:0|./deep
 regular file|3000000|644|0:0|./deep/blob
 regular empty file|0|644|0:0|./empty
@@ -29,7 +29,7 @@ def test_a_manifest_counts_files_and_bytes_and_keeps_odd_names():
 
 def test_differences_name_the_file_and_what_changed():
     copy = SOURCE.replace("|640|1234:99|./own", "|644|0:0|./own").replace("3000000", "2999999")
-    copy = copy.replace("symbolic link|9|777|0:0|./link\n", "").replace(DIGEST, "b" * 64)
+    copy = copy.replace("symbolic link|9|777|0:0|./link\n", "").replace(DIGEST, "b" * 32)
     copy += "regular file|1|644|0:0|./stray\n"
     found = differences(parse(SOURCE), parse(copy))
     assert found == ["./deep/blob: size 3000000 -> 2999999", "./link is missing",

@@ -14,7 +14,9 @@ of one that failed, or the source's disks once it has run on the target.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -34,6 +36,9 @@ from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
+
+# A migration's system disk and each disk's source check run beside its disk copy.
+_transfers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-io")
 NOTICE_KIND = "instance"
 _ENDED = "the migration was ended meanwhile (a release, or its deadline)"
 
@@ -148,18 +153,24 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
 
 
 class _Progress:
-    """Bytes copied so far as the operation's percentage, within one phase's span."""
+    """Bytes copied so far, over every stream of a phase that copies several at once, as
+    the operation's percentage within the phase's span."""
 
-    def __init__(self, op: Operation, phase: str, start: float, end: float, total: int):
+    def __init__(self, op: Operation, start: float, end: float, total: int):
         self.op, self.start, self.span, self.total = op, start, end - start, max(total, 1)
+        self.sent: dict[str, int] = {}
         self.shown = -1.0
-        op.update(phase, start)
+        self.lock = threading.Lock()
 
-    def __call__(self, sent: int) -> None:
-        percent = self.start + self.span * min(sent / self.total, 1.0)
-        if percent - self.shown >= 0.5:
-            self.shown = percent
-            self.op.update(percent=percent)
+    def stream(self, name: str):
+        def on_bytes(sent: int) -> None:
+            with self.lock:
+                self.sent[name] = sent
+                percent = self.start + self.span * min(sum(self.sent.values()) / self.total, 1.0)
+                if percent - self.shown >= 0.5:
+                    self.shown = percent
+                    self.op.update(percent=percent)
+        return on_bytes
 
 
 def _run(platform: Platform, driver: Driver, instance_id: str, lock, op: Operation) -> None:
@@ -220,27 +231,48 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
             source.remove_image(ref)
             ref = flat
     info = source.image_info(ref)
-    size = info.size_bytes if info else 0
-    transfer.send_image(source, target, ref, _Progress(op, "copying the system disk", 3, 40, size), io, deadline)
-    checked = []
-    for number, disk in enumerate(disks):
-        with platform.sessions.begin() as db:
-            if db.get(Instance, instance.id).status != Status.MIGRATING:
-                raise RuntimeError_(_ENDED)
-        share = 55 / len(disks)
-        start = 40 + number * share
-        op.update(f"checking disk {disk.name}", start)
-        before = transfer.manifest(source, disk.name, ref, labels, io, deadline)
+    with platform.sessions.begin() as db:
+        base = db.get(Image, instance.image_id).ref
+    # The target's helpers need an image there: the instance's own base image lets the
+    # disks copy while the system disk does, else they wait for the system disk.
+    target_helper = base if target.image_exists(base) else ref
+    used = {d.name: (source.volume_usage(d.name) or (0, 0))[1] for d in disks}
+    for disk in disks:  # made before any stream starts: a target that stops answering fails here
         target.ensure_volume(disk.name, disk.labels, disk.size_gb)
-        transfer.send_volume(source, target, disk.name, ref, ref, labels,
-                             _Progress(op, f"copying disk {disk.name}", start, start + share * 0.8, before.bytes),
-                             io, deadline)
-        op.update(f"checking the copy of {disk.name}", start + share * 0.8)
-        after = transfer.manifest(target, disk.name, ref, labels, io, deadline)
-        wrong = differences(before, after)
-        if wrong:
-            raise RuntimeError_(f"the copy of disk {disk.name} differs from it: {'; '.join(wrong)}")
-        checked.append(f"{before.files} files, {before.bytes} bytes")
+    names = ", ".join(f"disk {d.name}" for d in disks)
+    alongside = target_helper != ref
+    op.update(f"copying {names} and the system disk" if alongside else "copying the system disk", 3)
+    progress = _Progress(op, 3, 80, (info.size_bytes if info else 0) + sum(used.values()))
+    system_disk = _transfers.submit(transfer.send_image, source, target, ref, progress.stream(ref), io, deadline)
+    try:
+        if not alongside:
+            system_disk.result()
+            op.update(f"copying {names}")
+        checked = []
+        for disk in disks:
+            with platform.sessions.begin() as db:
+                if db.get(Instance, instance.id).status != Status.MIGRATING:
+                    raise RuntimeError_(_ENDED)
+            # The source is stopped and mounted read-only: it is checked while it is read.
+            source_check = _transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
+            try:
+                transfer.send_volume(source, target, disk.name, ref, target_helper, labels,
+                                     progress.stream(disk.name), io, deadline)
+            except BaseException:
+                wait([source_check])  # its helper is gone before a roll-back looks
+                raise
+            before = source_check.result()
+            # No percentage of its own: the system disk may still stream, and moves the bar.
+            op.update(f"checking the copy of {disk.name}")
+            after = transfer.manifest(target, disk.name, target_helper, labels, io, deadline)
+            wrong = differences(before, after)
+            if wrong:
+                raise RuntimeError_(f"the copy of disk {disk.name} differs from it: {'; '.join(wrong)}")
+            checked.append(f"{before.files} files, {before.bytes} bytes")
+    except BaseException:
+        wait([system_disk])  # done before a roll-back removes what it made
+        raise
+    system_disk.result()
     return ref, f"system disk and {len(disks)} disk(s) copied and checked ({'; '.join(checked)})"
 
 
@@ -303,6 +335,25 @@ def sweep(platform: Platform, driver: Driver) -> None:
             sweep_one(platform, driver, instance_id)
         except Exception:
             log.exception("cleaning up the migration of %s failed; next pass retries", instance_id)
+    _sweep_helpers(platform, driver)
+
+
+def _sweep_helpers(platform: Platform, driver: Driver) -> None:
+    """Helpers no copy uses any more: a removal that timed out on a slow engine leaves
+    one behind (the copy itself goes on), on the source or the target."""
+    for node, runtime in list(platform.runtimes.items()):
+        try:
+            helpers = runtime.list({**platform.labels, HELPER_LABEL: "migrate"})
+        except Exception:  # the node does not answer: the next pass
+            continue
+        for helper in helpers:
+            instance_id = helper.labels.get("dockyard.instance", "")
+            if driver.busy(instance_id):
+                continue  # copying now
+            try:
+                runtime.remove(helper.id, with_volumes=True)
+            except Exception:
+                log.info("a migration helper on node %s could not be removed yet; next pass", node)
 
 
 def _keeps_backup(db, row: Instance) -> bool:
