@@ -1,6 +1,6 @@
 """dockyard-shutdown's service (services/inside.py) on a real SQLite database: a token
 stops only the instance holding it, a new start's token replaces the old, and what is not
-running answers 409. The files go in through a runtime that records them."""
+running answers 409. The files are those the driver uploads at each start."""
 
 import hashlib
 
@@ -16,12 +16,15 @@ from tests.unit.test_autostop_pass import platform_with
 
 
 class Runtime:
+    """Keeps what each start wrote, as the driver uploads it (paths under /)."""
+
     def __init__(self):
         self.files = {}
 
-    def put_files(self, container_id, directory, files, parent, dir_mode=0o755):
-        for name, (content, mode) in files.items():
-            self.files[f"{parent}/{directory}/{name}"] = (content.decode(), mode)
+    def start(self, platform, instance_id):
+        files, dirs = inside.start_files(platform, instance_id)
+        assert set(dirs) == {"etc/dockyard", "usr/local/bin"}
+        self.files = {f"/{path}": (content.decode(), mode) for path, (content, mode) in files.items()}
 
 
 def token_of(runtime) -> str:
@@ -33,7 +36,7 @@ def token_of(runtime) -> str:
 def test_a_token_stops_its_own_running_instance_once(tmp_path):
     platform = platform_with(tmp_path)
     runtime = Runtime()
-    inside.install(platform, runtime, "c1", "i1")
+    runtime.start(platform, "i1")
     assert runtime.files["/etc/dockyard/shutdown"][0].startswith("http://GATEWAY:8001\n")
     assert runtime.files["/usr/local/bin/dockyard-shutdown"][1] == 0o755
     token = token_of(runtime)
@@ -59,9 +62,9 @@ def test_unknown_empty_and_replaced_tokens_are_refused(tmp_path):
     for token in ("", "nope"):
         with pytest.raises(Unauthorized):
             inside.stop_from_inside(platform, token)
-    inside.install(platform, runtime, "c1", "i1")
+    runtime.start(platform, "i1")
     old = token_of(runtime)
-    inside.install(platform, runtime, "c1", "i1")  # the next start
+    runtime.start(platform, "i1")  # the next start
     with pytest.raises(Unauthorized):
         inside.stop_from_inside(platform, old)
     assert inside.stop_from_inside(platform, token_of(runtime))[1] is True
@@ -71,5 +74,5 @@ def test_an_operator_address_is_written_for_other_nodes(tmp_path):
     platform = platform_with(tmp_path)
     platform.settings.inside_url = "http://dockyard.example:8001"
     runtime = Runtime()
-    inside.install(platform, runtime, "c1", "i1")
+    runtime.start(platform, "i1")
     assert runtime.files["/etc/dockyard/shutdown"][0].startswith("http://dockyard.example:8001\n")

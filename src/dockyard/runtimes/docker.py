@@ -434,12 +434,12 @@ class DockerRuntime:
         return self.exec(container_id, [docker_tools.BUSYBOX, *args], timeout_s, max_bytes)
 
     def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
-                  parent: str, dir_mode: int = 0o755) -> None:
+                  parent: str, dir_mode: int = 0o755, dirs: dict[str, int] | None = None) -> None:
         """Write `files` (name -> (content, mode)) into `parent/directory` (directory "":
-        names are paths under `parent`), owned by root, with an archive upload: no program
-        of the image runs."""
+        names are paths under `parent`; `dirs`, folders there with their modes), owned by
+        root, with an archive upload: no program of the image runs."""
         try:
-            self._files_api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode))
+            self._files_api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode, dirs))
         except NotFound as exc:
             raise RuntimeError_("the container is gone") from exc
         except APIError as exc:

@@ -68,13 +68,18 @@ def _contents(busybox: Path) -> dict[str, tuple[bytes, int]]:
     return {"busybox": (binary, 0o755), "run": (_RUN_SCRIPT.encode(), 0o755), "end": (_END_SCRIPT.encode(), 0o755)}
 
 
-def archive(files: dict[str, tuple[bytes, int]], directory: str | None = None, dir_mode: int = 0o755) -> bytes:
-    """A tar of `files` (name -> (content, mode)), owned by root, optionally inside `directory`."""
+def archive(files: dict[str, tuple[bytes, int]], directory: str | None = None, dir_mode: int = 0o755,
+            dirs: dict[str, int] | None = None) -> bytes:
+    """A tar of `files` (name -> (content, mode)), owned by root, optionally inside `directory`;
+    `dirs` (path -> mode) are folders it sets the mode of, before the files."""
     buffer = io.BytesIO()
+    folders = dict(dirs or {})
+    if directory:
+        folders = {directory: dir_mode, **{f"{directory}/{path}": mode for path, mode in folders.items()}}
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        if directory:
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, dir_mode, int(time.time())
+        for path, mode in sorted(folders.items()):
+            info = tarfile.TarInfo(path)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, int(time.time())
             tar.addfile(info)
         for name, (content, mode) in sorted(files.items()):
             info = tarfile.TarInfo(f"{directory}/{name}" if directory else name)

@@ -188,6 +188,7 @@ class Driver:
             container_id = container.id
         if status == Status.CREATING and not instance.sysdisk_image:
             self._write_mirrors(runtime, container_id, instance)  # idempotent: a retry rewrites them
+        self._write_start_files(runtime, container_id, instance)
         try:
             runtime.start(container_id)
         except PortTaken:
@@ -195,8 +196,6 @@ class Driver:
                 raise
             self._move_ssh_port(runtime, instance, status, container_id)
             return  # the drive loop's next pass makes the container on the new port
-        self._install_keys(runtime, container_id, instance.owner_id)
-        inside.install(self.platform, runtime, container_id, instance.id)
         info = runtime.inspect(container_id)
         if info is None or not info.running:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
@@ -270,15 +269,19 @@ class Driver:
             db.add(InstanceEvent(instance_id=instance.id, from_status=instance.status, to_status=instance.status,
                                  cause=cause[:500]))
 
-    def _install_keys(self, runtime: Runtime, container_id: str, owner_id: int) -> None:
-        """Write the owner's current SSH keys at every start: a key removed since the last
-        start stops working now, even in a container that is reused."""
+    def _write_start_files(self, runtime: Runtime, container_id: str, instance: Instance) -> None:
+        """Before every start, in one archive upload (nothing of the image runs): the owner's
+        current SSH keys (a key removed since the last start stops working now, even in a
+        container that is reused) and dockyard-shutdown with this start's token. A failure
+        leaves the instance without them, never without its start."""
         with self.platform.sessions.begin() as db:
-            keys = authorized_keys(db, owner_id)
-        try:  # an archive upload: nothing of the image runs
-            runtime.put_files(container_id, ".ssh", {"authorized_keys": (keys.encode(), 0o600)}, "/root", 0o700)
+            keys = authorized_keys(db, instance.owner_id)
+        files, dirs = inside.start_files(self.platform, instance.id)
+        files["root/.ssh/authorized_keys"] = (keys.encode(), 0o600)
+        try:
+            runtime.put_files(container_id, "", files, "/", dirs={**dirs, "root/.ssh": 0o700})
         except RuntimeError_ as exc:
-            log.info("could not install SSH keys in %s: %s", container_id[:12], exc)
+            log.info("could not write the start's files in %s: %s", container_id[:12], exc)
 
     def _save_system_disk(self, runtime: Runtime, instance: Instance, container_id: str) -> None:
         runtime.stop(container_id, timeout=self.platform.settings.stop_timeout_s)

@@ -19,7 +19,6 @@ from dockyard.core.errors import Conflict, Unauthorized
 from dockyard.core.states import Status
 from dockyard.db.models import Instance
 from dockyard.runtimes import docker_tools
-from dockyard.runtimes.base import Runtime, RuntimeError_
 from dockyard.services import lifecycle, notifications
 from dockyard.services.platform import Platform
 
@@ -61,19 +60,16 @@ def address(platform: Platform) -> str:
     return settings.inside_url or f"http://{GATEWAY}:{settings.inside_port}"
 
 
-def install(platform: Platform, runtime: Runtime, container_id: str, instance_id: str) -> None:
-    """A new token for this start (the last one stops working), then the files that use it,
-    by archive upload: nothing of the image runs. A failure leaves the instance without
-    dockyard-shutdown, never without its start."""
+def start_files(platform: Platform, instance_id: str) -> tuple[dict[str, tuple[bytes, int]], dict[str, int]]:
+    """A new token for this start (the last one stops working), and the files that use it
+    with their folders (paths under /), for the driver's upload at the start."""
     token = secrets.token_urlsafe(32)
     with platform.sessions.begin() as db:
         db.get(Instance, instance_id).shutdown_token_hash = _digest(token)
-    try:
-        runtime.put_files(container_id, CONFIG_DIR.rsplit("/", 1)[1],
-                          {CONFIG_NAME: (f"{address(platform)}\n{token}\n".encode(), 0o600)}, "/etc", 0o755)
-        runtime.put_files(container_id, "bin", {"dockyard-shutdown": (SCRIPT.encode(), 0o755)}, "/usr/local")
-    except RuntimeError_ as exc:
-        log.info("could not install dockyard-shutdown in %s: %s", container_id[:12], exc)
+    config = CONFIG_DIR.lstrip("/")
+    files = {f"{config}/{CONFIG_NAME}": (f"{address(platform)}\n{token}\n".encode(), 0o600),
+             "usr/local/bin/dockyard-shutdown": (SCRIPT.encode(), 0o755)}
+    return files, {config: 0o755, "usr/local/bin": 0o755}
 
 
 def stop_from_inside(platform: Platform, token: str) -> tuple[Instance, bool]:
