@@ -75,7 +75,7 @@ def status_of(db: Session, cluster: Cluster) -> str:
 
 def costs(db: Session, platform: Platform, cluster: Cluster) -> tuple[str, str]:
     """Price per hour of all members now, and what they have been charged so far."""
-    from dockyard.services.billing import instance_costs
+    from dockyard.services.billing.statements import instance_costs
 
     price, spent = Decimal(0), Decimal(0)
     for member in members(db, cluster.id):
@@ -113,9 +113,9 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             placements = core.place_cluster(views, shape, groups)
             model = placements[0].gpus[0].model if placements[0].gpus else request.gpu_model
             used = sorted({p.node for p in placements})
-            from dockyard.services import billing  # refuse when the balance cannot pay
+            from dockyard.services.billing import ledger  # refuse when the balance cannot pay
 
-            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
+            ledger.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
             _check_names_free(db, user, request.name, request.nodes)
             cluster = Cluster(
                 id=secrets.token_hex(6), owner_id=user.id, name=request.name, members=request.nodes,

@@ -132,8 +132,8 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         if count and image.min_driver and not driver_runs(target.driver_version, image.min_driver):
             raise Conflict(f"node: node {target.name} has NVIDIA driver {target.driver_version}; image "
                            f"{image.name} needs {image.min_driver} or newer", field="node")
-        from dockyard.services import billing  # refuse when the balance cannot pay
-        billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
+        from dockyard.services.billing import ledger  # refuse when the balance cannot pay
+        ledger.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
         done = db.execute(update(Instance).where(Instance.id == instance.id, Instance.status == current).values(
             status=Status.MIGRATING, migrate_peer=target.name, no_gpu=False, status_reason=None,
             updated_at=utcnow())).rowcount

@@ -49,7 +49,7 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
     another user's sees only the names."""
     gpus = allocation.assigned_gpus(db, instance.id)
     from dockyard.config import get_settings
-    from dockyard.services.billing import instance_costs
+    from dockyard.services.billing.statements import instance_costs
 
     price_per_hour, cost_so_far = instance_costs(db, get_settings(), instance)
     return InstanceOut(
