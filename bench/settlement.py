@@ -53,7 +53,7 @@ def populate(platform, instances: int, users: int, start):
             for n, iid in enumerate(ids)])
         db.execute(insert(InstanceEvent), [
             {"instance_id": iid, "at": start, "from_status": "starting", "to_status": "running",
-             "cause": "container started with GPUs 0"} for iid in ids])
+             "cause": "container started with GPUs 0", "with_gpus": True} for iid in ids])
 
 
 def cycle(platform, now) -> tuple[float, float, settlement.SettleReport]:

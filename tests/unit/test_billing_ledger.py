@@ -290,3 +290,49 @@ def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
     monkeypatch.setattr(verification, "verify", verify_with_a_commit_between)
     assert verification.verify_now(platform)["ok"]
     assert seen[0] == seen[1] == 2
+
+
+def test_a_run_is_priced_by_the_mode_its_start_event_records(platform):
+    """The driver records with_gpus on the '-> running' event, and settlement prices the run
+    by it; an event from before that column (NULL) is read as before, from its cause."""
+    from dockyard.db.models import InstanceEvent
+
+    set_price(platform, "gpu", 3600 * 10_000, T0 - seconds(10), model="A100-80GB")  # 10000 a second
+    set_price(platform, "no_gpu", 3600 * 100, T0 - seconds(10))  # 100 a second
+    runs = {  # with_gpus, cause, the instance's no_gpu, billed without GPUs
+        "column: with": (True, "started", True, False),  # neither the cause nor the row's flag decides
+        "column: without": (False, "container started", False, True),
+        "old: with": (None, "container started with GPUs 0", True, False),
+        "old: without": (None, "container started without GPUs", False, True),
+        "old: other cause": (None, "started", True, True),  # as before: the instance's no_gpu
+    }
+    ids = {}
+    for name, (with_gpus, cause, no_gpu, _) in runs.items():
+        ids[name] = iid = add_instance(platform, "alice")
+        with platform.sessions.begin() as db:
+            db.get(Instance, iid).no_gpu = no_gpu
+            db.add(InstanceEvent(instance_id=iid, at=T0, from_status="creating", to_status="running", cause=cause,
+                                 with_gpus=with_gpus))
+        event(platform, iid, T0 + seconds(10), "stopped")
+    settlement.settle(platform, now=T0 + seconds(60))
+    with platform.sessions.begin() as db:
+        for name, (_, _, _, without) in runs.items():
+            segment = db.scalars(select(UsageSegment).where(UsageSegment.instance_id == ids[name])).one()
+            charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage",
+                                                                  Posting.instance_id == ids[name])))
+            assert (segment.no_gpu, charged) == (without, 10 * (100 if without else 10_000)), name
+        assert verification.verify(db, platform.settings)["ok"]
+
+
+def test_transition_writes_the_event_fields(platform):
+    from dockyard.core.states import Status
+    from dockyard.db.models import InstanceEvent
+    from dockyard.services.lifecycle import transition
+
+    iid = add_instance(platform, "alice")
+    assert transition(platform, iid, Status.CREATING, Status.RUNNING, "container started",
+                      event_fields={"with_gpus": True})
+    with platform.sessions.begin() as db:
+        last = db.scalars(select(InstanceEvent).where(InstanceEvent.instance_id == iid)
+                          .order_by(InstanceEvent.id.desc())).first()
+        assert (last.to_status, last.with_gpus) == ("running", True)

@@ -18,7 +18,7 @@ from dockyard.services.platform import Platform
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
     expected_container: str | None = None, also: Callable[[Session], None] | None = None,
-    at: datetime | None = None, **fields
+    at: datetime | None = None, event_fields: dict | None = None, **fields
 ) -> bool:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`).
@@ -27,6 +27,7 @@ def transition(
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
     in the same transaction; `also` adds writes (a notification) that commit with the
     change or not at all. `at`: when it happened, if not now (a node last seen earlier).
+    `event_fields`: columns of the event row (`fields` are the instance's).
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
@@ -45,7 +46,7 @@ def transition(
         if target not in HOLDS_GPUS:
             db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
         db.add(InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause,
-                             at=at or now))
+                             at=at or now, **(event_fields or {})))
         if also is not None:
             also(db)
     if (expected in HOLDS_GPUS and target not in HOLDS_GPUS) or expected == Status.QUEUED:
