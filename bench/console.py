@@ -37,7 +37,8 @@ from tests.harness import BASE_IMAGE, Server  # noqa: E402
 
 from dockyard.db.models import Image, Instance, InstanceEvent, User  # noqa: E402
 from dockyard.db.session import make_engine, make_session_factory  # noqa: E402
-from dockyard.services import billing, users  # noqa: E402
+from dockyard.services import users  # noqa: E402
+from dockyard.services.billing import ledger, prices  # noqa: E402
 
 PASSWORD = "bench-password"
 
@@ -60,9 +61,9 @@ def seed(url: str, n_users: int, n_instances: int, heavy: int) -> None:
             db.add(Instance(id=iid, owner_id=owner, name=f"i{k:04d}", node_name="local", image_id=image_id,
                             gpu_model="A100-80GB", gpu_count=1, status="stopped", env={}, data_disk_gb=50))
             db.add(InstanceEvent(instance_id=iid, from_status=None, to_status="stopped", cause="seeded"))
-        billing.set_price(db, "gpu", "2.5", "A100-80GB", by="bench")
-        billing.recharge(db, "heavy", "1000", by="bench")
-        billing.recharge(db, "user001", "1000", by="bench")
+        prices.set_price(db, "gpu", "2.5", "A100-80GB", by="bench")
+        ledger.recharge(db, "heavy", "1000", by="bench")
+        ledger.recharge(db, "user001", "1000", by="bench")
 
 
 def sign_in(base: str, name: str) -> tuple[httpx.Client, str]:

@@ -23,7 +23,7 @@ from dockyard.config import Settings
 from dockyard.core.billing import US
 from dockyard.db.billing_models import PriceEntry
 from dockyard.db.models import Gpu, Image, Instance, InstanceEvent, Node, User
-from dockyard.services import billing
+from dockyard.services.billing import ledger, prices, settlement, verification
 from dockyard.services.platform import open_platform
 
 
@@ -43,7 +43,7 @@ def populate(platform, instances: int, users: int, start):
         db.add(PriceEntry(kind="gpu", model="A100-80GB", node="", price=36_000_000, effective_from=start - timedelta(days=1)))
     with platform.sessions.begin() as db:
         for u in range(users):
-            billing.recharge(db, f"u{u}", "1000000", by="bench", request_id=f"u{u}")
+            ledger.recharge(db, f"u{u}", "1000000", by="bench", request_id=f"u{u}")
     ids = [secrets.token_hex(6) for _ in range(instances)]
     with platform.sessions.begin() as db:
         db.execute(insert(Instance), [
@@ -53,25 +53,25 @@ def populate(platform, instances: int, users: int, start):
             for n, iid in enumerate(ids)])
         db.execute(insert(InstanceEvent), [
             {"instance_id": iid, "at": start, "from_status": "starting", "to_status": "running",
-             "cause": "container started with GPUs 0"} for iid in ids])
+             "cause": "container started with GPUs 0", "with_gpus": True} for iid in ids])
 
 
-def cycle(platform, now) -> tuple[float, float, billing.SettleReport]:
+def cycle(platform, now) -> tuple[float, float, settlement.SettleReport]:
     cpu, wall = time.process_time(), time.perf_counter()
-    report = billing.settle(platform, now=now)
+    report = settlement.settle(platform, now=now)
     return time.process_time() - cpu, time.perf_counter() - wall, report
 
 
 def bench_settlement(platform, instances: int) -> dict:
     minute = int(time.time()) // 60 * 60 - 600
-    base = billing.from_us(minute * US)
+    base = prices.from_us(minute * US)
     populate(platform, instances, 100, base - timedelta(seconds=30))
     first = cycle(platform, base + timedelta(seconds=1))  # derives 10,000 runs, posts their first windows
     steady = cycle(platform, base + timedelta(seconds=61))  # one new minute each: the every-minute cycle
     idle = cycle(platform, base + timedelta(seconds=62))  # nothing new to post
     with platform.sessions.begin() as db:
         t = time.process_time()
-        report = billing.verify(db, platform.settings)
+        report = verification.verify(db, platform.settings)
         verify_cpu = time.process_time() - t
     assert report["ok"], report["problems"][:5]
     assert steady[2].postings == instances, steady[2]
@@ -79,14 +79,14 @@ def bench_settlement(platform, instances: int) -> dict:
 
 
 def bench_postings(platform, batch: int, total: int) -> tuple[float, float]:
-    accounts = {**billing._system_accounts(), "user:1:wallet": ("wallet", 1)}
+    accounts = {**ledger.system_accounts(), "user:1:wallet": ("wallet", 1)}
     tag = secrets.token_hex(3)
     cpu, wall = time.process_time(), time.perf_counter()
     for start in range(0, total, batch):
-        rows = [billing._row(f"bench:{tag}:{n}", "recharge", billing.RECHARGES, "user:1:wallet", 1, 1)
+        rows = [ledger.posting_row(f"bench:{tag}:{n}", "recharge", ledger.RECHARGES, "user:1:wallet", 1, 1)
                 for n in range(start, min(total, start + batch))]
         with platform.sessions.begin() as db:
-            billing._apply(db, rows, accounts)
+            ledger.apply(db, rows, accounts)
     return total / (time.perf_counter() - wall), total / (time.process_time() - cpu)
 
 
@@ -104,7 +104,7 @@ def run(label: str, url: str, home: Path, instances: int) -> None:
         wall_rate, cpu_rate = bench_postings(platform, batch, total)
         print(f"  batch {batch:>5}: {wall_rate:>9,.0f} postings/s wall, {cpu_rate:>9,.0f} postings/s per CPU second")
     with platform.sessions.begin() as db:
-        assert billing.verify(db, platform.settings)["ok"]
+        assert verification.verify(db, platform.settings)["ok"]
 
 
 def main() -> None:

@@ -201,7 +201,7 @@ def test_bad_input_is_refused_and_posts_nothing(srv):
 def ledger_and_expectation(server: Server) -> tuple[dict, dict, list]:
     """The usage postings, and what an uninterrupted settlement of the same runs posts."""
     from dockyard.core.billing import PriceRow
-    from dockyard.services.billing import to_us
+    from dockyard.services.billing.prices import to_us
 
     engine = create_engine(server.env["DOCKYARD_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://"))
     try:

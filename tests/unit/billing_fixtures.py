@@ -62,13 +62,16 @@ def add_instance(platform, owner: str, model: str = "A100-80GB", count: int = 1,
 
 
 def event(platform, instance_id: str, at: datetime, to_status: str, cause: str = "t", no_gpu: bool = False) -> None:
+    """An event; a '-> running' one as the driver writes it (its cause and with_gpus)."""
     with platform.sessions.begin() as db:
         instance = db.get(Instance, instance_id)
+        with_gpus = None
         if to_status == "running":
             cause = "container started without GPUs" if no_gpu else "container started with GPUs 0"
             instance.no_gpu = no_gpu
+            with_gpus = not no_gpu and instance.gpu_count > 0
         db.add(InstanceEvent(instance_id=instance_id, at=at, from_status=instance.status, to_status=to_status,
-                             cause=cause))
+                             cause=cause, with_gpus=with_gpus))
         instance.status = to_status
         if to_status == "released":
             instance.released_at = at

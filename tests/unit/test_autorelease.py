@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from dockyard.db.billing_models import Notice, Posting, PriceEntry
 from dockyard.db.models import Instance, Volume
-from dockyard.services import autorelease, billing
+from dockyard.services import autorelease
+from dockyard.services.billing import settlement
 from tests.unit.billing_fixtures import T0, add_instance, event, make_platform
 
 DAY = timedelta(days=1)
@@ -95,7 +96,7 @@ def test_a_volume_is_charged_for_every_gb_per_day_until_deleted():
         owner = db.get(Instance, instance_id).owner_id
         db.add(Volume(id="v1", owner_id=owner, name="kept", node_name="local", size_gb=10, engine_name="e1",
                       created_at=T0, status="ready"))
-    billing.settle(platform, now=T0 + 2 * DAY + timedelta(hours=1))
+    settlement.settle(platform, now=T0 + 2 * DAY + timedelta(hours=1))
     with platform.sessions.begin() as db:
         volume_charges = db.scalars(select(Posting.amount).where(Posting.key.like("volume-storage:v1:%"))).all()
         # Periods are UTC days: the half day from T0 (12:00) and the next whole day, 10 GB at 3.
@@ -103,7 +104,7 @@ def test_a_volume_is_charged_for_every_gb_per_day_until_deleted():
         assert not db.scalars(select(Posting).where(Posting.key.like(f"storage:{instance_id}:%"))).all()
         row = db.get(Volume, "v1")
         row.status, row.deleted_at = "deleted", T0 + 2.5 * DAY
-    billing.settle(platform, now=T0 + 4 * DAY)
+    settlement.settle(platform, now=T0 + 4 * DAY)
     with platform.sessions.begin() as db:
         total = sum(db.scalars(select(Posting.amount).where(Posting.key.like("volume-storage:v1:%"))))
     assert total == 75  # 2.5 days, and nothing after its deletion

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from dockyard.core import billing as core
 from dockyard.core.billing import US, PaymentRequired
 from dockyard.core.errors import InvalidInput, NotFound
-from dockyard.db.billing_models import Posting, PriceEntry, UsageSegment
-from dockyard.db.models import Instance
-from dockyard.services import billing
+from dockyard.db.billing_models import Posting, PriceEntry, UsageSegment, Voucher
+from dockyard.db.models import Instance, utcnow
+from dockyard.services.billing import ledger, prices, settlement, statements, verification
 from tests.unit.billing_fixtures import T0, add_instance, event, make_platform, seconds, user
 
 
@@ -45,22 +45,22 @@ def settle(platform, now, crash_at: int | None = None, monkeypatch=None):
     """A settlement cycle; with `crash_at`, the n-th ledger write fails inside its
     transaction (rolled back, like a kill -9 before commit) and the cycle dies there."""
     if crash_at is None:
-        return billing.settle(platform, now=now)
+        return settlement.settle(platform, now=now)
     calls = {"n": 0}
-    real = billing._apply
+    real = ledger.apply
 
     def failing(db, rows, accounts):
         calls["n"] += 1
         real(db, rows, accounts)
         if calls["n"] == crash_at:
             raise Crash
-    monkeypatch.setattr(billing, "_apply", failing)
+    monkeypatch.setattr(ledger, "apply", failing)
     try:
-        billing.settle(platform, now=now)
+        settlement.settle(platform, now=now)
     except Crash:
         pass
     finally:
-        monkeypatch.setattr(billing, "_apply", real)
+        monkeypatch.setattr(ledger, "apply", real)
 
 
 ops = st.lists(st.one_of(
@@ -100,7 +100,7 @@ def play(platform, steps, monkeypatch, crashes: bool):
             set_price(platform, kind, b, now, model=a)
         elif op == "recharge":
             with platform.sessions.begin() as db:
-                billing.recharge(db, "alice", core.format_amount(a, 4), by="t", request_id=f"r{now.timestamp()}")
+                ledger.recharge(db, "alice", core.format_amount(a, 4), by="t", request_id=f"r{now.timestamp()}")
         elif op == "settle":
             settle(platform, now, a if crashes else None, monkeypatch)
         elif op == "wait":
@@ -112,8 +112,8 @@ def play(platform, steps, monkeypatch, crashes: bool):
             status = db.get(Instance, iid).status
         if status == "running":
             event(platform, iid, now, "stopped")
-    billing.settle(platform, now=now + seconds(5))
-    billing.settle(platform, now=now + seconds(6))
+    settlement.settle(platform, now=now + seconds(5))
+    settlement.settle(platform, now=now + seconds(6))
     return instances
 
 
@@ -135,13 +135,13 @@ def test_random_lives_with_crashes_charge_the_integral_and_verify(monkeypatch, s
     b = play(calm, steps, monkeypatch, crashes=False)
     for platform in (crashed, calm):
         with platform.sessions.begin() as db:
-            report = billing.verify(db, platform.settings)
+            report = verification.verify(db, platform.settings)
             assert report["ok"], report["problems"]
-            rows = billing.price_rows(db)
+            rows = prices.price_rows(db)
             segments = list(db.scalars(select(UsageSegment)))
             assert all(s.done for s in segments)
-            total = sum(core.segment_total(*billing._segment_steps(rows, s), billing.to_us(s.started_at),
-                                           billing.to_us(s.ended_at), billing.GPU_UNIT_US)
+            total = sum(core.segment_total(*prices.segment_steps(rows, s), prices.to_us(s.started_at),
+                                           prices.to_us(s.ended_at), prices.GPU_UNIT_US)
                         for s in segments)
             charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage")))
             assert charged == total
@@ -158,18 +158,18 @@ def test_vouchers_pay_first_and_expire(platform):
     alice = user(platform, "alice")
     set_price(platform, "gpu", 3600 * 10_000, T0 - seconds(10), model="A100-80GB")  # 1 unit per second
     with platform.sessions.begin() as db:
-        billing.recharge(db, "alice", "1000", by="t", request_id="x1")
-        voucher = billing.grant_voucher(db, "alice", "30", billing.utcnow() + timedelta(days=1), by="t")
+        ledger.recharge(db, "alice", "1000", by="t", request_id="x1")
+        voucher = ledger.grant_voucher(db, "alice", "30", utcnow() + timedelta(days=1), by="t")
         # Vouchers count from their grant: move it into the test's past.
         voucher.expires_at = T0 + seconds(200)
     iid = add_instance(platform, "alice")
     event(platform, iid, T0, "running")
     event(platform, iid, T0 + seconds(100), "stopped")
-    billing.settle(platform, now=T0 + seconds(300))
+    settlement.settle(platform, now=T0 + seconds(300))
     with platform.sessions.begin() as db:
-        view = billing.balance_view(db, platform.settings, alice)
+        view = statements.balance_view(db, platform.settings, alice)
         assert view["balance"] == "930.00" and view["wallet"] == "930.00"  # 30 from the voucher, 70 from the wallet
-        assert billing.verify(db, platform.settings)["ok"]
+        assert verification.verify(db, platform.settings)["ok"]
         legs = {p.key: p.amount for p in db.scalars(select(Posting).where(Posting.kind == "usage"))}
         assert sum(legs.values()) == 100 * 10_000
 
@@ -177,81 +177,81 @@ def test_vouchers_pay_first_and_expire(platform):
 def test_voucher_expiry_returns_what_is_left(platform):
     alice = user(platform, "alice")
     with platform.sessions.begin() as db:
-        voucher = billing.grant_voucher(db, "alice", "5", billing.utcnow() + timedelta(days=1), by="t")
+        voucher = ledger.grant_voucher(db, "alice", "5", utcnow() + timedelta(days=1), by="t")
         vid = voucher.id
     with platform.sessions.begin() as db:
-        db.get(billing.Voucher, vid).expires_at = T0
-    billing.settle(platform, now=T0 + seconds(10))
+        db.get(Voucher, vid).expires_at = T0
+    settlement.settle(platform, now=T0 + seconds(10))
     with platform.sessions.begin() as db:
-        assert billing.user_balance(db, alice.id) == 0
-        assert billing.verify(db, platform.settings)["ok"]
+        assert ledger.user_balance(db, alice.id) == 0
+        assert verification.verify(db, platform.settings)["ok"]
 
 
 def test_bad_input_posts_nothing(platform):
     with platform.sessions.begin() as db:
         for amount in ("-5", "abc", "0", "1.000001"):
             with pytest.raises(InvalidInput):
-                billing.recharge(db, "alice", amount, by="t")
+                ledger.recharge(db, "alice", amount, by="t")
         with pytest.raises(NotFound):
-            billing.recharge(db, "mallory", "5", by="t")
+            ledger.recharge(db, "mallory", "5", by="t")
         with pytest.raises(InvalidInput, match="past"):
-            billing.grant_voucher(db, "alice", "5", billing.utcnow() - seconds(1), by="t")
+            ledger.grant_voucher(db, "alice", "5", utcnow() - seconds(1), by="t")
         with pytest.raises(InvalidInput, match="unknown GPU model"):
-            billing.set_price(db, "gpu", "3", model="H900")
+            prices.set_price(db, "gpu", "3", model="H900")
         with pytest.raises(InvalidInput, match="retroactively"):
-            billing.set_price(db, "gpu", "3", model="A100-80GB", effective_from=billing.utcnow() - seconds(60))
+            prices.set_price(db, "gpu", "3", model="A100-80GB", effective_from=utcnow() - seconds(60))
         with pytest.raises(InvalidInput, match="unknown node"):
-            billing.set_price(db, "gpu", "3", model="A100-80GB", node="nowhere")
+            prices.set_price(db, "gpu", "3", model="A100-80GB", node="nowhere")
         with pytest.raises(InvalidInput, match="price kind"):
-            billing.set_price(db, "gold", "3")
+            prices.set_price(db, "gold", "3")
     with platform.sessions.begin() as db:
-        assert billing.postings(db) == []
+        assert statements.postings(db) == []
 
 
 def test_recharge_retry_with_the_same_id_posts_once(platform):
     alice = user(platform, "alice")
     with platform.sessions.begin() as db:
-        billing.recharge(db, "alice", "5", by="t", request_id="same")
+        ledger.recharge(db, "alice", "5", by="t", request_id="same")
     with platform.sessions.begin() as db:
-        billing.recharge(db, "alice", "5", by="t", request_id="same")
-        assert billing.user_balance(db, alice.id) == 50_000
+        ledger.recharge(db, "alice", "5", by="t", request_id="same")
+        assert ledger.user_balance(db, alice.id) == 50_000
 
 
 def test_start_refused_below_the_minimum_then_allowed_after_recharge(platform):
     alice = user(platform, "alice")
     with platform.sessions.begin() as db:
-        billing.set_price(db, "gpu", "6", model="A100-80GB")  # 10 minutes of 2 GPUs: 2.00
+        prices.set_price(db, "gpu", "6", model="A100-80GB")  # 10 minutes of 2 GPUs: 2.00
         with pytest.raises(PaymentRequired) as refused:
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
+            ledger.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
         assert "12.00 CNY/hour" in refused.value.message and "0.00 CNY" in refused.value.message
-        billing.check_can_afford(db, platform.settings, alice, "RTX-4090", 1000, "local")  # no price: free
-        billing.recharge(db, "alice", "1.99", by="t")
+        ledger.check_can_afford(db, platform.settings, alice, "RTX-4090", 1000, "local")  # no price: free
+        ledger.recharge(db, "alice", "1.99", by="t")
         with pytest.raises(PaymentRequired):
-            billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
-        billing.recharge(db, "alice", "0.01", by="t")
-        billing.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
+            ledger.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
+        ledger.recharge(db, "alice", "0.01", by="t")
+        ledger.check_can_afford(db, platform.settings, alice, "A100-80GB", 2000, "local")
 
 
 def test_empty_wallet_stops_paying_instances_and_warns_before(platform):
     alice = user(platform, "alice")
-    now = billing.utcnow()
+    now = utcnow()
     with platform.sessions.begin() as db:
-        billing.set_price(db, "gpu", "36", model="A100-80GB")  # 0.01 per second
-        billing.recharge(db, "alice", "40", by="t")  # threshold: max(10, one hour = 36)
+        prices.set_price(db, "gpu", "36", model="A100-80GB")  # 0.01 per second
+        ledger.recharge(db, "alice", "40", by="t")  # threshold: max(10, one hour = 36)
     iid = add_instance(platform, "alice", created_at=now)
     free = add_instance(platform, "alice", model="RTX-4090", created_at=now)
     event(platform, iid, now, "running")
     event(platform, free, now, "running")
-    report = billing.settle(platform, now=now + seconds(600))  # 6.00 charged, 34 left: below 36
+    report = settlement.settle(platform, now=now + seconds(600))  # 6.00 charged, 34 left: below 36
     assert report.warned and not report.stopped
-    report = billing.settle(platform, now=now + seconds(4100))
+    report = settlement.settle(platform, now=now + seconds(4100))
     assert report.stopped == [iid]  # the free one keeps running
     with platform.sessions.begin() as db:
         assert db.get(Instance, iid).status == "stopping" and db.get(Instance, free).status == "running"
-        view = billing.balance_view(db, platform.settings, alice)
+        view = statements.balance_view(db, platform.settings, alice)
         assert view["balance_minor"] <= 0
         assert [n["kind"] for n in view["notices"]] == ["stopped", "low_balance"]
-        assert billing.verify(db, platform.settings)["ok"]
+        assert verification.verify(db, platform.settings)["ok"]
 
 
 def test_billing_off_still_meters_usage():
@@ -261,11 +261,11 @@ def test_billing_off_still_meters_usage():
     iid = add_instance(platform, "alice")
     event(platform, iid, T0, "running")
     event(platform, iid, T0 + seconds(90), "stopped")
-    billing.settle(platform, now=T0 + seconds(100))
+    settlement.settle(platform, now=T0 + seconds(100))
     with platform.sessions.begin() as db:
-        found = billing.postings(db)
+        found = statements.postings(db)
         assert {p.amount for p in found} == {0} and sum(p.usage_us for p in found) == 90 * US
-        rows = billing.statement(db, platform.settings, alice, "2026-03")["rows"]
+        rows = statements.statement(db, platform.settings, alice, "2026-03")["rows"]
         assert rows[0]["seconds"] == 90 and rows[0]["amount"] == "0.00"
 
 
@@ -278,7 +278,7 @@ def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
     from dockyard.db.models import User
 
     platform = make_platform(_db_url())
-    seen, real = [], billing.verify
+    seen, real = [], verification.verify
 
     def verify_with_a_commit_between(db, settings):
         seen.append(db.scalar(select(func.count()).select_from(User)))
@@ -287,6 +287,52 @@ def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
         seen.append(db.scalar(select(func.count()).select_from(User)))
         return real(db, settings)
 
-    monkeypatch.setattr(billing, "verify", verify_with_a_commit_between)
-    assert billing.verify_now(platform)["ok"]
+    monkeypatch.setattr(verification, "verify", verify_with_a_commit_between)
+    assert verification.verify_now(platform)["ok"]
     assert seen[0] == seen[1] == 2
+
+
+def test_a_run_is_priced_by_the_mode_its_start_event_records(platform):
+    """The driver records with_gpus on the '-> running' event, and settlement prices the run
+    by it; an event from before that column (NULL) is read as before, from its cause."""
+    from dockyard.db.models import InstanceEvent
+
+    set_price(platform, "gpu", 3600 * 10_000, T0 - seconds(10), model="A100-80GB")  # 10000 a second
+    set_price(platform, "no_gpu", 3600 * 100, T0 - seconds(10))  # 100 a second
+    runs = {  # with_gpus, cause, the instance's no_gpu, billed without GPUs
+        "column: with": (True, "started", True, False),  # neither the cause nor the row's flag decides
+        "column: without": (False, "container started", False, True),
+        "old: with": (None, "container started with GPUs 0", True, False),
+        "old: without": (None, "container started without GPUs", False, True),
+        "old: other cause": (None, "started", True, True),  # as before: the instance's no_gpu
+    }
+    ids = {}
+    for name, (with_gpus, cause, no_gpu, _) in runs.items():
+        ids[name] = iid = add_instance(platform, "alice")
+        with platform.sessions.begin() as db:
+            db.get(Instance, iid).no_gpu = no_gpu
+            db.add(InstanceEvent(instance_id=iid, at=T0, from_status="creating", to_status="running", cause=cause,
+                                 with_gpus=with_gpus))
+        event(platform, iid, T0 + seconds(10), "stopped")
+    settlement.settle(platform, now=T0 + seconds(60))
+    with platform.sessions.begin() as db:
+        for name, (_, _, _, without) in runs.items():
+            segment = db.scalars(select(UsageSegment).where(UsageSegment.instance_id == ids[name])).one()
+            charged = sum(db.scalars(select(Posting.amount).where(Posting.kind == "usage",
+                                                                  Posting.instance_id == ids[name])))
+            assert (segment.no_gpu, charged) == (without, 10 * (100 if without else 10_000)), name
+        assert verification.verify(db, platform.settings)["ok"]
+
+
+def test_transition_writes_the_event_fields(platform):
+    from dockyard.core.states import Status
+    from dockyard.db.models import InstanceEvent
+    from dockyard.services.lifecycle import transition
+
+    iid = add_instance(platform, "alice")
+    assert transition(platform, iid, Status.CREATING, Status.RUNNING, "container started",
+                      event_fields={"with_gpus": True})
+    with platform.sessions.begin() as db:
+        last = db.scalars(select(InstanceEvent).where(InstanceEvent.instance_id == iid)
+                          .order_by(InstanceEvent.id.desc())).first()
+        assert (last.to_status, last.with_gpus) == ("running", True)

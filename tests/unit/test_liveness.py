@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from dockyard.db.billing_models import Notice, UsageSegment
 from dockyard.db.models import GpuAssignment, Instance, InstanceEvent, Node, utcnow
-from dockyard.services import billing, liveness
+from dockyard.services import liveness
+from dockyard.services.billing import settlement
 from tests.unit.billing_fixtures import add_instance, event, hold_gpu, make_platform
 
 
@@ -112,13 +113,13 @@ def test_a_returned_node_whose_reconcile_fails_stays_offline():
 def test_billing_of_a_lost_instance_stops_when_its_node_was_last_seen():
     platform, engine, key = setup(last_seen_s_ago=120)
     started = look(platform, key)[2].at
-    billing.settle(platform, now=utcnow())  # the open run: charged no further than last seen
+    settlement.settle(platform, now=utcnow())  # the open run: charged no further than last seen
     seen = look(platform, key)[4]
     with platform.sessions.begin() as db:
         assert db.scalars(select(UsageSegment)).one().settled_until <= seen
     engine.answers = False
     check(platform)
-    billing.settle(platform, now=utcnow())
+    settlement.settle(platform, now=utcnow())
     with platform.sessions.begin() as db:
         segment = db.scalars(select(UsageSegment)).one()
         assert (segment.started_at, segment.ended_at) == (started, seen)

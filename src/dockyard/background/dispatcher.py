@@ -19,7 +19,8 @@ from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import place
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, User, utcnow
-from dockyard.services import allocation, billing, lifecycle, notifications, queue
+from dockyard.services import allocation, lifecycle, notifications, queue
+from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
 
 
@@ -67,7 +68,7 @@ def dispatch(platform: Platform) -> list[str]:
                 break
             instance = db.get(Instance, waiter.id)
             try:
-                billing.check_can_afford(db, settings, db.get(User, instance.owner_id), waiter.model,
+                ledger.check_can_afford(db, settings, db.get(User, instance.owner_id), waiter.model,
                                          instance.gpu_milli, waiter.node)
             except DockyardError as exc:
                 waiting.remove(waiter)

@@ -7,7 +7,7 @@ import logging
 import time
 
 from dockyard.background.loop import Loop
-from dockyard.services import billing
+from dockyard.services.billing import settlement
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ class Metering(Loop):
 
     def run_once(self) -> None:
         self._seen = self.platform.generation
-        billing.settle(self.platform, driver=self.driver)  # postings are idempotent
+        settlement.settle(self.platform, driver=self.driver)  # postings are idempotent
 
     def wait(self) -> None:
         settings = self.platform.settings

@@ -335,6 +335,9 @@ class InstanceEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str] = mapped_column(Text)
+    # On a '-> running' event written by the driver: whether the container got GPUs (billing
+    # prices the run by it). NULL on other events and on those written before the column.
+    with_gpus: Mapped[bool | None] = mapped_column(Boolean)
 
     # Metering scans the events that start and end runs by status and time.
     __table_args__ = (Index("ix_instance_events_status_at", "to_status", "at"),)

@@ -24,7 +24,9 @@ from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import cluster_net
 from dockyard.services import allocation, images, instances, lifecycle, ownership
+from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
+from dockyard.services.billing.statements import instance_costs
 
 _subnet_lock = threading.Lock()  # one cluster network made at a time: no two pick one subnet
 
@@ -75,7 +77,6 @@ def status_of(db: Session, cluster: Cluster) -> str:
 
 def costs(db: Session, platform: Platform, cluster: Cluster) -> tuple[str, str]:
     """Price per hour of all members now, and what they have been charged so far."""
-    from dockyard.services.billing import instance_costs
 
     price, spent = Decimal(0), Decimal(0)
     for member in members(db, cluster.id):
@@ -113,9 +114,8 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             placements = core.place_cluster(views, shape, groups)
             model = placements[0].gpus[0].model if placements[0].gpus else request.gpu_model
             used = sorted({p.node for p in placements})
-            from dockyard.services import billing  # refuse when the balance cannot pay
 
-            billing.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
+            ledger.check_can_afford(db, platform.settings, user, model, request.gpus * request.nodes * MILLI, used[0])
             _check_names_free(db, user, request.name, request.nodes)
             cluster = Cluster(
                 id=secrets.token_hex(6), owner_id=user.id, name=request.name, members=request.nodes,

@@ -200,7 +200,8 @@ class Driver:
         if info is None or not info.running:
             raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
         cause = "container started" + (f" with GPUs {', '.join(str(g.index) for g in gpus)}" if gpus else " without GPUs")
-        transition(self.platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow())
+        transition(self.platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow(),
+                   event_fields={"with_gpus": bool(gpus)})
         if image.framework:  # images of our family carry the self-test
             self.checks.submit(self.check_environment, instance.id)
         self._drop_old_system_disks(runtime, instance.id)

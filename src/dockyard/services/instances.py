@@ -17,9 +17,9 @@ from dockyard.core.sharing import MILLI, parse_share
 from dockyard.core.states import Status, check_user_action
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB, RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Instance, InstanceEvent, User
-from dockyard.services import allocation, audit, billing, images, ownership, volumes
+from dockyard.services import allocation, audit, images, lifecycle, ownership, volumes
 from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
-from dockyard.services import lifecycle
+from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
 
 GIB = 1024**3
@@ -143,7 +143,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                                    f"instance must run there)") from None
                 raise
             milli = share.milli if share else request.gpu_count * MILLI
-            billing.check_can_afford(db, platform.settings, user, model, milli, placement.node)
+            ledger.check_can_afford(db, platform.settings, user, model, milli, placement.node)
             instance_id = request.instance_id or secrets.token_hex(6)
             name = request.name or f"instance-{instance_id[:6]}"
             taken = db.scalars(
@@ -294,7 +294,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             if queue and share:
                 raise InvalidInput(f"queue: a share of a GPU ({share}) is not queued; start it when one is free, or "
                                    f"--gpus 1 --queue to wait for a whole GPU", field="queue")
-            billing.check_can_afford(db, platform.settings, user, model, milli, instance.node_name, no_gpu=no_gpu)
+            ledger.check_can_afford(db, platform.settings, user, model, milli, instance.node_name, no_gpu=no_gpu)
             placement = Placement(instance.node_name, ())
             values = {"status": Status.STARTING, "gpu_model": model, "gpu_count": count, "gpu_share": share,
                       "gpu_milli": milli}

@@ -17,7 +17,8 @@ from dockyard.services.platform import Platform
 
 
 def change(db: Session, instance_id: str, expected: Status, target: Status, cause: str,
-           expected_container: str | None = None, at: datetime | None = None, **fields) -> InstanceEvent | None:
+           expected_container: str | None = None, at: datetime | None = None, event_fields: dict | None = None,
+           **fields) -> InstanceEvent | None:
     """Move an instance from `expected` to `target` if it is still in `expected` (and,
     when given, still has `expected_container`), inside the caller's transaction: its
     event, or None when it had moved on.
@@ -26,7 +27,8 @@ def change(db: Session, instance_id: str, expected: Status, target: Status, caus
     the engine cannot undo a newer one. Leaving the statuses that hold GPUs frees them
     in the same transaction. The caller commits, then calls `announce`: a change that
     takes GPUs commits with their assignment, under the allocation lock. `at`: when it
-    happened, if not now (a node last seen earlier).
+    happened, if not now (a node last seen earlier). `event_fields`: columns of the event
+    row (`fields` are the instance's).
     """
     if not can_transition(expected, target):
         raise ValueError(f"illegal transition {expected} -> {target}")
@@ -40,7 +42,8 @@ def change(db: Session, instance_id: str, expected: Status, target: Status, caus
         return None
     if target not in HOLDS_GPUS:
         db.execute(delete(GpuAssignment).where(GpuAssignment.instance_id == instance_id))
-    event = InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause, at=at or now)
+    event = InstanceEvent(instance_id=instance_id, from_status=expected, to_status=target, cause=cause, at=at or now,
+                          **(event_fields or {}))
     db.add(event)
     return event
 
@@ -56,12 +59,12 @@ def announce(platform: Platform, expected: Status, target: Status) -> None:
 def transition(
     platform: Platform, instance_id: str, expected: Status, target: Status, cause: str,
     expected_container: str | None = None, also: Callable[[Session], None] | None = None,
-    at: datetime | None = None, **fields
+    at: datetime | None = None, event_fields: dict | None = None, **fields
 ) -> bool:
     """`change` in a transaction of its own, announced; `also` adds writes (a
     notification) that commit with the change or not at all."""
     with platform.sessions.begin() as db:
-        if change(db, instance_id, expected, target, cause, expected_container, at, **fields) is None:
+        if change(db, instance_id, expected, target, cause, expected_container, at, event_fields, **fields) is None:
             return False
         if also is not None:
             also(db)

@@ -33,6 +33,7 @@ from dockyard.services import allocation, instances, lifecycle, notifications, v
 from dockyard.services.clone import _copies
 from dockyard.services.driver import Driver, container_name, data_volume
 from dockyard.services.operations import Operation
+from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,7 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         if count and image.min_driver and not driver_runs(target.driver_version, image.min_driver):
             raise Conflict(f"node: node {target.name} has NVIDIA driver {target.driver_version}; image "
                            f"{image.name} needs {image.min_driver} or newer", field="node")
-        from dockyard.services import billing  # refuse when the balance cannot pay
-        billing.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
+        ledger.check_can_afford(db, platform.settings, user, instance.gpu_model, instance.gpu_milli, target.name)
         cause = f"migration from node {instance.node_name} to node {target.name} requested by {user.name}"
         if lifecycle.change(db, instance.id, current, Status.MIGRATING, cause, migrate_peer=target.name,
                             no_gpu=False) is None:

@@ -14,7 +14,8 @@ from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, User
-from dockyard.services import audit, billing, images
+from dockyard.services import audit, images
+from dockyard.services.billing import ledger, prices
 from dockyard.web.pages import Page, admin_page, check_csrf, form, form_error, render
 from dockyard.web.routes import market_rows
 
@@ -35,11 +36,11 @@ def admin_page_view(p: Page = Depends(admin_page), error: str | None = None) -> 
         counts = dict(db.execute(select(Instance.owner_id, func.count(Instance.id))
                                  .where(Instance.status != Status.RELEASED).group_by(Instance.owner_id)).all())
         user_rows = [{"name": u.name, "admin": u.is_admin, "instances": counts.get(u.id, 0),
-                      "balance": format_amount(billing.user_balance(db, u.id)), "created_at": u.created_at.isoformat()}
+                      "balance": format_amount(ledger.user_balance(db, u.id)), "created_at": u.created_at.isoformat()}
                      for u in db.scalars(select(User).order_by(User.name))]
-        prices = billing.list_prices(db, settings)
+        price_list = prices.list_prices(db, settings)
         market = market_rows(db)
-    return render(p, "admin.html", nodes=node_rows, users=user_rows, prices=prices, market=market, error=error)
+    return render(p, "admin.html", nodes=node_rows, users=user_rows, prices=price_list, market=market, error=error)
 
 
 @router.post("/admin/prices")
@@ -47,7 +48,7 @@ def admin_set_price(data: dict = Depends(form), p: Page = Depends(admin_page)) -
     check_csrf(p, data.get("csrf"))
     try:
         with p.platform.sessions.begin() as db:
-            billing.set_price(db, data.get("kind", "gpu"), data.get("price", ""), data.get("model", ""),
+            prices.set_price(db, data.get("kind", "gpu"), data.get("price", ""), data.get("model", ""),
                               data.get("node", ""), None, by=p.user.name)
     except DockyardError as exc:
         return admin_page_view(p, error=exc.message)
@@ -126,7 +127,7 @@ def recharge(data: dict = Depends(form), p: Page = Depends(admin_page)) -> Respo
     check_csrf(p, data.get("csrf"))
     try:
         with p.platform.sessions.begin() as db:
-            billing.recharge(db, data.get("user", ""), data.get("amount", ""), by=p.user.name)
+            ledger.recharge(db, data.get("user", ""), data.get("amount", ""), by=p.user.name)
     except DockyardError as exc:
         return admin_page_view(p, error=exc.message)
     return RedirectResponse("/admin", status_code=303)

@@ -32,7 +32,8 @@ from dockyard.core.states import Status
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, billing, images, instances, keys, ports, queue, sessions
+from dockyard.services import autostop, images, instances, keys, ports, queue, sessions
+from dockyard.services.billing import prices, statements
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 from dockyard.web.autostop import form_percent, form_policy, rule_values
@@ -134,13 +135,13 @@ def logout(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
 
 def market_rows(db: Session) -> list[dict]:
     """The API's market, with each row's price per GPU-hour from the price book."""
-    rows, now = billing.price_rows(db), billing.to_us(utcnow())
+    rows, now = prices.price_rows(db), prices.to_us(utcnow())
     out = []
     for r in market_api.market(db):
-        price = billing.hourly_price(rows, r.model, MILLI, r.node, False, now)
+        price = prices.hourly_price(rows, r.model, MILLI, r.node, False, now)
         row = {**r.model_dump(), "price": format_amount(price), "price_minor": price}
         for share in row["shares"]:  # priced by share: the GPU's price times its part
-            share["price_minor"] = billing.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
+            share["price_minor"] = prices.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
                                                         r.node, False, now)
             share["price"] = format_amount(share["price_minor"])
         out.append(row)
@@ -167,8 +168,8 @@ def _image_label(image: Image) -> str:
 def create_context(db: Session, user: User) -> dict:
     nodes = {n.name: n for n in db.scalars(select(Node))}
     rows = market_rows(db)
-    price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
-    no_gpu_price = {name: billing.hourly_price(price_rows, "", 0, name, True, now) for name in nodes}
+    price_rows, now = prices.price_rows(db), prices.to_us(utcnow())
+    no_gpu_price = {name: prices.hourly_price(price_rows, "", 0, name, True, now) for name in nodes}
     picker = []
     for image in images.list_images(db, user):
         if image.status != "ready":
@@ -251,11 +252,11 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
                                                     .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
         gpus[instance_id].append(index)
         gpu_simulated[instance_id].append(simulated)
-    # As billing.instance_costs, for all rows at once.
+    # As statements.instance_costs, for all rows at once.
     costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
                             .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
                             .group_by(Posting.instance_id)).all())
-    price_rows, now = billing.price_rows(db), billing.to_us(utcnow())
+    price_rows, now = prices.price_rows(db), prices.to_us(utcnow())
     out = []
     for i in found:
         out.append({
@@ -271,7 +272,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
             "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
             "started_at": i.started_at.isoformat() if i.started_at else None,
             "created_at": i.created_at.isoformat(),
-            "price": format_amount(billing.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
+            "price": format_amount(prices.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
                                                         now)),
             "cost": format_amount(int(costs.get(i.id, 0) or 0)),
         })
@@ -500,8 +501,8 @@ def billing_page(month: str | None = None, p: Page = Depends(page)) -> HTMLRespo
     settings = p.platform.settings
     try:
         with p.platform.sessions.begin() as db:
-            view = billing.balance_view(db, settings, p.user)
-            statement = billing.statement(db, settings, p.user, month)
+            view = statements.balance_view(db, settings, p.user)
+            statement = statements.statement(db, settings, p.user, month)
     except DockyardError:
         return not_found(p)  # after the transaction: rendering reads the database too
     return render(p, "billing.html", view=view, statement=statement)

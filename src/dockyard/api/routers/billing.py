@@ -16,7 +16,8 @@ from dockyard.api.deps import admin_user, current_user, get_db, get_driver, get_
 from dockyard.core.billing import format_amount
 from dockyard.core.errors import NotFound
 from dockyard.db.models import User
-from dockyard.services import billing
+from dockyard.services.billing import ledger, settlement, statements, verification
+from dockyard.services.billing import prices as price_book  # `prices` is a route here
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
 
@@ -87,7 +88,7 @@ def _subject(db: Session, caller: User, name: str | None) -> User:
 @router.get("/balance")
 def balance(user_name: str | None = Query(None, alias="user"), caller: User = Depends(current_user),
             db: Session = Depends(get_db), platform: Platform = Depends(get_platform)) -> dict:
-    return billing.balance_view(db, platform.settings, _subject(db, caller, user_name))
+    return statements.balance_view(db, platform.settings, _subject(db, caller, user_name))
 
 
 @router.get("/statement", response_model=None)
@@ -95,7 +96,7 @@ def statement(month: str | None = Query(None, description="YYYY-MM, default this
               user_name: str | None = Query(None, alias="user"), format: str = Query("json", pattern="^(json|csv)$"),
               caller: User = Depends(current_user), db: Session = Depends(get_db),
               platform: Platform = Depends(get_platform)):
-    data = billing.statement(db, platform.settings, _subject(db, caller, user_name), month)
+    data = statements.statement(db, platform.settings, _subject(db, caller, user_name), month)
     if format == "json":
         return data
     out = io.StringIO()
@@ -110,13 +111,13 @@ def statement(month: str | None = Query(None, description="YYYY-MM, default this
 @router.get("/prices")
 def prices(_: User = Depends(current_user), db: Session = Depends(get_db),
            platform: Platform = Depends(get_platform)) -> list[dict]:
-    return billing.list_prices(db, platform.settings)
+    return price_book.list_prices(db, platform.settings)
 
 
 @router.post("/prices", status_code=201)
 def set_price(body: PriceIn, admin: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> dict:
     with platform.sessions.begin() as db:
-        entry = billing.set_price(db, body.kind, body.price, body.model or "", body.node or "", body.effective_from,
+        entry = price_book.set_price(db, body.kind, body.price, body.model or "", body.node or "", body.effective_from,
                                   by=admin.name)
         return {"kind": entry.kind, "model": entry.model or None, "node": entry.node or None,
                 "price": format_amount(entry.price, 4), "price_minor": entry.price,
@@ -126,13 +127,13 @@ def set_price(body: PriceIn, admin: User = Depends(admin_user), platform: Platfo
 @router.post("/credit", response_model=PostingOut, status_code=201)
 def credit(body: CreditIn, admin: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> PostingOut:
     with platform.sessions.begin() as db:
-        return _posting(billing.recharge(db, body.user, body.amount, by=admin.name, request_id=body.request_id))
+        return _posting(ledger.recharge(db, body.user, body.amount, by=admin.name, request_id=body.request_id))
 
 
 @router.post("/vouchers", status_code=201)
 def voucher(body: VoucherIn, admin: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> dict:
     with platform.sessions.begin() as db:
-        v = billing.grant_voucher(db, body.user, body.amount, body.expires_at, by=admin.name)
+        v = ledger.grant_voucher(db, body.user, body.amount, body.expires_at, by=admin.name)
         return {"id": v.id, "user": body.user, "amount": format_amount(v.amount), "expires_at": v.expires_at}
 
 
@@ -142,18 +143,18 @@ def postings(instance: str | None = None, kind: str | None = None, user_name: st
              db: Session = Depends(get_db)) -> list[PostingOut]:
     """Your postings (admins: everyone's, or one user's)."""
     subject = None if (caller.is_admin and user_name is None) else _subject(db, caller, user_name)
-    return [_posting(p) for p in billing.postings(db, subject, instance, kind, limit)]
+    return [_posting(p) for p in statements.postings(db, subject, instance, kind, limit)]
 
 
 @router.post("/settle")
 def settle(_: User = Depends(admin_user), platform: Platform = Depends(get_platform),
            driver: Driver = Depends(get_driver)) -> dict:
     """Run a settlement cycle now (the metering loop runs one at least every minute)."""
-    report = billing.settle(platform, driver=driver)
+    report = settlement.settle(platform, driver=driver)
     return {"opened": report.opened, "closed": report.closed, "postings": report.postings,
             "charged": format_amount(report.charged, 4), "stopped": report.stopped}
 
 
 @router.get("/ledger/verify")
 def verify(_: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> dict:
-    return billing.verify_now(platform)
+    return verification.verify_now(platform)

@@ -37,6 +37,7 @@ from dockyard.services.clone import clone_instance
 from dockyard.services.migration import request_migration
 from dockyard.services.driver import Driver
 from dockyard.services.platform import Platform
+from dockyard.services.billing.statements import instance_costs
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -49,7 +50,6 @@ def instance_out(platform: Platform, db: Session, instance: Instance, viewer: Us
     another user's sees only the names."""
     gpus = allocation.assigned_gpus(db, instance.id)
     from dockyard.config import get_settings
-    from dockyard.services.billing import instance_costs
 
     price_per_hour, cost_so_far = instance_costs(db, get_settings(), instance)
     return InstanceOut(
