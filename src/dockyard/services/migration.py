@@ -38,7 +38,7 @@ from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
 
-# A migration's system disk and each disk's source check run beside its disk copy.
+# Each disk's source check runs beside its copy.
 _transfers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-io")
 NOTICE_KIND = "instance"
 _ENDED = "the migration was ended meanwhile (a release, or its deadline)"
@@ -231,48 +231,34 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
             source.remove_image(ref)
             ref = flat
     info = source.image_info(ref)
-    with platform.sessions.begin() as db:
-        base = db.get(Image, instance.image_id).ref
-    # The target's helpers need an image there: the instance's own base image lets the
-    # disks copy while the system disk does, else they wait for the system disk.
-    target_helper = base if target.image_exists(base) else ref
     used = {d.name: (source.volume_usage(d.name) or (0, 0))[1] for d in disks}
     for disk in disks:  # made before any stream starts: a target that stops answering fails here
         target.ensure_volume(disk.name, disk.labels, disk.size_gb)
-    names = ", ".join(f"disk {d.name}" for d in disks)
-    alongside = target_helper != ref
-    op.update(f"copying {names} and the system disk" if alongside else "copying the system disk", 3)
     progress = _Progress(op, 3, 80, (info.size_bytes if info else 0) + sum(used.values()))
-    system_disk = _transfers.submit(transfer.send_image, source, target, ref, progress.stream(ref), io, deadline)
-    try:
-        if not alongside:
-            system_disk.result()
-            op.update(f"copying {names}")
-        checked = []
-        for disk in disks:
-            with platform.sessions.begin() as db:
-                if db.get(Instance, instance.id).status != Status.MIGRATING:
-                    raise RuntimeError_(_ENDED)
-            # The source is stopped and mounted read-only: it is checked while it is read.
-            source_check = _transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
-            try:
-                transfer.send_volume(source, target, disk.name, ref, target_helper, labels,
-                                     progress.stream(disk.name), io, deadline)
-            except BaseException:
-                wait([source_check])  # its helper is gone before a roll-back looks
-                raise
-            before = source_check.result()
-            # No percentage of its own: the system disk may still stream, and moves the bar.
-            op.update(f"checking the copy of {disk.name}")
-            after = transfer.manifest(target, disk.name, target_helper, labels, io, deadline)
-            wrong = differences(before, after)
-            if wrong:
-                raise RuntimeError_(f"the copy of disk {disk.name} differs from it: {'; '.join(wrong)}")
-            checked.append(f"{before.files} files, {before.bytes} bytes")
-    except BaseException:
-        wait([system_disk])  # done before a roll-back removes what it made
-        raise
-    system_disk.result()
+    # The system disk first: the target's helpers are made from it.
+    op.update("copying the system disk", 3)
+    transfer.send_image(source, target, ref, progress.stream(ref), io, deadline)
+    checked = []
+    for disk in disks:
+        with platform.sessions.begin() as db:
+            if db.get(Instance, instance.id).status != Status.MIGRATING:
+                raise RuntimeError_(_ENDED)
+        op.update(f"copying disk {disk.name}")
+        # The source is stopped and mounted read-only: it is checked while it is read.
+        source_check = _transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
+        try:
+            transfer.send_volume(source, target, disk.name, ref, ref, labels, progress.stream(disk.name), io,
+                                 deadline)
+        except BaseException:
+            wait([source_check])  # its helper is gone before a roll-back looks
+            raise
+        before = source_check.result()
+        op.update(f"checking the copy of {disk.name}")
+        after = transfer.manifest(target, disk.name, ref, labels, io, deadline)
+        wrong = differences(before, after)
+        if wrong:
+            raise RuntimeError_(f"the copy of disk {disk.name} differs from it: {'; '.join(wrong)}")
+        checked.append(f"{before.files} files, {before.bytes} bytes")
     return ref, f"system disk and {len(disks)} disk(s) copied and checked ({'; '.join(checked)})"
 
 
