@@ -102,7 +102,7 @@ class LoopDisks:
             self.root.mkdir(parents=True, exist_ok=True)
             name = f"{SPARE_PREFIX}{self.spare_size_gb}g-{secrets.token_hex(4)}.img"
             self._make(self.root / name, self.spare_size_gb)
-        except RuntimeError_:
+        except (RuntimeError_, OSError):  # the host's disk full, a tool failing
             pass  # the next disk is made in place; the next take tries again
         finally:
             self._refilling.release()

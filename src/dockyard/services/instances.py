@@ -22,8 +22,6 @@ from dockyard.services import queue as start_queue  # `queue` is a parameter of 
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
 
-GIB = 1024**3
-
 
 @dataclass
 class CreateRequest:

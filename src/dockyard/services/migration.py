@@ -14,7 +14,6 @@ of one that failed, or the source's disks once it has run on the target.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -153,23 +152,21 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
 
 
 class _Progress:
-    """Bytes copied so far, over every stream of a phase that copies several at once, as
-    the operation's percentage within the phase's span."""
+    """Bytes copied so far over the streams of the copy (the system disk, then each disk),
+    one after the other, as the operation's percentage within the copy's span."""
 
     def __init__(self, op: Operation, start: float, end: float, total: int):
         self.op, self.start, self.span, self.total = op, start, end - start, max(total, 1)
         self.sent: dict[str, int] = {}
         self.shown = -1.0
-        self.lock = threading.Lock()
 
     def stream(self, name: str):
         def on_bytes(sent: int) -> None:
-            with self.lock:
-                self.sent[name] = sent
-                percent = self.start + self.span * min(sum(self.sent.values()) / self.total, 1.0)
-                if percent - self.shown >= 0.5:
-                    self.shown = percent
-                    self.op.update(percent=percent)
+            self.sent[name] = sent
+            percent = self.start + self.span * min(sum(self.sent.values()) / self.total, 1.0)
+            if percent - self.shown >= 0.5:
+                self.shown = percent
+                self.op.update(percent=percent)
         return on_bytes
 
 
