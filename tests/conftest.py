@@ -59,7 +59,7 @@ def pytorch_image(docker_client):
 # is about the engine, the network or the browser and runs once, on SQLite, so the suite
 # stays inside CI's time (a module that starts to depend on the database goes here).
 BOTH_DATABASES = {
-    "test_billing_ledger", "test_autorelease",  # unit tests that open DOCKYARD_TEST_DB
+    "test_billing_ledger", "test_autorelease", "test_migrations",  # unit tests that open DOCKYARD_TEST_DB
     "test_api_access", "test_bad_input", "test_billing", "test_concurrency", "test_crash_recovery",
     "test_idempotency", "test_lifecycle", "test_lost_nodes", "test_multi_node", "test_security", "test_volumes",
     "test_autostop_rules", "test_queue", "test_gpu_sharing", "test_migrate",

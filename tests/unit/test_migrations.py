@@ -42,3 +42,35 @@ def test_gpu_sharing_migration_keeps_what_each_gpu_held(tmp_path):
         assert connection.execute(text("SELECT sharing FROM gpus")).scalars().all() == [None, None]
         command.downgrade(alembic_config(connection), "0009")
         assert connection.execute(text("SELECT gpu_id, instance_id FROM gpu_assignments")).all() == [(7, "i1")]
+
+
+def _test_engine(tmp_path):
+    """SQLite in tmp_path, or a new database on the PostgreSQL that DOCKYARD_TEST_DB names."""
+    from tests.harness import test_database_url
+
+    return create_engine(test_database_url(tmp_path))
+
+
+def test_every_migration_goes_down_and_up_again(tmp_path):
+    """Each step down and up leaves the schema the models describe: an operator can roll a
+    release back (`alembic downgrade`) and forward again on SQLite and on PostgreSQL."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from dockyard.db.migrate import alembic_config
+
+    engine = _test_engine(tmp_path)
+    with engine.connect() as connection:
+        config = alembic_config(connection)
+        revisions = [r.revision for r in ScriptDirectory.from_config(config).walk_revisions("base", "heads")]
+        command.upgrade(config, "head")
+        for revision in revisions:  # newest first: down one step, up again, down for good
+            command.downgrade(config, "-1")
+            command.upgrade(config, revision)
+            command.downgrade(config, "-1")
+        assert MigrationContext.configure(connection).get_current_revision() is None
+        command.upgrade(config, "head")
+        connection.commit()
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
