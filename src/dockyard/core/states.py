@@ -24,6 +24,27 @@ class Status(StrEnum):
     MIGRATING = "migrating"
 
 
+class ImageStatus(StrEnum):
+    READY = "ready"
+    ABSENT = "absent"  # a catalog entry not built on any node yet
+    BUILDING = "building"
+    SAVING = "saving"  # a user's system disk being committed
+    FAILED = "failed"
+
+
+class ClusterStatus(StrEnum):
+    LIVE = "live"
+    RELEASING = "releasing"  # its members are going; the network goes after them
+    RELEASED = "released"
+
+
+class VolumeStatus(StrEnum):
+    READY = "ready"
+    RESIZING = "resizing"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
 # Statuses in which the platform owes the engines some work.
 TRANSITIONAL = frozenset({Status.CREATING, Status.STARTING, Status.STOPPING, Status.RELEASING})
 # Statuses in which an instance holds GPUs: until its container is really gone or

@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Enum,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -22,7 +23,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from dockyard.core.states import ClusterStatus, ImageStatus, Status, VolumeStatus
 from dockyard.db.base import Base, utcnow
+
+
+def status_column(statuses):
+    """The enum's values in a VARCHAR(16): no database enum type, so a new status needs no
+    migration, and SQLAlchemy refuses a value that is not one of them on write."""
+    return Enum(statuses, native_enum=False, create_constraint=False, length=16, validate_strings=True,
+                values_callable=lambda members: [m.value for m in members])
+
+
+STATUS = status_column(Status)
 
 
 class Meta(Base):
@@ -178,7 +190,7 @@ class Image(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     ref: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16), default="registered")  # catalog, registered, saved
-    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready, absent, building, saving, failed
+    status: Mapped[ImageStatus] = mapped_column(status_column(ImageStatus), default=ImageStatus.READY)
     status_reason: Mapped[str | None] = mapped_column(Text)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     public: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -244,7 +256,7 @@ class Instance(Base):
     # it is billed for: 1000 per whole GPU, 500 for a half.
     gpu_share: Mapped[str | None] = mapped_column(String(32))
     gpu_milli: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[Status] = mapped_column(STATUS, index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     # True while started with --no-gpu: it holds no GPUs and gets the small share.
     no_gpu: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -332,8 +344,8 @@ class InstanceEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    from_status: Mapped[str | None] = mapped_column(String(16))
-    to_status: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[Status | None] = mapped_column(STATUS)
+    to_status: Mapped[Status] = mapped_column(STATUS)
     cause: Mapped[str] = mapped_column(Text)
     # On a '-> running' event written by the driver: whether the container got GPUs (billing
     # prices the run by it). NULL on other events and on those written before the column.
@@ -392,7 +404,7 @@ class Cluster(Base):
     gpus_per_member: Mapped[int] = mapped_column(Integer)
     gpu_model: Mapped[str] = mapped_column(String(64))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    status: Mapped[str] = mapped_column(String(16), default="live")  # live, releasing, released
+    status: Mapped[ClusterStatus] = mapped_column(status_column(ClusterStatus), default=ClusterStatus.LIVE)
     # "bridge" on one engine, "overlay" (Docker swarm) across engines; the node whose
     # engine creates the network, and its subnet (members' addresses are fixed in it).
     network_driver: Mapped[str] = mapped_column(String(16))
@@ -420,7 +432,7 @@ class Volume(Base):
     size_gb: Mapped[int] = mapped_column(Integer)
     # The engine's volume (and disk image) name: a kept data disk keeps its own.
     engine_name: Mapped[str] = mapped_column(String(128), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready, resizing, deleting, deleted
+    status: Mapped[VolumeStatus] = mapped_column(status_column(VolumeStatus), default=VolumeStatus.READY)
     status_reason: Mapped[str | None] = mapped_column(Text)
     instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), index=True)
     mount_path: Mapped[str | None] = mapped_column(String(255))
