@@ -12,6 +12,7 @@ which must be the same on every rank.
 """
 
 import argparse
+import gc
 import json
 import os
 import socket
@@ -62,6 +63,11 @@ def main() -> None:
         "nccl": ".".join(map(str, torch.cuda.nccl.version())) if backend == "nccl" else None,
         "device": torch.cuda.get_device_name(local_rank) if backend == "nccl" else "cpu",
     }), flush=True)
+    # DDP's reducer holds the process group: drop it (and the graph that references it)
+    # first, so the group and its worker threads end inside destroy_process_group, not
+    # during interpreter shutdown, where gloo's threads can abort the process.
+    del ddp, optimizer, loss
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 

@@ -185,6 +185,8 @@ def test_a_cluster_that_cannot_be_fully_placed_leaves_nothing(srv):
     hog = api.post("/instances", json={"image": IMAGE, "gpu_model": "A100-80GB", "gpu_count": 3,
                                        "name": "hog"}).json()
     before = {i["id"] for i in api.get("/instances", params={"all": True}).json()}
+    deployment = {"label": f"dockyard.deployment={srv.deployment}"}
+    containers_before = {c.id for c in docker.containers.list(all=True, filters=deployment)}
     refused = api.post("/clusters", json={"name": "big", "nodes": 2, "gpus": 1, "gpu_model": "A100-80GB",
                                           "image": IMAGE})
     assert refused.status_code == 409, refused.text
@@ -192,8 +194,9 @@ def test_a_cluster_that_cannot_be_fully_placed_leaves_nothing(srv):
     assert "room for 1 now, 1 member (1 GPUs) missing" in detail and "local: 1" in detail
     assert {i["id"] for i in api.get("/instances", params={"all": True}).json()} == before
     assert [c["name"] for c in api.get("/clusters").json()] == []
-    assert not [c for c in docker.containers.list(all=True, filters={"label": f"dockyard.deployment={srv.deployment}"})
-                if c.labels.get("dockyard.instance") != hog["id"]]
+    # Judged against what was there before, so that an earlier test's leftovers do not count.
+    assert not [c for c in docker.containers.list(all=True, filters=deployment)
+                if c.id not in containers_before and c.labels.get("dockyard.instance") != hog["id"]]
     # The CLI says the same, and fails.
     cli = srv.cli("cluster", "create", "--name", "big", "--nodes", "2", "--gpus", "1", "--gpu-model", "A100-80GB",
                   "--image", IMAGE, token_of="dana")
