@@ -1,0 +1,181 @@
+"""What every runtime promises the platform, as tests: run against the in-memory fake
+(tests/unit/test_fake_runtime.py) and the real Docker engine
+(tests/integration/test_docker_runtime_contract.py), so the fake that the logic's unit
+tests stand on behaves as the engine does where the platform looks.
+
+A module subclasses `RuntimeContract` and gives the fixtures `runtime` (fresh, its
+things labelled `labels`), `image` (a reference on it with `sleep`, `cat`, `echo`, `true`
+and `false`), and the hooks `hold_port` and `vanish`.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from dockyard.runtimes.base import ContainerSpec, ContainerStats, PortTaken, RuntimeError_
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RuntimeContract:
+    def hold_port(self, runtime, port: int) -> None:
+        """Make something other than the runtime's containers hold host port `port`."""
+        raise NotImplementedError
+
+    def vanish(self, runtime, container_id: str) -> None:
+        """Remove the container behind the platform's back."""
+        raise NotImplementedError
+
+    def spec(self, runtime, image, labels, **changes) -> ContainerSpec:
+        name = f"contract-{uuid.uuid4().hex[:10]}"
+        values = dict(name=name, image=image, command=["sleep", "600"], env={"GREETING": "hi"}, labels=labels,
+                      hostname="contract", network=runtime.ensure_network(f"contract-{labels['dockyard.contract']}",
+                                                                          labels), volumes={})
+        values.update(changes)
+        return ContainerSpec(**values)
+
+    def test_a_container_is_created_started_stopped_and_removed(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        made = runtime.inspect(container_id)
+        assert made.status == "created" and not made.running and made.labels == labels
+        assert [c.id for c in runtime.list(labels)] == [container_id]
+        runtime.start(container_id)
+        running = runtime.inspect(container_id)
+        assert running.running and running.ip
+        runtime.start(container_id)  # starting a running container changes nothing
+        assert runtime.inspect(container_id).running
+        runtime.stop(container_id, timeout=1)
+        assert not runtime.inspect(container_id).running
+        runtime.remove(container_id)
+        assert runtime.inspect(container_id) is None and runtime.list(labels) == []
+
+    def test_missing_things_are_none_or_fine(self, runtime, image, labels):
+        missing = "0" * 64
+        assert runtime.inspect(missing) is None
+        runtime.stop(missing, timeout=1)  # stopping or removing what is gone: done already
+        runtime.remove(missing)
+        runtime.remove_volume(f"contract-none-{uuid.uuid4().hex[:8]}")
+        runtime.remove_image("dockyard/contract-none:missing")
+        assert runtime.image_info("dockyard/contract-none:missing") is None
+        assert not runtime.image_exists("dockyard/contract-none:missing")
+        assert runtime.stats(missing) is None
+        with pytest.raises(RuntimeError_):
+            runtime.start(missing)
+        with pytest.raises(RuntimeError_):
+            runtime.exec(missing, ["true"])
+        with pytest.raises(RuntimeError_):
+            runtime.put_files(missing, "", {"a": (b"x", 0o644)}, "/tmp")
+        with pytest.raises(RuntimeError_):
+            runtime.logs(missing, tail=10, follow=False)
+
+    def test_a_name_is_taken_once(self, runtime, image, labels):
+        spec = self.spec(runtime, image, labels)
+        runtime.create(spec)
+        with pytest.raises(RuntimeError_):
+            runtime.create(spec)
+
+    def test_an_image_that_is_not_there_is_refused(self, runtime, image, labels):
+        with pytest.raises(RuntimeError_):
+            runtime.create(self.spec(runtime, "dockyard/contract-none:missing", labels))
+        assert runtime.image_exists(image) and runtime.image_info(image).size_bytes > 0
+
+    def test_files_go_in_by_archive_and_read_back_within_a_limit(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        runtime.start(container_id)
+        runtime.put_files(container_id, "keys", {"authorized_keys": (b"ssh-ed25519 AAAA\n", 0o600)}, "/root")
+        assert runtime.read_file(container_id, "/root/keys/authorized_keys") == b"ssh-ed25519 AAAA\n"
+        assert runtime.read_file(container_id, "/root/keys/none") is None
+        runtime.put_files(container_id, "", {"big": (b"x" * 5000, 0o644)}, "/tmp")
+        assert runtime.read_file(container_id, "/tmp/big", limit=4096) is None  # over the limit: not read
+        assert runtime.read_file(container_id, "/tmp/big") == b"x" * 5000
+        code, output = runtime.exec(container_id, ["cat", "/root/keys/authorized_keys"])
+        assert (code, output) == (0, b"ssh-ed25519 AAAA\n")
+
+    def test_exec_answers_with_its_exit_code_within_a_deadline_and_a_size(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        with pytest.raises(RuntimeError_):
+            runtime.exec(container_id, ["true"])  # not running yet
+        runtime.start(container_id)
+        assert runtime.exec(container_id, ["true"]) == (0, b"")
+        assert runtime.exec(container_id, ["false"])[0] == 1
+        assert runtime.exec(container_id, ["echo", "hello"]) == (0, b"hello\n")
+        assert runtime.exec(container_id, ["contract-no-such-program"])[0] not in (0, -1)
+        # Cut at the size; the command is stopped unless it ended first.
+        run = runtime.exec_stream(container_id, ["echo", "x" * 1000], timeout_s=10, max_bytes=10)
+        assert b"".join(run) == b"x" * 10 and run.truncated and run.exit_code in (0, None)
+        code, _ = runtime.exec(container_id, ["sleep", "30"], timeout_s=1)
+        assert code == -1  # stopped at its deadline
+        run = runtime.exec_stream(container_id, ["echo", "streamed"], timeout_s=10, max_bytes=1024)
+        assert b"".join(run) == b"streamed\n" and run.exit_code == 0 and not run.timed_out and not run.truncated
+        run.close()
+
+    def test_a_taken_host_port_is_port_taken(self, runtime, image, labels):
+        port = free_port()
+        self.hold_port(runtime, port)
+        container_id = None
+        with pytest.raises(PortTaken):
+            container_id = runtime.create(self.spec(runtime, image, labels, ports={22: ("127.0.0.1", port)}))
+            runtime.start(container_id)
+
+    def test_a_vanished_container_is_gone_everywhere(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        runtime.start(container_id)
+        self.vanish(runtime, container_id)
+        assert runtime.inspect(container_id) is None and runtime.list(labels) == []
+        runtime.stop(container_id, timeout=1)
+        runtime.remove(container_id)
+        with pytest.raises(RuntimeError_):
+            runtime.start(container_id)
+
+    def test_volumes_are_made_once_listed_and_kept_while_in_use(self, runtime, image, labels):
+        name = f"contract-{uuid.uuid4().hex[:10]}"
+        runtime.ensure_volume(name, labels)
+        runtime.ensure_volume(name, labels)  # made once
+        assert runtime.list_volumes(labels) == [name]
+        container_id = runtime.create(self.spec(runtime, image, labels, volumes={name: "/root/data"}))
+        runtime.start(container_id)
+        with pytest.raises(RuntimeError_):
+            runtime.remove_volume(name)  # a running container holds it
+        runtime.remove(container_id)
+        runtime.remove_volume(name)
+        assert runtime.list_volumes(labels) == []
+
+    def test_a_network_is_made_once(self, runtime, labels):
+        name = f"contract-{uuid.uuid4().hex[:10]}"
+        assert runtime.ensure_network(name, labels) == runtime.ensure_network(name, labels)
+
+    def test_stats_only_while_running(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels, memory_bytes=256 * 1024**2))
+        assert runtime.stats(container_id) is None
+        runtime.start(container_id)
+        reading = runtime.stats(container_id)
+        assert isinstance(reading, ContainerStats) and reading.memory_limit == 256 * 1024**2
+        assert runtime.system_disk_used(container_id) is not None
+        runtime.stop(container_id, timeout=1)
+        assert runtime.stats(container_id) is None
+
+    def test_a_commit_keeps_the_files_as_an_image(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        runtime.start(container_id)
+        runtime.put_files(container_id, "", {"kept": (b"mine\n", 0o644)}, "/root")
+        tag = uuid.uuid4().hex[:10]
+        runtime.commit(container_id, "dockyard/contract", tag, labels)
+        ref = f"dockyard/contract:{tag}"
+        try:
+            assert runtime.image_exists(ref) and runtime.image_info(ref).labels["dockyard.contract"]
+            assert ref in runtime.list_images(labels)
+            assert runtime.layer_count(ref) >= 1
+            copy = runtime.create(self.spec(runtime, ref, labels))
+            runtime.start(copy)
+            assert runtime.read_file(copy, "/root/kept") == b"mine\n"
+            runtime.remove(copy)
+        finally:
+            runtime.remove_image(ref)
+        assert not runtime.image_exists(ref)
