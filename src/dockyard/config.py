@@ -38,6 +38,9 @@ LOCAL_NODE = "local"
 # How GPUs are chosen among the nodes of a pool (the nodes that name the same policy): the
 # policies of core/policies/, the code `dockyard admin simulate` runs (docs/placement.md).
 PlacementPolicy = Literal["first-fit", "best-fit", "fgd", "dockyard"]
+# The backend a node is: a Docker engine, or one in memory (runtimes/fake.py) for demos
+# and UI work with no Docker at all.
+RuntimeKind = Literal["docker", "fake"]
 
 
 def _check_sharing(value: str | None) -> str | None:
@@ -56,6 +59,7 @@ class NodeConfig(BaseModel):
     """One Docker engine that holds GPUs."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    runtime: RuntimeKind = "docker"
     url: str = "unix:///var/run/docker.sock"
     tls_ca: str | None = None
     tls_cert: str | None = None
@@ -112,6 +116,7 @@ class Settings(BaseSettings):
 
     # The local engine is node `local` unless `nodes` says otherwise.
     docker_url: str = "unix:///var/run/docker.sock"
+    runtime: RuntimeKind = "docker"  # the local node's backend (DOCKYARD_RUNTIME)
     simulated_gpus: str | None = None
     cpus_per_gpu: float | None = Field(default=None, gt=0)
     memory_per_gpu_gb: float | None = Field(default=None, gt=0)
@@ -325,6 +330,7 @@ class Settings(BaseSettings):
                 0,
                 NodeConfig(
                     name=LOCAL_NODE,
+                    runtime=self.runtime,
                     url=self.docker_url,
                     simulated_gpus=self.simulated_gpus,
                     cpus_per_gpu=self.cpus_per_gpu,

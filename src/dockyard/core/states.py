@@ -30,6 +30,7 @@ class ImageStatus(StrEnum):
     BUILDING = "building"
     SAVING = "saving"  # a user's system disk being committed
     FAILED = "failed"
+    DELETED = "deleted"  # kept for the instances made from it
 
 
 class ClusterStatus(StrEnum):

@@ -17,11 +17,13 @@ from docker.tls import TLSConfig
 from docker.types import DeviceRequest, IPAMConfig, IPAMPool, Ulimit
 from docker.utils import version_gte
 
-from dockyard.config import NodeConfig
+from dockyard.config import LOCAL_NODE, NodeConfig
+from dockyard.core.catalog import CatalogEntry
+from dockyard.core.gpus import GpuFacts
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
 from dockyard.core.sharing import MPS_PIPE_DIR
-from dockyard.runtimes import docker_tools
+from dockyard.runtimes import docker_tools, gpu_discovery, image_build
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.docker_errors import engine_error
@@ -64,7 +66,7 @@ class DockerRuntime:
                  ping_timeout_s: float = 5):
         # Disks of a fixed size (runtimes/disks.py); None: plain volumes, sizes not enforced.
         self.disks = disks
-        self.node_name = node.name
+        self.node_name, self.url = node.name, node.url
         self.network_pool, self.network_prefix = network_pool, network_prefix
         tls = None
         if node.url.startswith("tcp://"):  # the config insists on all three
@@ -286,6 +288,20 @@ class DockerRuntime:
         except APIError as exc:
             raise engine_error(exc) from exc
         return container.id
+
+    def discover_gpus(self, probe_image: str) -> list[GpuFacts]:
+        """NVML for the engine on this host; else ask the remote engine to run nvidia-smi in
+        a throwaway container (the NVIDIA runtime mounts it in)."""
+        if self.node_name == LOCAL_NODE and self.url.startswith("unix://"):
+            return gpu_discovery.discover_nvml()
+        if self.image_exists(probe_image):
+            return gpu_discovery.discover_with_container(self.client, probe_image)
+        return []
+
+    def build_image(self, entry: CatalogEntry, recipes: Path, ca_bundle: Path | None,
+                    on_progress: Callable[[str], None]) -> None:
+        """Build a catalog image from its recipe on this engine."""
+        image_build.build_image(self.client, entry, recipes, ca_bundle, on_progress)
 
     def probe_ulimits(self, image: str) -> None:
         """Decide, once at connect, the limits containers get: memlock unlimited and

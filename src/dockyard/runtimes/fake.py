@@ -3,7 +3,7 @@
 For unit tests of the logic above the runtimes (the driver, the reconciler, clusters,
 clone, images) and for running the platform with no Docker at all. Nothing runs in its
 containers: a command is answered by a few built-in programs (`true`, `false`, `echo`,
-`cat`, `sleep`) or by `programs`, which a test fills. Its failure modes are attributes
+`cat`, `sleep`, and `sh -c` of those) or by `programs`, which a test fills. Its failure modes are attributes
 a test sets: `down` (the engine answers nothing), `start_delay_s`, `fail_starts` (the
 next N starts fail), `taken_ports` (host ports something else holds), and `vanish` (a
 container goes behind the platform's back). It passes the same contract suite as the
@@ -13,11 +13,15 @@ Docker runtime (tests/runtime_contract.py).
 from __future__ import annotations
 
 import itertools
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
+from dockyard.core.catalog import CatalogEntry
+from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
 from dockyard.core.metrics import CpuCounters
 from dockyard.runtimes.base import (
     ContainerInfo,
@@ -28,6 +32,9 @@ from dockyard.runtimes.base import (
     PortTaken,
     RuntimeError_,
 )
+
+# What an in-memory node holds when its configuration declares no GPUs.
+DEMO_GPUS = "A100-80GB:4,RTX-4090:4"
 
 # A program of a fake container: (its container, the arguments) -> (exit code, output).
 Program = Callable[["FakeContainer", list[str]], tuple[int, bytes]]
@@ -85,8 +92,12 @@ class FakeRuntime:
     limits_system_disk = False
 
     def __init__(self, node_name: str = "local", cpus: float = 16, memory_bytes: int = 64 * 1024**3,
-                 images: dict[str, FakeImage] | None = None, start_delay_s: float = 0):
+                 images: dict[str, FakeImage] | None = None, start_delay_s: float = 0,
+                 images_on_demand: bool = False, gpus: str = DEMO_GPUS):
         self.node_name = node_name
+        # Any image asked for is there at once (a demo's server has nothing to build from).
+        self.images_on_demand = images_on_demand
+        self.gpus = gpus
         self.cpus, self.memory_bytes = cpus, memory_bytes
         self.images: dict[str, FakeImage] = dict(images or {})
         self.containers: dict[str, FakeContainer] = {}
@@ -134,11 +145,22 @@ class FakeRuntime:
     def image_info(self, ref: str) -> ImageInfo | None:
         self._answering()
         image = self.images.get(_full(ref))
+        if image is None and self.images_on_demand:
+            image = self.add_image(ref)
         return None if image is None else ImageInfo(id=image.id, size_bytes=image.size_bytes, labels=dict(image.labels))
 
     def ensure_image(self, ref: str, on_progress: Callable[[str], None] | None = None) -> None:
         if not self.image_exists(ref):  # there is no registry to pull from
             raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: no registry")
+
+    def build_image(self, entry: CatalogEntry, recipes: Path, ca_bundle: Path | None,
+                    on_progress: Callable[[str], None]) -> None:
+        self._answering()
+        on_progress(f"building {entry.ref} (in memory)")
+        self.add_image(entry.ref)
+
+    def discover_gpus(self, probe_image: str) -> list[GpuFacts]:
+        return parse_simulated_gpus(self.gpus, self.node_name)
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         self._answering()
@@ -402,10 +424,26 @@ def _cat(container: FakeContainer, args: list[str]) -> tuple[int, bytes]:
     return 0, out
 
 
+def _sh(container: FakeContainer, args: list[str]) -> tuple[int, bytes]:
+    """`sh -c "a; b"`: each simple command by the built-ins, no pipes or expansions."""
+    if args[:1] != ["-c"] or len(args) < 2:
+        return 2, b"sh: only -c is understood here\n"
+    code, out = 0, b""
+    for line in args[1].replace("\n", ";").split(";"):
+        words = shlex.split(line)
+        if words:
+            program = _BUILT_IN.get(words[0])
+            code, said = program(container, words[1:]) if program else (127, f"sh: {words[0]}: not found\n".encode())
+            out += said
+    return code, out
+
+
 _BUILT_IN: dict[str, Program] = {
     "true": lambda container, args: (0, b""),
     "false": lambda container, args: (1, b""),
     "echo": lambda container, args: (0, (" ".join(args) + "\n").encode()),
     "cat": _cat,
     "sleep": lambda container, args: (0, b""),
+    "sh": _sh,
+    "bash": _sh,
 }

@@ -154,8 +154,7 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         _set_status(platform, image.id, "building" if entry and image.status == "absent" else None)
         try:
             if entry:
-                image_build.build_image(runtime.client, entry, image_build.recipe_dir(),
-                                        platform.settings.build_ca_bundle, on_progress)
+                runtime.build_image(entry, image_build.recipe_dir(), platform.settings.build_ca_bundle, on_progress)
             else:
                 runtime.ensure_image(image.ref, on_progress)
             info = runtime.image_info(image.ref)

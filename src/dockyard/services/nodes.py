@@ -13,25 +13,22 @@ from dockyard.core.sharing import SlotFacts, parse_sharing, slot_layout
 from dockyard.core.states import Status
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Instance, Node, utcnow
-from dockyard.runtimes import gpu_discovery, host_firewall
+from dockyard.runtimes import host_firewall
 from dockyard.runtimes.disks import LoopDisks
+from dockyard.runtimes.base import Runtime
 from dockyard.runtimes.docker import DockerRuntime
+from dockyard.runtimes.fake import FakeRuntime
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
 
 
-def discover_gpus(config: NodeConfig, runtime: DockerRuntime, probe_image: str) -> list[GpuFacts]:
-    """Declared GPUs if any; NVML for the engine on this host; else ask the remote engine
-    to run nvidia-smi in a throwaway container (the NVIDIA runtime mounts it in)."""
+def discover_gpus(config: NodeConfig, runtime: Runtime, probe_image: str) -> list[GpuFacts]:
+    """The GPUs the node's configuration declares, else those its backend finds."""
     if config.simulated_gpus:
         return parse_simulated_gpus(config.simulated_gpus, config.name)
-    if config.name == LOCAL_NODE and config.url.startswith("unix://"):
-        return gpu_discovery.discover_nvml()
-    if runtime.image_exists(probe_image):
-        return gpu_discovery.discover_with_container(runtime.client, probe_image)
-    return []
+    return runtime.discover_gpus(probe_image)
 
 
 def disk_root(platform: Platform, node: str) -> Path:
@@ -48,27 +45,36 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
-            disks = (LoopDisks(disk_root(platform, config.name), config.url, spare_size_gb=DEFAULT_DATA_DISK_GB)
-                     if config.sized_disks else None)
-            runtime = DockerRuntime(config, platform.settings.network_pool, platform.settings.network_prefix,
-                                    busybox=platform.settings.tools_busybox, disks=disks,
-                                    ping_timeout_s=platform.settings.node_ping_timeout_s)
+            runtime = make_runtime(platform, config)
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
-            runtime.probe_ulimits(platform.settings.gpu_probe_image)
-            runtime.probe_disk_limit(platform.settings.gpu_probe_image)
         except Exception as exc:  # an unreachable engine must not stop the others
             log.warning("node %s is offline: %s", config.name, exc)
             _record_offline(platform, config, str(exc))
             continue
         platform.runtimes[config.name] = runtime
         _record_node(platform, config, resources.cpus, resources.memory_bytes, gpus)
-        if config.name == LOCAL_NODE and config.url.startswith("unix://") and platform.settings.protect_host:
+        if (config.name == LOCAL_NODE and config.runtime == "docker" and config.url.startswith("unix://")
+                and platform.settings.protect_host):
             settings = platform.settings
             problem = host_firewall.protect_host([settings.network_pool, settings.cluster_network_pool],
                                                  settings.instance_host_open_ports + [settings.inside_port] * bool(settings.inside_port))
             if problem:  # the platform still runs; docs/security.md says what is then open
                 log.warning("instances on node %s can reach this host: %s", config.name, problem)
+
+
+def make_runtime(platform: Platform, config: NodeConfig) -> Runtime:
+    """The backend the node's configuration names, connected and probed."""
+    if config.runtime == "fake":
+        return FakeRuntime(config.name, images_on_demand=True)
+    settings = platform.settings
+    disks = (LoopDisks(disk_root(platform, config.name), config.url, spare_size_gb=DEFAULT_DATA_DISK_GB)
+             if config.sized_disks else None)
+    runtime = DockerRuntime(config, settings.network_pool, settings.network_prefix, busybox=settings.tools_busybox,
+                            disks=disks, ping_timeout_s=settings.node_ping_timeout_s)
+    runtime.probe_ulimits(settings.gpu_probe_image)
+    runtime.probe_disk_limit(settings.gpu_probe_image)
+    return runtime
 
 
 def _shares(config: NodeConfig, cpus: float, memory: int, gpu_count: int) -> tuple[float, int]:
