@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from dockyard.runtimes.base import ContainerSpec, ContainerStats, PortTaken, RuntimeError_
+from dockyard.runtimes.base import ContainerSpec, ContainerStats, Feature, PortTaken, RuntimeError_, SwarmState
 
 
 def free_port() -> int:
@@ -179,3 +179,19 @@ class RuntimeContract:
         finally:
             runtime.remove_image(ref)
         assert not runtime.image_exists(ref)
+
+    def test_a_cluster_network_has_its_subnet_and_goes_once(self, runtime, labels):
+        name = f"contract-{uuid.uuid4().hex[:10]}"
+        subnet = f"10.218.{uuid.uuid4().int % 250}.0/24"
+        assert runtime.ensure_cluster_network(name, subnet, "bridge", labels) == name
+        assert runtime.ensure_cluster_network(name, subnet, "bridge", labels) == name  # made once
+        assert subnet in runtime.taken_subnets()
+        assert isinstance(runtime.swarm_state(), SwarmState)
+        runtime.remove_cluster_network(name)
+        runtime.remove_cluster_network(name)  # gone already: fine
+        assert subnet not in runtime.taken_subnets()
+
+    def test_every_ability_is_there_or_named_missing_with_a_reason(self, runtime):
+        for feature in Feature:
+            why = runtime.lacks(feature)
+            assert why is None or (isinstance(why, str) and runtime.node_name in why)

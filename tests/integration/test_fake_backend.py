@@ -29,6 +29,15 @@ def test_an_instance_lives_its_whole_life_on_the_fake_backend(srv):
 
     api.post(f"/instances/{instance['id']}/stop").raise_for_status()
     wait_status(api, instance["id"], "stopped")
+    # What the backend cannot do is refused with its reason, and nothing changes.
+    moved = api.post(f"/instances/{instance['id']}/migrate", json={"node": "local"})
+    assert moved.status_code == 409 and "keeps its disks in memory" in moved.json()["detail"], moved.text
+    assert api.get(f"/instances/{instance['id']}").json()["status"] == "stopped"
+    volume = api.post("/volumes", json={"name": "scratch", "size_gb": 10})
+    assert volume.status_code == 201, volume.text
+    grown = api.post("/volumes/scratch/resize", json={"size_gb": 20})
+    assert grown.status_code == 409 and "no size enforced" in grown.json()["detail"], grown.text
+    assert api.get("/volumes/scratch").json()["size_gb"] == 10
     api.post(f"/instances/{instance['id']}/start", json={}).raise_for_status()
     assert wait_status(api, instance["id"], "running")["status"] == "running"
     listed = srv.cli("ls", "--json", token_of="dana", check=True).stdout
@@ -46,3 +55,14 @@ def test_the_market_and_the_console_work_on_the_fake_backend(srv):
     assert http.post("/login", data={"user": "erin", "password": "correct-horse", "csrf": csrf}).status_code == 303
     page = http.get("/instances")
     assert page.status_code == 200 and "A100-80GB" in http.get("/market").text
+
+
+def test_a_cluster_runs_on_the_fake_backend(srv):
+    srv.add_user("finn")
+    made = srv.cli("cluster", "create", "--name", "pair", "--nodes", "2", "--gpus", "1", "--gpu-model", "RTX-4090",
+                   "--image", "pytorch-2.13-cpu", "--wait", "--json", token_of="finn", timeout=60)
+    assert made.returncode == 0, made.stderr
+    cluster = json.loads(made.stdout)
+    assert cluster["status"] == "running" and [m["status"] for m in cluster["members"]] == ["running", "running"]
+    gone = srv.cli("cluster", "rm", "pair", "--yes", "--wait", "--json", token_of="finn", timeout=60)
+    assert gone.returncode == 0, gone.stderr

@@ -11,6 +11,8 @@ from dockyard.core.metrics import DiskUsage, GpuSample, Sample
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Notice
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User
+from dockyard.runtimes.base import Feature
+from dockyard.runtimes.fake import FakeRuntime
 from dockyard.services.autostop import Stopper
 from dockyard.services.driver import GIB
 from dockyard.services.platform import open_platform
@@ -99,9 +101,11 @@ def test_a_lowered_operator_limit_holds_an_instance_without_a_policy(tmp_path):
     assert causes(platform)[-1] == "auto-stop: ran for 1 h, the policy's maximum runtime"
 
 
-class Engine:
-    def __init__(self, limits_system_disk):
-        self.limits_system_disk = limits_system_disk
+def engine(limits_system_disk: bool) -> FakeRuntime:
+    runtime = FakeRuntime()
+    if limits_system_disk:
+        runtime.missing.pop(Feature.SYSTEM_DISK_LIMIT)
+    return runtime
 
 
 def test_a_system_disk_over_its_limit_stops_the_instance_where_the_engine_cannot_hold_it(tmp_path):
@@ -110,12 +114,12 @@ def test_a_system_disk_over_its_limit_stops_the_instance_where_the_engine_cannot
     written = {"i1": DiskUsage(at=T0.timestamp(), used=int(0.9 * GIB), total=GIB)}
     driver = Driver()
     stopper = Stopper(platform, driver, gpu_samples=lambda _id: [], clock=lambda: T0, system_disks=written.get)
-    platform.runtimes["local"] = Engine(limits_system_disk=False)
+    platform.runtimes["local"] = engine(limits_system_disk=False)
     assert stopper.run() == []  # under the limit
     written["i1"] = DiskUsage(at=T0.timestamp(), used=int(1.2 * GIB), total=GIB)
-    platform.runtimes["local"] = Engine(limits_system_disk=True)
+    platform.runtimes["local"] = engine(limits_system_disk=True)
     assert stopper.run() == []  # the engine refuses the writes itself: nothing to do
-    platform.runtimes["local"] = Engine(limits_system_disk=False)
+    platform.runtimes["local"] = engine(limits_system_disk=False)
     assert stopper.run() == ["i1"] and driver.kicked == ["i1"]
     assert causes(platform)[-1].startswith("its system disk holds 1.2 GB written, over the 1 GB limit")
     with platform.sessions.begin() as db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -12,6 +13,15 @@ from dockyard.core.metrics import CpuCounters
 
 # Marks the platform's short-lived helper containers: no instance's, never an orphan.
 HELPER_LABEL = "dockyard.helper"
+
+
+class Feature(StrEnum):
+    """Abilities a backend may lack. Each runtime says why it lacks one (`Runtime.lacks`),
+    so a request that needs it is refused with that reason before anything is recorded."""
+
+    MIGRATION = "migration"  # its disks stream to another node of the same kind
+    SIZED_DISKS = "sized disks"  # a data disk or volume holds at most its size
+    SYSTEM_DISK_LIMIT = "system disk limit"  # the engine itself holds a container's own layer to a size
 
 
 class RuntimeError_(Exception):
@@ -24,6 +34,19 @@ class PortTaken(RuntimeError_):
 
 class ContainerGone(RuntimeError_):
     """The container that holds an instance's system disk is not on its node any more."""
+
+
+@dataclass(frozen=True)
+class SwarmState:
+    """Where a node's engine stands in a swarm: what lets a cluster span engines."""
+
+    node_id: str | None  # this engine's swarm node id, None when not in an active swarm
+    manager: bool
+    cluster_id: str | None  # the swarm's id, known on managers only
+    members: frozenset[str] = frozenset()  # node ids in the swarm, known on managers only
+
+
+NO_SWARM = SwarmState(None, False, None)
 
 
 @dataclass
@@ -111,6 +134,12 @@ class Runtime(Protocol):
                     on_progress: Callable[[str], None]) -> None: ...
     def discover_gpus(self, probe_image: str) -> list[GpuFacts]: ...  # the node's real GPUs
     def ensure_network(self, name: str, labels: dict[str, str]) -> str: ...
+    # A cluster's network: a bridge on one node, an overlay across a swarm's nodes.
+    def swarm_state(self) -> SwarmState: ...
+    def taken_subnets(self) -> list[str]: ...
+    def ensure_cluster_network(self, name: str, subnet: str, driver: str, labels: dict[str, str],
+                               encrypted: bool = ...) -> str: ...
+    def remove_cluster_network(self, name: str) -> None: ...  # missing is fine
     def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None: ...
     def remove_volume(self, name: str) -> None: ...
     def resize_volume(self, name: str, size_gb: int) -> None: ...
@@ -134,8 +163,7 @@ class Runtime(Protocol):
     def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
                   parent: str, dir_mode: int = ..., dirs: dict[str, int] | None = ...) -> None: ...
     def stats(self, container_id: str) -> ContainerStats | None: ...  # None: not running
-    # Whether the engine itself holds a container's own layer to its system_disk_gb.
-    limits_system_disk: bool
+    def lacks(self, feature: Feature) -> str | None: ...  # why this node cannot, or None when it can
     def system_disk_used(self, container_id: str) -> int | None: ...  # bytes of its own layer; None: gone
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str] | None = None) -> str: ...
     def save_image(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> str: ...

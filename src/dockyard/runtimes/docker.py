@@ -23,7 +23,7 @@ from dockyard.core.gpus import GpuFacts
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
 from dockyard.core.sharing import MPS_PIPE_DIR
-from dockyard.runtimes import docker_tools, gpu_discovery, image_build
+from dockyard.runtimes import cluster_net, docker_tools, gpu_discovery, image_build
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.docker_errors import engine_error
@@ -31,10 +31,12 @@ from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
+    Feature,
     HELPER_LABEL,
     HostResources,
     ImageInfo,
     RuntimeError_,
+    SwarmState,
 )
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,13 @@ class DockerRuntime:
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.limits_system_disk = False  # see probe_disk_limit
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
+
+    def lacks(self, feature: Feature) -> str | None:
+        if feature == Feature.SIZED_DISKS and self.disks is None:
+            return f"node {self.node_name} keeps data disks as plain Docker volumes (sized_disks = false)"
+        if feature == Feature.SYSTEM_DISK_LIMIT and not self.limits_system_disk:
+            return f"the storage driver of node {self.node_name} cannot hold a container's layer to a size"
+        return None
 
     def api(self, timeout_s: float) -> docker.APIClient:
         """A connection of its own to this engine, for long streams (a migration's copies,
@@ -153,17 +162,25 @@ class DockerRuntime:
                         raise engine_error(exc) from exc
 
     def _free_subnet(self) -> ipaddress.IPv4Network:
-        taken = [
-            ipaddress.ip_network(config["Subnet"], strict=False)
-            for network in self.client.api.networks()
-            for config in ((network.get("IPAM") or {}).get("Config") or [])
-            if config.get("Subnet") and ":" not in config["Subnet"]
-        ]
+        taken = [ipaddress.ip_network(subnet, strict=False) for subnet in self.taken_subnets()]
         pool = ipaddress.ip_network(self.network_pool)
         for subnet in pool.subnets(new_prefix=self.network_prefix):
             if not any(subnet.overlaps(other) for other in taken):
                 return subnet
         raise RuntimeError_(f"no free /{self.network_prefix} left in the network pool {pool}")
+
+    def swarm_state(self) -> SwarmState:
+        return cluster_net.swarm_state(self)
+
+    def taken_subnets(self) -> list[str]:
+        return cluster_net.taken_subnets(self)
+
+    def ensure_cluster_network(self, name: str, subnet: str, driver: str, labels: dict[str, str],
+                               encrypted: bool = False) -> str:
+        return cluster_net.ensure_network(self, name, subnet, driver, labels, encrypted)
+
+    def remove_cluster_network(self, name: str) -> None:
+        cluster_net.remove_network(self, name)
 
     def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
         """The volume `name`, made if missing: with `size_gb`, on a disk of that size (kept

@@ -27,10 +27,13 @@ from dockyard.runtimes.base import (
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
+    Feature,
+    NO_SWARM,
     HostResources,
     ImageInfo,
     PortTaken,
     RuntimeError_,
+    SwarmState,
 )
 
 # What an in-memory node holds when its configuration declares no GPUs.
@@ -89,8 +92,6 @@ class FakeExec:
 
 
 class FakeRuntime:
-    limits_system_disk = False
-
     def __init__(self, node_name: str = "local", cpus: float = 16, memory_bytes: int = 64 * 1024**3,
                  images: dict[str, FakeImage] | None = None, start_delay_s: float = 0,
                  images_on_demand: bool = False, gpus: str = DEMO_GPUS):
@@ -103,11 +104,18 @@ class FakeRuntime:
         self.containers: dict[str, FakeContainer] = {}
         self.volumes: dict[str, FakeVolume] = {}
         self.networks: dict[str, str] = {}  # name -> id
+        self.subnets: dict[str, str] = {}  # a cluster network's name -> its subnet
         self.programs: dict[str, Program] = {}
         self.down = False
         self.start_delay_s = start_delay_s
         self.fail_starts = 0
         self.taken_ports: set[int] = set()
+        # What it cannot do, and why: a test removes an entry to have a node that can.
+        self.missing: dict[Feature, str] = {
+            Feature.MIGRATION: f"node {node_name} keeps its disks in memory: they cannot move to another node",
+            Feature.SIZED_DISKS: f"node {node_name} keeps its disks in memory, with no size enforced",
+            Feature.SYSTEM_DISK_LIMIT: f"node {node_name} keeps its disks in memory, with no size enforced",
+        }
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
 
@@ -134,6 +142,9 @@ class FakeRuntime:
 
     def alive(self) -> bool:
         return not self.down
+
+    def lacks(self, feature: Feature) -> str | None:
+        return self.missing.get(feature)
 
     def resources(self) -> HostResources:
         self._answering()
@@ -166,6 +177,28 @@ class FakeRuntime:
         self._answering()
         with self._lock:
             return self.networks.setdefault(name, self._new_id("net-"))
+
+    def swarm_state(self) -> SwarmState:
+        self._answering()
+        return NO_SWARM  # in-memory nodes share no network: a cluster stays on one node
+
+    def taken_subnets(self) -> list[str]:
+        self._answering()
+        return sorted(self.subnets.values())
+
+    def ensure_cluster_network(self, name: str, subnet: str, driver: str, labels: dict[str, str],
+                               encrypted: bool = False) -> str:
+        self._answering()
+        with self._lock:
+            self.networks.setdefault(name, self._new_id("net-"))
+            self.subnets.setdefault(name, subnet)
+        return name
+
+    def remove_cluster_network(self, name: str) -> None:
+        self._answering()
+        with self._lock:
+            self.networks.pop(name, None)
+            self.subnets.pop(name, None)
 
     def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
         self._answering()

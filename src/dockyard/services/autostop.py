@@ -20,7 +20,7 @@ from dockyard.core.metrics import DiskUsage
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import docker_tools
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import Feature, RuntimeError_
 from dockyard.services import instances, lifecycle, notifications
 from dockyard.services.driver import GIB, Driver
 from dockyard.services.platform import Platform
@@ -258,7 +258,8 @@ class Stopper:
         for r in found:
             runtime = self.platform.runtimes.get(r.node_name)
             reading = self.system_disks(r.id)
-            if runtime is None or runtime.limits_system_disk or reading is None or reading.used <= limit_gb * GIB:
+            if (runtime is None or runtime.lacks(Feature.SYSTEM_DISK_LIMIT) is None or reading is None
+                    or reading.used <= limit_gb * GIB):
                 continue
             over.append((Running(r.id, r.name, r.owner_id, r.node_name, r.container_id), Decision(
                 STOP, f"its system disk holds {reading.used / GIB:.1f} GB written, over the {limit_gb} GB limit; "

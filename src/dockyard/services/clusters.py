@@ -8,6 +8,7 @@ transactions; Docker work happens in the driver (members) and the reconciler (ne
 
 from __future__ import annotations
 
+import posixpath
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
-from dockyard.runtimes import cluster_net
+from dockyard.runtimes.base import NO_SWARM, RuntimeError_
 from dockyard.services import allocation, images, instances, lifecycle, ownership
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
@@ -102,7 +103,7 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
         core.check_shape([], shape, platform.settings.max_cluster_nodes)  # raises, naming `nodes`
     instances.check_env(request.env, {})
     # Docker calls first, outside any transaction: which engines can share an overlay network.
-    groups, managers = cluster_net.swarm_groups(platform.runtimes)
+    groups, managers = swarm_groups(platform.runtimes)
 
     def attempt() -> tuple[Cluster, list[str]]:
         with platform.sessions.begin() as db:
@@ -261,15 +262,15 @@ def member_setup(platform: Platform, instance: Instance) -> MemberSetup:
                 in_db = [c for c in db.scalars(select(Cluster.subnet).where(Cluster.status != "released",
                                                                             Cluster.subnet.is_not(None)))]
             if cluster.subnet is None:
-                taken = in_db + [s for n in nodes for s in cluster_net.taken_subnets(platform.runtime(n))]
+                taken = in_db + [s for n in nodes for s in platform.runtime(n).taken_subnets()]
                 subnet = core.pick_subnet(platform.settings.cluster_network_pool, 24, taken)
                 with platform.sessions.begin() as db:
                     db.execute(update(Cluster).where(Cluster.id == cluster.id, Cluster.subnet.is_(None))
                                .values(subnet=subnet))
                     cluster = db.get(Cluster, cluster.id)
     with _subnet_lock:  # one creation per name at a time (Docker allows duplicate names)
-        network = cluster_net.ensure_network(
-            platform.runtime(cluster.network_node), name, cluster.subnet, cluster.network_driver,
+        network = platform.runtime(cluster.network_node).ensure_cluster_network(
+            name, cluster.subnet, cluster.network_driver,
             {**platform.labels, "dockyard.cluster": cluster.id}, platform.settings.cluster_network_encrypted)
     ips = core.member_ips(cluster.subnet, cluster.members)
     rank = instance.cluster_rank
@@ -278,8 +279,26 @@ def member_setup(platform: Platform, instance: Instance) -> MemberSetup:
                        hostfile=core.hostfile(cluster.name, cluster.members, cluster.gpus_per_member))
 
 
+def swarm_groups(runtimes: dict) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Which swarm each node's engine is in (None: none, or one whose managers this
+    platform does not reach), and for each swarm a node whose engine is a manager."""
+    states = {}
+    for node, runtime in runtimes.items():
+        try:
+            states[node] = runtime.swarm_state()
+        except Exception:  # an engine that does not answer spans nothing
+            states[node] = NO_SWARM
+    managers = {s.cluster_id: node for node, s in sorted(states.items()) if s.manager and s.cluster_id}
+    groups: dict[str, str | None] = {}
+    for node, state in states.items():
+        groups[node] = next((cid for cid, m in managers.items() if state.node_id in states[m].members), None)
+    return groups, managers
+
+
 def write_hostfile(runtime, container_id: str, setup: MemberSetup) -> None:
-    cluster_net.put_file(runtime, container_id, core.HOSTFILE_PATH, setup.hostfile.encode())
+    folder, name = posixpath.split(core.HOSTFILE_PATH)
+    parent, directory = posixpath.split(folder)
+    runtime.put_files(container_id, directory, {name: (setup.hostfile.encode(), 0o644)}, parent)
 
 
 def reap(platform: Platform) -> None:
@@ -290,8 +309,8 @@ def reap(platform: Platform) -> None:
         done = [c for c in releasing if all(m.status == Status.RELEASED for m in members(db, c.id))]
     for cluster in done:
         try:
-            cluster_net.remove_network(platform.runtime(cluster.network_node), network_name(platform, cluster.id))
-        except (DockyardError, cluster_net.RuntimeError_):
+            platform.runtime(cluster.network_node).remove_cluster_network(network_name(platform, cluster.id))
+        except (DockyardError, RuntimeError_):
             continue
         with platform.sessions.begin() as db:
             db.execute(update(Cluster).where(Cluster.id == cluster.id, Cluster.status == "releasing")

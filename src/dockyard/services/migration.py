@@ -27,7 +27,7 @@ from dockyard.core.states import Status, check_user_action
 from dockyard.core.treecheck import differences
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume
 from dockyard.runtimes import transfer
-from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
+from dockyard.runtimes.base import HELPER_LABEL, Feature, RuntimeError_
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
 from dockyard.services.clone import _copies
 from dockyard.services.driver import Driver, container_name, data_volume
@@ -110,6 +110,11 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         source = db.get(Node, instance.node_name)
         if not source.online or source.name not in platform.runtimes:
             raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
+        why = platform.runtimes[source.name].lacks(Feature.MIGRATION)
+        if why:
+            raise Conflict(f"instance {instance.name} cannot migrate: {why}")
+        if node in platform.runtimes and platform.runtimes[node].lacks(Feature.MIGRATION):
+            raise Conflict(f"node: {platform.runtimes[node].lacks(Feature.MIGRATION)}", field="node")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if instance.gpu_share:
@@ -129,7 +134,8 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
             raise Conflict(f"volume {busy[0]} is being resized or removed; migrate when it is done")
         allocation.lock_allocation(db)
         known = set(db.scalars(select(Node.name)))
-        views = [v for v in allocation.node_views(db, platform.settings) if v.name in platform.runtimes]
+        views = [v for v in allocation.node_views(db, platform.settings)
+                 if v.name in platform.runtimes and platform.runtimes[v.name].lacks(Feature.MIGRATION) is None]
         count = instance.gpu_count
         placement = choose_target(views, known, instance.node_name, instance.gpu_model, count, node)
         target = db.get(Node, placement.node)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, User, Volume, utcnow
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import Feature, RuntimeError_
 from dockyard.runtimes.disks import DiskTooSmall
 from dockyard.services import notifications, ownership
 from dockyard.services.platform import Platform
@@ -150,6 +150,9 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
         current = get_owned(db, user, key)
         if current.size_gb == size_gb:
             return current
+    why = platform.runtime(current.node_name).lacks(Feature.SIZED_DISKS)
+    if why:
+        raise Conflict(f"volume {current.name} cannot be resized: {why}", field="size_gb")
     volume = _claim(platform, user, key, "resizing", "resize")
     error = None
     try:
