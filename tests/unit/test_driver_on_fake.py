@@ -1,0 +1,143 @@
+"""The driver's and the reconciler's failure paths, on the in-memory runtime: a start the
+engine refuses, a host port something else holds, a container that vanishes, an engine
+that stops answering. The same code as on Docker, in milliseconds."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from dockyard.config import Settings
+from dockyard.core.states import Status
+from dockyard.db.models import Instance
+from dockyard.background.reconciler import reconcile_once
+from dockyard.services import images as image_service
+from dockyard.services import instances, users
+from dockyard.services.driver import Driver
+from dockyard.services.nodes import connect_nodes
+from dockyard.services.platform import open_platform
+
+IMAGE = "pytorch-2.13-cpu"
+
+
+@pytest.fixture
+def platform(tmp_path):
+    made = open_platform(Settings(home=tmp_path, runtime="fake", billing_enabled=False, stop_timeout_s=1))
+    image_service.load_catalog(made)
+    connect_nodes(made)
+    image_service.refresh_cache(made)
+    with made.sessions.begin() as db:
+        users.create_user(db, "ann", "correct-horse")
+    return made
+
+
+@pytest.fixture
+def driver(platform):
+    made = Driver(platform)
+    yield made
+    made.shutdown()
+
+
+@pytest.fixture
+def fake(platform):
+    return platform.runtimes["local"]
+
+
+def ann(platform):
+    from sqlalchemy import select
+
+    from dockyard.db.models import User
+
+    with platform.sessions.begin() as db:
+        user = db.scalars(select(User).where(User.name == "ann")).one()
+        db.expunge(user)
+        return user
+
+
+def row(platform, instance_id: str) -> Instance:
+    with platform.sessions.begin() as db:
+        found = db.get(Instance, instance_id)
+        db.expunge(found)
+        return found
+
+
+def settle(platform, instance_id: str, *statuses: str, timeout: float = 10) -> Instance:
+    deadline = time.monotonic() + timeout
+    while (found := row(platform, instance_id)).status not in statuses:
+        assert time.monotonic() < deadline, f"still {found.status} ({found.status_reason})"
+        time.sleep(0.02)
+    return found
+
+
+def create(platform, driver) -> str:
+    instance = instances.create_instance(platform, ann(platform), instances.CreateRequest(
+        image=IMAGE, gpu_model="A100-80GB", gpu_count=1))
+    driver.kick(instance.id)
+    return instance.id
+
+
+def test_an_instance_is_created_and_runs_in_its_container(platform, driver, fake):
+    instance_id = create(platform, driver)
+    running = settle(platform, instance_id, Status.RUNNING)
+    container = fake.containers[running.container_id]
+    assert container.status == "running" and container.spec.labels["dockyard.instance"] == instance_id
+    assert any(path.endswith("authorized_keys") for path in container.files)  # its start files went in
+
+
+def test_a_start_the_engine_refuses_fails_with_the_engines_words(platform, driver, fake):
+    fake.fail_starts = 1
+    instance_id = create(platform, driver)
+    failed = settle(platform, instance_id, Status.FAILED, Status.RUNNING)
+    assert failed.status == Status.FAILED and "told to fail" in failed.status_reason
+
+
+def test_a_taken_ssh_port_is_moved_and_the_instance_runs(platform, driver, fake):
+    instance = instances.create_instance(platform, ann(platform), instances.CreateRequest(
+        image=IMAGE, gpu_model="A100-80GB", gpu_count=1))
+    fake.taken_ports.add(instance.ssh_port)
+    driver.kick(instance.id)
+    running = settle(platform, instance.id, Status.RUNNING, Status.FAILED)
+    assert running.status == Status.RUNNING and running.ssh_port != instance.ssh_port
+
+
+def test_a_container_that_vanishes_fails_its_instance_on_the_next_pass(platform, driver, fake):
+    instance_id = create(platform, driver)
+    running = settle(platform, instance_id, Status.RUNNING)
+    fake.vanish(running.container_id)
+    reconcile_once(platform, driver, datetime.now(timezone.utc))
+    failed = settle(platform, instance_id, Status.FAILED)
+    assert failed.status_reason == "the container vanished from the node"
+
+
+def test_a_container_whose_command_ends_stops_its_instance(platform, driver, fake):
+    instance_id = create(platform, driver)
+    running = settle(platform, instance_id, Status.RUNNING)
+    fake.exit(running.container_id, 3)
+    reconcile_once(platform, driver, datetime.now(timezone.utc))
+    settle(platform, instance_id, Status.STOPPED)
+    with platform.sessions.begin() as db:
+        assert "exit code 3" in instances.events(db, instance_id)[-1].cause
+
+
+def test_an_engine_that_stops_answering_leaves_the_stop_to_a_later_pass(platform, driver, fake):
+    instance_id = create(platform, driver)
+    settle(platform, instance_id, Status.RUNNING)
+    fake.down = True
+    instances.request_stop(platform, ann(platform), instance_id)
+    driver.kick(instance_id)
+    time.sleep(0.3)
+    assert row(platform, instance_id).status == Status.STOPPING  # kept, GPUs held, retried
+    fake.down = False
+    reconcile_once(platform, driver, datetime.now(timezone.utc))
+    assert settle(platform, instance_id, Status.STOPPED).status == Status.STOPPED
+
+
+def test_a_release_removes_the_container_and_its_disks(platform, driver, fake):
+    instance_id = create(platform, driver)
+    settle(platform, instance_id, Status.RUNNING)
+    instances.request_release(platform, ann(platform), instance_id, delete_data=True)
+    driver.kick(instance_id)
+    settle(platform, instance_id, Status.RELEASED)
+    assert not [c for c in fake.containers.values() if c.spec.labels.get("dockyard.instance") == instance_id]
