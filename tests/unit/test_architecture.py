@@ -1,4 +1,4 @@
-"""The package's layering: no import cycles, and only runtimes/ talks to Docker."""
+"""The package's layering: no import cycles, and only runtimes/ talks to Docker or reaches into an engine."""
 
 from __future__ import annotations
 
@@ -136,3 +136,18 @@ def _status_updates(tree: ast.AST) -> int:
 def test_only_lifecycle_writes_an_instances_status():
     writers = {name: n for name, path in _modules().items() if (n := _status_updates(ast.parse(path.read_text())))}
     assert writers == {"dockyard.services.lifecycle": 1}
+
+
+def test_nothing_outside_runtimes_reaches_into_a_runtimes_engine_client():
+    """What a backend can do goes through the runtime interface (runtimes/base.py): code
+    above it that used a runtime's `.client` or `.api(...)` would work on Docker alone."""
+    reaching = []
+    for name, path in _modules().items():
+        if name.startswith("dockyard.runtimes"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("client", "api", "disks", "tools"):
+                owner = ast.unparse(node.value)
+                if "runtime" in owner:
+                    reaching.append(f"{name}: {owner}.{node.attr}")
+    assert reaching == []
