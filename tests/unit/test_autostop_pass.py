@@ -12,7 +12,7 @@ from dockyard.core.states import Status
 from dockyard.db.billing_models import Notice
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User
 from dockyard.services.autostop import Stopper
-from dockyard.services.driver import GIB
+from dockyard.services.autostop import GIB
 from dockyard.services.platform import open_platform
 
 T0 = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)
