@@ -119,6 +119,10 @@ class Workers:
             loop.stop()
         for loop in self.loops:  # a pass in progress may still hand out work: let it end first
             loop.join(max(0.0, deadline - time.monotonic()))
+        for pool in self.pool_order:  # at once, not at their turn: none of it starts meanwhile
+            if pool.cancel_queued:
+                for future in pool.unfinished():
+                    future.cancel()  # only those not running yet
         left = []
         for pool in self.pool_order:
             pool.shutdown(wait=False, cancel_futures=pool.cancel_queued)
