@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers.start()
         app.state.platform, app.state.driver, app.state.metrics = platform, workers.driver, workers.metrics
         yield
-        await anyio.to_thread.run_sync(workers.stop)  # its bounded drain, off the event loop
+        # Its bounded drain, off the event loop, on a thread of its own (not one the requests share).
+        await anyio.to_thread.run_sync(workers.stop, limiter=anyio.CapacityLimiter(1))
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")
