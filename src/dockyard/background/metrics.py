@@ -5,7 +5,8 @@ container (CPU, memory) and GPUs (NVML, for real GPUs of this host), and every
 Kept in memory only, the last `metrics_window_s` per instance: metrics are neither money
 nor user data, so a restart that loses them costs the charts their last hour, nothing more.
 The database is read in one short transaction per round, never across an engine call; the
-engine calls run on this loop's own pools, side by side (each takes about a second).
+engine calls run on two pools of their own (background/workers.py makes them), side by
+side (each takes about a second).
 """
 
 from __future__ import annotations
