@@ -8,8 +8,9 @@ work to it (a clone's copy drives its clone and starts its self-test; a migratio
 submits its source checks). A pool's queued work is cancelled where a later pass redoes
 it (drives, self-tests, metrics readings) and kept where nothing would (a clone's or a
 migration's copy holds its instance until it ends; a build, a pull). What still runs is
-waited for, all pools together, up to `drain_s`; past that the server stops without it,
-and the reconciler finishes or rolls back what it left at the next start.
+waited for, all pools together, up to `drain_s`; past that `stop` logs what is left and
+returns (Python still joins a pool's threads at exit), and the reconciler finishes or
+rolls back what a stop or a crash left at the next start.
 """
 
 from __future__ import annotations
