@@ -136,9 +136,9 @@ def raw_concurrent(client, labels, count: int) -> float:
 
 
 def same_spec_once(client: docker.DockerClient, labels: dict[str, str], network: str) -> float:
-    """What DockerRuntime does for a new instance (see services/driver.py `_run`), minus
-    the platform: inspect by name (absent), image check, network check, volume get/create,
-    create with the same options, start, inspect."""
+    """What DockerRuntime does for a new instance (see background/driver/starting.py
+    `run`), minus the platform: inspect by name (absent), image check, network check,
+    volume get/create, create with the same options, start, inspect."""
     name = "dybench-" + secrets.token_hex(6)
     volume = name + "-data"
     start = time.perf_counter()

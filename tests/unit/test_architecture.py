@@ -1,4 +1,6 @@
-"""The package's layering: no import cycles, and only runtimes/ talks to Docker or reaches into an engine."""
+"""The package's layering: no import cycles, only runtimes/ talks to Docker or reaches into
+an engine, only lifecycle writes a status, and only the owner of background work makes its
+thread pools."""
 
 from __future__ import annotations
 
@@ -151,3 +153,45 @@ def test_nothing_outside_runtimes_reaches_into_a_runtimes_engine_client():
                 if "runtime" in owner:
                     reaching.append(f"{name}: {owner}.{node.attr}")
     assert reaching == []
+
+
+# background/workers.py owns every pool of the server's background work, so that its stop
+# reaches all of it; the access front's pool serves connections, not background work.
+POOL_MAKERS = {"dockyard.background.workers", "dockyard.access.front"}
+
+
+def _makes_a_pool(tree: ast.AST) -> bool:
+    """A ThreadPoolExecutor (or ProcessPoolExecutor) made or subclassed in a module's code."""
+    names = {"ThreadPoolExecutor", "ProcessPoolExecutor"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if getattr(func, "id", None) in names or getattr(func, "attr", None) in names:
+                return True
+        if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", None)) in names
+                                                  for b in node.bases):
+            return True
+    return False
+
+
+def test_only_the_owner_of_background_work_makes_thread_pools():
+    makers = {name for name, path in _modules().items() if _makes_a_pool(ast.parse(path.read_text()))}
+    assert makers <= POOL_MAKERS and "dockyard.background.workers" in makers
+
+
+def test_the_pool_finder_finds_one():
+    assert _makes_a_pool(ast.parse("import concurrent.futures as f\npool = f.ThreadPoolExecutor(4)"))
+    assert _makes_a_pool(ast.parse("from concurrent.futures import ThreadPoolExecutor\nclass P(ThreadPoolExecutor): pass"))
+    assert not _makes_a_pool(ast.parse("from concurrent.futures import Executor\ndef f(pool: Executor): pool.submit(f)"))
+
+
+def _starts_a_thread(tree: ast.AST) -> bool:
+    return any(isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Thread"
+               and getattr(node.func.value, "id", None) == "threading" for node in ast.walk(tree))
+
+
+def test_services_start_no_threads_of_their_own():
+    """Background work of a service goes to a pool it is handed (platform.pools)."""
+    starters = {name for name, path in _modules().items()
+                if name.startswith("dockyard.services") and _starts_a_thread(ast.parse(path.read_text()))}
+    assert starters == set()

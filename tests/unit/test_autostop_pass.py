@@ -14,7 +14,7 @@ from dockyard.db.models import Image, Instance, InstanceEvent, Node, User
 from dockyard.runtimes.base import Feature
 from dockyard.runtimes.fake import FakeRuntime
 from dockyard.services.autostop import Stopper
-from dockyard.services.driver import GIB
+from dockyard.services.autostop import GIB
 from dockyard.services.platform import open_platform
 
 T0 = datetime(2026, 12, 2, 8, 0, tzinfo=timezone.utc)

@@ -13,9 +13,9 @@ from dockyard.config import Settings
 from dockyard.core.states import Status
 from dockyard.db.models import Instance
 from dockyard.background.reconciler import reconcile_once
+from dockyard.background.workers import Workers
 from dockyard.services import images as image_service
 from dockyard.services import instances, users
-from dockyard.services.driver import Driver
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
 
@@ -35,9 +35,9 @@ def platform(tmp_path):
 
 @pytest.fixture
 def driver(platform):
-    made = Driver(platform)
-    yield made
-    made.shutdown()
+    owner = Workers(platform, drain_s=5)  # its pools; its loops are not started
+    yield owner.driver
+    owner.stop()
 
 
 @pytest.fixture

@@ -163,11 +163,10 @@ def test_mps_daemon_container():
 # ---------------------------------------------------------------- the driver's container spec
 
 
-def _driver_and_rows(gpu_sharing, share, milli, slots):
+def _platform_and_rows(gpu_sharing, share, milli, slots):
     from types import SimpleNamespace
 
     from dockyard.config import Settings
-    from dockyard.services.driver import Driver
 
     platform = SimpleNamespace(settings=Settings(), labels={"dockyard.deployment": "t"}, deployment="t",
                                secret_box=SimpleNamespace(open=lambda sealed: {}))
@@ -176,32 +175,30 @@ def _driver_and_rows(gpu_sharing, share, milli, slots):
                                command=None, owner_id=1, gpu_share=share, gpu_milli=milli)
     gpu = SimpleNamespace(uuid="GPU-1", sharing=gpu_sharing, memory_mb=81920, simulated=False, index=0)
     node = SimpleNamespace(cpus=16, cpus_per_gpu=8.0, memory_per_gpu_bytes=64 * 2**30)
-    return Driver(platform), instance, node, [gpu], slots
+    return platform, instance, node, [gpu], slots
 
 
 def test_spec_of_an_mps_share_joins_its_gpus_daemon():
     from types import SimpleNamespace
 
-    from dockyard.services.driver import access_for
+    from dockyard.background.driver.spec import access_for, container_spec
 
-    driver, instance, node, gpus, slots = _driver_and_rows(MPS, "0.5", 500, [SimpleNamespace(mig_uuid=None)])
+    platform, instance, node, gpus, slots = _platform_and_rows(MPS, "0.5", 500, [SimpleNamespace(mig_uuid=None)])
     access = access_for(instance, gpus, slots)
-    spec = driver._spec(instance, node, gpus, access, "img", "net", {})
+    spec = container_spec(platform, instance, node, gpus, access, "img", "net", {})
     daemon = "dy-t-mps-1"
     assert spec.gpu_uuids == ["GPU-1"] and spec.real_gpus
     assert spec.ipc_mode == f"container:{daemon}" and spec.volumes[daemon] == "/tmp/nvidia-mps"
     assert spec.env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == "0=40960M"
     assert spec.nano_cpus == 4 * 10**9 and spec.memory_bytes == 32 * 2**30  # half the GPU's host share
-    driver.executor.shutdown()
 
 
 def test_spec_of_a_mig_share_names_its_instance():
     from types import SimpleNamespace
 
-    from dockyard.services.driver import access_for
+    from dockyard.background.driver.spec import access_for, container_spec
 
-    driver, instance, node, gpus, slots = _driver_and_rows(MIG, "1g.18gb", 143, [SimpleNamespace(mig_uuid="MIG-9")])
-    spec = driver._spec(instance, node, gpus, access_for(instance, gpus, slots), "img", "net", {})
+    platform, instance, node, gpus, slots = _platform_and_rows(MIG, "1g.18gb", 143, [SimpleNamespace(mig_uuid="MIG-9")])
+    spec = container_spec(platform, instance, node, gpus, access_for(instance, gpus, slots), "img", "net", {})
     assert spec.gpu_uuids == ["MIG-9"] and spec.ipc_mode is None and spec.labels["dockyard.gpus"] == "MIG-9"
     assert "NVIDIA_VISIBLE_DEVICES" not in spec.env  # real: the device request gives it
-    driver.executor.shutdown()

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from dockyard.core.errors import DockyardError
 from dockyard.services import inside
-from dockyard.services.driver import Driver
+from dockyard.services.work import Driving
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
 class InsideServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, platform: Platform, driver: Driver):
+    def __init__(self, platform: Platform, driver: Driving):
         settings = platform.settings
         super().__init__((settings.inside_host, settings.inside_port), _Handler)
         self.platform, self.driver = platform, driver
@@ -84,7 +84,7 @@ class InsideServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def start(platform: Platform, driver: Driver) -> InsideServer | None:
+def start(platform: Platform, driver: Driving) -> InsideServer | None:
     """The listener, or None when it is turned off (port 0) or its port is taken: the
     platform runs on, without dockyard-shutdown."""
     if not platform.settings.inside_port:

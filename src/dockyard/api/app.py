@@ -22,19 +22,10 @@ from dockyard.api.routers import notifications as notifications_router
 from dockyard.api.routers import audit as audit_router, operations as operations_router
 from dockyard.api.routers import mirrors as mirrors_router
 from dockyard.api.routers import volumes as volumes_router
-from dockyard.background.metering import Metering
-from dockyard.background.activity import ActivityWatch
-from dockyard.background.metrics import MetricsSampler  # monitoring
-from dockyard.background.autostop import AutoStop
-from dockyard.background.liveness import NodeWatch
-from dockyard.access import inside
-from dockyard.background.autorelease import AutoRelease
-from dockyard.background.reconciler import Reconciler
+from dockyard.background.workers import Workers
 from dockyard.config import Settings, get_settings
 from dockyard.core.errors import DockyardError
-from dockyard.services.driver import Driver
 from dockyard.services.login_guard import LoginGuard
-from dockyard.background.dispatcher import Dispatcher
 from dockyard.services import images as image_service
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import open_platform
@@ -130,39 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image_service.load_catalog(platform)
         connect_nodes(platform)
         image_service.refresh_cache(platform)
-        driver = Driver(platform)
-        reconciler = Reconciler(platform, driver)
-        reconciler.start()  # its first pass, at once, heals whatever a crash left
-        node_watch = NodeWatch(platform, driver)  # nodes that vanish and return
-        node_watch.start()
-        metering = Metering(platform, driver)  # settles usage at least every minute
-        metering.start()
-        activity = ActivityWatch(platform, settings.activity_interval_s)
-        activity.start()
-        app.state.metrics = MetricsSampler(platform)  # monitoring samples, in memory
-        app.state.metrics.start()
-        # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
-        store = app.state.metrics.store
-        autostop = AutoStop(platform, driver, lambda instance_id: store.read(instance_id)[0], store.read_system_disk)
-        autostop.start()
-        dispatcher = Dispatcher(platform, driver)  # starts queued instances when their GPUs are free
-        dispatcher.start()
-        autorelease = AutoRelease(platform, driver)  # releases instances left stopped, keeping their data
-        autorelease.start()
-        shutdown_listener = inside.start(platform, driver)  # dockyard-shutdown's, for instances only
-        app.state.platform, app.state.driver = platform, driver
+        workers = Workers(platform)  # every background loop and pool, started and stopped together
+        workers.start()
+        app.state.platform, app.state.driver, app.state.metrics = platform, workers.driver, workers.metrics
         yield
-        if shutdown_listener:
-            shutdown_listener.stop()
-        reconciler.stop()
-        node_watch.stop()
-        activity.stop()
-        app.state.metrics.stop()
-        autostop.stop()
-        dispatcher.stop()
-        autorelease.stop()
-        metering.stop()
-        driver.shutdown()
+        # Its bounded drain, off the event loop, on a thread of its own (not one the requests share).
+        await anyio.to_thread.run_sync(workers.stop, limiter=anyio.CapacityLimiter(1))
 
     app = FastAPI(title="Dockyard", version="0.1.0", lifespan=lifespan, docs_url="/docs",
                   openapi_url=f"{API_PREFIX}/openapi.json")

@@ -16,7 +16,7 @@ from dockyard.core import scopes
 from dockyard.core.errors import Forbidden, Unauthorized
 from dockyard.db.models import ApiToken, User, utcnow
 from dockyard.services import users
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 _bearer = HTTPBearer(auto_error=False)

@@ -10,7 +10,7 @@ from typing import Callable
 from dockyard.background.loop import Loop
 from dockyard.db.models import utcnow
 from dockyard.services import autorelease
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)

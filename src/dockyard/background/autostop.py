@@ -7,7 +7,7 @@ import logging
 
 from dockyard.background.loop import Loop
 from dockyard.services.autostop import GpuSamples, Stopper, SystemDisks
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dockyard.background.loop import Loop
 from dockyard.background.reconciler import reconcile_node
 from dockyard.services import liveness
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 

@@ -24,6 +24,11 @@ class Loop:
     def stop(self) -> None:
         self._stop.set()
 
+    def join(self, timeout: float | None = None) -> None:
+        """Until a stopped loop's pass in progress (and `finish`) ends, or `timeout`."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
     def run_once(self) -> None:
         raise NotImplementedError
 

@@ -5,14 +5,15 @@ container (CPU, memory) and GPUs (NVML, for real GPUs of this host), and every
 Kept in memory only, the last `metrics_window_s` per instance: metrics are neither money
 nor user data, so a restart that loses them costs the charts their last hour, nothing more.
 The database is read in one short transaction per round, never across an engine call; the
-engine calls run on this loop's own threads, side by side (each takes about a second).
+engine calls run on two pools of their own (background/workers.py makes them), side by
+side (each takes about a second).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -23,12 +24,13 @@ from dockyard.core.metrics import (CpuCounters, DiskUsage, GpuSample, MetricsSto
 from dockyard.core.states import Status
 from dockyard.db.models import Gpu, GpuAssignment, Instance
 from dockyard.runtimes.gpu_metrics import GpuMeter
-from dockyard.services.driver import DATA_MOUNT, GIB
 from dockyard.services.platform import Platform
+from dockyard.services.volumes import DATA_MOUNT
 
 log = logging.getLogger(__name__)
 STATS_THREADS = 16  # containers read at once: a round of N takes about N / 16 seconds
 DISK_THREADS = 2  # du on a large data disk can take a while; it never holds up a round
+GIB = 1024**3
 
 
 @dataclass
@@ -57,23 +59,18 @@ def running_targets(platform: Platform) -> list[Target]:
 class MetricsSampler(Loop):
     name = "metrics"
 
-    def __init__(self, platform: Platform, meter: GpuMeter | None = None):
+    def __init__(self, platform: Platform, stats_pool: Executor, disk_pool: Executor, meter: GpuMeter | None = None):
         super().__init__(platform.settings.metrics_interval_s)
         settings = platform.settings
         self.platform = platform
         self.window_s = settings.metrics_window_s
         self.store = MetricsStore(size=int(self.window_s / self.interval_s) + 1)
         self._meter = meter or GpuMeter()
-        self._stats_pool = ThreadPoolExecutor(STATS_THREADS, thread_name_prefix="metrics")
-        self._disk_pool = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="metrics-disk")
+        # background/workers.py's (STATS_THREADS, DISK_THREADS): it drains them after this loop stops.
+        self._stats_pool, self._disk_pool = stats_pool, disk_pool
         self._counters: dict[str, tuple[str, CpuCounters]] = {}  # instance -> (container, last reading)
         self._disk_due: dict[str, float] = {}  # instance -> monotonic time of its next disk reading
         self._next_round = time.monotonic()
-
-    def stop(self) -> None:
-        super().stop()
-        self._stats_pool.shutdown(wait=False, cancel_futures=True)
-        self._disk_pool.shutdown(wait=False, cancel_futures=True)
 
     def run_once(self) -> None:
         self.sample_once()

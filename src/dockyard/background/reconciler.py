@@ -18,7 +18,8 @@ from dockyard.core.states import TRANSITIONAL, Status
 from dockyard.db.models import Instance, Node, Volume, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services import autostop, deadlines, migration, notifications
-from dockyard.services.driver import Driver, data_volume
+from dockyard.background.driver import Driver
+from dockyard.services.names import data_volume
 from dockyard.services.lifecycle import transition
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform

@@ -22,8 +22,10 @@ from dockyard.db.models import Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import Feature, RuntimeError_
 from dockyard.services import instances, lifecycle, notifications
-from dockyard.services.driver import GIB, Driver
 from dockyard.services.platform import Platform
+from dockyard.services.work import Driving
+
+GIB = 1024**3
 
 FIELDS = ("auto_stop_idle_minutes", "auto_stop_max_minutes", "auto_stop_gpu_idle_minutes",
           "auto_stop_gpu_idle_percent", "auto_stop_at", "auto_stop_on_exit", "auto_stop_when_exits")
@@ -179,7 +181,7 @@ class Stopper:
     metrics sampler's store, or recorded series in tests; `system_disks` the same for what
     instances wrote to their system disks."""
 
-    def __init__(self, platform: Platform, driver: Driver, gpu_samples: GpuSamples,
+    def __init__(self, platform: Platform, driver: Driving, gpu_samples: GpuSamples,
                  clock: Callable[[], datetime] = utcnow, system_disks: SystemDisks = lambda _: None):
         self.platform, self.driver, self.gpu_samples, self.clock = platform, driver, gpu_samples, clock
         self.system_disks = system_disks

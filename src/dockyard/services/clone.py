@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
 from dockyard.services import instances, notifications, volumes
-from dockyard.services.driver import Driver, container_name, data_volume
+from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
+from dockyard.services.work import Driving
 
 
-# Disk copies can take long: they run here, not on the driver's workers, so that starts,
-# stops and releases never wait behind them.
-_copies = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clone")
-
-
-def clone_instance(platform: Platform, driver: Driver, user: User, key: str, name: str,
+def clone_instance(platform: Platform, driver: Driving, user: User, key: str, name: str,
                    gpu_count: int | None = None) -> tuple[Instance, Operation]:
     """Record the clone (refusing bad input before anything is made), then copy the disks
     and start it in the background; the operation reports how far the copy got."""
@@ -67,8 +62,10 @@ def clone_instance(platform: Platform, driver: Driver, user: User, key: str, nam
         lock.release()
         raise
     op = platform.operations.start("clone", clone.name, user, phase="copying the data disk", instance_id=clone.id)
-    _copies.submit(driver.drive_prepared, clone.id, lock,
-                           partial(_copy_disks, platform, source, source_disk, clone, image.ref, op))
+    # Disk copies can take long: on a pool of their own, not the driver's, so that starts,
+    # stops and releases never wait behind them.
+    platform.pools.copies.submit(driver.drive_prepared, clone.id, lock,
+                                 partial(_copy_disks, platform, source, source_disk, clone, image.ref, op))
     return clone, op
 
 

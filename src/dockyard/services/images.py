@@ -4,7 +4,6 @@ system disks users save. Also the per-node image cache."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 from sqlalchemy import delete, func, or_, select
@@ -206,7 +205,7 @@ def start_prepare(platform: Platform, admin: User, name: str, node: str | None,
         if on_progress:
             on_progress(None)
 
-    threading.Thread(target=work, name=f"prepare-{name}", daemon=True).start()
+    platform.pools.prepares.submit(work)
     return op
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -29,16 +29,13 @@ from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volum
 from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, Feature, RuntimeError_
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
-from dockyard.services.clone import _copies
-from dockyard.services.driver import Driver, container_name, data_volume
+from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
+from dockyard.services.work import Driving
 
 log = logging.getLogger(__name__)
-
-# Each disk's source check runs beside its copy.
-_transfers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="migrate-io")
 NOTICE_KIND = "instance"
 _ENDED = "the migration was ended meanwhile (a release, or its deadline)"
 
@@ -71,7 +68,7 @@ def _endpoint(db, node: str, port: int | None) -> str:
 # ---- asking ------------------------------------------------------------------------------
 
 
-def request_migration(platform: Platform, driver: Driver, user: User, key: str,
+def request_migration(platform: Platform, driver: Driving, user: User, key: str,
                       node: str | None) -> tuple[Instance, Operation]:
     """Check, then record the migration of a stopped (or failed) instance: migrating, the
     target's GPUs held; copy in the background. The operation reports how far it got."""
@@ -87,7 +84,7 @@ def request_migration(platform: Platform, driver: Driver, user: User, key: str,
         raise
     op = platform.operations.start("migrate", instance.name, user, phase=f"moving to node {target}",
                                    instance_id=instance.id)
-    _copies.submit(_run, platform, driver, instance.id, lock, op)
+    platform.pools.copies.submit(_run, platform, driver, instance.id, lock, op)  # beside clones' copies
     return instance, op
 
 
@@ -176,7 +173,7 @@ class _Progress:
         return on_bytes
 
 
-def _run(platform: Platform, driver: Driver, instance_id: str, lock, op: Operation) -> None:
+def _run(platform: Platform, driver: Driving, instance_id: str, lock, op: Operation) -> None:
     moved = False
     try:
         with platform.sessions.begin() as db:
@@ -248,7 +245,8 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
                 raise RuntimeError_(_ENDED)
         op.update(f"copying disk {disk.name}")
         # The source is stopped and mounted read-only: it is checked while it is read.
-        source_check = _transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
+        # Each disk's source check runs beside its copy.
+        source_check = platform.pools.transfers.submit(transfer.manifest, source, disk.name, ref, labels, io, deadline)
         try:
             transfer.send_volume(source, target, disk.name, ref, ref, labels, progress.stream(disk.name), io,
                                  deadline)
@@ -315,7 +313,7 @@ def peer_disks(platform: Platform, db, node: str) -> set[str]:
     return found
 
 
-def sweep(platform: Platform, driver: Driver) -> None:
+def sweep(platform: Platform, driver: Driving) -> None:
     """Finish what migrations left (each reconciler pass, and so after a crash)."""
     with platform.sessions.begin() as db:
         pending = list(db.scalars(select(Instance.id).where(Instance.migrate_peer.is_not(None))))
@@ -327,7 +325,7 @@ def sweep(platform: Platform, driver: Driver) -> None:
     _sweep_helpers(platform, driver)
 
 
-def _sweep_helpers(platform: Platform, driver: Driver) -> None:
+def _sweep_helpers(platform: Platform, driver: Driving) -> None:
     """Helpers no copy uses any more: a removal that timed out on a slow engine leaves
     one behind (the copy itself goes on), on the source or the target."""
     for node, runtime in list(platform.runtimes.items()):
@@ -360,7 +358,7 @@ def _keeps_backup(db, row: Instance) -> bool:
     return ran is None
 
 
-def sweep_one(platform: Platform, driver: Driver, instance_id: str) -> None:
+def sweep_one(platform: Platform, driver: Driving, instance_id: str) -> None:
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance_id)
         status, peer = Status(row.status), row.migrate_peer

@@ -22,6 +22,7 @@ from dockyard.runtimes.base import Runtime
 from dockyard.services.fair_share import FairShare
 from dockyard.services.operations import Operations
 from dockyard.services.secret_env import SecretBox
+from dockyard.services.work import Pools
 
 
 T = TypeVar("T")
@@ -51,6 +52,8 @@ class Platform:
     fair_share: FairShare | None = None
     # Seals the environment values marked secret (key in $DOCKYARD_HOME).
     secret_box: SecretBox | None = None
+    # The background's thread pools, handed over by background/workers.py (their owner).
+    pools: Pools | None = None
 
     def __post_init__(self) -> None:
         if self.reads is None:

@@ -18,7 +18,7 @@ from dockyard.core.errors import NotFound
 from dockyard.db.models import User
 from dockyard.services.billing import ledger, settlement, statements, verification
 from dockyard.services.billing import prices as price_book  # `prices` is a route here
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 router = APIRouter(prefix="/billing", tags=["billing"])

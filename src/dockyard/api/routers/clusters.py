@@ -14,7 +14,7 @@ from dockyard.core.clusters import member_ips
 from dockyard.core.placement import ANY_MODEL
 from dockyard.db.models import Cluster, Image, User
 from dockyard.services import allocation, clusters, fair_share
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])

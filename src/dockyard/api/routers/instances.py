@@ -35,7 +35,7 @@ from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.services import allocation, audit, autostop, fair_share, images, instances, queue, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.migration import request_migration
-from dockyard.services.driver import Driver
+from dockyard.background.driver import Driver
 from dockyard.services.platform import Platform
 from dockyard.services.billing.statements import instance_costs
 
@@ -243,7 +243,7 @@ def save(key: str, body: SaveImage, user: User = Depends(current_user), platform
     with platform.sessions.begin() as db:
         audit.on_instance(db, user, instance, "save", image.name)
     op = platform.operations.start("save", image.name, user, phase="committing the system disk")
-    driver.executor.submit(images.finish_save, platform, image.id, instance, op)
+    platform.pools.drive.submit(images.finish_save, platform, image.id, instance, op)  # as the driver's steps
     return ImageOut.model_validate(image, from_attributes=True)
 
 
