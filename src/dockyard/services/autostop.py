@@ -138,15 +138,6 @@ def notes(instance: Instance, simulated: list[bool]) -> list[str]:
     return []
 
 
-def pending(db, instance: Instance) -> str | None:
-    """The standing warning's words (the console's banner), or None."""
-    if instance.auto_stop_warned_at is None:
-        return None
-    return db.scalars(select(InstanceEvent.cause).where(
-        InstanceEvent.instance_id == instance.id, InstanceEvent.cause.startswith(WARNING))
-        .order_by(InstanceEvent.id.desc()).limit(1)).first()
-
-
 @dataclass
 class Running:
     """A running instance, as a stop needs it."""
