@@ -76,7 +76,7 @@ def describe_policy(instance: Instance) -> str:
 
 def set_policy(platform: Platform, user: User, key: str, changes: dict) -> Instance:
     """Set the given policy fields (None turns one off, or to the operator's limit; others
-    stay), recorded as an event. Bounds are checked by the caller's schema (api/schemas.py);
+    stay), recorded as an event. Bounds are checked by the caller's model (core/inputs.py);
     limits, the stop time and the process here, before anything changes."""
     if not changes:
         raise InvalidInput(f"give one or more of {', '.join(FIELDS)} (null turns one off)")
