@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, text
 
-from dockyard.api.deps import client_address
+from dockyard.core.addresses import client_address
 from dockyard.config import Settings
 from dockyard.core import scopes
 from dockyard.core.errors import TooManyRequests, Unauthorized

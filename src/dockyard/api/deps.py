@@ -1,10 +1,9 @@
-"""Request dependencies: the platform, a database session, the calling user, its address."""
+"""Request dependencies: the platform, a database session, the calling user (its address:
+core/addresses.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import timedelta
-from functools import lru_cache
 from typing import Iterator
 
 from fastapi import Depends, Request
@@ -69,31 +68,3 @@ def admin_user(user: User = Depends(current_user)) -> User:
     if not user.is_admin:
         raise Forbidden("this needs an admin")
     return user
-
-
-def client_address(request: Request) -> str:
-    """The address of whoever sent the request. X-Forwarded-For (whose last entry is always
-    the peer the server saw: the front door appends it) is followed leftwards only through
-    the proxies that `trusted_proxies` names; a client cannot claim an address of its own."""
-    trusted = _trusted(tuple(request.app.state.platform.settings.trusted_proxies))
-    claimed = request.headers.get("x-forwarded-for")
-    hops = [h.strip() for h in claimed.split(",") if h.strip()] if claimed else []
-    if not hops:
-        return request.client.host if request.client else ""
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted):
-            return hop
-    return hops[0]
-
-
-@lru_cache(maxsize=4)  # one configuration per server
-def _trusted(configured: tuple[str, ...]) -> list:
-    return [ipaddress.ip_network(p, strict=False) for p in configured]
-
-
-def _is_trusted(hop: str, trusted: list) -> bool:
-    try:
-        address = ipaddress.ip_address(hop)
-    except ValueError:
-        return False
-    return any(address in network for network in trusted)

@@ -78,7 +78,7 @@ def describe_policy(instance: Instance) -> str:
 
 def set_policy(platform: Platform, user: User, key: str, changes: dict) -> Instance:
     """Set the given policy fields (None turns one off, or to the operator's limit; others
-    stay), recorded as an event. Bounds are checked by the caller's schema (api/schemas.py);
+    stay), recorded as an event. Bounds are checked by the caller's model (core/inputs.py);
     limits, the stop time and the process here, before anything changes."""
     if not changes:
         raise InvalidInput(f"give one or more of {', '.join(FIELDS)} (null turns one off)")
@@ -138,15 +138,6 @@ def notes(instance: Instance, simulated: list[bool]) -> list[str]:
     if instance.auto_stop_gpu_idle_minutes is not None and all(simulated):
         return [NO_GPU_READINGS]
     return []
-
-
-def pending(db, instance: Instance) -> str | None:
-    """The standing warning's words (the console's banner), or None."""
-    if instance.auto_stop_warned_at is None:
-        return None
-    return db.scalars(select(InstanceEvent.cause).where(
-        InstanceEvent.instance_id == instance.id, InstanceEvent.cause.startswith(WARNING))
-        .order_by(InstanceEvent.id.desc()).limit(1)).first()
 
 
 @dataclass

@@ -68,3 +68,15 @@ def market(db: Session) -> list[MarketGroup]:
     for key, group in groups.items():
         group.shares = sorted(offers[key].values(), key=lambda o: (-o.milli, o.share))
     return list(groups.values())
+
+
+def offer_rows(db: Session) -> list[dict]:
+    """The market as plain rows, one per node and model: the API's answer (MarketRow) and
+    the console's market page alike."""
+    return [
+        {"node": g.node.name, "model": g.model, "memory_mb": g.memory_mb, "total": g.total, "free": g.free,
+         "simulated": g.simulated, "driver_version": g.node.driver_version, "cuda_version": g.node.cuda_version,
+         "online": g.node.online, "sharing": g.sharing, "isolation": ISOLATION.get(g.sharing) if g.sharing else None,
+         "shares": [{"share": o.share, "gpu_fraction": o.milli / 1000, "free": o.free} for o in g.shares]}
+        for g in market(db)
+    ]

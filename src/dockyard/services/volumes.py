@@ -69,6 +69,17 @@ def list_volumes(db: Session, user: User, include_deleted: bool = False) -> list
     return list(db.scalars(query))
 
 
+def volume_view(db: Session, volume: Volume, used_bytes: int | None = None) -> dict:
+    """A volume as the API (VolumeOut) and the console show it: names, not ids."""
+    holder = db.get(Instance, volume.instance_id) if volume.instance_id else None
+    source = db.get(Instance, volume.source_instance_id) if volume.source_instance_id else None
+    return {"id": volume.id, "name": volume.name, "owner": db.get(User, volume.owner_id).name,
+            "node": volume.node_name, "size_gb": volume.size_gb, "used_bytes": used_bytes, "status": volume.status,
+            "status_reason": volume.status_reason, "instance": holder.name if holder else None,
+            "mount_path": volume.mount_path, "source_instance": source.name if source else None,
+            "created_at": volume.created_at, "deleted_at": volume.deleted_at}
+
+
 def mounted(db: Session, instance_id: str) -> list[Volume]:
     """The volumes an instance mounts, the data disk (if a volume) first."""
     found = db.scalars(select(Volume).where(Volume.instance_id == instance_id).order_by(Volume.mount_path)).all()

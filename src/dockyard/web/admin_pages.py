@@ -9,9 +9,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from dockyard.api.schemas import ImageIn
 from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError
+from dockyard.core.inputs import ImageIn
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, User
 from dockyard.services import audit, images

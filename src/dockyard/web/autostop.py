@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
-from dockyard.api.routers import instances as instances_api
-from dockyard.api.schemas import PatchInstance
 from dockyard.core.autostop import OFF, parse_minutes
 from dockyard.core.errors import Conflict, DockyardError, InvalidInput, NotFound
+from dockyard.core.inputs import PatchInstance
 from dockyard.db.models import Instance
-from dockyard.services import autostop
+from dockyard.services import autostop, instance_actions
 from dockyard.web.pages import Page, check_csrf, form, not_found, owned_instance, page, templates
 
 router = APIRouter(include_in_schema=False)
@@ -92,8 +91,8 @@ def change(key: str, data: dict = Depends(form), p: Page = Depends(page)) -> Res
     try:
         with p.platform.sessions.begin() as db:
             instance = owned_instance(db, p, key)  # one's own only: an admin's view of others' is 404 here
-        instances_api.patch(instance.id, PatchInstance(**form_policy(data), **form_rules(data, instance)), p.user,
-                            p.platform)
+        changes = PatchInstance(**form_policy(data), **form_rules(data, instance))
+        instance_actions.change(p.platform, p.user, instance.id, changes.model_dump(exclude_unset=True))
     except NotFound:
         return not_found(p)
     except (InvalidInput, Conflict) as exc:  # shown on the page, in its language, by the field at fault

@@ -8,31 +8,27 @@ import hmac
 import json
 import secrets
 import time
-from collections import defaultdict
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from dockyard.api.deps import client_address
-from dockyard.api.routers import billing as billing_api
-from dockyard.api.routers import instances as instances_api
-from dockyard.api.routers import market as market_api
-from dockyard.api.schemas import CloneInstance, KeyIn, SaveImage, StartInstance
+from dockyard.core.addresses import client_address
 from dockyard.core.billing import format_amount
 from dockyard.core.errors import DockyardError, NotFound, TooManyRequests
 from dockyard.core.gpus import driver_runs
+from dockyard.core.inputs import CloneInstance, CreateInstance, KeyIn, SaveImage, StartInstance
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB
-from dockyard.db.billing_models import Posting
-from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, images, instances, keys, ports, queue, sessions
+from dockyard.db.models import Image, Instance, Node, User, utcnow
+from dockyard.services import autostop, images, instance_views, instances, keys, market, ports, sessions
+from dockyard.services import instance_actions as actions
 from dockyard.services.billing import prices, statements
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
@@ -134,15 +130,15 @@ def logout(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
 
 
 def market_rows(db: Session) -> list[dict]:
-    """The API's market, with each row's price per GPU-hour from the price book."""
+    """The market, with each row's price per GPU-hour from the price book."""
     rows, now = prices.price_rows(db), prices.to_us(utcnow())
     out = []
-    for r in market_api.market(db):
-        price = prices.hourly_price(rows, r.model, MILLI, r.node, False, now)
-        row = {**r.model_dump(), "price": format_amount(price), "price_minor": price}
+    for r in market.offer_rows(db):
+        price = prices.hourly_price(rows, r["model"], MILLI, r["node"], False, now)
+        row = {**r, "price": format_amount(price), "price_minor": price}
         for share in row["shares"]:  # priced by share: the GPU's price times its part
-            share["price_minor"] = prices.hourly_price(rows, r.model, round(share["gpu_fraction"] * MILLI),
-                                                        r.node, False, now)
+            share["price_minor"] = prices.hourly_price(rows, r["model"], round(share["gpu_fraction"] * MILLI),
+                                                        r["node"], False, now)
             share["price"] = format_amount(share["price_minor"])
         out.append(row)
     return out
@@ -211,15 +207,16 @@ def create(data: dict = Depends(form), p: Page = Depends(page)) -> Response:
         chosen["auto_stop_at"] = data.get("auto_stop_at", "").strip() or None
         chosen["auto_stop_on_exit"] = data.get("auto_stop_on_exit") == "on"
         # Secret values go to the create only: never back into the form.
-        body = instances_api.CreateInstance(**chosen, secret_env=parse_env_lines(data.get("secret_env", "")))
-        out = instances_api.create(body, p.user, p.platform, p.request.app.state.driver)
+        body = CreateInstance(**chosen, secret_env=parse_env_lines(data.get("secret_env", "")))
+        created = actions.create(p.platform, p.request.app.state.driver, p.user, body.model_dump(),
+                                 body.model_fields_set)
     except (DockyardError, ValidationError, ValueError) as exc:
         message = form_error(exc)
         with p.platform.sessions.begin() as db:
             context = create_context(db, p.user)
         chosen["volume"] = data.get("volume")
         return render(p, "create.html", status_code=400, chosen=chosen, error=message, **context)
-    return RedirectResponse(f"/instances?created={out.id}", status_code=303)
+    return RedirectResponse(f"/instances?created={created.id}", status_code=303)
 
 
 def parse_env_lines(text: str) -> dict[str, str]:
@@ -238,43 +235,24 @@ def parse_env_lines(text: str) -> dict[str, str]:
 # ---- instances ------------------------------------------------------------------------------------
 
 
-def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list[dict]:
-    """The user's live instances for the list, in a handful of queries (not per row)."""
+def instance_rows(platform: Platform, db: Session, user: User, only: set[str] | None = None) -> list[dict]:
+    """The user's live instances for the list and the page: the read model's views
+    (services/instance_views.py, a fixed number of queries), as the templates show them."""
     found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
-    if not found:
-        return []
-    ids = [i.id for i in found]
-    image_names = dict(db.execute(select(Image.id, Image.name).where(Image.id.in_({i.image_id for i in found}))).all())
-    gpus: dict[str, list[int]] = defaultdict(list)
-    gpu_simulated: dict[str, list[bool]] = defaultdict(list)
-    for instance_id, index, simulated in db.execute(select(GpuAssignment.instance_id, Gpu.index, Gpu.simulated)
-                                                    .distinct().join(Gpu, Gpu.id == GpuAssignment.gpu_id)
-                                                    .where(GpuAssignment.instance_id.in_(ids)).order_by(Gpu.index)):
-        gpus[instance_id].append(index)
-        gpu_simulated[instance_id].append(simulated)
-    # As statements.instance_costs, for all rows at once.
-    costs = dict(db.execute(select(Posting.instance_id, func.coalesce(func.sum(Posting.amount), 0))
-                            .where(Posting.instance_id.in_(ids), Posting.kind.in_(("usage", "storage")))
-                            .group_by(Posting.instance_id)).all())
-    price_rows, now = prices.price_rows(db), prices.to_us(utcnow())
     out = []
-    for i in found:
+    for i, v in zip(found, instance_views.views(platform, db, found, user)):
         out.append({
-            "id": i.id, "name": i.name, "status": i.status, "status_reason": i.status_reason, "node": i.node_name,
-            "image": image_names.get(i.image_id, "?"), "gpu_model": i.gpu_model, "gpu_count": i.gpu_count,
-            "gpu_share": i.gpu_share,
-            "no_gpu": i.no_gpu, "gpus": gpus.get(i.id, []),
-            "ssh": instances_api.ssh_command(db, i),
-            "auto_stop_idle": i.auto_stop_idle_minutes, "auto_stop_max": i.auto_stop_max_minutes,
-            "queue_position": queue.position(db, i),  # None unless queued
-            "auto_stop_gpu_idle": i.auto_stop_gpu_idle_minutes, **rule_values(i),
-            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": autostop.pending(db, i),
-            "auto_stop_notes": autostop.notes(i, gpu_simulated.get(i.id, [])),
-            "started_at": i.started_at.isoformat() if i.started_at else None,
-            "created_at": i.created_at.isoformat(),
-            "price": format_amount(prices.hourly_price(price_rows, i.gpu_model, i.gpu_milli, i.node_name, i.no_gpu,
-                                                        now)),
-            "cost": format_amount(int(costs.get(i.id, 0) or 0)),
+            "id": v.id, "name": v.name, "status": v.status, "status_reason": v.status_reason, "node": v.node,
+            "image": v.image, "gpu_model": v.gpu_model, "gpu_count": v.gpu_count, "gpu_share": v.gpu_share,
+            "no_gpu": v.no_gpu, "gpus": [g.index for g in v.gpus], "ssh": v.ssh_command,
+            "auto_stop_idle": v.auto_stop_idle_minutes, "auto_stop_max": v.auto_stop_max_minutes,
+            "queue_position": v.queue_position,  # None unless queued
+            "auto_stop_gpu_idle": v.auto_stop_gpu_idle_minutes, **rule_values(i),
+            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": v.auto_stop_pending,
+            "auto_stop_notes": v.auto_stop_notes,
+            "started_at": v.started_at.isoformat() if v.started_at else None,
+            "created_at": v.created_at.isoformat(),
+            "price": v.price_per_hour, "cost": v.cost_so_far,
         })
     return out
 
@@ -282,7 +260,7 @@ def instance_rows(db: Session, user: User, only: set[str] | None = None) -> list
 @router.get("/instances")
 def instances_page(created: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
     with p.platform.reads.begin() as db:
-        rows = instance_rows(db, p.user)
+        rows = instance_rows(p.platform, db, p.user)
     return render(p, "instances.html", rows=rows, created=created)
 
 
@@ -301,7 +279,7 @@ def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResp
         return not_found(p)  # after the transaction: rendering reads the database too
     with platform.reads.begin() as db:
         instance = db.get(Instance, instance_id)
-        row = instance_rows(db, p.user, {instance.id})
+        row = instance_rows(platform, db, p.user, {instance.id})
         row = row[0] if row else None
         events = instances.events(db, instance.id)
         port_rows = ports.listed(db, instance)
@@ -356,34 +334,33 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
         with platform.sessions.begin() as db:
             instance_id = owned_instance(db, p, key).id
         if action == "stop":
-            out = instances_api.stop(instance_id, user, platform, driver)
+            instance = actions.stop(platform, driver, user, instance_id)
         elif action in ("start", "start-no-gpu", "start-queue"):
             options = StartInstance(no_gpu=action == "start-no-gpu", queue=action == "start-queue")
-            out = instances_api.start(instance_id, options, user, platform, driver)
-        elif action == "release":
-            # The console's release keeps the data disk as a volume (the default).
-            out = instances_api.release(instance_id, keep_data=None, delete_data=False, user=user,
-                                        platform=platform, driver=driver)
+            instance = actions.start(platform, driver, user, instance_id, **options.model_dump())
+        elif action == "release":  # the console's release keeps the data disk as a volume (the default)
+            instance = actions.release(platform, driver, user, instance_id)
         elif action == "migrate":  # docs/migrate.md: to the node named, else the best fit; then it starts there
             node = body.get("node")
-            out = instances_api.start(instance_id, StartInstance(migrate=True, node=str(node) if node else None),
-                                      user, platform, driver)
+            options = StartInstance(migrate=True, node=str(node) if node else None)
+            instance = actions.start(platform, driver, user, instance_id, **options.model_dump())
         elif action == "save":
-            image = instances_api.save(instance_id, SaveImage(name=str(body.get("name", ""))), user, platform, driver)
+            image = actions.save(platform, driver, user, instance_id, SaveImage(name=str(body.get("name", ""))).name)
             return JSONResponse({"image": image.name, "status": image.status})
         elif action == "clone":
-            body = CloneInstance(**{k: body[k] for k in ("name", "gpu_count") if k in body})
-            out = instances_api.clone(instance_id, body, user, platform, driver)
-            return JSONResponse({"id": out.instance.id, "name": out.instance.name, "operation": out.operation.id,
-                                 "ssh_password": out.instance.ssh_password})
+            options = CloneInstance(**{k: body[k] for k in ("name", "gpu_count") if k in body})
+            instance, op = actions.clone(platform, driver, user, instance_id, options.name, options.gpu_count)
+            return JSONResponse({"id": instance.id, "name": instance.name, "operation": op.id,
+                                 "ssh_password": instance.ssh_password})
         else:
-            out = instances_api.check(instance_id, user, platform, driver)
-            return JSONResponse({"status": out.status, "env_check": out.env_check})
+            view = instance_views.view_of(platform, actions.check(platform, driver, user, instance_id).id, user)
+            return JSONResponse({"status": view.status, "env_check": view.env_check})
+        view = instance_views.view_of(platform, instance.id, user)
     except DockyardError as exc:  # with a refusal's free GPUs and ways out (core/queue.py)
         return JSONResponse({"detail": exc.message, **getattr(exc, "details", {})}, status_code=exc.status_code)
     except ValidationError as exc:
         return JSONResponse({"detail": form_error(exc)}, status_code=400)
-    return JSONResponse({"id": out.id, "status": out.status, "queue_position": out.queue_position})
+    return JSONResponse({"id": view.id, "status": view.status, "queue_position": view.queue_position})
 
 
 # ---- live status ---------------------------------------------------------------------------------
@@ -398,7 +375,7 @@ def _snapshot(platform: Platform, user_id: int) -> dict[str, tuple]:
 
 def _rows_for(platform: Platform, user: User, ids: set[str]) -> list[dict]:
     with platform.reads.begin() as db:
-        return instance_rows(db, user, ids)
+        return instance_rows(platform, db, user, ids)
 
 
 @router.get("/events")
@@ -511,8 +488,8 @@ def billing_page(month: str | None = None, p: Page = Depends(page)) -> HTMLRespo
 @router.get("/billing/statement.csv")
 def billing_csv(month: str | None = None, p: Page = Depends(page)) -> Response:
     with p.platform.sessions.begin() as db:
-        response = billing_api.statement(month=month, user_name=None, format="csv", caller=p.user, db=db,
-                                         platform=p.platform)
+        data = statements.statement(db, p.platform.settings, p.user, month)
+    response = PlainTextResponse(statements.statement_csv(data), media_type="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="dockyard-{month or "statement"}.csv"'
     return response
 

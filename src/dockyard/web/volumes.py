@@ -7,9 +7,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from dockyard.api.routers.volumes import volume_out
-from dockyard.api.schemas import VolumeIn
 from dockyard.core.errors import DockyardError
+from dockyard.core.inputs import VolumeIn
 from dockyard.services import volumes
 from dockyard.web.pages import Page, check_csrf, form, form_error, page, render
 
@@ -26,7 +25,7 @@ def free_volumes(db, user) -> list[dict]:
 @router.get("/volumes")
 def volumes_page(p: Page = Depends(page), error: str | None = None, status_code: int = 200) -> HTMLResponse:
     with p.platform.sessions.begin() as db:
-        rows = [volume_out(db, v) for v in volumes.list_volumes(db, p.user)]
+        rows = [volumes.volume_view(db, v) for v in volumes.list_volumes(db, p.user)]
     return render(p, "volumes.html", status_code=status_code, rows=rows, error=error)
 
 

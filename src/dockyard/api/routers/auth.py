@@ -3,7 +3,8 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy.orm import Session
 
-from dockyard.api.deps import client_address, current_user, get_db, get_platform
+from dockyard.api.deps import current_user, get_db, get_platform
+from dockyard.core.addresses import client_address
 from dockyard.api.schemas import LoginRequest, PasswordChange, TokenInfo, TokenOut, UserOut
 from dockyard.db.models import ApiToken, User
 from dockyard.services import users

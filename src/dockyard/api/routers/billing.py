@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
@@ -99,13 +97,7 @@ def statement(month: str | None = Query(None, description="YYYY-MM, default this
     data = statements.statement(db, platform.settings, _subject(db, caller, user_name), month)
     if format == "json":
         return data
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["day", "instance_id", "instance", "kind", "seconds", f"amount_{data['currency']}"])
-    for r in data["rows"]:
-        writer.writerow([r["day"], r["instance_id"] or "", r["instance"], r["kind"], r["seconds"], r["amount"]])
-    writer.writerow(["total", "", "", "", "", data["total"]])
-    return PlainTextResponse(out.getvalue(), media_type="text/csv")
+    return PlainTextResponse(statements.statement_csv(data), media_type="text/csv")
 
 
 @router.get("/prices")

@@ -9,12 +9,12 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import current_user, get_db, get_driver, get_platform
-from dockyard.api.schemas import CreateInstance, Strict
+from dockyard.core.inputs import CreateInstance, Strict
 from dockyard.core.clusters import member_ips
 from dockyard.core.placement import ANY_MODEL
 from dockyard.db.models import Cluster, Image, User
-from dockyard.services import allocation, clusters, fair_share
 from dockyard.background.driver import Driver
+from dockyard.services import allocation, clusters, fair_share, instance_views
 from dockyard.services.platform import Platform
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -69,8 +69,6 @@ class ClusterOut(BaseModel):
 
 
 def cluster_out(db: Session, platform: Platform, cluster: Cluster) -> ClusterOut:
-    from dockyard.api.routers.instances import ssh_command
-
     rows = clusters.members(db, cluster.id)
     ips = member_ips(cluster.subnet, cluster.members) if cluster.subnet else [None] * cluster.members
     price, spent = clusters.costs(db, platform, cluster)
@@ -83,7 +81,7 @@ def cluster_out(db: Session, platform: Platform, cluster: Cluster) -> ClusterOut
         members=[MemberOut(rank=m.cluster_rank, id=m.id, name=m.name, node=m.node_name, status=m.status,
                            status_reason=m.status_reason, address=ips[m.cluster_rank],
                            gpus=[g.index for g in allocation.assigned_gpus(db, m.id)],
-                           ssh_command=ssh_command(db, m)) for m in rows],
+                           ssh_command=instance_views.ssh_command(db, m)) for m in rows],
         created_at=cluster.created_at, price_per_hour=price, cost_so_far=spent,
     )
 

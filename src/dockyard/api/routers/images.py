@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import admin_user, current_user, get_db, get_platform
-from dockyard.api.schemas import CacheRow, ImageIn, ImageOut
+from dockyard.api.schemas import CacheRow, ImageOut
+from dockyard.core.inputs import ImageIn
 from dockyard.db.models import Image, NodeImage, User
 from dockyard.services import images
 from dockyard.services.platform import Platform

@@ -2,7 +2,8 @@ from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import current_user, get_db
-from dockyard.api.schemas import KeyIn, KeyOut
+from dockyard.api.schemas import KeyOut
+from dockyard.core.inputs import KeyIn
 from dockyard.db.models import User
 from dockyard.services import keys
 

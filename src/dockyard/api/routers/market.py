@@ -3,7 +3,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import admin_user, current_user, get_db, get_platform
-from dockyard.api.schemas import MarketRow, NodeOut, ShareOfferOut
+from dockyard.api.schemas import MarketRow, NodeOut
 from dockyard.db.models import Node
 from dockyard.services import market as market_service
 from dockyard.services.platform import Platform
@@ -15,16 +15,7 @@ router = APIRouter(tags=["market"])
 def market(db: Session = Depends(get_db)) -> list[MarketRow]:
     """The GPU market: per node and model, how many GPUs there are and how many are free
     whole, and the shares of one GPU on offer (with what each sharing mode isolates)."""
-    return [
-        MarketRow(
-            node=g.node.name, model=g.model, memory_mb=g.memory_mb, total=g.total, free=g.free,
-            simulated=g.simulated, driver_version=g.node.driver_version, cuda_version=g.node.cuda_version,
-            online=g.node.online, sharing=g.sharing,
-            isolation=market_service.ISOLATION.get(g.sharing) if g.sharing else None,
-            shares=[ShareOfferOut(share=o.share, gpu_fraction=o.milli / 1000, free=o.free) for o in g.shares],
-        )
-        for g in market_service.market(db)
-    ]
+    return [MarketRow(**row) for row in market_service.offer_rows(db)]
 
 
 @router.get("/nodes", response_model=list[NodeOut], dependencies=[Depends(admin_user)])

@@ -4,8 +4,9 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import current_user, get_db, get_platform
-from dockyard.api.schemas import VolumeIn, VolumeOut, VolumeResize
-from dockyard.db.models import Instance, User, Volume
+from dockyard.api.schemas import VolumeOut, VolumeResize
+from dockyard.core.inputs import VolumeIn
+from dockyard.db.models import User, Volume
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.core.errors import NotFound
 from dockyard.services import volumes
@@ -15,13 +16,7 @@ router = APIRouter(prefix="/volumes", tags=["volumes"])
 
 
 def volume_out(db: Session, volume: Volume, used_bytes: int | None = None) -> VolumeOut:
-    holder = db.get(Instance, volume.instance_id) if volume.instance_id else None
-    source = db.get(Instance, volume.source_instance_id) if volume.source_instance_id else None
-    return VolumeOut(id=volume.id, name=volume.name, owner=db.get(User, volume.owner_id).name, node=volume.node_name,
-                     size_gb=volume.size_gb, used_bytes=used_bytes, status=volume.status,
-                     status_reason=volume.status_reason, instance=holder.name if holder else None,
-                     mount_path=volume.mount_path, source_instance=source.name if source else None,
-                     created_at=volume.created_at, deleted_at=volume.deleted_at)
+    return VolumeOut(**volumes.volume_view(db, volume, used_bytes))
 
 
 def _out(platform: Platform, volume_id: str) -> VolumeOut:

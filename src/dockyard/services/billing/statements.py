@@ -3,6 +3,8 @@ statement, and the postings."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 
@@ -103,3 +105,14 @@ def postings(db: Session, user: User | None = None, instance_id: str | None = No
     if kind:
         query = query.where(Posting.kind == kind)
     return list(db.scalars(query))
+
+
+def statement_csv(data: dict) -> str:
+    """A statement (as `statement` gives it) as CSV: a row per day, instance and kind, then the total."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["day", "instance_id", "instance", "kind", "seconds", f"amount_{data['currency']}"])
+    for r in data["rows"]:
+        writer.writerow([r["day"], r["instance_id"] or "", r["instance"], r["kind"], r["seconds"], r["amount"]])
+    writer.writerow(["total", "", "", "", "", data["total"]])
+    return out.getvalue()
