@@ -171,7 +171,6 @@ class RuntimeContract:
         try:
             assert runtime.image_exists(ref) and runtime.image_info(ref).labels["dockyard.contract"]
             assert ref in runtime.list_images(labels)
-            assert runtime.layer_count(ref) >= 1
             copy = runtime.create(self.spec(runtime, ref, labels))
             runtime.start(copy)
             assert runtime.read_file(copy, "/root/kept") == b"mine\n"
@@ -179,6 +178,25 @@ class RuntimeContract:
         finally:
             runtime.remove_image(ref)
         assert not runtime.image_exists(ref)
+
+    def test_a_system_disk_is_kept_as_an_image_a_new_container_starts_from(self, runtime, image, labels):
+        container_id = runtime.create(self.spec(runtime, image, labels))
+        runtime.start(container_id)
+        runtime.put_files(container_id, "", {"work.txt": (b"epoch 3\n", 0o644)}, "/root")
+        runtime.stop(container_id, timeout=1)
+        tag = uuid.uuid4().hex[:10]
+        kept = runtime.keep_system_disk(container_id, "dockyard/contract", tag, max_layers=1, labels=labels)
+        again = None
+        try:
+            again = runtime.create(self.spec(runtime, kept, labels))
+            runtime.start(again)
+            assert runtime.read_file(again, "/root/work.txt") == b"epoch 3\n"
+        finally:
+            for made in (again, container_id):
+                if made:
+                    runtime.remove(made)
+            for ref in runtime.list_images(labels):
+                runtime.remove_image(ref)
 
     def test_a_cluster_network_has_its_subnet_and_goes_once(self, runtime, labels):
         name = f"contract-{uuid.uuid4().hex[:10]}"

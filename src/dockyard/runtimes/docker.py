@@ -559,6 +559,19 @@ class DockerRuntime:
             raise engine_error(exc) from exc
         return image["Id"]
 
+    def keep_system_disk(self, container_id: str, repository: str, tag: str, max_layers: int,
+                         labels: dict[str, str] | None = None) -> str:
+        """Commit the container's own layer as an image a new container starts from, and
+        return its reference. Every commit adds a layer and overlay2 stops at 128: past
+        `max_layers` the image is squashed into one."""
+        self.commit(container_id, repository, tag, labels)
+        ref = f"{repository}:{tag}"
+        if self.layer_count(ref) <= max_layers:
+            return ref
+        flat = self.flatten(ref, repository, f"{tag}-flat")
+        self.remove_image(ref)
+        return flat
+
     def layer_count(self, ref: str) -> int:
         return len(self.client.api.inspect_image(ref)["RootFS"].get("Layers") or [])
 

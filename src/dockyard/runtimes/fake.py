@@ -379,14 +379,11 @@ class FakeRuntime:
                           if not path.startswith(("/etc/ssh/ssh_host_", "/root/.ssh/", "/etc/dockyard/"))}
         return image_id
 
-    def layer_count(self, ref: str) -> int:
-        self._answering()
-        return self._image(ref).layers
-
-    def flatten(self, ref: str, repository: str, tag: str) -> str:
-        self._answering()
-        image = self._image(ref)
-        self.add_image(f"{repository}:{tag}", labels=dict(image.labels), files=dict(image.files))
+    def keep_system_disk(self, container_id: str, repository: str, tag: str, max_layers: int,
+                         labels: dict[str, str] | None = None) -> str:
+        self.commit(container_id, repository, tag, labels)
+        image = self._image(f"{repository}:{tag}")
+        image.layers = min(image.layers, max_layers)  # squashed, as an engine with a layer limit does
         return f"{repository}:{tag}"
 
     def list_images(self, labels: dict[str, str]) -> list[str]:

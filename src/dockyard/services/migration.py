@@ -224,12 +224,7 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
     ref = instance.sysdisk_image  # with no container, its system disk is this image already
     if instance.container_id:
         repository, tag = f"dy-{platform.deployment}-sysdisk", f"{instance.id}-{int(time.time() * 1000)}"
-        source.commit(instance.container_id, repository, tag, labels=labels)
-        ref = f"{repository}:{tag}"
-        if source.layer_count(ref) > settings.max_sysdisk_layers:  # as the driver does: overlay2 stops at 128
-            flat = source.flatten(ref, repository, f"{tag}-flat")
-            source.remove_image(ref)
-            ref = flat
+        ref = source.keep_system_disk(instance.container_id, repository, tag, settings.max_sysdisk_layers, labels)
     info = source.image_info(ref)
     used = {d.name: (source.volume_usage(d.name) or (0, 0))[1] for d in disks}
     for disk in disks:  # made before any stream starts: a target that stops answering fails here

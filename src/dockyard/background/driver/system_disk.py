@@ -17,12 +17,7 @@ def save(platform: Platform, runtime: Runtime, instance: Instance, container_id:
     runtime.stop(container_id, timeout=platform.settings.stop_timeout_s)
     repository = f"dy-{platform.deployment}-sysdisk"
     tag = f"{instance.id}-{int(time.time() * 1000)}"
-    runtime.commit(container_id, repository, tag)
-    saved = f"{repository}:{tag}"
-    if runtime.layer_count(saved) > platform.settings.max_sysdisk_layers:
-        # Every commit adds a layer and overlay2 stops at 128: squash into one.
-        saved = runtime.flatten(saved, repository, f"{tag}-flat")
-        runtime.remove_image(f"{repository}:{tag}")
+    saved = runtime.keep_system_disk(container_id, repository, tag, platform.settings.max_sysdisk_layers)
     # Record the saved disk before the container goes: a crash now loses nothing.
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance.id)
