@@ -5,6 +5,7 @@ thread pools."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import dockyard
@@ -36,6 +37,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
     return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
