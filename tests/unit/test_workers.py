@@ -89,7 +89,7 @@ def test_a_task_past_its_bound_is_left_running_and_named():
     began = time.monotonic()
     try:
         assert owner.stop() == ["prepare"]
-        assert 0.4 <= time.monotonic() - began < 3
+        assert 0.4 <= time.monotonic() - began < 9  # waited its bound, not for the task (10 s)
         assert not future.done()
     finally:
         release.set()
