@@ -110,8 +110,9 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         why = platform.runtimes[source.name].lacks(Feature.MIGRATION)
         if why:
             raise Conflict(f"instance {instance.name} cannot migrate: {why}")
-        if node in platform.runtimes and platform.runtimes[node].lacks(Feature.MIGRATION):
-            raise Conflict(f"node: {platform.runtimes[node].lacks(Feature.MIGRATION)}", field="node")
+        target_lacks = platform.runtimes[node].lacks(Feature.MIGRATION) if node in platform.runtimes else None
+        if target_lacks:
+            raise Conflict(f"node: {target_lacks}", field="node")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if instance.gpu_share:
