@@ -17,6 +17,7 @@ command -v rsync >/dev/null || need_apt+=(rsync)  # the tests copy folders into 
 command -v chromium >/dev/null || need_apt+=(chromium)  # the console's end-to-end tests (Playwright)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)  # data disks and volumes of a fixed size (docs/volumes.md)
 command -v losetup >/dev/null || need_apt+=(mount)
+command -v mkfs.btrfs >/dev/null || need_apt+=(btrfs-progs)  # the system disk tests run an engine on btrfs
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv python3-pip)
 for extra in "$@"; do need_apt+=("$extra"); done

@@ -19,6 +19,9 @@ class EngineHost:
     name: str
     host_addr: str
     engine_addr: str
+    # "btrfs": the data root is a btrfs file system of its own (a loop-mounted image), where
+    # Docker takes a container size. None: as the main engine.
+    storage: str | None = None
 
     @property
     def socket(self) -> str:
@@ -38,6 +41,9 @@ SECOND = EngineHost("dytest2", "10.231.0.1", "10.231.0.2")
 VANISHING = EngineHost("dytest3", "10.231.0.5", "10.231.0.6")
 # The migration tests' target (tests/integration/test_migrate.py), frozen by one of them.
 MIGRATION = EngineHost("dytest4", "10.231.0.9", "10.231.0.10")
+# An engine on btrfs, for the system disk tests.
+BTRFS = EngineHost("dytest5", "10.231.0.13", "10.231.0.14", storage="btrfs")
+BTRFS_IMAGE_GB = 12  # sparse: takes only what the engine writes
 NAME, SOCKET, HOST_ADDR, ENGINE_ADDR = SECOND.name, SECOND.socket, SECOND.host_addr, SECOND.engine_addr
 
 
@@ -64,10 +70,15 @@ def engine(host: EngineHost, images: list[str]) -> docker.DockerClient:
             _sh(f"{ns} ip addr add {host.engine_addr}/30 dev {name}-n && {ns} ip link set {name}-n up "
                 f"&& {ns} ip link set lo up")
         host.root.mkdir(parents=True, exist_ok=True)
+        storage = []
+        if host.storage == "btrfs":
+            _btrfs_data_root(host)
+            storage = ["--storage-driver", "btrfs"]
         # nsenter, not `ip netns exec`: the latter remounts /sys and hides the cgroups dockerd needs.
         subprocess.Popen(
             ["nsenter", f"--net=/var/run/netns/{name}", "dockerd", "-H", host.socket, "--data-root",
-             str(host.root / "data"), "--exec-root", f"/run/{name}-exec", "--pidfile", f"/run/{name}.pid"],
+             str(host.root / "data"), "--exec-root", f"/run/{name}-exec", "--pidfile", f"/run/{name}.pid",
+             *storage],
             stdout=open(host.root / "dockerd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -83,6 +94,16 @@ def engine(host: EngineHost, images: list[str]) -> docker.DockerClient:
         except docker.errors.ImageNotFound:
             client.images.load(local.images.get(ref).save(named=True))
     return client
+
+
+def _btrfs_data_root(host: EngineHost) -> None:
+    image, data = host.root / "btrfs.img", host.root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mountpoint", "-q", str(data)]).returncode == 0:
+        return
+    if not image.exists():
+        _sh(f"truncate -s {BTRFS_IMAGE_GB}G {image} && mkfs.btrfs -q {image}")
+    _sh(f"mount -o loop {image} {data}")
 
 
 def second_engine(images: list[str]) -> docker.DockerClient:

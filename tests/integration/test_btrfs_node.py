@@ -1,0 +1,56 @@
+"""A node whose engine stores containers on btrfs (tests/engines.BTRFS): Docker takes a
+container size there, but cannot hold it safely, so the node measures system disks as
+ext4 nodes do (docs/volumes.md)."""
+
+import docker
+import pytest
+
+from tests.engines import BTRFS, clean_engine, engine, far_node_config, remove_images
+from tests.harness import BASE_IMAGE, Server, wait_status
+from tests.integration.test_volumes import GIB, _make, _sh
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def btrfs_node(docker_client):
+    """Node `far`: an engine whose data root is btrfs, where Docker takes a container size."""
+    remote = engine(BTRFS, [BASE_IMAGE])
+    srv = Server(simulated_gpus="RTX-4090:1", system_disk_gb="1", metrics_interval_s="1",
+                 metrics_disk_interval_s="1", autostop_interval_s="0.5", cpus_per_gpu="1", memory_per_gpu_gb="1")
+    (srv.home / "config.toml").write_text(far_node_config(BTRFS))
+    srv.start()
+    srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+    srv.api = srv.add_user("ivy")
+    yield srv
+    deployment = srv.deployment
+    srv.close()
+    clean_engine(remote)
+    remove_images(remote, deployment)
+
+
+def test_a_btrfs_node_measures_system_disks_and_a_full_one_starts_again(btrfs_node):
+    """Docker's btrfs driver takes a size, but a container filled to it can never be
+    mounted again (runtimes/docker.BTRFS_SIZES). So such a node is measured, as on ext4:
+    the instance that filled its system disk is stopped, and starts again with its files."""
+    api = btrfs_node.api
+    made = _make(api, name="filler", gpu_model="A100-80GB", gpu_count=1)
+    assert made["node"] == "far"
+    key = made["id"]
+    sized = [c.attrs["HostConfig"].get("StorageOpt") for c in btrfs_node_containers(key)]
+    assert sized == [None]
+    writer = "nohup sh -c 'head -c 1200M /dev/zero > /root/big' >/dev/null 2>&1 & echo ok"
+    assert _sh(api, key, writer) == (0, "ok\n")
+    wait_status(api, key, "stopped", timeout=90)
+    cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
+                 if e["to_status"] == "stopping")
+    assert "over the 1 GB limit" in cause, cause
+    api.post(f"/instances/{key}/start").raise_for_status()
+    wait_status(api, key, "running")
+    code, size = _sh(api, key, "stat -c %s /root/big")
+    assert code == 0 and int(size) >= GIB - 100 * 1024**2, size
+
+
+def btrfs_node_containers(instance_id: str) -> list:
+    return docker.DockerClient(base_url=BTRFS.socket).containers.list(
+        all=True, filters={"label": f"dockyard.instance={instance_id}"})
