@@ -4,7 +4,9 @@ the database that poll with a deadline."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,21 +15,30 @@ from dockyard.config import Settings
 from dockyard.db.models import GpuAssignment, Instance, User
 from dockyard.background.workers import Workers
 from dockyard.services import images as image_service
-from dockyard.services import instances, users
+from dockyard.services import instances
 from dockyard.services.nodes import connect_nodes
-from dockyard.services.platform import open_platform
+from dockyard.services.platform import Platform, open_platform
+from tests.unit.billing_fixtures import _migrated_sqlite
 
 IMAGE = "pytorch-2.13-cpu"
 
 
-@pytest.fixture
-def platform(tmp_path):
-    made = open_platform(Settings(home=tmp_path, runtime="fake", billing_enabled=False, stop_timeout_s=1))
+def open_fake(home: Path, admin: bool = False, **settings) -> Platform:
+    """A platform of in-memory nodes, its database copied at the newest schema (migrating
+    from nothing took most of a test's time), its catalog loaded and user ann made."""
+    shutil.copyfile(_migrated_sqlite(), home / "dockyard.db")
+    made = open_platform(Settings(home=home, runtime="fake", billing_enabled=False, stop_timeout_s=1, **settings))
     image_service.load_catalog(made)
     connect_nodes(made)
-    image_service.refresh_cache(made)
     with made.sessions.begin() as db:
-        users.create_user(db, "ann", "correct-horse")
+        db.add(User(name="ann", password_hash="x", is_admin=admin))
+    return made
+
+
+@pytest.fixture
+def platform(tmp_path):
+    made = open_fake(tmp_path)
+    image_service.refresh_cache(made)
     return made
 
 

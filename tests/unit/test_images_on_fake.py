@@ -9,18 +9,16 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from dockyard.config import NodeConfig, Settings
+from dockyard.config import NodeConfig
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Notice
 from dockyard.db.models import Image, NodeImage
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import images as image_service
-from dockyard.services import instance_actions, users
-from dockyard.services.nodes import connect_nodes
-from dockyard.services.platform import open_platform
+from dockyard.services import instance_actions
 from tests.unit import on_fake
-from tests.unit.on_fake import IMAGE, ann, causes, create, gpus_held, row, settle, until
+from tests.unit.on_fake import IMAGE, ann, open_fake, causes, create, gpus_held, row, settle, until
 
 platform, driver, fake = on_fake.platform, on_fake.driver, on_fake.fake  # its fixtures
 
@@ -117,16 +115,11 @@ def test_a_save_on_a_node_not_connected_fails_rather_than_staying_saving(platfor
 
 @pytest.fixture
 def two_nodes(tmp_path):
-    """Two in-memory nodes on which no catalog image is built yet."""
-    made = open_platform(Settings(home=tmp_path, runtime="fake", billing_enabled=False,
-                                  nodes=[NodeConfig(name="b", runtime="fake")]))
-    image_service.load_catalog(made)
-    connect_nodes(made)
+    """Two in-memory nodes on which no catalog image is built yet; ann is an admin."""
+    made = open_fake(tmp_path, admin=True, nodes=[NodeConfig(name="b", runtime="fake")])
     for runtime in made.runtimes.values():
         runtime.images_on_demand = False
     image_service.refresh_cache(made)
-    with made.sessions.begin() as db:
-        users.create_user(db, "ann", "correct-horse", is_admin=True)
     return made
 
 
