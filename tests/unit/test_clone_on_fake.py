@@ -7,17 +7,18 @@ releasing the failed clone removes what it had half made."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Notice
+from dockyard.db.models import Instance
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import clone as clone_service
 from dockyard.services import instances
 from dockyard.services.names import data_volume
 from tests.unit import on_fake
-from tests.unit.on_fake import ann, causes, create, gpus_held, row, settle, until
+from tests.unit.on_fake import ann, causes, create, gpus_held, row, settle, settle_idle, until
 
 platform, driver, fake = on_fake.platform, on_fake.driver, on_fake.fake  # its fixtures
 
@@ -25,7 +26,7 @@ platform, driver, fake = on_fake.platform, on_fake.driver, on_fake.fake  # its f
 def running_source(platform, driver, fake) -> tuple[str, str]:
     """A running instance with a file on its data disk and one on its system disk."""
     source_id = create(platform, driver)
-    source = settle(platform, source_id, Status.RUNNING)
+    source = settle_idle(platform, driver, source_id, Status.RUNNING)
     fake.volumes[data_volume(platform, source_id)].files["/data/model.bin"] = (b"weights", 0o644)
     fake.containers[source.container_id].files["/root/notes.txt"] = (b"notes", 0o644)
     return source_id, source.container_id
@@ -135,3 +136,16 @@ def test_a_clone_of_an_instance_being_released_is_refused_and_makes_nothing(plat
     with pytest.raises(Conflict, match="no system disk to copy"):
         clone_service.clone_instance(platform, driver, ann(platform), source_id, "copy")
     assert gpus_held(platform) == 1 and set(fake.containers) == containers and set(fake.volumes) == volumes
+
+
+def test_a_clone_its_node_has_no_gpus_for_is_refused_and_makes_nothing(platform, driver, fake):
+    source_id, _ = running_source(platform, driver, fake)
+    containers, volumes = set(fake.containers), set(fake.volumes)
+    with platform.sessions.begin() as db:
+        before = db.scalar(select(func.count()).select_from(Instance))
+    with pytest.raises(Conflict):  # 3 of the node's 4 A100s are free
+        clone_service.clone_instance(platform, driver, ann(platform), source_id, "copy", gpu_count=4)
+    with platform.sessions.begin() as db:
+        assert db.scalar(select(func.count()).select_from(Instance)) == before
+    assert gpus_held(platform) == 1 and set(fake.containers) == containers and set(fake.volumes) == volumes
+    assert platform.operations.listed(ann(platform)) == []

@@ -61,7 +61,7 @@ def test_a_container_whose_command_ends_stops_its_instance(platform, driver, fak
 
 def test_an_engine_that_stops_answering_leaves_the_stop_to_a_later_pass(platform, driver, fake):
     instance_id = create(platform, driver)
-    settle(platform, instance_id, Status.RUNNING)
+    settle_idle(platform, driver, instance_id, Status.RUNNING)
     fake.down = True
     instances.request_stop(platform, ann(platform), instance_id)
     driver.kick(instance_id)

@@ -18,14 +18,14 @@ from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import images as image_service
 from dockyard.services import instance_actions
 from tests.unit import on_fake
-from tests.unit.on_fake import IMAGE, ann, open_fake, causes, create, gpus_held, row, settle, until
+from tests.unit.on_fake import IMAGE, ann, open_fake, causes, create, gpus_held, row, settle_idle, until
 
 platform, driver, fake = on_fake.platform, on_fake.driver, on_fake.fake  # its fixtures
 
 
 def running(platform, driver) -> str:
     instance_id = create(platform, driver)
-    settle(platform, instance_id, Status.RUNNING)
+    settle_idle(platform, driver, instance_id, Status.RUNNING)
     return instance_id
 
 
