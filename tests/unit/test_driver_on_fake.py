@@ -7,75 +7,13 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import pytest
-
-from dockyard.config import Settings
 from dockyard.core.states import Status
-from dockyard.db.models import Instance
 from dockyard.background.reconciler import reconcile_once
-from dockyard.background.workers import Workers
-from dockyard.services import images as image_service
-from dockyard.services import instances, users
-from dockyard.services.nodes import connect_nodes
-from dockyard.services.platform import open_platform
+from dockyard.services import instances
+from tests.unit import on_fake
+from tests.unit.on_fake import IMAGE, ann, create, row, settle, settle_idle
 
-IMAGE = "pytorch-2.13-cpu"
-
-
-@pytest.fixture
-def platform(tmp_path):
-    made = open_platform(Settings(home=tmp_path, runtime="fake", billing_enabled=False, stop_timeout_s=1))
-    image_service.load_catalog(made)
-    connect_nodes(made)
-    image_service.refresh_cache(made)
-    with made.sessions.begin() as db:
-        users.create_user(db, "ann", "correct-horse")
-    return made
-
-
-@pytest.fixture
-def driver(platform):
-    owner = Workers(platform, drain_s=5)  # its pools; its loops are not started
-    yield owner.driver
-    owner.stop()
-
-
-@pytest.fixture
-def fake(platform):
-    return platform.runtimes["local"]
-
-
-def ann(platform):
-    from sqlalchemy import select
-
-    from dockyard.db.models import User
-
-    with platform.sessions.begin() as db:
-        user = db.scalars(select(User).where(User.name == "ann")).one()
-        db.expunge(user)
-        return user
-
-
-def row(platform, instance_id: str) -> Instance:
-    with platform.sessions.begin() as db:
-        found = db.get(Instance, instance_id)
-        db.expunge(found)
-        return found
-
-
-def settle(platform, instance_id: str, *statuses: str, timeout: float = 10) -> Instance:
-    deadline = time.monotonic() + timeout
-    while (found := row(platform, instance_id)).status not in statuses:
-        assert time.monotonic() < deadline, f"still {found.status} ({found.status_reason})"
-        time.sleep(0.02)
-    return found
-
-
-def create(platform, driver) -> str:
-    instance = instances.create_instance(platform, ann(platform), instances.CreateRequest(
-        image=IMAGE, gpu_model="A100-80GB", gpu_count=1))
-    driver.kick(instance.id)
-    return instance.id
+platform, driver, fake = on_fake.platform, on_fake.driver, on_fake.fake  # its fixtures
 
 
 def test_an_instance_is_created_and_runs_in_its_container(platform, driver, fake):
@@ -104,7 +42,7 @@ def test_a_taken_ssh_port_is_moved_and_the_instance_runs(platform, driver, fake)
 
 def test_a_container_that_vanishes_fails_its_instance_on_the_next_pass(platform, driver, fake):
     instance_id = create(platform, driver)
-    running = settle(platform, instance_id, Status.RUNNING)
+    running = settle_idle(platform, driver, instance_id, Status.RUNNING)
     fake.vanish(running.container_id)
     reconcile_once(platform, driver, datetime.now(timezone.utc))
     failed = settle(platform, instance_id, Status.FAILED)
@@ -113,7 +51,7 @@ def test_a_container_that_vanishes_fails_its_instance_on_the_next_pass(platform,
 
 def test_a_container_whose_command_ends_stops_its_instance(platform, driver, fake):
     instance_id = create(platform, driver)
-    running = settle(platform, instance_id, Status.RUNNING)
+    running = settle_idle(platform, driver, instance_id, Status.RUNNING)
     fake.exit(running.container_id, 3)
     reconcile_once(platform, driver, datetime.now(timezone.utc))
     settle(platform, instance_id, Status.STOPPED)
@@ -123,7 +61,7 @@ def test_a_container_whose_command_ends_stops_its_instance(platform, driver, fak
 
 def test_an_engine_that_stops_answering_leaves_the_stop_to_a_later_pass(platform, driver, fake):
     instance_id = create(platform, driver)
-    settle(platform, instance_id, Status.RUNNING)
+    settle_idle(platform, driver, instance_id, Status.RUNNING)
     fake.down = True
     instances.request_stop(platform, ann(platform), instance_id)
     driver.kick(instance_id)

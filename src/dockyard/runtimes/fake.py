@@ -5,8 +5,9 @@ clone, images) and for running the platform with no Docker at all. Nothing runs 
 containers: a command is answered by a few built-in programs (`true`, `false`, `echo`,
 `cat`, `sleep`, and `sh -c` of those) or by `programs`, which a test fills. Its failure modes are attributes
 a test sets: `down` (the engine answers nothing), `start_delay_s`, `fail_starts` (the
-next N starts fail), `taken_ports` (host ports something else holds), and `vanish` (a
-container goes behind the platform's back). It passes the same contract suite as the
+next N starts fail), `fail_copies`, `fail_builds` and `fail_networks` (the same for
+volume copies, image builds and cluster networks), `taken_ports` (host ports something
+else holds), and `vanish` (a container goes behind the platform's back). It passes the same contract suite as the
 Docker runtime (tests/runtime_contract.py).
 """
 
@@ -109,6 +110,9 @@ class FakeRuntime:
         self.down = False
         self.start_delay_s = start_delay_s
         self.fail_starts = 0
+        self.fail_copies = 0
+        self.fail_builds = 0
+        self.fail_networks = 0
         self.taken_ports: set[int] = set()
         # What it cannot do, and why: a test removes an entry to have a node that can.
         self.missing: dict[Feature, str] = {
@@ -168,6 +172,7 @@ class FakeRuntime:
                     on_progress: Callable[[str], None]) -> None:
         self._answering()
         on_progress(f"building {entry.ref} (in memory)")
+        self._told_to_fail("fail_builds", f"building {entry.ref} failed")
         self.add_image(entry.ref)
 
     def discover_gpus(self, probe_image: str) -> list[GpuFacts]:
@@ -189,6 +194,7 @@ class FakeRuntime:
     def ensure_cluster_network(self, name: str, subnet: str, driver: str, labels: dict[str, str],
                                encrypted: bool = False) -> str:
         self._answering()
+        self._told_to_fail("fail_networks", f"creating network {name} failed")
         with self._lock:
             self.networks.setdefault(name, self._new_id("net-"))
             self.subnets.setdefault(name, subnet)
@@ -238,6 +244,7 @@ class FakeRuntime:
         with self._lock:
             if source not in self.volumes or target not in self.volumes:
                 raise RuntimeError_(f"copying volume {source} failed: no such volume")
+            self._told_to_fail("fail_copies", f"copying volume {source} failed")
             self.volumes[target].files.update(self.volumes[source].files)
 
     def create(self, spec: ContainerSpec) -> str:
@@ -273,9 +280,7 @@ class FakeRuntime:
             taken = [host for _, host in container.spec.ports.values() if host in self.taken_ports]
             if taken:
                 raise PortTaken(f"Bind for 0.0.0.0:{taken[0]} failed: port is already allocated")
-            if self.fail_starts:
-                self.fail_starts -= 1
-                raise RuntimeError_("failed to create task for container: the fake engine was told to fail")
+            self._told_to_fail("fail_starts", "failed to create task for container")
             container.status, container.exit_code, container.started_at = "running", None, time.time()
             container.ip = f"10.213.0.{2 + int(container.id[-4:], 16) % 250}"
 
@@ -410,6 +415,13 @@ class FakeRuntime:
     def _answering(self) -> None:
         if self.down:
             raise RuntimeError_(f"the engine of node {self.node_name} does not answer")
+
+    def _told_to_fail(self, counter: str, what: str) -> None:
+        """Fail this call if the test asked for the next N of its kind to fail."""
+        with self._lock:
+            if getattr(self, counter) > 0:
+                setattr(self, counter, getattr(self, counter) - 1)
+                raise RuntimeError_(f"{what}: the fake engine was told to fail")
 
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):064x}"

@@ -12,7 +12,6 @@ import posixpath
 import secrets
 import threading
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -27,7 +26,6 @@ from dockyard.runtimes.base import NO_SWARM, RuntimeError_
 from dockyard.services import allocation, images, instances, lifecycle, ownership
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
-from dockyard.services.billing.statements import instance_costs
 
 _subnet_lock = threading.Lock()  # one cluster network made at a time: no two pick one subnet
 
@@ -74,17 +72,6 @@ def status_of(db: Session, cluster: Cluster) -> str:
     if cluster.status == "released":
         return "released"
     return core.cluster_status([m.status for m in members(db, cluster.id)])
-
-
-def costs(db: Session, platform: Platform, cluster: Cluster) -> tuple[str, str]:
-    """Price per hour of all members now, and what they have been charged so far."""
-
-    price, spent = Decimal(0), Decimal(0)
-    for member in members(db, cluster.id):
-        p, s = instance_costs(db, platform.settings, member)
-        price += Decimal(p) if member.status in ("running", "stopping") else 0
-        spent += Decimal(s)
-    return str(price), str(spent)
 
 
 def network_name(platform: Platform, cluster_id: str) -> str:

@@ -150,7 +150,8 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
     for target in targets:
         runtime = platform.runtime(target)
         on_progress(f"[{target}] {'building' if entry else 'pulling'} {image.ref}")
-        _set_status(platform, image.id, "building" if entry and image.status == "absent" else None)
+        # Only an image no node holds is building: one built on an earlier target stays ready.
+        _set_status(platform, image.id, "building" if entry else None, only_if="absent")
         try:
             if entry:
                 runtime.build_image(entry, image_build.recipe_dir(), platform.settings.build_ca_bundle, on_progress)
@@ -277,16 +278,26 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
 
 
 def finish_save(platform: Platform, image_id: int, instance: Instance, op: Operation) -> None:
-    runtime = platform.runtime(instance.node_name)
     with platform.sessions.begin() as db:
         image = db.get(Image, image_id)
     repository, tag = image.ref.rsplit(":", 1)
+    made = False
     try:
+        # A node not connected fails the save here, rather than leaving the row saving.
+        runtime = platform.runtime(instance.node_name)
         # Labels: not the instance's (its release must not delete this), but ours.
         runtime.save_image(instance.container_id, repository, tag,
                            labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
+        made = True
         info = runtime.image_info(image.ref)
-    except RuntimeError_ as exc:
+        if info is None:
+            raise RuntimeError_("the saved image is not on the node")
+    except (RuntimeError_, DockyardError) as exc:
+        if made:  # nor an image without a row: nothing would ever remove it
+            try:
+                runtime.remove_image(image.ref)
+            except RuntimeError_ as again:
+                log.warning("could not remove the image of the failed save %s: %s", image.ref, again)
         # Nothing half-made: no row without an image. The reason goes to the instance's events.
         with platform.sessions.begin() as db:
             db.delete(db.get(Image, image_id))
