@@ -107,12 +107,9 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         source = db.get(Node, instance.node_name)
         if not source.online or source.name not in platform.runtimes:
             raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
-        why = platform.runtimes[source.name].lacks(Feature.MIGRATION)
-        if why:
-            raise Conflict(f"instance {instance.name} cannot migrate: {why}")
-        target_lacks = platform.runtimes[node].lacks(Feature.MIGRATION) if node in platform.runtimes else None
-        if target_lacks:
-            raise Conflict(f"node: {target_lacks}", field="node")
+        platform.refuse_lacking(source.name, Feature.MIGRATION, f"instance {instance.name} cannot migrate")
+        if node:
+            platform.refuse_lacking(node, Feature.MIGRATION, "node", field="node")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if instance.gpu_share:
