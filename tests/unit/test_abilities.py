@@ -227,3 +227,23 @@ def test_the_api_answers_409_naming_the_ability_and_the_reason(tmp_path):
         assert answer.status_code == 409, answer.text
         assert why in answer.json()["detail"] and "(no GPU pinning)" in answer.json()["detail"]
         assert counts(platform) == before
+
+
+# ---- the console ---------------------------------------------------------------------------
+
+
+def test_the_console_disables_what_the_node_lacks_saying_why(platform, driver):
+    from dockyard.web.pages import templates
+    from dockyard.web.routes import instance_rows
+
+    made = running(platform, driver)
+    why = take(platform, made.node_name, Feature.SAVED_IMAGES)
+    with platform.reads.begin() as db:
+        [shown] = instance_rows(platform, db, ann(platform))
+    assert shown["lacks"]["save"] == f"{why} (no saved images)" and "clone" not in shown["lacks"]
+    assert "no migration" in shown["lacks"]["migrate"]  # the fake's disks never move
+    macros = templates.env.get_template("_instance_actions.html").make_module({"t": str})
+    html = str(macros.actions(shown))
+    save = next(line for line in html.splitlines() if 'data-action="save"' in line)
+    clone = next(line for line in html.splitlines() if 'data-action="clone"' in line)
+    assert f'data-lacks="{why} (no saved images)"' in save and "data-lacks" not in clone
