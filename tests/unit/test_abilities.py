@@ -177,6 +177,23 @@ def test_a_save_is_refused_where_images_cannot_be_saved(platform, driver):
             lambda: instance_actions.save(platform, driver, ann(platform), made.id, "env:v1"))
 
 
+def test_a_migration_goes_only_where_its_gpus_can_be_pinned(platform, driver):
+    from dockyard.services.migration import request_migration
+
+    made = running(platform, driver)
+    instances.request_stop(platform, ann(platform), made.id)
+    driver.kick(made.id)
+    settle(platform, made.id, "stopped")
+    other = "b" if made.node_name == "local" else "local"
+    for runtime in platform.runtimes.values():
+        runtime.missing.pop(Feature.MIGRATION)  # both could move disks; the target cannot pin GPUs
+    why = take(platform, other, Feature.GPU_PINNING)
+    refused(platform, Feature.GPU_PINNING, why, lambda: request_migration(platform, driver, ann(platform), made.id, other))
+    with pytest.raises(Conflict, match="no other node has 1 free A100-80GB GPUs"):  # nor chosen for it
+        request_migration(platform, driver, ann(platform), made.id, None)
+    assert row(platform, made.id).status == "stopped"
+
+
 # ---- images: builds and pulls ahead -------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ def lacking(platform: Platform, instance: Instance) -> dict[str, str]:
     """The actions the instance's node would refuse for an ability it lacks, with the
     reason: the console shows those buttons disabled, saying why."""
     needs = {"save": Feature.SAVED_IMAGES, "clone": Feature.DISK_CLONES, "migrate": Feature.MIGRATION}
-    if instance.container_id:  # a stop has a system disk to keep
+    if instances.stop_ends_a_container(instance):
         needs["stop"] = Feature.KEPT_SYSTEM_DISK
     if instance.gpu_count:
         needs["start"] = needs["start-queue"] = Feature.GPU_PINNING

@@ -209,10 +209,16 @@ def _check_create_queue(request: CreateRequest) -> None:
     check_timeout(request.queue_timeout_minutes)
 
 
+def stop_ends_a_container(instance: Instance) -> bool:
+    """Whether a stop ends a container the user may have installed into (a queued start's
+    is stopped already): its system disk must then be kept."""
+    return bool(instance.container_id) and instance.status != Status.QUEUED
+
+
 def request_stop(platform: Platform, user: User, key: str) -> Instance:
     with platform.reads.begin() as db:
         instance = get_owned(db, user, key)
-    if instance.container_id:  # a system disk to keep: one the user may have installed into
+    if stop_ends_a_container(instance):
         platform.refuse_lacking(instance.node_name, Feature.KEPT_SYSTEM_DISK,
                                 f"instance {instance.name} cannot stop without losing its system disk")
     return _user_action(platform, user, key, "stop")
