@@ -22,6 +22,14 @@ class Feature(StrEnum):
     MIGRATION = "migration"  # its disks stream to another node of the same kind
     SIZED_DISKS = "sized disks"  # a data disk or volume holds at most its size
     SYSTEM_DISK_LIMIT = "system disk limit"  # the engine itself holds a container's own layer to a size
+    GPU_PINNING = "GPU pinning"  # an instance gets the GPUs the platform chose, by UUID
+    KEPT_SYSTEM_DISK = "kept system disk"  # a stop keeps what the user installed
+    SAVED_IMAGES = "saved images"  # an instance's system disk saved as an image
+    DISK_CLONES = "disk clones"  # an instance's disks copied for a clone
+    CLUSTER_NETWORKS = "cluster networks"  # a private network joining a cluster's members
+    HOST_SSH_PORTS = "host SSH ports"  # SSH to an instance through a port on the node
+    IMAGE_BUILDS = "image builds"  # a catalog image built on the node from its recipe
+    IMAGE_CACHE = "image cache"  # images pulled onto the node ahead of the creates that use them
 
 
 class RuntimeError_(Exception):

@@ -17,6 +17,7 @@ from dockyard.core.placement import ANY_MODEL, FreeGpu, HostShare, NodeView, Pla
 from dockyard.core.sharing import MIG
 from dockyard.core.states import HOLDS_GPUS, Status
 from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, Node
+from dockyard.runtimes.base import Feature
 from dockyard.services import images, queue
 from dockyard.services.platform import Platform
 
@@ -102,7 +103,11 @@ def request_history(db: Session) -> list[tuple[int, str | None]]:
     return [(count, share) for count, share in rows]
 
 
-def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int:
+def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int | None:
+    """A free host port for the instance's sshd; None on a node without host SSH ports
+    (the instance then has no SSH endpoint, and says so)."""
+    if platform.lacks(node, Feature.HOST_SSH_PORTS):
+        return None
     settings = platform.settings
     used = set(db.scalars(select(Instance.ssh_port).where(
         Instance.node_name == node, Instance.status != Status.RELEASED, Instance.ssh_port.is_not(None))))
@@ -110,6 +115,22 @@ def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] 
         if port not in used and port not in exclude:
             return port
     raise Conflict(f"node {node} has no free SSH port left (range {settings.ssh_port_min}-{settings.ssh_port_max})")
+
+
+def needs(gpus: bool, ssh: bool = False) -> list[Feature]:
+    """The optional abilities an instance's node must have: GPUs the platform chose, by
+    UUID, when it takes any; host SSH ports when its SSH is asked for (a password)."""
+    return [Feature.GPU_PINNING] * gpus + [Feature.HOST_SSH_PORTS] * ssh
+
+
+def nodes_able(platform: Platform, views: list[NodeView], features: list[Feature], what: str) -> list[NodeView]:
+    """The nodes that have every one of `features`: placement skips the others, as a
+    migration's does. When none is left, `what` is refused with the first one's reason."""
+    able = [v for v in views if not any(platform.lacks(v.name, f) for f in features)]
+    if views and not able:
+        for feature in features:
+            platform.refuse_lacking(views[0].name, feature, what)
+    return able
 
 
 def nodes_for_image(db: Session, views: list[NodeView], image: Image, model: str, count: int) -> list[NodeView]:

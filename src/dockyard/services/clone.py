@@ -18,6 +18,7 @@ from functools import partial
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
+from dockyard.runtimes.base import Feature
 from dockyard.services import instances, notifications, volumes
 from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
@@ -40,6 +41,7 @@ def clone_instance(platform: Platform, driver: Driving, user: User, key: str, na
     disk_gb = data.size_gb if data else source.data_disk_gb
     if source.status in (Status.RELEASING, Status.RELEASED) or not source.container_id:
         raise Conflict(f"instance {source.name} is {source.status}; it has no system disk to copy")
+    platform.refuse_lacking(source.node_name, Feature.DISK_CLONES, f"instance {source.name} cannot be cloned")
     clone_id = secrets.token_hex(6)
     request = instances.CreateRequest(
         image=image.name, name=name, gpu_model=source.gpu_model,

@@ -22,7 +22,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
-from dockyard.runtimes.base import NO_SWARM, RuntimeError_
+from dockyard.runtimes.base import NO_SWARM, Feature, RuntimeError_
 from dockyard.services import allocation, images, instances, lifecycle, ownership
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
@@ -98,6 +98,8 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             allocation.lock_allocation(db)
             views = allocation.node_views(db, platform.settings)
             core.check_shape(views, shape, platform.settings.max_cluster_nodes)
+            views = allocation.nodes_able(platform, views, [Feature.CLUSTER_NETWORKS, *allocation.needs(request.gpus > 0)],
+                                          f"cluster {request.name} cannot be created")
             views = allocation.nodes_for_image(db, views, image, request.gpu_model, request.gpus)
             placements = core.place_cluster(views, shape, groups)
             model = placements[0].gpus[0].model if placements[0].gpus else request.gpu_model

@@ -15,7 +15,7 @@ from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
-from dockyard.runtimes.base import HELPER_LABEL, ImageInfo, RuntimeError_
+from dockyard.runtimes.base import HELPER_LABEL, Feature, ImageInfo, RuntimeError_
 from dockyard.services import audit, notifications
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
@@ -146,8 +146,7 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         if image.kind == "saved":
             raise InvalidInput(f"{name} is a saved image; it lives on the node it was saved on")
         entry = platform.catalog.get(name)
-    targets = [node] if node else sorted(platform.runtimes)
-    for target in targets:
+    for target in prepare_targets(platform, node, build=entry is not None):
         runtime = platform.runtime(target)
         on_progress(f"[{target}] {'building' if entry else 'pulling'} {image.ref}")
         # Only an image no node holds is building: one built on an earlier target stays ready.
@@ -169,6 +168,20 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         return db.get(Image, image.id)
 
 
+def prepare_targets(platform: Platform, node: str | None, build: bool) -> list[str]:
+    """The nodes a build or pull goes to: the one named, refused when it lacks the
+    ability, or every node that has it."""
+    feature = Feature.IMAGE_BUILDS if build else Feature.IMAGE_CACHE
+    what = f"images cannot be {'built' if build else 'pulled ahead'} on"
+    if node:
+        platform.refuse_lacking(node, feature, f"node: {what} node {node}", field="node")
+        return [node]
+    able = [n for n in sorted(platform.runtimes) if not platform.lacks(n, feature)]
+    if platform.runtimes and not able:
+        platform.refuse_lacking(sorted(platform.runtimes)[0], feature, f"{what} any node")
+    return able
+
+
 def _set_status(platform: Platform, image_id: int, status: str | None, reason: str | None = None,
                 only_if: str | None = None) -> None:
     if status is None:
@@ -187,6 +200,7 @@ def start_prepare(platform: Platform, admin: User, name: str, node: str | None,
         if db.scalars(select(Image.id).where(Image.name == name)).first() is None:
             raise NotFound(f"image {name!r} not found")
         kind = "build" if name in platform.catalog else "pull"
+        prepare_targets(platform, node, build=kind == "build")  # refused before it is audited
         audit.record(db, admin, f"image.{kind}", name, f"node {node}" if node else "all nodes")
     op = platform.operations.start(kind, name, admin, admins=True)
 
@@ -219,7 +233,12 @@ def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
         if db.scalars(select(Image).where(Image.name == name)).first():
             raise Conflict(f"image name {name!r} is already taken", field="name")
     infos = {}
-    for node, runtime in platform.runtimes.items():
+    # Only nodes that keep pulled images hold it (placement looks for it there).
+    cached = {n: r for n, r in platform.runtimes.items() if not platform.lacks(n, Feature.IMAGE_CACHE)}
+    if platform.runtimes and not cached:
+        platform.refuse_lacking(sorted(platform.runtimes)[0], Feature.IMAGE_CACHE, f"ref: no node can pull {ref} ahead",
+                                field="ref")
+    for node, runtime in cached.items():
         try:
             runtime.ensure_image(ref)
         except RuntimeError_ as exc:
@@ -248,6 +267,7 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
         raise Conflict(f"instance {instance.name} is {instance.status}; there is no system disk to save")
     if not instance.container_id:
         raise Conflict(f"instance {instance.name} has no system disk yet (it is {instance.status})")
+    platform.refuse_lacking(instance.node_name, Feature.SAVED_IMAGES, f"instance {instance.name} cannot be saved as an image")
     name, _, tag = name_tag.partition(":")
     full_name = f"{user.name}/{name}:{tag or 'latest'}"
     settings = platform.settings

@@ -7,12 +7,25 @@ from __future__ import annotations
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
+from dockyard.runtimes.base import Feature
 from dockyard.services import audit, autostop, images, instances, volumes
 from dockyard.services.clone import clone_instance
 from dockyard.services.migration import request_migration
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
 from dockyard.services.work import Driving
+
+
+def lacking(platform: Platform, instance: Instance) -> dict[str, str]:
+    """The actions the instance's node would refuse for an ability it lacks, with the
+    reason: the console shows those buttons disabled, saying why."""
+    needs = {"save": Feature.SAVED_IMAGES, "clone": Feature.DISK_CLONES, "migrate": Feature.MIGRATION}
+    if instances.stop_ends_a_container(instance):
+        needs["stop"] = Feature.KEPT_SYSTEM_DISK
+    if instance.gpu_count:
+        needs["start"] = needs["start-queue"] = Feature.GPU_PINNING
+    return {action: f"{why} (no {feature})" for action, feature in needs.items()
+            if (why := platform.lacks(instance.node_name, feature))}
 
 
 def create(platform: Platform, driver: Driving, user: User, given: dict, named: set[str]) -> Instance:

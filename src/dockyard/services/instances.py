@@ -17,6 +17,7 @@ from dockyard.core.sharing import MILLI, parse_share
 from dockyard.core.states import Status, check_user_action
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB, RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Instance, InstanceEvent, User
+from dockyard.runtimes.base import Feature
 from dockyard.services import allocation, audit, images, lifecycle, ownership, volumes
 from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
 from dockyard.services.billing import ledger
@@ -113,6 +114,9 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 if not views:
                     what = "the disks to copy are" if request.node else f"volume {mounts[0][0].name} is"
                     raise Conflict(f"node {only_node} is offline; {what} there")
+            views = allocation.nodes_able(platform, views, allocation.needs(bool(request.gpu_count or share),
+                                                                            request.ssh_password),
+                                          "the instance cannot be created")
             queued = None
             try:
                 check_request(views, request.gpu_model, request.gpu_count, share)
@@ -205,7 +209,18 @@ def _check_create_queue(request: CreateRequest) -> None:
     check_timeout(request.queue_timeout_minutes)
 
 
+def stop_ends_a_container(instance: Instance) -> bool:
+    """Whether a stop ends a container the user may have installed into (a queued start's
+    is stopped already): its system disk must then be kept."""
+    return bool(instance.container_id) and instance.status != Status.QUEUED
+
+
 def request_stop(platform: Platform, user: User, key: str) -> Instance:
+    with platform.reads.begin() as db:
+        instance = get_owned(db, user, key)
+    if stop_ends_a_container(instance):
+        platform.refuse_lacking(instance.node_name, Feature.KEPT_SYSTEM_DISK,
+                                f"instance {instance.name} cannot stop without losing its system disk")
     return _user_action(platform, user, key, "stop")
 
 
@@ -289,6 +304,9 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             if gpu_count is not None:  # N whole GPUs, a share's instance too
                 model, count = _resized(db, platform.settings, instance, views[0], gpu_count)
                 share, milli = None, gpu_count * MILLI
+            if count and not no_gpu:
+                platform.refuse_lacking(instance.node_name, Feature.GPU_PINNING,
+                                        f"instance {instance.name} cannot start with GPUs (start it with --no-gpu)")
             if queue and share:
                 raise InvalidInput(f"queue: a share of a GPU ({share}) is not queued; start it when one is free, or "
                                    f"--gpus 1 --queue to wait for a whole GPU", field="queue")

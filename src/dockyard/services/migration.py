@@ -107,12 +107,10 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         source = db.get(Node, instance.node_name)
         if not source.online or source.name not in platform.runtimes:
             raise Conflict(f"node {source.name}, where the instance's disks are, is offline")
-        why = platform.runtimes[source.name].lacks(Feature.MIGRATION)
-        if why:
-            raise Conflict(f"instance {instance.name} cannot migrate: {why}")
-        target_lacks = platform.runtimes[node].lacks(Feature.MIGRATION) if node in platform.runtimes else None
-        if target_lacks:
-            raise Conflict(f"node: {target_lacks}", field="node")
+        platform.refuse_lacking(source.name, Feature.MIGRATION, f"instance {instance.name} cannot migrate")
+        needed = [Feature.MIGRATION, *allocation.needs(bool(instance.gpu_count))]  # what its target must have
+        for feature in needed if node else ():
+            platform.refuse_lacking(node, feature, "node", field="node")
         if instance.cluster_id:
             raise Conflict(f"instance {instance.name} is a member of a cluster; its members stay on their nodes")
         if instance.gpu_share:
@@ -133,7 +131,7 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         allocation.lock_allocation(db)
         known = set(db.scalars(select(Node.name)))
         views = [v for v in allocation.node_views(db, platform.settings)
-                 if v.name in platform.runtimes and platform.runtimes[v.name].lacks(Feature.MIGRATION) is None]
+                 if v.name in platform.runtimes and not any(platform.lacks(v.name, f) for f in needed)]
         count = instance.gpu_count
         placement = choose_target(views, known, instance.node_name, instance.gpu_model, count, node)
         target = db.get(Node, placement.node)

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.config import Settings
 from dockyard.core.catalog import CatalogEntry
-from dockyard.core.errors import NotFound
+from dockyard.core.errors import Conflict, NotFound
 from dockyard.db import migrate
 from dockyard.db.models import Meta
 from dockyard.db.session import make_engine, make_read_session_factory, make_session_factory
-from dockyard.runtimes.base import Runtime
+from dockyard.runtimes.base import Feature, Runtime
 from dockyard.services.fair_share import FairShare
 from dockyard.services.operations import Operations
 from dockyard.services.secret_env import SecretBox
@@ -68,6 +68,19 @@ class Platform:
             return self.runtimes[node]
         except KeyError:
             raise NotFound(f"node {node!r} is not connected") from None
+
+    def lacks(self, node: str, feature: Feature) -> str | None:
+        """Why `node`'s backend cannot do `feature`, or None. A node not connected lacks
+        nothing here: the caller's own check says it is offline."""
+        runtime = self.runtimes.get(node)
+        return runtime.lacks(feature) if runtime else None
+
+    def refuse_lacking(self, node: str, feature: Feature, what: str, field: str | None = None) -> None:
+        """Refuse `what` ("instance a cannot be cloned") when `node` lacks `feature`: one
+        Conflict, naming the ability and the backend's reason, before anything is recorded."""
+        why = self.lacks(node, feature)
+        if why:
+            raise Conflict(f"{what}: {why} (no {feature})", field=field)
 
     def notify_changed(self) -> None:
         with self.changed:

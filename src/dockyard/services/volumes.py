@@ -161,9 +161,9 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
         current = get_owned(db, user, key)
         if current.size_gb == size_gb:
             return current
-    why = platform.runtime(current.node_name).lacks(Feature.SIZED_DISKS)
-    if why:
-        raise Conflict(f"volume {current.name} cannot be resized: {why}", field="size_gb")
+    platform.runtime(current.node_name)  # a node not connected: refused before the claim
+    platform.refuse_lacking(current.node_name, Feature.SIZED_DISKS, f"volume {current.name} cannot be resized",
+                            field="size_gb")
     volume = _claim(platform, user, key, "resizing", "resize")
     error = None
     try:

@@ -253,6 +253,7 @@ def instance_rows(platform: Platform, db: Session, user: User, only: set[str] | 
             "started_at": v.started_at.isoformat() if v.started_at else None,
             "created_at": v.created_at.isoformat(),
             "price": v.price_per_hour, "cost": v.cost_so_far,
+            "lacks": actions.lacking(platform, i),
         })
     return out
 

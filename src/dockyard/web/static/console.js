@@ -49,7 +49,7 @@
     row.querySelectorAll("[data-when]").forEach((el) => {
       const on = el.dataset.when.split(" ").includes(status);
       if (el.tagName === "A") el.setAttribute("aria-disabled", on ? "false" : "true");
-      else el.disabled = !on;
+      else el.disabled = !on || !!el.dataset.lacks;  // the node cannot: its title says why
     });
   }
   function updateRow(data) {
