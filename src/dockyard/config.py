@@ -226,6 +226,10 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(default=15.0, gt=0)
     metrics_window_s: float = Field(default=3600.0, gt=0)
     metrics_disk_interval_s: float = Field(default=300.0, gt=0)
+    # Where the engine cannot hold system disks to their size: when a node's container
+    # storage loses this much free space between two samples, its system disks are
+    # measured at once rather than at their turn (a fast writer is caught in seconds).
+    disk_pressure_drop_gb: float = Field(default=5.0, gt=0)
     # Auto-stop: how often running instances are checked against their policy,
     # and the length of one policy minute in seconds: 60, shortened only by tests.
     autostop_interval_s: float = Field(default=60.0, gt=0)

@@ -1,5 +1,6 @@
 """The Docker runtime keeps the runtime contract that the in-memory fake keeps too."""
 
+import os
 import socket
 import uuid
 from pathlib import Path
@@ -52,3 +53,10 @@ class TestDockerRuntime(RuntimeContract):
 
     def vanish(self, runtime, container_id):
         runtime.client.api.remove_container(container_id, force=True)
+
+
+def test_a_local_engines_free_space_is_read_where_its_layers_are(runtime, docker_client):
+    assert runtime.storage_free() is None  # not probed yet: where its layers are is not known
+    runtime.probe_disk_limit(BASE_IMAGE)
+    found = os.statvfs(docker_client.info()["DockerRootDir"])
+    assert abs(runtime.storage_free() - found.f_bavail * found.f_frsize) < 256 * 1024**2

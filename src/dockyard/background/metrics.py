@@ -1,6 +1,7 @@
 """The metrics sampler: every `metrics_interval_s`, one reading of each running instance's
 container (CPU, memory) and GPUs (NVML, for real GPUs of this host), and every
-`metrics_disk_interval_s` its data disk's use and what it wrote to its system disk.
+`metrics_disk_interval_s` its data disk's use and what it wrote to its system disk; at
+once, on a node whose container storage loses `disk_pressure_drop_gb` between two rounds.
 
 Kept in memory only, the last `metrics_window_s` per instance: metrics are neither money
 nor user data, so a restart that loses them costs the charts their last hour, nothing more.
@@ -12,6 +13,7 @@ side (each takes about a second).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from dockyard.core.metrics import (CpuCounters, DiskUsage, GpuSample, MetricsSto
                                    parse_disk)
 from dockyard.core.states import Status
 from dockyard.db.models import Gpu, GpuAssignment, Instance
+from dockyard.runtimes.base import Feature
 from dockyard.runtimes.gpu_metrics import GpuMeter
 from dockyard.services.platform import Platform
 from dockyard.services.volumes import DATA_MOUNT
@@ -70,6 +73,9 @@ class MetricsSampler(Loop):
         self._stats_pool, self._disk_pool = stats_pool, disk_pool
         self._counters: dict[str, tuple[str, CpuCounters]] = {}  # instance -> (container, last reading)
         self._disk_due: dict[str, float] = {}  # instance -> monotonic time of its next disk reading
+        self._free_seen: dict[str, int] = {}  # node -> its container storage's free bytes, as last compared
+        self._again: set[str] = set()  # instances to measure again as soon as their reading ends
+        self._due_lock = threading.Lock()  # _disk_due and _again, between this loop and the disk pool
         self._next_round = time.monotonic()
 
     def run_once(self) -> None:
@@ -89,16 +95,51 @@ class MetricsSampler(Loop):
         for instance_id in set(self._counters) - running:
             del self._counters[instance_id]
         for instance_id in set(self._disk_due) - running:
-            del self._disk_due[instance_id]
+            with self._due_lock:
+                self._disk_due.pop(instance_id, None)
+                self._again.discard(instance_id)
             self.store.set_system_disk(instance_id, None)  # a start may bring another container
         gpus = self._meter.read([uuid for t in targets for uuid, simulated in t.gpus if not simulated])
         list(self._stats_pool.map(lambda t: self._sample(t, gpus), targets))
         now = time.monotonic()
+        for node in {t.node for t in targets}:
+            if self._filling(node):
+                with self._due_lock:
+                    for target in targets:
+                        if target.node != node or target.instance_id not in self._disk_due:
+                            continue  # its first reading is due anyway
+                        if self._disk_due[target.instance_id] == float("inf"):
+                            self._again.add(target.instance_id)  # a reading under way may predate the writes
+                        else:
+                            self._disk_due[target.instance_id] = now
         for target in targets:
-            if self._disk_due.get(target.instance_id, 0.0) <= now:
-                self._disk_due[target.instance_id] = float("inf")  # one reading at a time
+            with self._due_lock:
+                due = self._disk_due.get(target.instance_id, 0.0) <= now
+                if due:
+                    self._disk_due[target.instance_id] = float("inf")  # one reading at a time
+            if due:
                 self._disk_pool.submit(self._measure_disk, target)
         self.store.forget(older_than=time.time() - self.window_s)
+
+    def _filling(self, node: str) -> bool:
+        """Whether the node's container storage lost `disk_pressure_drop_gb` since it was last
+        compared, on a node whose engine does not hold system disks to their size itself:
+        someone writes fast, and the measured limit must not wait for its turn to catch them."""
+        try:
+            runtime = self.platform.runtime(node)
+            if runtime.lacks(Feature.SYSTEM_DISK_LIMIT) is None:
+                return False
+            free = runtime.storage_free()
+        except Exception as exc:  # not connected, or not answering: the reconciler says so
+            log.debug("no free space reading for node %s: %s", node, exc)
+            return False
+        if free is None:
+            return False
+        before = self._free_seen.get(node)
+        dropped = before is not None and before - free >= self.platform.settings.disk_pressure_drop_gb * GIB
+        if before is None or dropped or free > before:  # a new level after a drop or a clean-up
+            self._free_seen[node] = free
+        return dropped
 
     def _sample(self, target: Target, gpus: dict[str, GpuSample]) -> None:
         try:
@@ -133,5 +174,9 @@ class MetricsSampler(Loop):
         except Exception as exc:
             log.debug("no system disk reading for %s: %s", target.instance_id, exc)
         finally:
-            if target.instance_id in self._disk_due:
-                self._disk_due[target.instance_id] = time.monotonic() + self.platform.settings.metrics_disk_interval_s
+            with self._due_lock:
+                if target.instance_id in self._disk_due:
+                    again = target.instance_id in self._again
+                    self._again.discard(target.instance_id)
+                    wait = 0.0 if again else self.platform.settings.metrics_disk_interval_s
+                    self._disk_due[target.instance_id] = time.monotonic() + wait

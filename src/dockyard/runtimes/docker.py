@@ -6,6 +6,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import tarfile
 import threading
 from pathlib import Path
@@ -97,6 +98,7 @@ class DockerRuntime:
         self._network_lock = threading.Lock()
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.limits_system_disk = False  # see probe_disk_limit
+        self._data_root: str | None = None  # see probe_disk_limit and storage_free
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
 
     def lacks(self, feature: Feature) -> str | None:
@@ -348,10 +350,16 @@ class DockerRuntime:
 
     def probe_disk_limit(self, image: str) -> None:
         """Decide, once at connect, whether the engine can hold a container's own layer to a
-        size (overlay2 on XFS with pquota, btrfs, zfs): tried with a container that is
-        created, never started."""
+        size (overlay2 on XFS with pquota, zfs): tried with a container that is created, never
+        started. And where its data root is, when it runs on this host (storage_free)."""
         try:
-            if self.client.info().get("Driver") == "btrfs":
+            info = self.client.info()
+        except Exception:  # an engine that does not answer now: the create below says so
+            info = {}
+        root = info.get("DockerRootDir") if self.url.startswith("unix://") else None
+        self._data_root = root if root and os.path.isdir(root) else None
+        try:
+            if info.get("Driver") == "btrfs":
                 raise RuntimeError_(BTRFS_SIZES)
             self.client.containers.create(image, ["true"], storage_opt={"size": "1G"}, network_mode="none").remove()
             self.limits_system_disk = True
@@ -359,6 +367,17 @@ class DockerRuntime:
             log.info("node %s cannot limit system disks itself (%s): they are measured instead", self.node_name,
                      getattr(exc, "explanation", None) or exc)
             self.limits_system_disk = False
+
+    def storage_free(self) -> int | None:
+        """Free bytes on the file system of the engine's data root, read directly (one
+        statvfs) where the engine runs on this host; None for a remote engine."""
+        if self._data_root is None:
+            return None
+        try:
+            found = os.statvfs(self._data_root)
+        except OSError:
+            return None
+        return found.f_bavail * found.f_frsize
 
     def system_disk_used(self, container_id: str) -> int | None:
         """Bytes in the container's own layer (what it wrote over its image), as the engine

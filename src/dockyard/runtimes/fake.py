@@ -110,6 +110,7 @@ class FakeRuntime:
         self.down = False
         self.start_delay_s = start_delay_s
         self.fail_starts = 0
+        self.free_bytes: int | None = None  # what storage_free answers: a test sets it
         self.fail_copies = 0
         self.fail_builds = 0
         self.fail_networks = 0
@@ -362,6 +363,10 @@ class FakeRuntime:
         return ContainerStats(
             cpu=CpuCounters(container_ns=0, host_ns=now_ns, host_cpus=int(self.cpus), limit_cpus=spec.nano_cpus / 1e9),
             memory_used=0, memory_limit=spec.memory_bytes or self.memory_bytes)
+
+    def storage_free(self) -> int | None:
+        self._answering()
+        return self.free_bytes
 
     def system_disk_used(self, container_id: str) -> int | None:
         self._answering()

@@ -1,6 +1,6 @@
-"""A node whose engine stores containers on btrfs (tests/engines.BTRFS): Docker takes a
-container size there, but cannot hold it safely, so the node measures system disks as
-ext4 nodes do (docs/volumes.md)."""
+"""System disks measured where the engine cannot hold them to their size (docs/volumes.md):
+at once when the node's storage fills fast, not at their five-minute turn; and on a btrfs
+node (tests/engines.BTRFS), where Docker takes a size but cannot hold it safely."""
 
 import docker
 import pytest
@@ -10,6 +10,26 @@ from tests.harness import BASE_IMAGE, Server, wait_status
 from tests.integration.test_volumes import GIB, _make, _sh
 
 pytestmark = pytest.mark.docker
+
+
+def test_a_fast_writer_is_measured_at_once_and_stopped(docker_client):
+    """Its turn to be measured is an hour away; each half GB the node's storage loses has it
+    measured now, so once it is half a GB past its limit a reading says so and it is stopped
+    (a reading during the write may come just under the limit: the next drop brings another)."""
+    srv = Server(system_disk_gb="1", metrics_interval_s="1", metrics_disk_interval_s="3600",
+                 disk_pressure_drop_gb="0.5", autostop_interval_s="0.5").start()
+    try:
+        srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
+        api = srv.add_user("eve")
+        key = _make(api, name="writer")["id"]
+        writer = "nohup sh -c 'head -c 2000M /dev/zero > /root/big' >/dev/null 2>&1 & echo ok"
+        assert _sh(api, key, writer) == (0, "ok\n")
+        wait_status(api, key, "stopped", timeout=90)
+        cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
+                     if e["to_status"] == "stopping")
+        assert "over the 1 GB limit" in cause, cause
+    finally:
+        srv.close()
 
 
 @pytest.fixture(scope="module")
