@@ -55,8 +55,14 @@ class TestDockerRuntime(RuntimeContract):
         runtime.client.api.remove_container(container_id, force=True)
 
 
-def test_a_local_engines_free_space_is_read_where_its_layers_are(runtime, docker_client):
-    assert runtime.storage_free() is None  # not probed yet: where its layers are is not known
-    runtime.probe_disk_limit(BASE_IMAGE)
+def test_an_engines_free_space_is_read_where_its_containers_are(runtime, docker_client, labels):
+    """Directly where the engine is on this host; else inside one of its containers."""
     found = os.statvfs(docker_client.info()["DockerRootDir"])
-    assert abs(runtime.storage_free() - found.f_bavail * found.f_frsize) < 256 * 1024**2
+    free = found.f_bavail * found.f_frsize
+    assert runtime.storage_free() is None  # not probed yet: as a remote engine, no container named
+    spec = RuntimeContract().spec(runtime, BASE_IMAGE, labels)
+    container_id = runtime.create(spec)
+    runtime.start(container_id)
+    assert abs(runtime.storage_free(container_id) - free) < 256 * 1024**2
+    runtime.probe_disk_limit(BASE_IMAGE)
+    assert abs(runtime.storage_free() - free) < 256 * 1024**2

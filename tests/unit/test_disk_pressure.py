@@ -81,7 +81,7 @@ def test_nothing_is_measured_early_where_it_is_not_needed_or_cannot_be_seen(setu
         del fake.missing[Feature.SYSTEM_DISK_LIMIT]
         fake.free_bytes -= 5 * GIB
     else:
-        fake.free_bytes = None  # a remote engine's free space is not known
+        fake.free_bytes = None  # its free space cannot be read
     write(fake, instance_id, 3000)
     sampler.sample_once()
     assert sampler.store.read_system_disk(instance_id) == first

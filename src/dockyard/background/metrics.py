@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -75,6 +76,7 @@ class MetricsSampler(Loop):
         self._disk_due: dict[str, float] = {}  # instance -> monotonic time of its next disk reading
         self._free_seen: dict[str, int] = {}  # node -> its container storage's free bytes, as last compared
         self._again: set[str] = set()  # instances to measure again as soon as their reading ends
+        self.over_limit: Callable[[], None] = lambda: None  # told of a system disk read past its limit
         self._due_lock = threading.Lock()  # _disk_due and _again, between this loop and the disk pool
         self._next_round = time.monotonic()
 
@@ -102,8 +104,8 @@ class MetricsSampler(Loop):
         gpus = self._meter.read([uuid for t in targets for uuid, simulated in t.gpus if not simulated])
         list(self._stats_pool.map(lambda t: self._sample(t, gpus), targets))
         now = time.monotonic()
-        for node in {t.node for t in targets}:
-            if self._filling(node):
+        for node, inside in {t.node: t.container_id for t in targets}.items():
+            if self._filling(node, inside):
                 with self._due_lock:
                     for target in targets:
                         if target.node != node or target.instance_id not in self._disk_due:
@@ -121,7 +123,7 @@ class MetricsSampler(Loop):
                 self._disk_pool.submit(self._measure_disk, target)
         self.store.forget(older_than=time.time() - self.window_s)
 
-    def _filling(self, node: str) -> bool:
+    def _filling(self, node: str, inside: str) -> bool:
         """Whether the node's container storage lost `disk_pressure_drop_gb` since it was last
         compared, on a node whose engine does not hold system disks to their size itself:
         someone writes fast, and the measured limit must not wait for its turn to catch them."""
@@ -129,7 +131,7 @@ class MetricsSampler(Loop):
             runtime = self.platform.runtime(node)
             if runtime.lacks(Feature.SYSTEM_DISK_LIMIT) is None:
                 return False
-            free = runtime.storage_free()
+            free = runtime.storage_free(inside)  # `inside`: one of its running containers
         except Exception as exc:  # not connected, or not answering: the reconciler says so
             log.debug("no free space reading for node %s: %s", node, exc)
             return False
@@ -169,8 +171,10 @@ class MetricsSampler(Loop):
         try:
             used = runtime.system_disk_used(target.container_id)
             if used is not None:
-                self.store.set_system_disk(target.instance_id, DiskUsage(
-                    at=time.time(), used=used, total=self.platform.settings.system_disk_gb * GIB))
+                limit = self.platform.settings.system_disk_gb * GIB
+                self.store.set_system_disk(target.instance_id, DiskUsage(at=time.time(), used=used, total=limit))
+                if limit and used > limit:
+                    self.over_limit()
         except Exception as exc:
             log.debug("no system disk reading for %s: %s", target.instance_id, exc)
         finally:

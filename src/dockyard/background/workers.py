@@ -86,14 +86,18 @@ class Workers:
         self.driver = Driver(platform, self.pools)
         self.metrics = MetricsSampler(platform, metrics, metrics_disk)  # monitoring samples, in memory
         store = self.metrics.store
+        # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings,
+        # and a pass at once when the sampler reads a system disk past its limit.
+        autostop = AutoStop(platform, self.driver, lambda instance_id: store.read(instance_id)[0],
+                            store.read_system_disk)
+        self.metrics.over_limit = autostop.wake
         self.loops = [
             Reconciler(platform, self.driver),  # its first pass, at once, heals whatever a crash left
             NodeWatch(platform, self.driver),  # nodes that vanish and return
             Metering(platform, self.driver),  # settles usage at least every minute
             ActivityWatch(platform, settings.activity_interval_s),
             self.metrics,
-            # Stops instances by their auto-stop policy; GPU idle time from the sampler's readings.
-            AutoStop(platform, self.driver, lambda instance_id: store.read(instance_id)[0], store.read_system_disk),
+            autostop,
             Dispatcher(platform, self.driver),  # starts queued instances when their GPUs are free
             AutoRelease(platform, self.driver),  # releases instances left stopped, keeping their data
         ]

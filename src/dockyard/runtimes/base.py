@@ -173,7 +173,9 @@ class Runtime(Protocol):
     def stats(self, container_id: str) -> ContainerStats | None: ...  # None: not running
     def lacks(self, feature: Feature) -> str | None: ...  # why this node cannot, or None when it can
     def system_disk_used(self, container_id: str) -> int | None: ...  # bytes of its own layer; None: gone
-    def storage_free(self) -> int | None: ...  # free bytes where containers' layers are; None: cannot tell
+    # Free bytes where the node keeps containers (read inside `container_id`, a running one
+    # of it, where the node cannot be read directly); None: cannot tell.
+    def storage_free(self, container_id: str | None = None) -> int | None: ...
     def commit(self, container_id: str, repository: str, tag: str, labels: dict[str, str] | None = None) -> str: ...
     def save_image(self, container_id: str, repository: str, tag: str, labels: dict[str, str]) -> str: ...
     # The container's system disk as an image to start a new container from (at most

@@ -368,16 +368,24 @@ class DockerRuntime:
                      getattr(exc, "explanation", None) or exc)
             self.limits_system_disk = False
 
-    def storage_free(self) -> int | None:
-        """Free bytes on the file system of the engine's data root, read directly (one
-        statvfs) where the engine runs on this host; None for a remote engine."""
-        if self._data_root is None:
+    def storage_free(self, container_id: str | None = None) -> int | None:
+        """Free bytes on the file system that holds the engine's containers: one statvfs
+        where the engine runs on this host; else the platform's `df /` inside `container_id`,
+        a running container of the node (an overlay reports the file system under it)."""
+        if self._data_root is not None:
+            try:
+                found = os.statvfs(self._data_root)
+                return found.f_bavail * found.f_frsize
+            except OSError:
+                return None
+        if container_id is None:
             return None
         try:
-            found = os.statvfs(self._data_root)
-        except OSError:
+            code, output = self.tool(container_id, ["df", "-kP", "/"], timeout_s=5, max_bytes=4096)
+            fields = output.decode(errors="replace").strip().splitlines()[-1].split()
+            return int(fields[3]) * 1024 if code == 0 else None  # df -P: fs, blocks, used, available
+        except (RuntimeError_, IndexError, ValueError):
             return None
-        return found.f_bavail * found.f_frsize
 
     def system_disk_used(self, container_id: str) -> int | None:
         """Bytes in the container's own layer (what it wrote over its image), as the engine

@@ -364,7 +364,7 @@ class FakeRuntime:
             cpu=CpuCounters(container_ns=0, host_ns=now_ns, host_cpus=int(self.cpus), limit_cpus=spec.nano_cpus / 1e9),
             memory_used=0, memory_limit=spec.memory_bytes or self.memory_bytes)
 
-    def storage_free(self) -> int | None:
+    def storage_free(self, container_id: str | None = None) -> int | None:
         self._answering()
         return self.free_bytes
 
