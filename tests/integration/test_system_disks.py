@@ -12,6 +12,17 @@ from tests.integration.test_volumes import GIB, _make, _sh
 pytestmark = pytest.mark.docker
 
 
+def write_until_stopped(api, key: str, size: str) -> None:
+    """Write `size` to the system disk in the background (the stop may end the write), and
+    wait for the measured limit (1 GB) to stop the instance, saying why."""
+    writer = f"nohup sh -c 'head -c {size} /dev/zero > /root/big' >/dev/null 2>&1 & echo ok"
+    assert _sh(api, key, writer) == (0, "ok\n")
+    wait_status(api, key, "stopped", timeout=90)
+    cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
+                 if e["to_status"] == "stopping")
+    assert "over the 1 GB limit" in cause, cause
+
+
 def test_a_fast_writer_is_measured_at_once_and_stopped(docker_client):
     """Its turn to be measured is an hour away, and so is the next auto-stop pass; each half
     GB the node's storage loses has it measured now, so once it is half a GB past its limit
@@ -23,12 +34,7 @@ def test_a_fast_writer_is_measured_at_once_and_stopped(docker_client):
         srv.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
         api = srv.add_user("eve")
         key = _make(api, name="writer")["id"]
-        writer = "nohup sh -c 'head -c 2000M /dev/zero > /root/big' >/dev/null 2>&1 & echo ok"
-        assert _sh(api, key, writer) == (0, "ok\n")
-        wait_status(api, key, "stopped", timeout=90)
-        cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
-                     if e["to_status"] == "stopping")
-        assert "over the 1 GB limit" in cause, cause
+        write_until_stopped(api, key, "2000M")
     finally:
         srv.close()
 
@@ -60,12 +66,7 @@ def test_a_btrfs_node_measures_system_disks_and_a_full_one_starts_again(btrfs_no
     key = made["id"]
     sized = [c.attrs["HostConfig"].get("StorageOpt") for c in btrfs_node_containers(key)]
     assert sized == [None]
-    writer = "nohup sh -c 'head -c 1200M /dev/zero > /root/big' >/dev/null 2>&1 & echo ok"
-    assert _sh(api, key, writer) == (0, "ok\n")
-    wait_status(api, key, "stopped", timeout=90)
-    cause = next(e["cause"] for e in reversed(api.get(f"/instances/{key}/events").json())
-                 if e["to_status"] == "stopping")
-    assert "over the 1 GB limit" in cause, cause
+    write_until_stopped(api, key, "1200M")
     api.post(f"/instances/{key}/start").raise_for_status()
     wait_status(api, key, "running")
     code, size = _sh(api, key, "stat -c %s /root/big")
