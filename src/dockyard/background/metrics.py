@@ -127,6 +127,8 @@ class MetricsSampler(Loop):
         """Whether the node's container storage lost `disk_pressure_drop_gb` since it was last
         compared, on a node whose engine does not hold system disks to their size itself:
         someone writes fast, and the measured limit must not wait for its turn to catch them."""
+        if not self.platform.settings.system_disk_gb:
+            return False  # no limit to hold: no reading (on a remote node, an exec) is worth it
         try:
             runtime = self.platform.runtime(node)
             if runtime.lacks(Feature.SYSTEM_DISK_LIMIT) is None:
