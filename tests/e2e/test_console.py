@@ -178,8 +178,12 @@ def test_the_console_end_to_end(console, browser, tmp_path):
     expect(row.locator(".badge.status")).to_have_text("stopped", timeout=60_000)
     expect(row.locator("[data-action=start]")).to_be_enabled()
     page.click("text=Billing")
-    for _ in range(40):  # the metering loop settles every second, half a second behind
-        if page.locator("#statement").count():
+    # The metering loop settles every second, half a second behind, in windows aligned to
+    # the minute: a run that crossed a minute just after it began shows a first window worth
+    # 0.00 before its stop is settled, so wait for the closed run, not for the first row.
+    for _ in range(40):
+        total = page.locator("#total")
+        if total.count() and total.inner_text() != "0.00 CNY":
             break
         time.sleep(0.5)
         page.reload()
