@@ -125,22 +125,77 @@ def test_no_file_holds_a_merge_conflicts_markers():
     assert marked == []
 
 
-def _status_updates(tree: ast.AST) -> int:
-    """`update(Instance)....values(status=...)` statements in a module's code."""
-    found = 0
+def _status_statements(tree: ast.AST) -> list[str]:
+    """The tables of the `update(X)....values(status=...)` (or `insert`) statements in a
+    module's code, as written ("Instance", or a variable's name)."""
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "values":
-            updates_instances = any(isinstance(inner, ast.Call) and getattr(inner.func, "id", None) == "update"
-                                    and [getattr(a, "id", None) for a in inner.args] == ["Instance"]
-                                    for inner in ast.walk(node.func.value))
-            if updates_instances and any(k.arg in ("status", None) for k in node.keywords):
-                found += 1
+            if not any(k.arg in ("status", None) for k in node.keywords):
+                continue
+            found += [ast.unparse(inner.args[0]) for inner in ast.walk(node.func.value)
+                      if isinstance(inner, ast.Call) and getattr(inner.func, "id", None) in ("update", "insert")
+                      and len(inner.args) == 1]
     return found
+
+
+def _status_updates(tree: ast.AST) -> int:
+    """`update(Instance)....values(status=...)` statements in a module's code."""
+    return _status_statements(tree).count("Instance")
 
 
 def test_only_lifecycle_writes_an_instances_status():
     writers = {name: n for name, path in _modules().items() if (n := _status_updates(ast.parse(path.read_text())))}
     assert writers == {"dockyard.services.lifecycle": 1}
+
+
+STATUS_MODELS = ("Image", "Cluster", "Volume")
+
+
+def _status_writes(tree: ast.AST) -> int:
+    """Writes in a module's code that could set an image's, a cluster's or a volume's
+    status: any assignment to a `.status` (above runtimes/, whose fake containers have
+    one, only rows do; instances' go through lifecycle's UPDATE), `setattr(_, "status",
+    _)`, one of those models made with `status=`, and their UPDATE/INSERT statements."""
+    # Any table but instances': the helper's own UPDATE names its model by a variable.
+    found = sum(table != "Instance" for table in _status_statements(tree))
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for part in ast.walk(target):
+                if isinstance(part, ast.Attribute) and part.attr == "status" and isinstance(part.ctx, ast.Store):
+                    found += 1
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            if name == "setattr" and len(node.args) > 1 and getattr(node.args[1], "value", None) == "status":
+                found += 1
+            if name in STATUS_MODELS and any(k.arg in ("status", None) for k in node.keywords):
+                found += 1
+    return found
+
+
+def test_only_the_status_helper_writes_an_images_clusters_or_volumes_status():
+    writers = {name: n for name, path in _modules().items()
+               if not name.startswith("dockyard.runtimes") and (n := _status_writes(ast.parse(path.read_text())))}
+    assert writers == {"dockyard.services.statuses": 2}
+
+
+def test_the_status_write_finder_finds_each_kind():
+    for code in ("row.status = 'ready'", "row.status, row.status_reason = 'ready', None",
+                 "db.get(Image, 1).status = 'ready'", "setattr(row, 'status', 'ready')",
+                 "Volume(id='v', status='ready')", "Cluster(**fields)",
+                 "db.execute(update(Cluster).where(Cluster.id == k).values(status='released'))",
+                 "db.execute(insert(Image).values(name='x', status='absent'))",
+                 "db.execute(update(model).where(model.id == k).values(status=new))"):
+        assert _status_writes(ast.parse(code)) == 1, code
+    for code in ("if row.status == 'ready': pass", "Image(name='x')", "setattr(row, 'public', True)",
+                 "db.execute(update(Volume).values(node_name='b'))", "ok = row.status",
+                 "db.execute(update(Instance).values(status=target))"):
+        assert _status_writes(ast.parse(code)) == 0, code
 
 
 def test_nothing_outside_runtimes_reaches_into_a_runtimes_engine_client():

@@ -1,4 +1,4 @@
-"""The instance state machine: which status may follow which."""
+"""The state machines of instances, images, clusters and volumes: which status may follow which."""
 
 from __future__ import annotations
 
@@ -44,6 +44,67 @@ class VolumeStatus(StrEnum):
     RESIZING = "resizing"
     DELETING = "deleting"
     DELETED = "deleted"
+
+
+# The tables of images, clusters and volumes: from-status -> the statuses it may move to;
+# None stands for a row not yet written (its first status). Only services/statuses.py
+# changes these statuses, through `check_transition`. Writing the status a row already
+# has changes nothing and is always allowed (a removal finished twice, a second node
+# that finds an image ready).
+
+IMAGE_TRANSITIONS: dict[ImageStatus | None, frozenset[ImageStatus]] = {
+    # Catalog entries start absent, registered images ready (every node checked first),
+    # saved ones saving (the commit runs after the row).
+    None: frozenset({ImageStatus.ABSENT, ImageStatus.READY, ImageStatus.SAVING}),
+    # A build starts; or a node is found holding it (the cache refresh, a pull).
+    ImageStatus.ABSENT: frozenset({ImageStatus.BUILDING, ImageStatus.READY}),
+    # Built; or the build failed, or a crash interrupted it (heal_interrupted), and the
+    # entry is absent again. Ready also when a build on another node finished first.
+    ImageStatus.BUILDING: frozenset({ImageStatus.ABSENT, ImageStatus.READY}),
+    # The commit is on the node (or found there after a crash). A failed save removes
+    # the row instead. Deleted: a delete while saving (unreachable today: no instance is
+    # made from a saving image, so its row is removed), allowed as harmless.
+    ImageStatus.SAVING: frozenset({ImageStatus.READY, ImageStatus.DELETED}),
+    # Deleted but kept for the released instances made from it (else the row goes).
+    ImageStatus.READY: frozenset({ImageStatus.DELETED}),
+    # No path sets failed today; one that did could rebuild, find or delete the image.
+    ImageStatus.FAILED: frozenset({ImageStatus.ABSENT, ImageStatus.BUILDING, ImageStatus.READY,
+                                   ImageStatus.DELETED}),
+    ImageStatus.DELETED: frozenset(),  # renamed and hidden: nothing finds it again
+}
+
+CLUSTER_TRANSITIONS: dict[ClusterStatus | None, frozenset[ClusterStatus]] = {
+    None: frozenset({ClusterStatus.LIVE}),
+    ClusterStatus.LIVE: frozenset({ClusterStatus.RELEASING}),  # `release` of the cluster
+    # The reconciler's reap, once every member is released and the network is gone.
+    ClusterStatus.RELEASING: frozenset({ClusterStatus.RELEASED}),
+    ClusterStatus.RELEASED: frozenset(),
+}
+
+VOLUME_TRANSITIONS: dict[VolumeStatus | None, frozenset[VolumeStatus]] = {
+    # Made by hand, or kept from a released instance's data disk.
+    None: frozenset({VolumeStatus.READY}),
+    # Claimed for a resize or a removal; deleted at once when the engine could not make
+    # it (the row was written first).
+    VolumeStatus.READY: frozenset({VolumeStatus.RESIZING, VolumeStatus.DELETING, VolumeStatus.DELETED}),
+    VolumeStatus.RESIZING: frozenset({VolumeStatus.READY}),  # resized, or refused: ready either way
+    # The engine removed it (by the removal, or by the reconciler after a crash).
+    VolumeStatus.DELETING: frozenset({VolumeStatus.DELETED}),
+    VolumeStatus.DELETED: frozenset(),
+}
+
+
+class IllegalTransition(ValueError):
+    """A status change its table does not allow: a bug in the code that asked for it."""
+
+
+def check_transition(table: dict, entity: str, old, new) -> None:
+    """Refuse a change of `entity`'s status from `old` (None: a new row) to `new` that
+    `table` does not allow."""
+    if old is not None and old == new:
+        return
+    if new not in table.get(old, frozenset()):
+        raise IllegalTransition(f"{entity}: illegal status change {'(new)' if old is None else old} -> {new}")
 
 
 # Statuses in which the platform owes the engines some work.

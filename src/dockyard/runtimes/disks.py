@@ -60,9 +60,35 @@ def unavailable_reason(engine_url: str) -> str | None:
 
 
 def _loop_device(image: Path) -> str | None:
-    """The loop device backed by `image`, if one is attached."""
+    """The loop device backed by `image`, if one is attached. Read from sysfs (no process
+    at every mount); `losetup -j` decides whenever sysfs names a backing file this process
+    cannot look at (another mount namespace, a deleted file), since missing an attached
+    device would put a second one over the same file."""
+    found = _loop_device_sysfs(image)
+    if found is not False:
+        return found
     found = _run(["losetup", "-n", "-O", "NAME", "-j", str(image)]).split()
     return found[0] if found else None
+
+
+def _loop_device_sysfs(image: Path) -> str | None | bool:
+    """As `_loop_device`, from /sys/block/loop*/loop/backing_file; False when it cannot say."""
+    try:
+        wanted = image.stat()
+        backing = list(Path("/sys/block").glob("loop*/loop/backing_file"))
+    except OSError:
+        return False
+    for entry in backing:
+        try:
+            path = entry.read_text().rstrip("\n")
+            st = os.stat(path)
+        except OSError:  # detached meanwhile, or a path we cannot reach: ask losetup
+            if entry.exists():
+                return False
+            continue
+        if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
+            return "/dev/" + entry.parent.parent.name
+    return None
 
 
 def _drop_lost_found(point: Path) -> None:
@@ -107,13 +133,14 @@ class LoopDisks:
         finally:
             self._refilling.release()
 
-    def _take_spare(self, image: Path, size_gb: int) -> bool:
+    def _take_spare(self, image: Path, size_gb: int, refill: bool) -> bool:
         for spare in self._spares(size_gb):
             try:
                 spare.rename(image)  # atomic: two takers cannot both get it
             except FileNotFoundError:
                 continue
-            self.refill()
+            if refill:
+                self.refill()
             return True
         return False
 
@@ -146,14 +173,16 @@ class LoopDisks:
             raise RuntimeError_(f"disks of a fixed size cannot be made on this node: {self.reason} "
                                 "(an operator may turn size limits off with sized_disks = false)")
 
-    def ensure(self, name: str, size_gb: int) -> Path:
-        """Make the disk if it is missing and mount it if it is not; its mount point."""
+    def ensure(self, name: str, size_gb: int, refill: bool = True) -> Path:
+        """Make the disk if it is missing and mount it if it is not; its mount point.
+        `refill` False: a spare taken is replaced only at the next `refill` (a start calls
+        it once the container is up, so that making one never competes with the start)."""
         self._check()
         with self._lock(name):
             image = self.image(name)
             if not image.exists():
                 self.root.mkdir(parents=True, exist_ok=True)
-                if not self._take_spare(image, size_gb):
+                if not self._take_spare(image, size_gb, refill):
                     self._make(image, size_gb)
                 self._mount(image, self.mountpoint(name))
                 _drop_lost_found(self.mountpoint(name))

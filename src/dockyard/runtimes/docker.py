@@ -96,6 +96,10 @@ class DockerRuntime:
         self._connection = {"base_url": node.url, "tls": tls, "version": self.client.api.api_version,
                             "use_ssh_client": node.url.startswith("ssh://")}
         self._network_lock = threading.Lock()
+        # User networks by name -> (id, labels): looked up once, not at every create (the
+        # platform never removes them); one removed behind our back is made again when a
+        # start finds it gone (`start`).
+        self._networks: dict[str, tuple[str, dict[str, str]]] = {}
         self._limits: list[Ulimit] = []  # see probe_ulimits
         self.limits_system_disk = False  # see probe_disk_limit
         self._data_root: str | None = None  # see probe_disk_limit and storage_free
@@ -151,22 +155,51 @@ class DockerRuntime:
 
     def ensure_network(self, name: str, labels: dict[str, str]) -> str:
         """The id of the network called `name`, made if missing. Docker allows two
-        networks of one name, so creation is serialised and the oldest one wins."""
+        networks of one name, so creation is serialised and the oldest one wins. Looked
+        up once: `start` makes one removed behind our back again."""
         with self._network_lock:
-            found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
-            if found:
-                return min(found, key=lambda n: n.attrs["Created"]).id
-            # Docker's default pools hold only a few dozen bridges: take small ones from ours.
-            for attempt in range(3):
-                subnet = self._free_subnet()
-                ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))])
-                try:
-                    # A bridge of its own per user: Docker drops traffic between bridges.
-                    return self.client.networks.create(name, driver="bridge", labels=labels, ipam=ipam).id
-                except APIError as exc:
-                    # Another installation on this engine took that subnet just now: pick again.
-                    if "overlap" not in str(exc.explanation) or attempt == 2:
-                        raise engine_error(exc) from exc
+            if name not in self._networks:
+                self._networks[name] = (self._find_or_make_network(name, labels), labels)
+            return self._networks[name][0]
+
+    def _remake_networks(self, container_id: str, error: APIError) -> bool:
+        """After a start refused for a missing network: the user networks of the container
+        that `ensure_network` remembered are looked up (made) again and the container is
+        joined to them afresh. Whether there were any."""
+        if "network" not in str(error.explanation) or "not found" not in str(error.explanation):
+            return False
+        try:
+            joined = self.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+        except APIError:
+            return False
+        gone = []  # (the container's key for it: the name, or the id when made after the removal)
+        with self._network_lock:
+            for name, (known, labels) in list(self._networks.items()):
+                key = name if name in joined else known if known in joined else None
+                if key is not None:
+                    del self._networks[name]
+                    gone.append((key, name, labels))
+        for key, name, labels in gone:
+            network = self.ensure_network(name, labels)
+            self.client.api.disconnect_container_from_network(container_id, key, force=True)
+            self.client.api.connect_container_to_network(container_id, network)
+        return bool(gone)
+
+    def _find_or_make_network(self, name: str, labels: dict[str, str]) -> str:
+        found = [n for n in self.client.networks.list(names=[name]) if n.name == name]
+        if found:
+            return min(found, key=lambda n: n.attrs["Created"]).id
+        # Docker's default pools hold only a few dozen bridges: take small ones from ours.
+        for attempt in range(3):
+            subnet = self._free_subnet()
+            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))])
+            try:
+                # A bridge of its own per user: Docker drops traffic between bridges.
+                return self.client.networks.create(name, driver="bridge", labels=labels, ipam=ipam).id
+            except APIError as exc:
+                # Another installation on this engine took that subnet just now: pick again.
+                if "overlap" not in str(exc.explanation) or attempt == 2:
+                    raise engine_error(exc) from exc
 
     def _free_subnet(self) -> ipaddress.IPv4Network:
         taken = [ipaddress.ip_network(subnet, strict=False) for subnet in self.taken_subnets()]
@@ -189,10 +222,12 @@ class DockerRuntime:
     def remove_cluster_network(self, name: str) -> None:
         cluster_net.remove_network(self, name)
 
-    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
+    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None,
+                      before_start: bool = False) -> None:
         """The volume `name`, made if missing: with `size_gb`, on a disk of that size (kept
         mounted: this mounts it again after a reboot). A plain volume made before sizes
-        were enforced stays as it is."""
+        were enforced stays as it is. `before_start`: a container start follows, and the
+        spare disk this may take is made again after it (`start`), not beside it."""
         try:
             self.client.volumes.get(name)
             exists = True
@@ -200,7 +235,7 @@ class DockerRuntime:
             exists = False
         sized = size_gb is not None and self.disks is not None and (not exists or self.disks.exists(name))
         if sized:
-            point = self.disks.ensure(name, size_gb)
+            point = self.disks.ensure(name, size_gb, refill=not before_start)
         if exists:
             return
         try:
@@ -432,9 +467,17 @@ class DockerRuntime:
 
     def start(self, container_id: str) -> None:
         try:
-            self.client.api.start(container_id)
+            try:
+                self.client.api.start(container_id)
+            except APIError as exc:
+                if not self._remake_networks(container_id, exc):
+                    raise
+                self.client.api.start(container_id)
         except APIError as exc:
             raise engine_error(exc) from exc
+        finally:
+            if self.disks is not None:  # a spare taken for this start (ensure_volume), made again now
+                self.disks.refill()
 
     def stop(self, container_id: str, timeout: int) -> None:
         try:

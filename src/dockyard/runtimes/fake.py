@@ -207,7 +207,8 @@ class FakeRuntime:
             self.networks.pop(name, None)
             self.subnets.pop(name, None)
 
-    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None) -> None:
+    def ensure_volume(self, name: str, labels: dict[str, str], size_gb: int | None = None,
+                      before_start: bool = False) -> None:
         self._answering()
         with self._lock:
             self.volumes.setdefault(name, FakeVolume(labels=dict(labels), size_gb=size_gb))

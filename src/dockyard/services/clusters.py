@@ -20,10 +20,10 @@ from dockyard.core import clusters as core
 from dockyard.core.errors import Conflict, DockyardError
 from dockyard.core.placement import ANY_MODEL
 from dockyard.core.sharing import MILLI
-from dockyard.core.states import Status
+from dockyard.core.states import ClusterStatus, Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes.base import NO_SWARM, Feature, RuntimeError_
-from dockyard.services import allocation, images, instances, lifecycle, ownership
+from dockyard.services import allocation, images, instances, lifecycle, ownership, statuses
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
 
@@ -109,11 +109,12 @@ def create_cluster(platform: Platform, user: User, request: ClusterRequest) -> t
             _check_names_free(db, user, request.name, request.nodes)
             cluster = Cluster(
                 id=secrets.token_hex(6), owner_id=user.id, name=request.name, members=request.nodes,
-                gpus_per_member=request.gpus, gpu_model=model, image_id=image.id, status="live",
+                gpus_per_member=request.gpus, gpu_model=model, image_id=image.id,
                 network_driver="bridge" if len(used) == 1 else "overlay",
                 network_node=used[0] if len(used) == 1 else managers[groups[used[0]]],
                 master_port=core.MASTER_PORT,
             )
+            statuses.set_status(cluster, ClusterStatus.LIVE)
             db.add(cluster)
             ids = []
             for rank, placement in enumerate(placements):
@@ -213,7 +214,7 @@ def release_cluster(platform: Platform, user: User, key: str) -> tuple[Cluster, 
         cluster = get_owned(db, user, key)
         if cluster.status == "released":
             raise Conflict(f"cluster {cluster.name} is released already")
-        db.execute(update(Cluster).where(Cluster.id == cluster.id, Cluster.status == "live").values(status="releasing"))
+        statuses.change(db, Cluster, ClusterStatus.LIVE, ClusterStatus.RELEASING, Cluster.id == cluster.id)
         live = [m for m in members(db, cluster.id) if m.status != Status.RELEASED]
     for member in live:
         instances.request_release(platform, user, member.id)
@@ -302,5 +303,5 @@ def reap(platform: Platform) -> None:
         except (DockyardError, RuntimeError_):
             continue
         with platform.sessions.begin() as db:
-            db.execute(update(Cluster).where(Cluster.id == cluster.id, Cluster.status == "releasing")
-                       .values(status="released", released_at=utcnow()))
+            statuses.change(db, Cluster, ClusterStatus.RELEASING, ClusterStatus.RELEASED, Cluster.id == cluster.id,
+                            released_at=utcnow())

@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from dockyard.core import catalog
 from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
-from dockyard.core.states import Status
+from dockyard.core.states import ImageStatus, Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
 from dockyard.runtimes.base import HELPER_LABEL, Feature, ImageInfo, RuntimeError_
 from dockyard.services import audit, notifications
+from dockyard.services.statuses import set_status
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
 
@@ -94,7 +95,8 @@ def sync_catalog(platform: Platform, entries: list[CatalogEntry]) -> None:
         for entry in entries:
             image = db.scalars(select(Image).where(Image.name == entry.name)).first()
             if image is None:
-                image = Image(name=entry.name, kind="catalog", status="absent", public=True)
+                image = Image(name=entry.name, kind="catalog", public=True)
+                set_status(image, ImageStatus.ABSENT)
                 db.add(image)
             elif image.kind != "catalog":
                 log.warning("catalog entry %s clashes with a %s image; skipped", entry.name, image.kind)
@@ -130,8 +132,8 @@ def _record_on_node(db: Session, node: str, image_id: int, info: ImageInfo) -> N
     # The Python stack the image was built with (images/locks/), from its labels.
     image.stack_lock = info.labels.get(LOCK_LABEL)
     image.stack_lock_sha256 = info.labels.get(LOCK_DIGEST_LABEL)
-    if image.status == "absent":
-        image.status = "ready"
+    if image.status == ImageStatus.ABSENT:
+        set_status(image, ImageStatus.READY)
 
 
 def prepare_image(platform: Platform, name: str, node: str | None, on_progress: Progress) -> Image:
@@ -150,7 +152,7 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         runtime = platform.runtime(target)
         on_progress(f"[{target}] {'building' if entry else 'pulling'} {image.ref}")
         # Only an image no node holds is building: one built on an earlier target stays ready.
-        _set_status(platform, image.id, "building" if entry else None, only_if="absent")
+        _set_status(platform, image.id, ImageStatus.BUILDING if entry else None, only_if=ImageStatus.ABSENT)
         try:
             if entry:
                 runtime.build_image(entry, image_build.recipe_dir(), platform.settings.build_ca_bundle, on_progress)
@@ -158,11 +160,13 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
                 runtime.ensure_image(image.ref, on_progress)
             info = runtime.image_info(image.ref)
         except (RuntimeError_, image_build.BuildError) as exc:
-            _set_status(platform, image.id, "absent" if entry else None, str(exc), only_if="building")
+            _set_status(platform, image.id, ImageStatus.ABSENT if entry else None, str(exc), only_if=ImageStatus.BUILDING)
             raise Conflict(f"{'build' if entry else 'pull'} of {name} on {target} failed: {exc}") from None
         with platform.sessions.begin() as db:
             _record_on_node(db, target, image.id, info)
-            db.get(Image, image.id).status, db.get(Image, image.id).status_reason = "ready", None
+            row = db.get(Image, image.id)
+            set_status(row, ImageStatus.READY)
+            row.status_reason = None
         on_progress(f"[{target}] {image.ref} ready ({info.size_bytes / GIB:.2f} GiB, {info.id[:19]})")
     with platform.sessions.begin() as db:
         return db.get(Image, image.id)
@@ -182,14 +186,15 @@ def prepare_targets(platform: Platform, node: str | None, build: bool) -> list[s
     return able
 
 
-def _set_status(platform: Platform, image_id: int, status: str | None, reason: str | None = None,
-                only_if: str | None = None) -> None:
+def _set_status(platform: Platform, image_id: int, status: ImageStatus | None, reason: str | None = None,
+                only_if: ImageStatus | None = None) -> None:
     if status is None:
         return
     with platform.sessions.begin() as db:
         image = db.get(Image, image_id)
         if only_if is None or image.status == only_if:
-            image.status, image.status_reason = status, reason
+            set_status(image, status)
+            image.status_reason = reason
 
 
 def start_prepare(platform: Platform, admin: User, name: str, node: str | None,
@@ -246,7 +251,8 @@ def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
         infos[node] = runtime.image_info(ref)
     try:
         with platform.sessions.begin() as db:
-            image = Image(name=name, ref=ref, kind="registered", status="ready", public=True, created_by=admin.id)
+            image = Image(name=name, ref=ref, kind="registered", public=True, created_by=admin.id)
+            set_status(image, ImageStatus.READY)
             db.add(image)
             db.flush()
             audit.record(db, admin, "image.register", name, ref)
@@ -285,12 +291,13 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
             source = db.get(Image, instance.image_id)
             image = Image(
                 name=full_name, ref=f"dy-{platform.deployment}-saved/u{user.id}-{name}:{tag or 'latest'}",
-                kind="saved", status="saving", status_reason="committing the system disk", owner_id=user.id,
+                kind="saved", status_reason="committing the system disk", owner_id=user.id,
                 public=False, created_by=user.id, source_instance_id=instance.id,
                 framework=source.framework, framework_version=source.framework_version, cuda=source.cuda,
                 cudnn=source.cudnn, python=source.python, os=source.os, min_driver=source.min_driver,
                 description=f"saved from instance {instance.name} ({source.name})",
             )
+            set_status(image, ImageStatus.SAVING)
             db.add(image)
     except IntegrityError:
         raise Conflict(f"name: you already have an image named {full_name!r}", field="name") from None
@@ -331,7 +338,8 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
     with platform.sessions.begin() as db:
         _record_on_node(db, instance.node_name, image_id, info)
         row = db.get(Image, image_id)
-        row.status, row.status_reason = "ready", None
+        set_status(row, ImageStatus.READY)
+        row.status_reason = None
         notifications.post(db, instance.owner_id, "save",
                            f"image {image.name} saved from {instance.name} ({info.size_bytes / 1e9:.2f} GB)")
     op.finish()
@@ -345,7 +353,7 @@ def heal_interrupted(platform: Platform) -> None:
             runtime.remove(helper.id)
     with platform.sessions.begin() as db:
         for image in db.scalars(select(Image).where(Image.status == "building")):
-            image.status = "absent"
+            set_status(image, ImageStatus.ABSENT)
         saving = [(i.id, i.ref, db.get(Instance, i.source_instance_id).node_name)
                   for i in db.scalars(select(Image).where(Image.status == "saving"))]
     for image_id, ref, node in saving:
@@ -354,7 +362,7 @@ def heal_interrupted(platform: Platform) -> None:
         with platform.sessions.begin() as db:
             if info:
                 _record_on_node(db, node, image_id, info)
-                db.get(Image, image_id).status = "ready"
+                set_status(db.get(Image, image_id), ImageStatus.READY)
             elif runtime:
                 db.delete(db.get(Image, image_id))
 
@@ -381,7 +389,8 @@ def delete_image(platform: Platform, user: User, name: str) -> None:
         # Released instances keep their image id for history: detach rather than delete then.
         if db.scalars(select(Instance.id).where(Instance.image_id == image_id)).first():
             row = db.get(Image, image_id)
-            row.status, row.public, row.name = "deleted", False, f"{row.name}#deleted-{image_id}"
+            set_status(row, ImageStatus.DELETED)
+            row.public, row.name = False, f"{row.name}#deleted-{image_id}"
         else:
             db.delete(db.get(Image, image_id))
 

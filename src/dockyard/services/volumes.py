@@ -19,11 +19,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
-from dockyard.core.states import Status
+from dockyard.core.states import Status, VolumeStatus
 from dockyard.db.models import Instance, Node, User, Volume, utcnow
 from dockyard.runtimes.base import Feature, RuntimeError_
 from dockyard.runtimes.disks import DiskTooSmall
-from dockyard.services import notifications, ownership
+from dockyard.services import notifications, ownership, statuses
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -123,20 +123,22 @@ def create_volume(platform: Platform, user: User, name: str, size_gb: int, node:
         _check_name_free(db, user.id, name)
         volume_id = secrets.token_hex(6)
         volume = Volume(id=volume_id, owner_id=user.id, name=name, node_name=node, size_gb=size_gb,
-                        engine_name=engine_name(platform, volume_id), status="ready")
+                        engine_name=engine_name(platform, volume_id))
+        statuses.set_status(volume, VolumeStatus.READY)
         db.add(volume)
     try:
         platform.runtime(node).ensure_volume(volume.engine_name, labels(platform, volume.id), size_gb)
     except RuntimeError_ as exc:
         with platform.sessions.begin() as db:
             row = db.get(Volume, volume.id)
-            row.status, row.status_reason, row.deleted_at = "deleted", str(exc), utcnow()
+            statuses.set_status(row, VolumeStatus.DELETED)
+            row.status_reason, row.deleted_at = str(exc), utcnow()
         raise Conflict(f"volume {name} could not be made on node {node}: {exc}") from None
     with platform.sessions.begin() as db:
         return db.get(Volume, volume.id)
 
 
-def _claim(platform: Platform, user: User, key: str, to_status: str, verb: str) -> Volume:
+def _claim(platform: Platform, user: User, key: str, to_status: VolumeStatus, verb: str) -> Volume:
     """Move a ready volume to `to_status` unless an instance would write to it meanwhile."""
     with platform.sessions.begin() as db:
         volume = get_owned(db, user, key)
@@ -146,9 +148,8 @@ def _claim(platform: Platform, user: User, key: str, to_status: str, verb: str) 
         if instance is not None and (verb == "remove" or instance.status in WRITING):
             why = "release it first" if verb == "remove" else "stop it first"
             raise Conflict(f"volume {volume.name} is in use by instance {instance.name} ({instance.status}); {why}")
-        done = db.execute(update(Volume).where(Volume.id == volume.id, Volume.status == "ready",
-                                               Volume.instance_id == volume.instance_id)
-                          .values(status=to_status, status_reason=None)).rowcount
+        done = statuses.change(db, Volume, VolumeStatus.READY, to_status, Volume.id == volume.id,
+                               Volume.instance_id == volume.instance_id, status_reason=None)
         if not done:
             raise Conflict(f"volume {volume.name} changed meanwhile; look again and retry")
         return volume
@@ -164,7 +165,7 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
     platform.runtime(current.node_name)  # a node not connected: refused before the claim
     platform.refuse_lacking(current.node_name, Feature.SIZED_DISKS, f"volume {current.name} cannot be resized",
                             field="size_gb")
-    volume = _claim(platform, user, key, "resizing", "resize")
+    volume = _claim(platform, user, key, VolumeStatus.RESIZING, "resize")
     error = None
     try:
         platform.runtime(volume.node_name).resize_volume(volume.engine_name, size_gb)
@@ -174,7 +175,7 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
         error = f"volume {volume.name} could not be resized: {exc}"
     with platform.sessions.begin() as db:
         row = db.get(Volume, volume.id)
-        row.status = "ready"
+        statuses.set_status(row, VolumeStatus.READY)
         if error is None:
             row.size_gb = size_gb
     if error:
@@ -184,7 +185,7 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
 
 
 def remove_volume(platform: Platform, user: User, key: str) -> Volume:
-    volume = _claim(platform, user, key, "deleting", "remove")
+    volume = _claim(platform, user, key, VolumeStatus.DELETING, "remove")
     finish_removal(platform, volume.id)
     with platform.sessions.begin() as db:
         return db.get(Volume, volume.id)
@@ -202,7 +203,8 @@ def finish_removal(platform: Platform, volume_id: str) -> None:
         raise Conflict(f"volume {volume.name} could not be removed yet ({exc}); it will be retried") from None
     with platform.sessions.begin() as db:
         row = db.get(Volume, volume_id)
-        row.status, row.status_reason, row.deleted_at = "deleted", None, utcnow()
+        statuses.set_status(row, VolumeStatus.DELETED)
+        row.status_reason, row.deleted_at = None, utcnow()
 
 
 # ---- with instances ------------------------------------------------------------------
@@ -285,7 +287,8 @@ def on_release(db: Session, instance: Instance, data_disk: str | None, size_gb: 
         return None
     name = _free_name(db, instance.owner_id, instance.keep_data_as or instance.name)
     volume = Volume(id=secrets.token_hex(6), owner_id=instance.owner_id, name=name, node_name=instance.node_name,
-                    size_gb=size_gb, engine_name=data_disk, status="ready", source_instance_id=instance.id)
+                    size_gb=size_gb, engine_name=data_disk, source_instance_id=instance.id)
+    statuses.set_status(volume, VolumeStatus.READY)
     db.add(volume)
     notifications.post(db, instance.owner_id, NOTICE_KIND,
                        f"instance {instance.name} was released; its data disk is kept as volume {name} "

@@ -32,7 +32,7 @@ def run(ctx: Context, instance: Instance, status: Status) -> None:
         mounts = disks(platform, db, instance)
     # At every start: a disk is made if missing and mounted again after a reboot.
     for name, (size_gb, disk_labels, _) in mounts.items():
-        runtime.ensure_volume(name, disk_labels, size_gb)
+        runtime.ensure_volume(name, disk_labels, size_gb, before_start=True)
     uuids = sorted(access.device_ids)
     container = runtime.inspect(instance.container_id) if instance.container_id else None
     if instance.container_id and container is None:
