@@ -15,7 +15,9 @@ import uuid
 
 import pytest
 
-from dockyard.runtimes.base import ContainerSpec, ContainerStats, Feature, PortTaken, RuntimeError_, SwarmState
+from dockyard.runtimes.base import (ContainerGone, ContainerSpec, ContainerStats, Feature, PortTaken, RuntimeError_,
+                                    SwarmState)
+from dockyard.runtimes.instances import ContainerInstances, Held
 
 
 def free_port() -> int:
@@ -213,3 +215,99 @@ class RuntimeContract:
         for feature in Feature:
             why = runtime.lacks(feature)
             assert why is None or (isinstance(why, str) and runtime.node_name in why)
+
+
+class LifecycleContract(RuntimeContract):
+    """The lifecycle the driver asks for (runtimes/instances.py), over each engine."""
+
+    def lifecycle(self, runtime, labels) -> tuple[ContainerInstances, str, list[Held]]:
+        recorded: list[Held] = []
+        instance_id = f"i{uuid.uuid4().hex[:10]}"
+        engine = ContainerInstances(runtime, labels, "dockyard/contract-sysdisk", stop_timeout_s=1, max_layers=2)
+        return engine, instance_id, recorded
+
+    def instance_spec(self, runtime, image, labels, instance_id, gpus, **changes) -> ContainerSpec:
+        return self.spec(runtime, image, {**labels, "dockyard.instance": instance_id, "dockyard.gpus": ",".join(gpus)},
+                         name=f"contract-{instance_id}", gpu_uuids=list(gpus), **changes)
+
+    def test_a_gpu_change_makes_the_container_again_over_the_same_system_disk(self, runtime, image, labels):
+        engine, iid, recorded = self.lifecycle(runtime, labels)
+        try:
+            held = engine.provision(iid, f"contract-{iid}", ["GPU-b", "GPU-a"], Held(), recorded.append)
+            assert held == Held() and recorded == []  # nothing there: the caller makes it
+            held = engine.create(self.instance_spec(runtime, image, labels, iid, ["GPU-a", "GPU-b"]), held,
+                                 recorded.append)
+            assert held.container_id and held.gpus == ("GPU-a", "GPU-b") and recorded == [held]
+            engine.start(held)
+            runtime.put_files(held.container_id, "", {"work.txt": (b"epoch 3\n", 0o644)}, "/root")
+            # The same GPUs, in any order: the same container.
+            assert engine.provision(iid, f"contract-{iid}", ["GPU-b", "GPU-a"], held, recorded.append) == held
+            first = held.container_id
+            held = engine.provision(iid, f"contract-{iid}", ["GPU-c"], held, recorded.append)
+            assert held.container_id is None and held.system_disk and recorded[-1] == held
+            assert runtime.inspect(first) is None
+            held = engine.create(self.instance_spec(runtime, held.system_disk, labels, iid, ["GPU-c"]), held,
+                                 recorded.append)
+            engine.start(held)
+            assert runtime.read_file(held.container_id, "/root/work.txt") == b"epoch 3\n"
+            engine.drop_old_disks(iid, held)
+            assert runtime.list_images({**labels, "dockyard.instance": iid}) == [held.system_disk]
+            engine.stop(held)
+            assert not runtime.inspect(held.container_id).running
+        finally:
+            engine.destroy(iid, f"contract-{iid}", recorded[-1] if recorded else Held())
+        assert runtime.list(labels) == [] and runtime.list_images({**labels, "dockyard.instance": iid}) == []
+        engine.destroy(iid, f"contract-{iid}", held)  # missing is fine
+
+    def test_a_container_made_but_not_recorded_is_adopted_with_its_gpus_else_removed(self, runtime, image, labels):
+        engine, iid, recorded = self.lifecycle(runtime, labels)
+        name = f"contract-{iid}"
+        try:
+            made = runtime.create(self.instance_spec(runtime, image, labels, iid, ["GPU-a"]))
+            held = engine.provision(iid, name, ["GPU-a"], Held(), recorded.append)
+            assert held == Held(made, ("GPU-a",)) and recorded == [held]
+            assert engine.provision(iid, name, ["GPU-b"], Held(), recorded.append) == Held()
+            assert runtime.inspect(made) is None and len(recorded) == 1  # it never ran: nothing kept
+        finally:
+            engine.destroy(iid, name, Held())
+
+    def test_a_vanished_container_is_named_gone_and_a_remake_before_any_run_keeps_nothing(self, runtime, image,
+                                                                                            labels):
+        engine, iid, recorded = self.lifecycle(runtime, labels)
+        try:
+            held = engine.create(self.instance_spec(runtime, image, labels, iid, []), Held(), recorded.append)
+            cleared = engine.remake(iid, held, ran_before=False, record=recorded.append)
+            assert cleared == Held() and recorded[-1] == cleared and runtime.inspect(held.container_id) is None
+            held = engine.create(self.instance_spec(runtime, image, labels, iid, []), Held(), recorded.append)
+            engine.start(held)
+            self.vanish(runtime, held.container_id)
+            with pytest.raises(ContainerGone):
+                engine.provision(iid, f"contract-{iid}", [], held, recorded.append)
+            with pytest.raises(ContainerGone):
+                engine.stop(held)
+            engine.stop(Held())  # nothing held: nothing to stop
+        finally:
+            engine.destroy(iid, f"contract-{iid}", Held())
+
+    def test_a_port_held_by_another_program_is_port_taken_and_a_remake_keeps_the_disk(self, runtime, image, labels):
+        engine, iid, recorded = self.lifecycle(runtime, labels)
+        port = free_port()
+        try:
+            held = engine.create(self.instance_spec(runtime, image, labels, iid, []), Held(), recorded.append)
+            engine.start(held)
+            runtime.put_files(held.container_id, "", {"work.txt": (b"kept\n", 0o644)}, "/root")
+            engine.stop(held)
+            self.hold_port(runtime, port)
+            kept = engine.remake(iid, held, ran_before=True, record=recorded.append)
+            assert kept.container_id is None and kept.system_disk
+            moved = engine.create(self.instance_spec(runtime, kept.system_disk, labels, iid, [],
+                                                     ports={22: ("127.0.0.1", port)}), kept, recorded.append)
+            with pytest.raises(PortTaken):
+                engine.start(moved)
+            again = engine.remake(iid, moved, ran_before=True, record=recorded.append)
+            moved = engine.create(self.instance_spec(runtime, again.system_disk, labels, iid, []), again,
+                                  recorded.append)
+            engine.start(moved)
+            assert runtime.read_file(moved.container_id, "/root/work.txt") == b"kept\n"
+        finally:
+            engine.destroy(iid, f"contract-{iid}", recorded[-1] if recorded else Held())

@@ -10,7 +10,7 @@ import pytest
 from dockyard.config import NodeConfig
 from dockyard.runtimes.docker import DockerRuntime
 from tests.harness import BASE_IMAGE
-from tests.runtime_contract import RuntimeContract
+from tests.runtime_contract import LifecycleContract, RuntimeContract
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def image():
     return BASE_IMAGE
 
 
-class TestDockerRuntime(RuntimeContract):
+class TestDockerRuntime(LifecycleContract):
     @pytest.fixture(autouse=True)
     def _held(self):
         self.held: list[socket.socket] = []

@@ -5,7 +5,7 @@ import pytest
 
 from dockyard.runtimes.base import PortTaken, RuntimeError_
 from dockyard.runtimes.fake import FakeRuntime
-from tests.runtime_contract import RuntimeContract
+from tests.runtime_contract import LifecycleContract, RuntimeContract
 
 IMAGE = "dockyard/debian:bookworm"
 
@@ -27,7 +27,7 @@ def labels():
     return {"dockyard.contract": "fake"}
 
 
-class TestFakeRuntime(RuntimeContract):
+class TestFakeRuntime(LifecycleContract):
     def hold_port(self, runtime, port):
         runtime.taken_ports.add(port)
 

@@ -379,7 +379,9 @@ class FakeRuntime:
         with self._lock:
             container = self._find(container_id)
             base = self.images[_full(container.spec.image)]
-            image = self.add_image(f"{repository}:{tag}", labels={**base.labels, **(labels or {})},
+            # As an engine's commit: the container's labels (over its image's), then the given ones.
+            image = self.add_image(f"{repository}:{tag}", labels={**base.labels, **container.spec.labels,
+                                                                  **(labels or {})},
                                    layers=base.layers + 1, files=dict(container.files))
             return image.id
 

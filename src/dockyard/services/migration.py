@@ -29,6 +29,7 @@ from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volum
 from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, Feature, RuntimeError_
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
+from dockyard.services.held import NOTHING_HELD
 from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.billing import ledger
@@ -273,8 +274,7 @@ def _switch(platform: Platform, instance: Instance, ref: str, summary: str) -> b
             cause = f"migrated from node {source} to node {target}: {summary}; SSH endpoint now {now} (was {was})"
             db.execute(update(Volume).where(Volume.instance_id == instance.id).values(node_name=target))
             if lifecycle.change(db, row.id, Status.MIGRATING, Status.STARTING, cause[:1000], node_name=target,
-                                ssh_port=port, migrate_peer=source, sysdisk_image=ref, container_id=None,
-                                container_gpus=[]) is None:
+                                ssh_port=port, migrate_peer=source, **{**NOTHING_HELD, "sysdisk_image": ref}) is None:
                 return False
             notifications.post(db, row.owner_id, NOTICE_KIND, f"instance {row.name} {cause}")
             return True

@@ -19,6 +19,7 @@ from dockyard.db import migrate
 from dockyard.db.models import Meta
 from dockyard.db.session import make_engine, make_read_session_factory, make_session_factory
 from dockyard.runtimes.base import Feature, Runtime
+from dockyard.runtimes.instances import ContainerInstances
 from dockyard.services.fair_share import FairShare
 from dockyard.services.operations import Operations
 from dockyard.services.secret_env import SecretBox
@@ -68,6 +69,12 @@ class Platform:
             return self.runtimes[node]
         except KeyError:
             raise NotFound(f"node {node!r} is not connected") from None
+
+    def instances(self, node: str) -> ContainerInstances:
+        """The lifecycle of instances on `node`'s engine."""
+        settings = self.settings
+        return ContainerInstances(self.runtime(node), self.labels, f"dy-{self.deployment}-sysdisk",
+                                  settings.stop_timeout_s, settings.max_sysdisk_layers)
 
     def lacks(self, node: str, feature: Feature) -> str | None:
         """Why `node`'s backend cannot do `feature`, or None. A node not connected lacks

@@ -7,6 +7,7 @@ from dockyard.background.driver.context import Context
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, utcnow
 from dockyard.services import volumes
+from dockyard.services.held import NOTHING_HELD, held
 from dockyard.services.lifecycle import transition
 from dockyard.services.names import container_name, data_volume
 
@@ -18,8 +19,7 @@ def release(ctx: Context, instance: Instance, status: Status) -> None:
     with the volume: this step runs again until it commits."""
     platform = ctx.platform
     runtime = platform.runtime(instance.node_name)
-    for container_id in {instance.container_id, container_name(platform, instance.id)} - {None}:
-        runtime.remove(container_id)
+    platform.instances(instance.node_name).destroy(instance.id, container_name(platform, instance.id), held(instance))
     own_disk = data_volume(platform, instance.id)
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance.id)
@@ -29,10 +29,8 @@ def release(ctx: Context, instance: Instance, status: Status) -> None:
     kept = keep and has_own and present
     if not kept:
         runtime.remove_volume(own_disk)
-    for ref in runtime.list_images({**platform.labels, "dockyard.instance": instance.id}):
-        runtime.remove_image(ref)
     cause = "container and system disk removed; data disk kept as a volume" if kept else "container and disks removed"
     transition(platform, instance.id, status, Status.RELEASED, cause,
                also=lambda db: volumes.on_release(db, db.get(Instance, instance.id), own_disk if kept else None,
                                                   size_gb),
-               released_at=utcnow(), container_id=None, container_gpus=[], sysdisk_image=None)
+               released_at=utcnow(), **NOTHING_HELD)

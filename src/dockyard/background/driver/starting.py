@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 
-from dockyard.background.driver import files, system_disk
+from dockyard.background.driver import files
 from dockyard.background.driver.checks import check_environment
 from dockyard.background.driver.context import Context
 from dockyard.background.driver.spec import access_for, container_spec, disks
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, utcnow
-from dockyard.runtimes.base import ContainerGone, PortTaken, Runtime, RuntimeError_
+from dockyard.runtimes.base import PortTaken
+from dockyard.runtimes.instances import Held
+from dockyard.services.held import held, recorder
 from dockyard.services.allocation import assigned_gpus, assigned_slots, free_ssh_port
 from dockyard.services.lifecycle import transition
 from dockyard.services.names import container_name, mps_daemon_name, user_network
@@ -33,28 +35,11 @@ def run(ctx: Context, instance: Instance, status: Status) -> None:
     # At every start: a disk is made if missing and mounted again after a reboot.
     for name, (size_gb, disk_labels, _) in mounts.items():
         runtime.ensure_volume(name, disk_labels, size_gb, before_start=True)
-    uuids = sorted(access.device_ids)
-    container = runtime.inspect(instance.container_id) if instance.container_id else None
-    if instance.container_id and container is None:
-        raise ContainerGone("the instance's container (its system disk) vanished from the node")
-    if container is None:
-        # Made by a process killed before it recorded the id: adopt it, recorded, or
-        # the reconciler would judge the running instance's container vanished.
-        container = runtime.inspect(container_name(platform, instance.id))
-        if container is not None and container.labels.get("dockyard.gpus") != ",".join(uuids):
-            runtime.remove(container.id)
-            container = None
-        elif container is not None:
-            with platform.sessions.begin() as db:
-                row = db.get(Instance, instance.id)
-                row.container_id, row.container_gpus = container.id, uuids
-    elif sorted(instance.container_gpus or []) != uuids:
-        # Docker fixes devices at create: keep the system disk as an image, recreate.
-        system_disk.save(platform, runtime, instance, container.id)
-        container = None
-    if container is None:
-        base = instance.sysdisk_image or image.ref
-        runtime.ensure_image(base)
+    engine = platform.instances(instance.node_name)
+    record = recorder(platform, instance)
+    now = engine.provision(instance.id, container_name(platform, instance.id), access.device_ids, held(instance),
+                           record)
+    if now.container_id is None:
         member = None
         if instance.cluster_id:  # a cluster member joins its cluster's own network
             from dockyard.services import clusters
@@ -66,50 +51,38 @@ def run(ctx: Context, instance: Instance, status: Status) -> None:
             daemon = mps_daemon_name(platform, access.mps_gpu)
             runtime.ensure_mps_daemon(daemon, access.mps_gpu, platform.settings.gpu_probe_image, daemon,
                                       platform.labels)
-        container_id = runtime.create(container_spec(platform, instance, node, gpus, access, base, network, mounts,
-                                                     member))
+        spec = container_spec(platform, instance, node, gpus, access, now.system_disk or image.ref, network, mounts,
+                              member)
+        now = engine.create(spec, now, record)
         if member:  # the MPI/DeepSpeed hostfile, before anything in it runs
-            clusters.write_hostfile(runtime, container_id, member)
-        with platform.sessions.begin() as db:
-            row = db.get(Instance, instance.id)
-            row.container_id, row.container_gpus = container_id, uuids
-    else:
-        container_id = container.id
-    if status == Status.CREATING and not instance.sysdisk_image:
-        files.write_mirrors(platform, runtime, container_id, instance)  # idempotent: a retry rewrites them
-    files.write_start_files(platform, runtime, container_id, instance)
+            clusters.write_hostfile(runtime, now.container_id, member)
+    if status == Status.CREATING and not now.system_disk:
+        files.write_mirrors(platform, runtime, now.container_id, instance)  # idempotent: a retry rewrites them
+    files.write_start_files(platform, runtime, now.container_id, instance)
     try:
-        runtime.start(container_id)
+        engine.start(now)
     except PortTaken:
         if not instance.ssh_port:
             raise
-        _move_ssh_port(ctx, runtime, instance, status, container_id)
+        _move_ssh_port(ctx, instance, status, now)
         return  # the drive loop's next pass makes the container on the new port
-    info = runtime.inspect(container_id)
-    if info is None or not info.running:
-        raise RuntimeError_(f"the container exited at once (exit code {info.exit_code if info else '?'})")
     cause = "container started" + (f" with GPUs {', '.join(str(g.index) for g in gpus)}" if gpus else " without GPUs")
     transition(platform, instance.id, status, Status.RUNNING, cause, started_at=utcnow(),
                event_fields={"with_gpus": bool(gpus)})
     if image.framework:  # images of our family carry the self-test
         ctx.checks.submit(check_environment, platform, instance.id)
-    system_disk.drop_old(platform, runtime, instance.id)
+    engine.drop_old_disks(instance.id, now)
 
 
-def _move_ssh_port(ctx: Context, runtime: Runtime, instance: Instance, status: Status, container_id: str) -> None:
-    """Another program holds the instance's SSH port on the node: take another port and
-    make the container again (Docker fixes published ports at create), keeping the
-    system disk of an instance that has run before."""
+def _move_ssh_port(ctx: Context, instance: Instance, status: Status, now: Held) -> None:
+    """Another program holds the instance's SSH port on the node: take another port, and
+    let the engine make the container again (keeping the system disk of an instance that
+    has run before)."""
     platform = ctx.platform
     taken = ctx.taken_ports.setdefault(instance.node_name, set())
     taken.add(instance.ssh_port)
-    if status == Status.CREATING:  # never ran: nothing on its system disk yet
-        with platform.sessions.begin() as db:
-            row = db.get(Instance, instance.id)
-            row.container_id, row.container_gpus = None, []
-        runtime.remove(container_id)
-    else:
-        system_disk.save(platform, runtime, instance, container_id)
+    platform.instances(instance.node_name).remake(instance.id, now, status != Status.CREATING,
+                                                  recorder(platform, instance))
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance.id)
         old, row.ssh_port = row.ssh_port, free_ssh_port(db, platform, row.node_name, exclude=taken)
