@@ -16,6 +16,7 @@ from dockyard.db.models import Instance
 from dockyard.runtimes.base import RuntimeError_
 from dockyard.services import clone as clone_service
 from dockyard.services import instances
+from dockyard.services.held import system_disk
 from dockyard.services.names import data_volume
 from tests.unit import on_fake
 from tests.unit.on_fake import ann, causes, create, gpus_held, row, settle, settle_idle, until
@@ -90,7 +91,7 @@ def test_a_failed_data_copy_fails_the_clone_before_its_system_disk_is_made(platf
     assert "copy" in op.error
     failed = assert_failed_and_freed(platform, clone_id, "told to fail")
     assert failed.container_id is None
-    assert not [ref for ref in fake.images if failed.sysdisk_image and ref == failed.sysdisk_image]
+    assert not [ref for ref in fake.images if system_disk(failed) and ref == system_disk(failed)]
     assert_source_untouched(platform, fake, source_id, container_id)
 
 
@@ -105,7 +106,7 @@ def test_a_source_whose_container_vanished_fails_the_clone_at_the_commit(platfor
     monkeypatch.setattr(fake, "copy_volume", copy_then_vanish)
     clone_id, _ = clone(platform, driver, source_id)
     failed = assert_failed_and_freed(platform, clone_id, "the container is gone")
-    assert failed.sysdisk_image not in fake.images  # no system disk half made
+    assert system_disk(failed) not in fake.images  # no system disk half made
     # The source's data disk is still there for the reconciler to judge the source by.
     assert data_volume(platform, source_id) in fake.volumes
 
@@ -117,14 +118,14 @@ def test_a_clone_whose_start_is_refused_fails_and_its_release_removes_its_copies
     assert op.error is None  # the copies were made; the start is what failed
     failed = assert_failed_and_freed(platform, clone_id, "told to fail")
     assert data_volume(platform, clone_id) in fake.volumes
-    assert any(ref.startswith(failed.sysdisk_image) for ref in fake.images)
+    assert any(ref.startswith(system_disk(failed)) for ref in fake.images)
     assert_source_untouched(platform, fake, source_id, container_id)
 
     instances.request_release(platform, ann(platform), clone_id, delete_data=True)
     driver.kick(clone_id)
     settle(platform, clone_id, Status.RELEASED)
     assert data_volume(platform, clone_id) not in fake.volumes
-    assert not [ref for ref in fake.images if ref.startswith(failed.sysdisk_image)]
+    assert not [ref for ref in fake.images if ref.startswith(system_disk(failed))]
     assert not [c for c in fake.containers.values() if c.spec.labels.get("dockyard.instance") == clone_id]
     assert_source_untouched(platform, fake, source_id, container_id)
 

@@ -1,5 +1,7 @@
 """The migrations build exactly the schema the models describe."""
 
+import json
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
@@ -42,6 +44,37 @@ def test_gpu_sharing_migration_keeps_what_each_gpu_held(tmp_path):
         assert connection.execute(text("SELECT sharing FROM gpus")).scalars().all() == [None, None]
         command.downgrade(alembic_config(connection), "0009")
         assert connection.execute(text("SELECT gpu_id, instance_id FROM gpu_assignments")).all() == [(7, "i1")]
+
+
+def test_backend_state_migration_keeps_each_instance_s_gpus_and_system_disk(tmp_path):
+    """Before 0019 the GPUs a container was made with and the kept system disk were two
+    columns; after, the runtime's one `backend_state`. Down again, the two come back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from dockyard.db.migrate import alembic_config
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    columns = ("id, owner_id, name, node_name, image_id, gpu_model, gpu_count, status, no_gpu, env, data_disk_gb, "
+               "gpu_milli, created_at, updated_at, container_id, container_gpus, sysdisk_image")
+    common = "'local', 1, 'A100', 2, 'stopped', 0, '{}', 50, 2000, '2026-12-01', '2026-12-01'"
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "0018")
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # only the rows this test looks at
+        connection.execute(text(f"INSERT INTO instances ({columns}) VALUES "
+                                f"('i1', 1, 'one', {common}, 'c1', '[\"GPU-b\", \"GPU-a\"]', NULL), "
+                                f"('i2', 1, 'two', {common}, NULL, '[]', 'dy-x-sysdisk:i2-1')"))
+        connection.commit()
+        command.upgrade(alembic_config(connection), "head")
+        connection.commit()
+        rows = connection.execute(text("SELECT id, container_id, backend_state FROM instances ORDER BY id")).all()
+        assert [(i, c, json.loads(s)) for i, c, s in rows] == [
+            ("i1", "c1", {"gpus": ["GPU-a", "GPU-b"], "system_disk": None}),
+            ("i2", None, {"gpus": [], "system_disk": "dy-x-sysdisk:i2-1"})]
+        command.downgrade(alembic_config(connection), "0018")
+        rows = connection.execute(text("SELECT id, container_gpus, sysdisk_image FROM instances ORDER BY id")).all()
+        assert [(i, json.loads(g), d) for i, g, d in rows] == [("i1", ["GPU-a", "GPU-b"], None),
+                                                                ("i2", [], "dy-x-sysdisk:i2-1")]
 
 
 def _test_engine(tmp_path):

@@ -21,6 +21,7 @@ from dockyard.core.states import Status
 from dockyard.db.models import Instance, User, utcnow
 from dockyard.services import allocation, lifecycle, notifications, queue
 from dockyard.services.billing import ledger
+from dockyard.services.held import container_gpus
 from dockyard.services.platform import Platform
 
 
@@ -77,7 +78,7 @@ def dispatch(platform: Platform) -> list[str]:
                 continue
             try:
                 placement = place([views[waiter.node]], waiter.model, waiter.count,
-                                  frozenset(instance.container_gpus or []), history=allocation.request_history(db))
+                                  container_gpus(instance), history=allocation.request_history(db))
             except Conflict:
                 blocked.add((waiter.node, waiter.model))
                 continue

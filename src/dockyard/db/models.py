@@ -266,11 +266,12 @@ class Instance(Base):
     secret_env: Mapped[str | None] = mapped_column(Text)
     command: Mapped[str | None] = mapped_column(JSON)  # a shell command line
     data_disk_gb: Mapped[int] = mapped_column(Integer)
-    # The container now holding the system disk, and the GPUs it was created with.
+    # The container now holding the system disk: what exec, logs and stats address.
     container_id: Mapped[str | None] = mapped_column(String(80))
-    container_gpus: Mapped[list] = mapped_column(JSON, default=list)
-    # An image of the system disk, made when the container had to be recreated.
-    sysdisk_image: Mapped[str | None] = mapped_column(String(128))
+    # What the node's engine keeps of the instance besides (runtimes/instances.Held: the
+    # GPUs its container was made with, its system disk kept as an image). Opaque: read
+    # and written only through services/held.py.
+    backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
     # The last result of the image's environment self-test (dockyard-check).
     env_check: Mapped[dict | None] = mapped_column(JSON)
     # JupyterLab's token inside the instance: a secret the platform never shows.

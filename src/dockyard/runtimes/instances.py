@@ -30,6 +30,15 @@ class Held:
     gpus: tuple[str, ...] = ()
     system_disk: str | None = None
 
+    def state(self) -> dict:
+        """What is kept besides the container, as the platform stores it (opaque to it)."""
+        return {"gpus": list(self.gpus), "system_disk": self.system_disk}
+
+    @classmethod
+    def of(cls, container_id: str | None, state: dict | None) -> Held:
+        state = state or {}
+        return cls(container_id, tuple(state.get("gpus") or ()), state.get("system_disk"))
+
 
 # Called with the new state before the step that could lose it (a removal), so a crash
 # between the two loses nothing: the next drive starts from what was recorded.

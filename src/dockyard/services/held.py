@@ -1,5 +1,6 @@
 """What a node's engine holds of an instance (runtimes/instances.Held), as the instance's
-row records it: read and written here only."""
+row records it: its container, and the engine's own state in an opaque column. Only this
+module reads or writes that column."""
 
 from __future__ import annotations
 
@@ -7,12 +8,28 @@ from dockyard.db.models import Instance
 from dockyard.runtimes.instances import Held, Record
 from dockyard.services.platform import Platform
 
-# The row's fields when the engine holds nothing of it (released, or made again elsewhere).
-NOTHING_HELD = {"container_id": None, "container_gpus": [], "sysdisk_image": None}
+
+def fields(now: Held) -> dict:
+    """The row's columns for what is held."""
+    return {"container_id": now.container_id, "backend_state": now.state()}
+
+
+# The row's columns when the engine holds nothing of it (released, or made again elsewhere).
+NOTHING_HELD = fields(Held())
 
 
 def held(instance: Instance) -> Held:
-    return Held(instance.container_id, tuple(instance.container_gpus or ()), instance.sysdisk_image)
+    return Held.of(instance.container_id, instance.backend_state)
+
+
+def system_disk(instance: Instance) -> str | None:
+    """The instance's system disk kept as an image, if its engine keeps one."""
+    return held(instance).system_disk
+
+
+def container_gpus(instance: Instance) -> frozenset[str]:
+    """The GPUs its container was made with: placement prefers them (no new container)."""
+    return frozenset(held(instance).gpus)
 
 
 def recorder(platform: Platform, instance: Instance) -> Record:
@@ -21,7 +38,8 @@ def recorder(platform: Platform, instance: Instance) -> Record:
     def record(now: Held) -> None:
         with platform.sessions.begin() as db:
             row = db.get(Instance, instance.id)
-            row.container_id, row.container_gpus, row.sysdisk_image = now.container_id, list(now.gpus), now.system_disk
-        instance.container_id, instance.container_gpus, instance.sysdisk_image = (
-            now.container_id, list(now.gpus), now.system_disk)
+            for name, value in fields(now).items():
+                setattr(row, name, value)
+        for name, value in fields(now).items():
+            setattr(instance, name, value)
     return record

@@ -18,6 +18,8 @@ from dockyard.core.states import Status, check_user_action
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB, RESERVED_ENV_PREFIXES, reserved_env_name
 from dockyard.db.models import Instance, InstanceEvent, User
 from dockyard.runtimes.base import Feature
+from dockyard.runtimes.instances import Held
+from dockyard.services.held import container_gpus, fields as held_fields
 from dockyard.services import allocation, audit, images, lifecycle, ownership, volumes
 from dockyard.services import queue as start_queue  # `queue` is a parameter of the starts
 from dockyard.services.billing import ledger
@@ -180,7 +182,7 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                 auto_stop_gpu_idle_percent=request.auto_stop_gpu_idle_percent,
                 auto_stop_at=request.auto_stop_at,
                 auto_stop_on_exit=request.auto_stop_on_exit,
-                sysdisk_image=request.sysdisk_image,
+                **held_fields(Held(system_disk=request.sysdisk_image)),
             )
             db.add(instance)
             db.flush()
@@ -314,7 +316,7 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             placement = Placement(instance.node_name, ())
             values = {"status": Status.STARTING, "gpu_model": model, "gpu_count": count, "gpu_share": share,
                       "gpu_milli": milli}
-            preferred = frozenset(instance.container_gpus or [])
+            preferred = container_gpus(instance)
             with_gpus = bool(count) and not no_gpu
             if with_gpus and share:
                 try:

@@ -28,8 +28,9 @@ from dockyard.core.treecheck import differences
 from dockyard.db.models import Image, Instance, InstanceEvent, Node, User, Volume
 from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, Feature, RuntimeError_
+from dockyard.runtimes.instances import Held
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
-from dockyard.services.held import NOTHING_HELD
+from dockyard.services.held import fields as held_fields, system_disk
 from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.billing import ledger
@@ -117,7 +118,7 @@ def _record(platform: Platform, user: User, instance_id: str, node: str | None) 
         if instance.gpu_share:
             raise Conflict(f"instance {instance.name} holds a share of a GPU ({instance.gpu_share}); migrations move "
                            "whole GPUs only")
-        if not (instance.container_id or instance.sysdisk_image):
+        if not (instance.container_id or system_disk(instance)):
             raise Conflict(f"instance {instance.name} has no system disk yet")
         if instance.migrate_peer and _keeps_backup(db, instance):
             raise Conflict(f"instance {instance.name} has not run on node {instance.node_name} since it moved there; "
@@ -221,7 +222,7 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
     source, target = platform.runtime(instance.node_name), platform.runtime(instance.migrate_peer)
     labels = _labels(platform, instance.id)
     op.update("saving the system disk", 1)
-    ref = instance.sysdisk_image  # with no container, its system disk is this image already
+    ref = system_disk(instance)  # with no container, its system disk is this image already
     if instance.container_id:
         repository, tag = f"dy-{platform.deployment}-sysdisk", f"{instance.id}-{int(time.time() * 1000)}"
         ref = source.keep_system_disk(instance.container_id, repository, tag, settings.max_sysdisk_layers, labels)
@@ -274,7 +275,7 @@ def _switch(platform: Platform, instance: Instance, ref: str, summary: str) -> b
             cause = f"migrated from node {source} to node {target}: {summary}; SSH endpoint now {now} (was {was})"
             db.execute(update(Volume).where(Volume.instance_id == instance.id).values(node_name=target))
             if lifecycle.change(db, row.id, Status.MIGRATING, Status.STARTING, cause[:1000], node_name=target,
-                                ssh_port=port, migrate_peer=source, **{**NOTHING_HELD, "sysdisk_image": ref}) is None:
+                                ssh_port=port, migrate_peer=source, **held_fields(Held(system_disk=ref))) is None:
                 return False
             notifications.post(db, row.owner_id, NOTICE_KIND, f"instance {row.name} {cause}")
             return True
