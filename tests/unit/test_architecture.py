@@ -253,3 +253,12 @@ def test_services_start_no_threads_of_their_own():
     starters = {name for name, path in _modules().items()
                 if name.startswith("dockyard.services") and _starts_a_thread(ast.parse(path.read_text()))}
     assert starters == set()
+
+
+def test_only_the_held_module_reads_or_writes_the_backend_state_column():
+    """The runtime's state of an instance is opaque above it: read and written through
+    services/held.py (and made by the migration that moved it there), never by name."""
+    reaching = [name for name, path in _modules().items()
+                if name not in ("dockyard.services.held", "dockyard.db.models") and not name.startswith(
+                    "dockyard.db.migrations") and "backend_state" in path.read_text()]
+    assert reaching == []
