@@ -23,7 +23,7 @@ from dockyard.services.names import data_volume
 from dockyard.services.lifecycle import transition
 from dockyard.services.nodes import connect_nodes
 from dockyard.services.platform import Platform
-from dockyard.services.volumes import finish_removal
+from dockyard.services.volumes import finish_interrupted_resize, finish_removal
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ def _check_node(platform, driver, runtime, node: str) -> None:
                 finish_removal(platform, v.id)
             except Conflict as exc:
                 log.info("%s", exc.message)
+        elif v.status == "resizing":
+            finish_interrupted_resize(platform, v.id)
 
 
 class Reconciler(Loop):

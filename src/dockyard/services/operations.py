@@ -1,4 +1,4 @@
-"""Long operations in progress (saves, clones, image builds and pulls): one registry in
+"""Long operations in progress (saves, clones, image builds and pulls, volume resizes): one registry in
 the server's memory, which the console shows live over /events and the API answers from.
 What an operation makes (an image, an instance) is in the database as before; this holds
 only how far it got, so a restart forgets it (the rows then say where things stand)."""
@@ -23,7 +23,7 @@ LOG_LINES = 12
 @dataclass
 class Operation:
     id: str
-    kind: str  # save, clone, build, pull
+    kind: str  # save, clone, build, pull, resize
     target: str  # what it makes: an image or an instance
     owner_id: int
     admins: bool  # every admin sees it (image builds and pulls)
@@ -80,6 +80,12 @@ class Operations:
             self._ops[op.id] = op
             self.touch(op)
             return op
+
+    def in_progress(self, kind: str, target: str, owner_id: int) -> bool:
+        """Whether an operation of `kind` on the owner's `target` is running in this process."""
+        with self.lock:
+            return any((op.kind, op.target, op.owner_id) == (kind, target, owner_id) and not op.done
+                       for op in self._ops.values())
 
     def touch(self, op: Operation) -> None:
         self.version += 1

@@ -27,6 +27,9 @@ from dockyard.services import notifications, ownership, statuses
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
+
+GIB = 1024**3
+RESIZE = "resize"  # the operation's kind; its target is the volume's name
 DATA_MOUNT = "/root/data"
 # Where another volume may not be mounted: the system's own directories (and below them).
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr")
@@ -165,23 +168,50 @@ def resize_volume(platform: Platform, user: User, key: str, size_gb: int) -> Vol
     platform.runtime(current.node_name)  # a node not connected: refused before the claim
     platform.refuse_lacking(current.node_name, Feature.SIZED_DISKS, f"volume {current.name} cannot be resized",
                             field="size_gb")
-    volume = _claim(platform, user, key, VolumeStatus.RESIZING, "resize")
+    # Registered before the claim: a volume resizing with no resize in progress here was
+    # left so by a stopped server, and the reconciler finishes it (finish_interrupted_resize).
+    op = platform.operations.start(RESIZE, current.name, user, phase="resizing")
     error = None
     try:
-        platform.runtime(volume.node_name).resize_volume(volume.engine_name, size_gb)
-    except DiskTooSmall as exc:
-        error = f"volume {volume.name} cannot shrink to {size_gb} GB: {exc}"
-    except RuntimeError_ as exc:
-        error = f"volume {volume.name} could not be resized: {exc}"
-    with platform.sessions.begin() as db:
-        row = db.get(Volume, volume.id)
-        statuses.set_status(row, VolumeStatus.READY)
-        if error is None:
-            row.size_gb = size_gb
+        volume = _claim(platform, user, key, VolumeStatus.RESIZING, "resize")
+        try:
+            platform.runtime(volume.node_name).resize_volume(volume.engine_name, size_gb)
+        except DiskTooSmall as exc:
+            error = f"volume {volume.name} cannot shrink to {size_gb} GB: {exc}"
+        except RuntimeError_ as exc:
+            error = f"volume {volume.name} could not be resized: {exc}"
+        with platform.sessions.begin() as db:
+            row = db.get(Volume, volume.id)
+            statuses.set_status(row, VolumeStatus.READY)
+            if error is None:
+                row.size_gb = size_gb
+    except Conflict as exc:
+        error = exc.message
+        raise
+    finally:
+        op.finish(error)
     if error:
         raise Conflict(error, field="size_gb")
     with platform.sessions.begin() as db:
         return db.get(Volume, volume.id)
+
+
+def finish_interrupted_resize(platform: Platform, volume_id: str) -> bool:
+    """A volume left resizing by a server stopped in the middle (no resize of it is in
+    progress here): ready again, at the size its disk has. Whether it moved."""
+    with platform.sessions.begin() as db:
+        volume = db.get(Volume, volume_id)
+    if platform.operations.in_progress(RESIZE, volume.name, volume.owner_id):
+        return False
+    usage = platform.runtime(volume.node_name).volume_usage(volume.engine_name)
+    size_gb = max(1, round(usage[0] / GIB)) if usage else volume.size_gb
+    reason = f"a resize was interrupted by a restart; the volume is {size_gb} GB"
+    with platform.sessions.begin() as db:
+        done = statuses.change(db, Volume, VolumeStatus.RESIZING, VolumeStatus.READY, Volume.id == volume_id,
+                               size_gb=size_gb, status_reason=reason)
+    if done:
+        log.warning("volume %s: %s", volume.name, reason)
+    return bool(done)
 
 
 def remove_volume(platform: Platform, user: User, key: str) -> Volume:
