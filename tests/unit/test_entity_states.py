@@ -20,6 +20,7 @@ from dockyard.services import instances, statuses
 from dockyard.services import volumes as volume_service
 from tests.unit import on_fake
 from tests.unit.on_fake import IMAGE, ann, create, settle_idle
+from tests.unit.test_states import reachable
 
 platform, driver = on_fake.platform, on_fake.driver  # its fixtures
 
@@ -49,25 +50,15 @@ def test_every_change_outside_the_table_is_refused_naming_entity_and_statuses(wh
     assert refused > 0
 
 
-def _reachable(table, start):
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in table[todo.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
 @pytest.mark.parametrize("what, table, enum", TABLES)
 def test_every_status_reached_today_can_end(what, table, enum):
     # Failed images: nothing sets that status yet.
     unreached = {ImageStatus.FAILED} if enum is ImageStatus else set()
-    assert _reachable(table, None) == set(enum) - unreached
+    assert reachable(table, None) - {None} == set(enum) - unreached
     end = {ImageStatus: ImageStatus.DELETED, ClusterStatus: ClusterStatus.RELEASED, VolumeStatus: VolumeStatus.DELETED}
     assert table[end[enum]] == frozenset()
     for status in enum:
-        assert status == end[enum] or end[enum] in _reachable(table, status), (what, status)
+        assert status == end[enum] or end[enum] in reachable(table, status), (what, status)
 
 
 def test_the_paths_the_services_take_are_in_the_tables():
