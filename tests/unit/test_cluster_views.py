@@ -1,4 +1,4 @@
-"""The clusters API's answer (api/routers/clusters.cluster_outs) on a real database:
+"""The clusters API's views (services/cluster_views.py) on a real database:
 its values are what one-cluster-at-a-time reads say, and a list of many clusters with
 many members costs as many queries as a list of one with one."""
 
@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from dockyard.api.routers.clusters import cluster_outs
 from dockyard.core.placement import ANY_MODEL
 from dockyard.db.billing_models import PriceEntry
 from dockyard.db.models import Cluster, Instance
-from dockyard.services import allocation, clusters, instance_views
+from dockyard.services import allocation, cluster_views, clusters, instance_views
 from dockyard.services.billing.statements import instance_costs
 from tests.unit import on_fake
 from tests.unit.billing_fixtures import T0
@@ -43,7 +42,7 @@ def answer(platform) -> tuple[list, int]:
     with platform.sessions.begin() as db:
         found = clusters.list_clusters(db, viewer)
         with counted(db) as sent:
-            out = cluster_outs(db, platform, found, viewer)
+            out = cluster_views.views(db, platform, found, viewer)
         return out, len(sent)
 
 
