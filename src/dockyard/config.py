@@ -317,7 +317,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_home() / "config.toml")
+        # The config file of the home asked for (Settings(home=...)), not the default one:
+        # a platform opened on another home never reads this host's operator settings.
+        home = getattr(init_settings, "init_kwargs", {}).get("home")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=Path(home or default_home()) / "config.toml")
         return (init_settings, env_settings, toml)
 
     _sharing = field_validator("gpu_sharing")(_check_sharing)

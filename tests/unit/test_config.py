@@ -133,3 +133,17 @@ def test_tcp_engine_without_verified_tls_is_refused(tls):
 
 def test_cluster_networks_are_encrypted_by_default(home):
     assert Settings().cluster_network_encrypted is True
+
+
+def test_a_home_given_reads_its_own_config_not_the_hosts(tmp_path, monkeypatch):
+    """The operator's config (the default home, where run.sh writes one) never reaches a
+    platform opened on another home, such as a test's."""
+    operator, other = tmp_path / "operator", tmp_path / "other"
+    operator.mkdir()
+    other.mkdir()
+    (operator / "config.toml").write_text('port = 9001\nsimulated_gpus = "A100-80GB:4,RTX-4090:2"\n')
+    monkeypatch.setenv("DOCKYARD_HOME", str(operator))
+    assert Settings().port == 9001
+    assert (Settings(home=other).port, Settings(home=other).simulated_gpus) == (8000, None)
+    (other / "config.toml").write_text("port = 9002\n")
+    assert Settings(home=other).port == 9002
