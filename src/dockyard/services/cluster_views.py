@@ -1,5 +1,6 @@
-"""What the API shows of clusters: each with its members' own views (instance_views),
-its price and cost as the sums of theirs, built for many clusters at once."""
+"""What the API shows of clusters (the models of its answers): each with its members' own
+views (instance_views), its price and cost as the sums of theirs, built for many clusters
+at once."""
 
 from __future__ import annotations
 

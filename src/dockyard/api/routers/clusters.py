@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy.orm import Session
 
 from dockyard.api.deps import current_user, get_db, get_driver, get_platform
@@ -14,6 +12,7 @@ from dockyard.core.placement import ANY_MODEL
 from dockyard.db.models import Cluster, User
 from dockyard.background.driver import Driver
 from dockyard.services import cluster_views, clusters, fair_share
+from dockyard.services.cluster_views import ClusterView
 from dockyard.services.platform import Platform
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
@@ -35,45 +34,9 @@ class CreateCluster(Strict):
         return CreateInstance._env_names(env)
 
 
-class MemberOut(BaseModel):
-    rank: int
-    id: str
-    name: str
-    node: str
-    status: str
-    status_reason: str | None
-    address: str | None
-    gpus: list[int]
-    ssh_command: str | None
-
-
-class ClusterOut(BaseModel):
-    id: str
-    name: str
-    owner: str
-    status: str
-    nodes: int
-    gpus_per_node: int
-    gpu_model: str
-    image: str
-    network: str  # bridge (one engine) or overlay (Docker swarm, across engines)
-    subnet: str | None
-    master_addr: str
-    master_port: int
-    spans: list[str]  # the nodes (hosts) the members are on
-    members: list[MemberOut]
-    created_at: datetime
-    price_per_hour: str | None = None
-    cost_so_far: str | None = None
-
-
-def _outs(db: Session, platform: Platform, found: list[Cluster], viewer: User) -> list[ClusterOut]:
-    return [ClusterOut.model_validate(v, from_attributes=True) for v in cluster_views.views(db, platform, found, viewer)]
-
-
-def _out(platform: Platform, cluster_id: str, viewer: User) -> ClusterOut:
+def _out(platform: Platform, cluster_id: str, viewer: User) -> ClusterView:
     with platform.sessions.begin() as db:
-        return _outs(db, platform, [db.get(Cluster, cluster_id)], viewer)[0]
+        return cluster_views.views(db, platform, [db.get(Cluster, cluster_id)], viewer)[0]
 
 
 def _kick(driver: Driver, ids: list[str]) -> None:
@@ -81,25 +44,25 @@ def _kick(driver: Driver, ids: list[str]) -> None:
         driver.kick(instance_id)
 
 
-@router.post("", response_model=ClusterOut, status_code=201)
+@router.post("", response_model=ClusterView, status_code=201)
 def create(body: CreateCluster, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
-           driver: Driver = Depends(get_driver)) -> ClusterOut:
+           driver: Driver = Depends(get_driver)) -> ClusterView:
     """Place K members at once (all or nothing) on one node or across a swarm's nodes."""
     cluster, ids = clusters.create_cluster(platform, user, clusters.ClusterRequest(**body.model_dump()))
     _kick(driver, ids)
     return _out(platform, cluster.id, user)
 
 
-@router.get("", response_model=list[ClusterOut])
+@router.get("", response_model=list[ClusterView])
 def list_all(all: bool = Query(False, description="include released clusters"), user: User = Depends(current_user),
-             platform: Platform = Depends(get_platform), db: Session = Depends(get_db)) -> list[ClusterOut]:
-    return _outs(db, platform, clusters.list_clusters(db, user, include_released=all), user)
+             platform: Platform = Depends(get_platform), db: Session = Depends(get_db)) -> list[ClusterView]:
+    return cluster_views.views(db, platform, clusters.list_clusters(db, user, include_released=all), user)
 
 
-@router.get("/{key}", response_model=ClusterOut)
+@router.get("/{key}", response_model=ClusterView)
 def show(key: str, wait_for: list[str] = Query(default=[], description="block until the cluster's status is one of these"),
          timeout: float = Query(60, ge=0, le=600), user: User = Depends(current_user),
-         platform: Platform = Depends(get_platform)) -> ClusterOut:
+         platform: Platform = Depends(get_platform)) -> ClusterView:
     if wait_for:
         with platform.fair_share.place(user, fair_share.WAIT):
             cluster = clusters.wait_for(platform, user, key, set(wait_for), timeout)
@@ -109,26 +72,26 @@ def show(key: str, wait_for: list[str] = Query(default=[], description="block un
     return _out(platform, cluster.id, user)
 
 
-@router.post("/{key}/stop", response_model=ClusterOut)
+@router.post("/{key}/stop", response_model=ClusterView)
 def stop(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
-         driver: Driver = Depends(get_driver)) -> ClusterOut:
+         driver: Driver = Depends(get_driver)) -> ClusterView:
     cluster, ids = clusters.stop_cluster(platform, user, key)
     _kick(driver, ids)
     return _out(platform, cluster.id, user)
 
 
-@router.post("/{key}/start", response_model=ClusterOut)
+@router.post("/{key}/start", response_model=ClusterView)
 def start(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
-          driver: Driver = Depends(get_driver)) -> ClusterOut:
+          driver: Driver = Depends(get_driver)) -> ClusterView:
     """Start every stopped member, or none (a member whose GPUs are taken fails it all)."""
     cluster, ids = clusters.start_cluster(platform, user, key)
     _kick(driver, ids)
     return _out(platform, cluster.id, user)
 
 
-@router.delete("/{key}", response_model=ClusterOut)
+@router.delete("/{key}", response_model=ClusterView)
 def release(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform),
-            driver: Driver = Depends(get_driver)) -> ClusterOut:
+            driver: Driver = Depends(get_driver)) -> ClusterView:
     cluster, ids = clusters.release_cluster(platform, user, key)
     _kick(driver, ids)
     return _out(platform, cluster.id, user)
