@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 import tarfile
 import threading
 from pathlib import Path
@@ -100,7 +101,7 @@ class DockerRuntime:
         # platform never removes them); one removed behind our back is made again when a
         # start finds it gone (`start`).
         self._networks: dict[str, tuple[str, dict[str, str]]] = {}
-        self._limits: list[Ulimit] = []  # see probe_ulimits
+        self.ulimits: list[Ulimit] = []  # see probe_ulimits
         self.limits_system_disk = False  # see probe_disk_limit
         self._data_root: str | None = None  # see probe_disk_limit and storage_free
         self.tools = docker_tools.ToolsVolume(self.client, busybox)
@@ -308,40 +309,9 @@ class DockerRuntime:
 
     def create(self, spec: ContainerSpec) -> str:
         try:
-            tools = self.tools.ensure(spec.image)
-            volumes = {name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()}
-            volumes[tools] = {"bind": docker_tools.MOUNT, "mode": "ro"}
-            container = self.client.containers.create(
-                spec.image,
-                command=spec.command,
-                name=spec.name,
-                hostname=spec.hostname,
-                environment=spec.env,
-                labels=spec.labels,
-                network=spec.network,
-                volumes=volumes,
-                ports={f"{port}/tcp": host for port, host in spec.ports.items()},
-                device_requests=device_requests(spec),
-                nano_cpus=spec.nano_cpus or None,
-                mem_limit=spec.memory_bytes or None,
-                memswap_limit=spec.memory_bytes or None,
-                pids_limit=spec.pids_limit or None,
-                shm_size=(spec.shm_bytes or None) if spec.ipc_mode is None else None,
-                ipc_mode=spec.ipc_mode,
-                storage_opt={"size": f"{spec.system_disk_gb}G"} if spec.system_disk_gb and self.limits_system_disk
-                else None,
-                # NCCL pins memory (memlock) and opens many sockets and files (nofile).
-                ulimits=self._limits or None,
-                # a cluster member's hostname alias and fixed address on its network.
-                networking_config={spec.network: self.client.api.create_endpoint_config(
-                    aliases=spec.aliases or None, ipv4_address=spec.ipv4_address)}
-                if spec.aliases or spec.ipv4_address else None,
-                init=True,  # reap zombies and forward signals for any image
-                privileged=False,
-                security_opt=["no-new-privileges"],
-                cap_drop=DROPPED_CAPABILITIES,
-                log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "3"}},
-            )
+            options = create_options(self.client.api, spec, self.tools.ensure(spec.image), self.ulimits,
+                                     self.limits_system_disk)
+            container = self.client.containers.create(spec.image, **options)
         except ImageNotFound as exc:
             raise RuntimeError_(f"image {spec.image} is not on this node") from exc
         except APIError as exc:
@@ -381,7 +351,7 @@ class DockerRuntime:
                         pass
             except Exception:  # an image without /bin/sh, a slow engine: keep the defaults
                 pass
-        self._limits = limits
+        self.ulimits = limits
 
     def probe_disk_limit(self, image: str) -> None:
         """Decide, once at connect, whether the engine can hold a container's own layer to a
@@ -393,15 +363,22 @@ class DockerRuntime:
             info = {}
         root = info.get("DockerRootDir") if self.url.startswith("unix://") else None
         self._data_root = root if root and os.path.isdir(root) else None
+        probe = f"dockyard-disk-probe-{secrets.token_hex(4)}"
         try:
             if info.get("Driver") == "btrfs":
                 raise RuntimeError_(BTRFS_SIZES)
-            self.client.containers.create(image, ["true"], storage_opt={"size": "1G"}, network_mode="none").remove()
+            self.client.containers.create(image, ["true"], name=probe, storage_opt={"size": "1G"},
+                                          network_mode="none")
             self.limits_system_disk = True
         except Exception as exc:  # "--storage-opt is supported only for overlay over xfs with 'pquota'"
             log.info("node %s cannot limit system disks itself (%s): they are measured instead", self.node_name,
                      getattr(exc, "explanation", None) or exc)
             self.limits_system_disk = False
+        finally:  # by name: an engine that refuses the size may still have registered it
+            try:
+                self.client.api.remove_container(probe, force=True)
+            except Exception:  # never made, or an engine that does not answer now
+                pass
 
     def storage_free(self, container_id: str | None = None) -> int | None:
         """Free bytes on the file system that holds the engine's containers: one statvfs
@@ -744,6 +721,43 @@ def mps_daemon_config(name: str, gpu_uuid: str, image: str, volume: str, labels:
         restart_policy={"Name": "unless-stopped"},
         security_opt=["no-new-privileges"],
         log_config={"type": "json-file", "config": {"max-size": "5m", "max-file": "2"}},
+    )
+
+
+def create_options(api: docker.APIClient, spec: ContainerSpec, tools_volume: str, ulimits: list[Ulimit],
+                   limits_system_disk: bool) -> dict:
+    """The engine's options for an instance's container (the SDK's `containers.create`
+    keywords), beside its image: one place, so that the benchmark makes the same calls."""
+    volumes = {name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()}
+    volumes[tools_volume] = {"bind": docker_tools.MOUNT, "mode": "ro"}
+    return dict(
+        command=spec.command,
+        name=spec.name,
+        hostname=spec.hostname,
+        environment=spec.env,
+        labels=spec.labels,
+        network=spec.network,
+        volumes=volumes,
+        ports={f"{port}/tcp": host for port, host in spec.ports.items()},
+        device_requests=device_requests(spec),
+        nano_cpus=spec.nano_cpus or None,
+        mem_limit=spec.memory_bytes or None,
+        memswap_limit=spec.memory_bytes or None,
+        pids_limit=spec.pids_limit or None,
+        shm_size=(spec.shm_bytes or None) if spec.ipc_mode is None else None,
+        ipc_mode=spec.ipc_mode,
+        storage_opt={"size": f"{spec.system_disk_gb}G"} if spec.system_disk_gb and limits_system_disk else None,
+        # NCCL pins memory (memlock) and opens many sockets and files (nofile).
+        ulimits=ulimits or None,
+        # a cluster member's hostname alias and fixed address on its network.
+        networking_config={spec.network: api.create_endpoint_config(aliases=spec.aliases or None,
+                                                                    ipv4_address=spec.ipv4_address)}
+        if spec.aliases or spec.ipv4_address else None,
+        init=True,  # reap zombies and forward signals for any image
+        privileged=False,
+        security_opt=["no-new-privileges"],
+        cap_drop=DROPPED_CAPABILITIES,
+        log_config={"type": "json-file", "config": {"max-size": "20m", "max-file": "3"}},
     )
 
 
