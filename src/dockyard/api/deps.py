@@ -24,11 +24,13 @@ API_PREFIX = "/api/v1"
 LAST_USED_EVERY = timedelta(minutes=1)
 
 
-def get_platform(request: Request) -> Platform:
+# async: FastAPI runs a plain def dependency on a worker thread, a hop per request for
+# what is only an attribute read.
+async def get_platform(request: Request) -> Platform:
     return request.app.state.platform
 
 
-def get_driver(request: Request) -> Driver:
+async def get_driver(request: Request) -> Driver:
     return request.app.state.driver
 
 

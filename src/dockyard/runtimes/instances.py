@@ -113,7 +113,10 @@ class ContainerInstances:
 
     def drop_old_disks(self, instance_id: str, held: Held) -> None:
         """Untag system disks older than the one held (committed images carry the
-        container's labels, so they are found by instance)."""
+        container's labels, so they are found by instance). Only `keep_disk` makes them,
+        and it records the disk it made: with none held there is nothing to look for."""
+        if not held.system_disk:
+            return
         for ref in self.runtime.list_images({**self.labels, "dockyard.instance": instance_id}):
             if ref != held.system_disk:
                 try:
