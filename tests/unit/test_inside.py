@@ -22,7 +22,8 @@ class Runtime:
         self.files = {}
 
     def start(self, platform, instance_id):
-        files, dirs = inside.start_files(platform, instance_id)
+        with platform.sessions.begin() as db:
+            files, dirs = inside.start_files(platform, db, instance_id)
         assert set(dirs) == {"etc/dockyard", "usr/local/bin"}
         self.files = {f"/{path}": (content.decode(), mode) for path, (content, mode) in files.items()}
 

@@ -14,6 +14,7 @@ import logging
 import secrets
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, Unauthorized
 from dockyard.core.states import Status
@@ -60,12 +61,12 @@ def address(platform: Platform) -> str:
     return settings.inside_url or f"http://{GATEWAY}:{settings.inside_port}"
 
 
-def start_files(platform: Platform, instance_id: str) -> tuple[dict[str, tuple[bytes, int]], dict[str, int]]:
-    """A new token for this start (the last one stops working), and the files that use it
-    with their folders (paths under /), for the driver's upload at the start."""
+def start_files(platform: Platform, db: Session, instance_id: str) -> tuple[dict[str, tuple[bytes, int]],
+                                                                           dict[str, int]]:
+    """A new token for this start (the last one stops working, once `db` commits), and the
+    files that use it with their folders (paths under /), for the driver's upload."""
     token = secrets.token_urlsafe(32)
-    with platform.sessions.begin() as db:
-        db.get(Instance, instance_id).shutdown_token_hash = _digest(token)
+    db.get(Instance, instance_id).shutdown_token_hash = _digest(token)
     config = CONFIG_DIR.lstrip("/")
     files = {f"{config}/{CONFIG_NAME}": (f"{address(platform)}\n{token}\n".encode(), 0o600),
              "usr/local/bin/dockyard-shutdown": (SCRIPT.encode(), 0o755)}

@@ -84,7 +84,7 @@ class Driver:
     def _drive_held(self, instance_id: str, lock: threading.Lock) -> None:
         try:
             for _ in range(10):  # a step may leave it in another transitional status
-                with self.platform.sessions.begin() as db:
+                with self.platform.reads.begin() as db:
                     instance = db.get(Instance, instance_id)
                     status = Status(instance.status)
                 step = STEPS.get(status)

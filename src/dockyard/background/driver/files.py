@@ -47,7 +47,7 @@ def write_start_files(platform: Platform, runtime: Runtime, container_id: str, i
     leaves the instance without them, never without its start."""
     with platform.sessions.begin() as db:
         keys = authorized_keys(db, instance.owner_id)
-    files, dirs = inside.start_files(platform, instance.id)
+        files, dirs = inside.start_files(platform, db, instance.id)
     files["root/.ssh/authorized_keys"] = (keys.encode(), 0o600)
     try:
         runtime.put_files(container_id, "", files, "/", dirs={**dirs, "root/.ssh": 0o700})

@@ -26,7 +26,7 @@ def run(ctx: Context, instance: Instance, status: Status) -> None:
     GPUs exists over this instance's system disk, and start it."""
     platform = ctx.platform
     runtime = platform.runtime(instance.node_name)
-    with platform.sessions.begin() as db:
+    with platform.reads.begin() as db:
         gpus = assigned_gpus(db, instance.id)
         access = access_for(instance, gpus, assigned_slots(db, instance.id))
         image = db.get(Image, instance.image_id)
