@@ -29,7 +29,6 @@ class ImageStatus(StrEnum):
     ABSENT = "absent"  # a catalog entry not built on any node yet
     BUILDING = "building"
     SAVING = "saving"  # a user's system disk being committed
-    FAILED = "failed"
     DELETED = "deleted"  # kept for the instances made from it
 
 
@@ -67,9 +66,6 @@ IMAGE_TRANSITIONS: dict[ImageStatus | None, frozenset[ImageStatus]] = {
     ImageStatus.SAVING: frozenset({ImageStatus.READY, ImageStatus.DELETED}),
     # Deleted but kept for the released instances made from it (else the row goes).
     ImageStatus.READY: frozenset({ImageStatus.DELETED}),
-    # No path sets failed today; one that did could rebuild, find or delete the image.
-    ImageStatus.FAILED: frozenset({ImageStatus.ABSENT, ImageStatus.BUILDING, ImageStatus.READY,
-                                   ImageStatus.DELETED}),
     ImageStatus.DELETED: frozenset(),  # renamed and hidden: nothing finds it again
 }
 
