@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -195,6 +196,7 @@ class Server:
         if deployment:
             remove_deployment(deployment)
         unmount_disks(self.home)
+        remove_home(self.home)
 
 
 def unmount_disks(home: Path) -> None:
@@ -204,6 +206,18 @@ def unmount_disks(home: Path) -> None:
         target = line.split()[1]
         if target.startswith(prefix):
             subprocess.run(["umount", target], capture_output=True, timeout=60)
+
+
+def remove_home(home: Path) -> None:
+    """Remove a test server's home (its database and loop disk images, which over many runs
+    fill a disk) unless DOCKYARD_KEEP_TEST_HOMES=1 asks to keep it for a look afterwards, or
+    a disk under it could not be unmounted."""
+    if os.environ.get("DOCKYARD_KEEP_TEST_HOMES") == "1":
+        return
+    prefix = str(home) + "/"
+    if any(line.split()[1].startswith(prefix) for line in Path("/proc/self/mounts").read_text().splitlines()):
+        return
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def remove_deployment(deployment: str) -> None:
