@@ -311,3 +311,33 @@ class LifecycleContract(RuntimeContract):
             assert runtime.read_file(moved.container_id, "/root/work.txt") == b"kept\n"
         finally:
             engine.destroy(iid, f"contract-{iid}", recorded[-1] if recorded else Held())
+
+    def test_a_held_instance_is_reached_by_what_is_held(self, runtime, image, labels):
+        engine, iid, recorded = self.lifecycle(runtime, labels)
+        try:
+            assert engine.observe(Held()) is None
+            engine.kill(Held())  # nothing held: nothing to kill
+            held = engine.create(self.instance_spec(runtime, image, labels, iid, [], memory_bytes=256 * 1024**2),
+                                 Held(), recorded.append)
+            assert not engine.observe(held).running and engine.stats(held) is None
+            engine.start(held)
+            seen = engine.observe(held)
+            assert seen.running and seen.ip and seen.id == held.container_id
+            engine.put_files(held, {"root/notes/plan.txt": (b"fine-tune\n", 0o644)}, dirs={"root/notes": 0o700})
+            assert engine.read_file(held, "/root/notes/plan.txt") == b"fine-tune\n"
+            assert engine.read_file(held, "/root/notes/none.txt") is None
+            assert engine.exec(held, ["cat", "/root/notes/plan.txt"], timeout_s=10, max_bytes=64) == (0, b"fine-tune\n")
+            code, cut = engine.exec(held, ["cat", "/root/notes/plan.txt"], timeout_s=10, max_bytes=4)
+            assert cut == b"fine" and code in (0, -1)  # stopped at the size unless it ended first
+            assert engine.stats(held).memory_limit == 256 * 1024**2
+            copy = engine.copy_system_disk(held, "dockyard/contract-copy", iid, labels)
+            engine.kill(held)
+            assert not engine.observe(held).running
+            twin = runtime.create(self.spec(runtime, copy, labels))
+            runtime.start(twin)
+            assert runtime.read_file(twin, "/root/notes/plan.txt") == b"fine-tune\n"
+            runtime.remove(twin)
+            runtime.remove_image(copy)
+        finally:
+            engine.destroy(iid, f"contract-{iid}", recorded[-1] if recorded else Held())
+        assert engine.observe(held) is None

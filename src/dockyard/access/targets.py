@@ -15,6 +15,7 @@ from dockyard.core.limits import BoundedDict
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, ServicePort, User, utcnow
 from dockyard.services import audit, instances, ports, sessions, users
+from dockyard.services.held import held
 from dockyard.services.platform import Platform
 
 JUPYTER_PORT = 8888
@@ -83,7 +84,7 @@ def _owned_target(platform: Platform, user: User, host_id: str, key: str, port: 
 def _running(platform: Platform, instance: Instance, port: int, keep_path: bool = False) -> Target:
     if instance.status != Status.RUNNING or not instance.container_id:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
-    info = platform.runtime(instance.node_name).inspect(instance.container_id)
+    info = platform.instances(instance.node_name).observe(held(instance))
     if info is None or not info.ip:
         raise Conflict(f"instance {instance.name} has no network address yet")
     return Target(instance.id, info.ip, port, instance.jupyter_token, keep_path)

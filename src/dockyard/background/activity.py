@@ -17,6 +17,7 @@ from dockyard.core.activity import has_established, jupyter_active_at
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, utcnow
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.services.held import held
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,14 @@ JUPYTER_MAX_BYTES = 1 << 20  # a JupyterLab with thousands of kernels is not one
 
 def record_ssh_activity(platform: Platform) -> None:
     with platform.sessions.begin() as db:
-        running = [(i.id, i.node_name, i.container_id) for i in db.scalars(
+        running = [(i.id, i.node_name, held(i)) for i in db.scalars(
             select(Instance).where(Instance.status == Status.RUNNING, Instance.ssh_port.is_not(None)))]
-    for instance_id, node, container_id in running:
-        runtime = platform.runtimes.get(node)
-        if runtime is None or not container_id:
+    for instance_id, node, now in running:
+        if node not in platform.runtimes or not now.container_id:
             continue
         try:
-            code, output = runtime.tool(container_id, ["cat", "/proc/net/tcp", "/proc/net/tcp6"],
-                                        timeout_s=5, max_bytes=4 * 1024 * 1024)
+            code, output = platform.instances(node).tool(now, ["cat", "/proc/net/tcp", "/proc/net/tcp6"],
+                                                         timeout_s=5, max_bytes=4 * 1024 * 1024)
         except RuntimeError_:
             continue
         if has_established(output.decode(errors="replace"), SSH_PORT):
@@ -63,14 +63,13 @@ def _jupyter_get(http: httpx.Client, url: str, secret: str) -> list:
 
 def record_jupyter_activity(platform: Platform) -> None:
     with platform.sessions.begin() as db:
-        running = [(i.id, i.node_name, i.container_id, i.jupyter_token, i.last_jupyter_at) for i in db.scalars(
+        running = [(i.id, i.node_name, held(i), i.jupyter_token, i.last_jupyter_at) for i in db.scalars(
             select(Instance).where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None),
                                    Instance.jupyter_token.is_not(None)))]
     with httpx.Client(timeout=JUPYTER_TIMEOUT_S) as http:
-        for instance_id, node, container_id, secret, last in running:
-            runtime = platform.runtimes.get(node)
+        for instance_id, node, now, secret, last in running:
             try:
-                info = runtime.inspect(container_id) if runtime is not None else None
+                info = platform.instances(node).observe(now) if node in platform.runtimes else None
             except RuntimeError_:
                 continue
             if info is None or not info.ip:

@@ -28,6 +28,8 @@ from dockyard.core.states import Status
 from dockyard.db.models import Gpu, GpuAssignment, Instance
 from dockyard.runtimes.base import Feature
 from dockyard.runtimes.gpu_metrics import GpuMeter
+from dockyard.runtimes.instances import Held
+from dockyard.services.held import COLUMNS as held_columns, held_of
 from dockyard.services.platform import Platform
 from dockyard.services.volumes import DATA_MOUNT
 
@@ -41,15 +43,15 @@ GIB = 1024**3
 class Target:
     instance_id: str
     node: str
-    container_id: str
+    held: Held
     data_disk_gb: int
     gpus: list[tuple[str, bool]]  # (uuid, simulated), in index order
 
 
 def running_targets(platform: Platform) -> list[Target]:
     with platform.sessions.begin() as db:
-        targets = {row.id: Target(row.id, row.node_name, row.container_id, row.data_disk_gb, []) for row in db.execute(
-            select(Instance.id, Instance.node_name, Instance.container_id, Instance.data_disk_gb)
+        targets = {row.id: Target(row.id, row.node_name, held_of(row), row.data_disk_gb, []) for row in db.execute(
+            select(Instance.id, Instance.node_name, *held_columns, Instance.data_disk_gb)
             .where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None)))}
         if targets:
             for instance_id, uuid, simulated, _index in db.execute(
@@ -104,7 +106,7 @@ class MetricsSampler(Loop):
         gpus = self._meter.read([uuid for t in targets for uuid, simulated in t.gpus if not simulated])
         list(self._stats_pool.map(lambda t: self._sample(t, gpus), targets))
         now = time.monotonic()
-        for node, inside in {t.node: t.container_id for t in targets}.items():
+        for node, inside in {t.node: t.held.container_id for t in targets}.items():
             if self._filling(node, inside):
                 with self._due_lock:
                     for target in targets:
@@ -147,31 +149,31 @@ class MetricsSampler(Loop):
 
     def _sample(self, target: Target, gpus: dict[str, GpuSample]) -> None:
         try:
-            stats = self.platform.runtime(target.node).stats(target.container_id)
+            stats = self.platform.instances(target.node).stats(target.held)
         except Exception as exc:  # an engine down or slow: the reconciler reports it, this only skips
             log.debug("no stats for %s: %s", target.instance_id, exc)
             return
         if stats is None:
             return
         previous = self._counters.get(target.instance_id)
-        self._counters[target.instance_id] = (target.container_id, stats.cpu)
-        earlier = previous[1] if previous and previous[0] == target.container_id else None
+        self._counters[target.instance_id] = (target.held.container_id, stats.cpu)
+        earlier = previous[1] if previous and previous[0] == target.held.container_id else None
         self.store.add(target.instance_id, Sample(
             at=time.time(), cpu_percent=cpu_percent(earlier, stats.cpu), memory_used=stats.memory_used,
             memory_limit=stats.memory_limit,
             gpus=tuple(gpus.get(uuid) or GpuSample(uuid=uuid, util_percent=None) for uuid, _ in target.gpus)))
 
     def _measure_disk(self, target: Target) -> None:
-        runtime = self.platform.runtime(target.node)
+        engine = self.platform.instances(target.node)
         try:
-            _, output = runtime.tool(target.container_id, disk_command(DATA_MOUNT), timeout_s=90, max_bytes=64 * 1024)
+            _, output = engine.tool(target.held, disk_command(DATA_MOUNT), timeout_s=90, max_bytes=64 * 1024)
             disk = parse_disk(output.decode(errors="replace"), DATA_MOUNT, target.data_disk_gb * GIB, time.time())
             if disk:
                 self.store.set_disk(target.instance_id, disk)
         except Exception as exc:
             log.debug("no disk reading for %s: %s", target.instance_id, exc)
         try:
-            used = runtime.system_disk_used(target.container_id)
+            used = engine.system_disk_used(target.held)
             if used is not None:
                 limit = self.platform.settings.system_disk_gb * GIB
                 self.store.set_system_disk(target.instance_id, DiskUsage(at=time.time(), used=used, total=limit))

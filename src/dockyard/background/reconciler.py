@@ -19,6 +19,7 @@ from dockyard.db.models import Instance, Node, Volume, utcnow
 from dockyard.runtimes.base import HELPER_LABEL
 from dockyard.services import autostop, deadlines, migration, notifications
 from dockyard.background.driver import Driver
+from dockyard.services.held import held
 from dockyard.services.names import data_volume
 from dockyard.services.lifecycle import transition
 from dockyard.services.nodes import connect_nodes
@@ -92,7 +93,7 @@ def _check_node(platform, driver, runtime, node: str) -> None:
         if listed is not None and listed.running:
             continue
         # The listing is older than the instance row: look again before judging.
-        info = runtime.inspect(instance.container_id) if instance.container_id else None
+        info = platform.instances(node).observe(held(instance))
         if info is None:
             transition(platform, instance.id, Status.RUNNING, Status.FAILED,
                        "the container vanished from the node", expected_container=instance.container_id)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
-from dockyard.runtimes.base import ContainerGone, ContainerSpec, Runtime, RuntimeError_
+from dockyard.runtimes.base import (ContainerGone, ContainerInfo, ContainerSpec, ContainerStats, ExecStream, Runtime,
+                                    RuntimeError_)
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +141,68 @@ class ContainerInstances:
             self.runtime.remove(container)
         for ref in self.runtime.list_images({**self.labels, "dockyard.instance": instance_id}):
             self.runtime.remove_image(ref)
+
+    # ---- reaching a held instance -------------------------------------------------------
+    # Each call takes what is held with a container in it; each has a deadline and a size
+    # limit, since what runs inside is the tenant's.
+
+    def observe(self, held: Held) -> ContainerInfo | None:
+        """The container's state now; None when nothing is held or it vanished."""
+        return self.runtime.inspect(held.container_id) if held.container_id else None
+
+    def kill(self, held: Held) -> None:
+        """Stop the container without waiting for it to end on its own. Missing is fine."""
+        if held.container_id:
+            self.runtime.stop(held.container_id, timeout=0)
+
+    def exec(self, held: Held, command: list[str], timeout_s: float, max_bytes: int) -> tuple[int, bytes]:
+        """Run a program of the image for the platform (a fixed PATH); exit code -1 when
+        it was stopped at `timeout_s`, its output cut at `max_bytes`."""
+        return self.runtime.exec(held.container_id, command, timeout_s=timeout_s, max_bytes=max_bytes)
+
+    def exec_stream(self, held: Held, command: list[str], timeout_s: float, max_bytes: int) -> ExecStream:
+        """A user's command, in the container's own environment, its output as it comes."""
+        return self.runtime.exec_stream(held.container_id, command, timeout_s, max_bytes)
+
+    def tool(self, held: Held, args: list[str], timeout_s: float, max_bytes: int) -> tuple[int, bytes]:
+        """One of the platform's own tools (`cat`, `df`, `ps`...), never a program the
+        tenant could have replaced."""
+        return self.runtime.tool(held.container_id, args, timeout_s=timeout_s, max_bytes=max_bytes)
+
+    def logs(self, held: Held, tail: int, follow: bool, max_bytes: int) -> Iterator[bytes]:
+        """The instance's output, streamed and cut at `max_bytes`."""
+        return self.runtime.logs(held.container_id, tail=tail, follow=follow, max_bytes=max_bytes)
+
+    def stats(self, held: Held) -> ContainerStats | None:
+        """One reading of its resource counters; None when it is not running."""
+        return self.runtime.stats(held.container_id)
+
+    def system_disk_used(self, held: Held) -> int | None:
+        """Bytes the instance wrote over its image; None when its container is gone."""
+        return self.runtime.system_disk_used(held.container_id)
+
+    def read_file(self, held: Held, path: str) -> bytes | None:
+        """A regular file's content (bounded), or None when there is none."""
+        return self.runtime.read_file(held.container_id, path)
+
+    def put_files(self, held: Held, files: dict[str, tuple[bytes, int]], dirs: dict[str, int] | None = None) -> None:
+        """Write `files` (path under / -> (content, mode)) and make `dirs` with their modes,
+        owned by root, before the instance's own programs start reading them."""
+        self.runtime.put_files(held.container_id, "", files, "/", dirs=dirs)
+
+    # ---- the system disk as an image ------------------------------------------------------
+
+    def copy_system_disk(self, held: Held, repository: str, tag: str, labels: dict[str, str]) -> str:
+        """The system disk as it is now, as an image another instance starts from (a clone);
+        the instance may go on running."""
+        self.runtime.commit(held.container_id, repository, tag, labels=labels)
+        return f"{repository}:{tag}"
+
+    def save_image(self, held: Held, repository: str, tag: str, labels: dict[str, str]) -> str:
+        """The system disk as an image for others: without this instance's secrets."""
+        return self.runtime.save_image(held.container_id, repository, tag, labels=labels)
+
+    def system_disk_image(self, held: Held, repository: str, tag: str, labels: dict[str, str]) -> str:
+        """The system disk as an image this instance starts from elsewhere (a migration),
+        flattened past the engine's layer limit."""
+        return self.runtime.keep_system_disk(held.container_id, repository, tag, self.max_layers, labels)

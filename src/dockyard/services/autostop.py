@@ -21,7 +21,9 @@ from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes import docker_tools
 from dockyard.runtimes.base import Feature, RuntimeError_
+from dockyard.runtimes.instances import Held
 from dockyard.services import instances, lifecycle, notifications
+from dockyard.services.held import COLUMNS as held_columns, held, held_of
 from dockyard.services.platform import Platform
 from dockyard.services.work import Driving
 
@@ -63,10 +65,9 @@ def rules_for_create(settings: Settings, given: dict, named: set[str]) -> dict:
     return rules
 
 
-def process_names(platform: Platform, node: str, container_id: str) -> set[str]:
-    runtime = platform.runtime(node)
-    _, output = runtime.tool(container_id, PROCESS_LIST, timeout_s=PROCESS_LIST_TIMEOUT_S,
-                             max_bytes=PROCESS_LIST_MAX_BYTES)
+def process_names(platform: Platform, node: str, now: Held) -> set[str]:
+    _, output = platform.instances(node).tool(now, PROCESS_LIST, timeout_s=PROCESS_LIST_TIMEOUT_S,
+                                              max_bytes=PROCESS_LIST_MAX_BYTES)
     return running_names(output.decode(errors="replace"))
 
 
@@ -91,7 +92,7 @@ def set_policy(platform: Platform, user: User, key: str, changes: dict) -> Insta
         instance = instances.get_owned(db, user, key)
         if instance.status == Status.RELEASED:
             raise Conflict(f"instance {instance.name} is released")
-        where = (instance.status, instance.node_name, instance.container_id)
+        where = (instance.status, instance.node_name, held(instance))
     wanted = changes.get("auto_stop_when_exits")
     if wanted is not None:
         _check_process(platform, where, wanted)
@@ -106,12 +107,12 @@ def set_policy(platform: Platform, user: User, key: str, changes: dict) -> Insta
 
 
 def _check_process(platform: Platform, where: tuple, wanted: str) -> None:
-    status, node, container_id = where
+    status, node, now = where
     field = "auto_stop_when_exits"
-    if status != Status.RUNNING or not container_id:
+    if status != Status.RUNNING or not now.container_id:
         raise Conflict(f"{field}: the instance is {status}; a process can be watched only while it runs", field=field)
     try:
-        names = process_names(platform, node, container_id)
+        names = process_names(platform, node, now)
     except RuntimeError_ as exc:
         raise Conflict(f"{field}: the instance's processes could not be listed ({exc})", field=field) from None
     if not is_running(names, wanted):
@@ -147,7 +148,7 @@ class Running:
     name: str
     owner_id: int
     node_name: str
-    container_id: str | None
+    held: Held
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Row(Running):
     when_exits: str | None
 
 
-COLUMNS = (Instance.id, Instance.name, Instance.owner_id, Instance.node_name, Instance.container_id,
+COLUMNS = (Instance.id, Instance.name, Instance.owner_id, Instance.node_name, *held_columns,
            Instance.started_at, Instance.last_ssh_at, Instance.last_jupyter_at, Instance.auto_stop_idle_minutes,
            Instance.auto_stop_max_minutes, Instance.auto_stop_gpu_idle_minutes, Instance.auto_stop_gpu_idle_percent,
            Instance.auto_stop_at, Instance.auto_stop_when_exits, Instance.auto_stop_warned_at,
@@ -187,7 +188,7 @@ class Stopper:
                 Instance.auto_stop_when_exits.is_not(None),
                 # operator limits apply to every instance
                 *([Instance.id.is_not(None)] if any(limits(s).values()) else [])))).all()
-        return [Row(r.id, r.name, r.owner_id, r.node_name, r.container_id, Policy(
+        return [Row(r.id, r.name, r.owner_id, r.node_name, held_of(r), Policy(
             capped(r.auto_stop_idle_minutes, s.autostop_idle_limit_minutes),
             capped(r.auto_stop_max_minutes, s.autostop_max_limit_minutes),
             capped(r.auto_stop_gpu_idle_minutes, s.autostop_gpu_idle_limit_minutes),
@@ -245,7 +246,7 @@ class Stopper:
             return []
         with self.platform.sessions.begin() as db:
             found = db.execute(select(Instance.id, Instance.name, Instance.owner_id, Instance.node_name,
-                                      Instance.container_id)
+                                      *held_columns)
                                .where(Instance.status == Status.RUNNING, Instance.container_id.is_not(None))).all()
         over = []
         for r in found:
@@ -254,16 +255,16 @@ class Stopper:
             if (runtime is None or runtime.lacks(Feature.SYSTEM_DISK_LIMIT) is None or reading is None
                     or reading.used <= limit_gb * GIB):
                 continue
-            over.append((Running(r.id, r.name, r.owner_id, r.node_name, r.container_id), Decision(
+            over.append((Running(r.id, r.name, r.owner_id, r.node_name, held_of(r)), Decision(
                 STOP, f"its system disk holds {reading.used / GIB:.1f} GB written, over the {limit_gb} GB limit; "
                       f"delete files there after starting it again, and keep large ones on the data disk")))
         return over
 
     def _process_gone(self, row: Row) -> bool:
-        if not row.container_id:
+        if not row.held.container_id:
             return False
         try:
-            return not is_running(process_names(self.platform, row.node_name, row.container_id), row.when_exits)
+            return not is_running(process_names(self.platform, row.node_name, row.held), row.when_exits)
         except RuntimeError_:
             return False  # the engine cannot say: the reconciler deals with it, this waits
 
@@ -294,7 +295,7 @@ class Stopper:
         # Only if still running in the same container: a user's stop, the reconciler or an
         # earlier pass may have got there first, and then nothing is done twice.
         if lifecycle.transition(self.platform, row.id, Status.RUNNING, Status.STOPPING, cause,
-                                expected_container=row.container_id, also=notify, auto_stop_warned_at=None):
+                                expected_container=row.held.container_id, also=notify, auto_stop_warned_at=None):
             self.driver.kick(row.id)
             return True
         return False

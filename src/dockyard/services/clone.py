@@ -19,7 +19,7 @@ from dockyard.core.errors import Conflict, NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
 from dockyard.runtimes.base import Feature
-from dockyard.services.held import system_disk
+from dockyard.services.held import held, system_disk
 from dockyard.services import instances, notifications, volumes
 from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
@@ -86,7 +86,7 @@ def _copy_disks(platform: Platform, source: Instance, source_disk: str, clone: I
                             f"{container_name(platform, clone.id)}-copy", labels)
         op.update("committing the system disk", 60)
         repository, tag = system_disk(clone).rsplit(":", 1)
-        runtime.commit(source.container_id, repository, tag, labels=labels)
+        platform.instances(source.node_name).copy_system_disk(held(source), repository, tag, labels)
     except Exception as exc:
         op.finish(error=f"copying the disks of {source.name} failed: {exc}")
         with platform.sessions.begin() as db:

@@ -8,7 +8,6 @@ transactions; Docker work happens in the driver (members) and the reconciler (ne
 
 from __future__ import annotations
 
-import posixpath
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from dockyard.core.sharing import MILLI
 from dockyard.core.states import ClusterStatus, Status
 from dockyard.db.models import Cluster, Instance, InstanceEvent, User, utcnow
 from dockyard.runtimes.base import NO_SWARM, Feature, RuntimeError_
+from dockyard.runtimes.instances import ContainerInstances, Held
 from dockyard.services import allocation, images, instances, lifecycle, ownership, statuses
 from dockyard.services.billing import ledger
 from dockyard.services.platform import Platform
@@ -285,10 +285,8 @@ def swarm_groups(runtimes: dict) -> tuple[dict[str, str | None], dict[str, str]]
     return groups, managers
 
 
-def write_hostfile(runtime, container_id: str, setup: MemberSetup) -> None:
-    folder, name = posixpath.split(core.HOSTFILE_PATH)
-    parent, directory = posixpath.split(folder)
-    runtime.put_files(container_id, directory, {name: (setup.hostfile.encode(), 0o644)}, parent)
+def write_hostfile(engine: ContainerInstances, now: Held, setup: MemberSetup) -> None:
+    engine.put_files(now, {core.HOSTFILE_PATH.lstrip("/"): (setup.hostfile.encode(), 0o644)})
 
 
 def reap(platform: Platform) -> None:

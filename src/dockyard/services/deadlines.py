@@ -21,7 +21,9 @@ from dockyard.core.errors import NotFound
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, utcnow
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.instances import Held
 from dockyard.services import notifications
+from dockyard.services.held import held
 from dockyard.services.lifecycle import transition
 from dockyard.services.platform import Platform
 
@@ -54,13 +56,13 @@ def enforce(platform: Platform, counting_since: datetime) -> None:
     now = utcnow()
     with platform.sessions.begin() as db:
         overdue = [
-            (i.id, Status(i.status), i.node_name, i.container_id, i.owner_id, i.name)
+            (i.id, Status(i.status), i.node_name, held(i), i.owner_id, i.name)
             for i in db.scalars(select(Instance).join(Node, Node.name == Instance.node_name).where(
                 Instance.status.in_([s.value for s in OUTCOME]), Node.online.is_(True)))  # else it waits on the node
             if max(i.updated_at, counting_since) + timedelta(seconds=deadline_s(platform, Status(i.status))) < now
         ]
-    for instance_id, status, node, container_id, owner_id, name in overdue:
-        if status == Status.STOPPING and container_id and not _killed(platform, node, container_id):
+    for instance_id, status, node, now_held, owner_id, name in overdue:
+        if status == Status.STOPPING and now_held.container_id and not _killed(platform, node, now_held):
             continue
         target, meaning = OUTCOME[status]
         cause = f"{meaning} (past its {deadline_s(platform, status):.0f} s deadline); GPUs returned"
@@ -70,11 +72,11 @@ def enforce(platform: Platform, counting_since: datetime) -> None:
                    notifications.post(db, owner_id, "instance", f"instance {name} {cause}"))
 
 
-def _killed(platform: Platform, node: str, container_id: str) -> bool:
+def _killed(platform: Platform, node: str, now: Held) -> bool:
     try:
-        platform.runtime(node).stop(container_id, timeout=0)
+        platform.instances(node).kill(now)
         return True
     except (RuntimeError_, NotFound) as exc:  # refused, or the node is not connected
-        log.warning("container %s on %s could not be killed past its stop deadline: %s", container_id, node, exc)
+        log.warning("container %s on %s could not be killed past its stop deadline: %s", now.container_id, node, exc)
         return False
 

@@ -22,6 +22,15 @@ def held(instance: Instance) -> Held:
     return Held.of(instance.container_id, instance.backend_state)
 
 
+# What a column select needs of the row for `held_of`.
+COLUMNS = (Instance.container_id, Instance.backend_state)
+
+
+def held_of(row) -> Held:
+    """`held` of a row selected with COLUMNS among its columns."""
+    return Held.of(row.container_id, row.backend_state)
+
+
 def system_disk(instance: Instance) -> str | None:
     """The instance's system disk kept as an image, if its engine keeps one."""
     return held(instance).system_disk

@@ -18,6 +18,7 @@ from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, 
 from dockyard.runtimes.base import HELPER_LABEL, Feature, ImageInfo, RuntimeError_
 from dockyard.services import audit, notifications
 from dockyard.services.statuses import set_status
+from dockyard.services.held import held
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
 
@@ -313,8 +314,9 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
         # A node not connected fails the save here, rather than leaving the row saving.
         runtime = platform.runtime(instance.node_name)
         # Labels: not the instance's (its release must not delete this), but ours.
-        runtime.save_image(instance.container_id, repository, tag,
-                           labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
+        platform.instances(instance.node_name).save_image(
+            held(instance), repository, tag,
+            labels={"dockyard.instance": "", "dockyard.saved": image.name, **platform.labels})
         made = True
         info = runtime.image_info(image.ref)
         if info is None:

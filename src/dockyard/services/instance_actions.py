@@ -8,8 +8,10 @@ from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
 from dockyard.runtimes.base import Feature
+from dockyard.runtimes.instances import Held
 from dockyard.services import audit, autostop, images, instances, volumes
 from dockyard.services.clone import clone_instance
+from dockyard.services.held import held
 from dockyard.services.migration import request_migration
 from dockyard.services.operations import Operation
 from dockyard.services.platform import Platform
@@ -95,21 +97,21 @@ def change(platform: Platform, user: User, key: str, changes: dict) -> Instance:
     return instance
 
 
-def running_container(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
-    """The instance and its container; a Conflict while it has none."""
+def running_container(platform: Platform, user: User, key: str) -> tuple[Instance, Held]:
+    """The instance and what its engine holds of it; a Conflict while it has no container."""
     with platform.reads.begin() as db:
         instance = instances.get_owned(db, user, key)
     if not instance.container_id:
         raise Conflict(f"instance {instance.name} has no container yet (it is {instance.status})")
-    return instance, instance.container_id
+    return instance, held(instance)
 
 
-def running(platform: Platform, user: User, key: str) -> tuple[Instance, str]:
+def running(platform: Platform, user: User, key: str) -> tuple[Instance, Held]:
     """As running_container, and it must be running."""
-    instance, container_id = running_container(platform, user, key)
+    instance, now = running_container(platform, user, key)
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
-    return instance, container_id
+    return instance, now
 
 
 def check(platform: Platform, driver: Driving, user: User, key: str) -> Instance:

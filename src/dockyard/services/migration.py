@@ -30,7 +30,7 @@ from dockyard.runtimes import transfer
 from dockyard.runtimes.base import HELPER_LABEL, Feature, RuntimeError_
 from dockyard.runtimes.instances import Held
 from dockyard.services import allocation, instances, lifecycle, notifications, volumes
-from dockyard.services.held import fields as held_fields, system_disk
+from dockyard.services.held import fields as held_fields, held, system_disk
 from dockyard.services.names import container_name, data_volume
 from dockyard.services.operations import Operation
 from dockyard.services.billing import ledger
@@ -225,7 +225,7 @@ def _copy(platform: Platform, instance: Instance, disks: list[Disk], op: Operati
     ref = system_disk(instance)  # with no container, its system disk is this image already
     if instance.container_id:
         repository, tag = f"dy-{platform.deployment}-sysdisk", f"{instance.id}-{int(time.time() * 1000)}"
-        ref = source.keep_system_disk(instance.container_id, repository, tag, settings.max_sysdisk_layers, labels)
+        ref = platform.instances(instance.node_name).system_disk_image(held(instance), repository, tag, labels)
     info = source.image_info(ref)
     used = {d.name: (source.volume_usage(d.name) or (0, 0))[1] for d in disks}
     for disk in disks:  # made before any stream starts: a target that stops answering fails here

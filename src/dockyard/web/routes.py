@@ -30,6 +30,7 @@ from dockyard.db.models import Image, Instance, Node, User, utcnow
 from dockyard.services import autostop, images, instance_views, instances, keys, market, ports, sessions
 from dockyard.services import instance_actions as actions
 from dockyard.services.billing import prices, statements
+from dockyard.services.held import held
 from dockyard.services.platform import Platform
 from dockyard.web import i18n
 from dockyard.web.autostop import form_percent, form_policy, rule_values
@@ -285,12 +286,12 @@ def _instance_page(key: str, p: Page, port_error: str | None = None) -> HTMLResp
         events = instances.events(db, instance.id)
         port_rows = ports.listed(db, instance)
         env_check = instance.env_check
-        container_id, node = instance.container_id, instance.node_name
+        now, node = held(instance), instance.node_name
         released = instance.status == Status.RELEASED
     logs = None
-    if container_id and not released:
+    if now.container_id and not released:
         try:
-            logs = b"".join(platform.runtime(node).logs(container_id, tail=100, follow=False,
+            logs = b"".join(platform.instances(node).logs(now, tail=100, follow=False,
                                                           max_bytes=256 * 1024)).decode(errors="replace")
         except Exception as exc:  # the container may be gone between the read and here
             logs = f"({type(exc).__name__}: {exc})"

@@ -27,6 +27,7 @@ from dockyard.core.states import Status
 from dockyard.core.validation import NAME_PATTERN
 from dockyard.db.models import Instance, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
+from dockyard.runtimes.instances import Held
 from dockyard.background.driver import Driver
 from dockyard.services import audit, autostop, fair_share, instance_views, instances
 from dockyard.services import instance_actions as actions
@@ -164,18 +165,18 @@ def logs(
     user: User = Depends(current_user),
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
-    instance, container_id = actions.running_container(platform, user, key)
+    instance, now = actions.running_container(platform, user, key)
     if not follow:
-        return StreamingResponse(pumped(_logs(platform, instance, container_id, tail, False)), media_type="text/plain")
+        return StreamingResponse(pumped(_logs(platform, instance, now, tail, False)), media_type="text/plain")
     with platform.fair_share.place(user, fair_share.LOGS) as place:  # a follow holds a worker: one of the user's few
-        chunks = _logs(platform, instance, container_id, tail, True)
+        chunks = _logs(platform, instance, now, tail, True)
         return StreamingResponse(place.kept(pumped(chunks)), media_type="text/plain")
 
 
-def _logs(platform: Platform, instance: Instance, container_id: str, tail: int, follow: bool):
+def _logs(platform: Platform, instance: Instance, now: Held, tail: int, follow: bool):
     try:
-        return platform.runtime(instance.node_name).logs(container_id, tail=tail, follow=follow,
-                                                         max_bytes=platform.settings.logs_max_bytes)
+        return platform.instances(instance.node_name).logs(now, tail=tail, follow=follow,
+                                                           max_bytes=platform.settings.logs_max_bytes)
     except RuntimeError_ as exc:
         raise Conflict(str(exc)) from None
 
@@ -190,14 +191,14 @@ async def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
                 platform: Platform = Depends(get_platform)):
     """Run a command in a running instance, with a deadline and a cap on its output; a
     stream stops the command when the client goes away."""
-    instance, container_id = await run_in_threadpool(actions.running, platform, user, key)
+    instance, now = await run_in_threadpool(actions.running, platform, user, key)
     await run_in_threadpool(_audit_exec, platform, user, instance, body.command)
     timeout_s = min(body.timeout_s, platform.settings.exec_timeout_s)
     cap = platform.settings.exec_max_output_bytes if body.stream else EXEC_ANSWER_MAX_BYTES
     with platform.fair_share.place(user, fair_share.EXEC) as place:  # taken before the command starts
         try:
-            run = await run_in_threadpool(platform.runtime(instance.node_name).exec_stream,
-                                          container_id, body.command, timeout_s, cap)
+            run = await run_in_threadpool(platform.instances(instance.node_name).exec_stream,
+                                          now, body.command, timeout_s, cap)
         except RuntimeError_ as exc:
             raise Conflict(str(exc)) from None
         if body.stream:  # the stream keeps the place until it ends or the client leaves

@@ -7,6 +7,7 @@ import json
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, utcnow
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.services.held import held
 from dockyard.services.platform import Platform
 
 
@@ -18,8 +19,8 @@ def check_environment(platform: Platform, instance_id: str) -> dict | None:
         return None
     try:
         # The image's own program: bounded, since a tenant may have replaced it.
-        code, output = platform.runtime(instance.node_name).exec(
-            instance.container_id, ["dockyard-check"], timeout_s=platform.settings.check_timeout_s, max_bytes=256 * 1024)
+        code, output = platform.instances(instance.node_name).exec(
+            held(instance), ["dockyard-check"], timeout_s=platform.settings.check_timeout_s, max_bytes=256 * 1024)
         result = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
         if not isinstance(result, dict):
             raise ValueError("not a JSON object")

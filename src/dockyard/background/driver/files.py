@@ -7,7 +7,8 @@ import logging
 
 from dockyard.core import mirrors as core_mirrors
 from dockyard.db.models import Instance, InstanceEvent
-from dockyard.runtimes.base import Runtime, RuntimeError_
+from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.instances import ContainerInstances, Held
 from dockyard.services import inside, mirrors
 from dockyard.services.keys import authorized_keys
 from dockyard.services.platform import Platform
@@ -15,7 +16,7 @@ from dockyard.services.platform import Platform
 log = logging.getLogger(__name__)
 
 
-def write_mirrors(platform: Platform, runtime: Runtime, container_id: str, instance: Instance) -> None:
+def write_mirrors(platform: Platform, engine: ContainerInstances, now: Held, instance: Instance) -> None:
     """The site's package mirrors and the owner's additions, as files in the new
     container before its first start. Failing to write them is an event, not a failure."""
     with platform.sessions.begin() as db:
@@ -23,14 +24,14 @@ def write_mirrors(platform: Platform, runtime: Runtime, container_id: str, insta
     if site.is_empty() and user.is_empty():
         return
     try:
-        release = runtime.read_file(container_id, "/etc/os-release")
+        release = engine.read_file(now, "/etc/os-release")
         if release is None:  # usually a link to /usr/lib/os-release
-            release = runtime.read_file(container_id, "/usr/lib/os-release")
+            release = engine.read_file(now, "/usr/lib/os-release")
         os_release = core_mirrors.parse_os_release(release.decode(errors="replace")) if release else None
         # Paths under /, no folder entry: the engine makes a missing folder (0755) and
         # leaves an existing one (/root, /etc) as it is.
         files = core_mirrors.render(site, user, os_release)
-        runtime.put_files(container_id, "", {path.lstrip("/"): (data, 0o644) for path, data in files.items()}, "/")
+        engine.put_files(now, {path.lstrip("/"): (data, 0o644) for path, data in files.items()})
         cause = "package mirror settings written"
     except RuntimeError_ as exc:
         log.warning("instance %s: package mirror settings not written: %s", instance.id, exc)
@@ -40,7 +41,7 @@ def write_mirrors(platform: Platform, runtime: Runtime, container_id: str, insta
                              cause=cause[:500]))
 
 
-def write_start_files(platform: Platform, runtime: Runtime, container_id: str, instance: Instance) -> None:
+def write_start_files(platform: Platform, engine: ContainerInstances, now: Held, instance: Instance) -> None:
     """Before every start, in one archive upload (nothing of the image runs): the owner's
     current SSH keys (a key removed since the last start stops working now, even in a
     container that is reused) and dockyard-shutdown with this start's token. A failure
@@ -50,6 +51,6 @@ def write_start_files(platform: Platform, runtime: Runtime, container_id: str, i
         files, dirs = inside.start_files(platform, db, instance.id)
     files["root/.ssh/authorized_keys"] = (keys.encode(), 0o600)
     try:
-        runtime.put_files(container_id, "", files, "/", dirs={**dirs, "root/.ssh": 0o700})
+        engine.put_files(now, files, dirs={**dirs, "root/.ssh": 0o700})
     except RuntimeError_ as exc:
-        log.info("could not write the start's files in %s: %s", container_id[:12], exc)
+        log.info("instance %s: could not write the start's files: %s", instance.id, exc)

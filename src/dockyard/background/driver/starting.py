@@ -55,10 +55,10 @@ def run(ctx: Context, instance: Instance, status: Status) -> None:
                               member)
         now = engine.create(spec, now, record)
         if member:  # the MPI/DeepSpeed hostfile, before anything in it runs
-            clusters.write_hostfile(runtime, now.container_id, member)
+            clusters.write_hostfile(engine, now, member)
     if status == Status.CREATING and not now.system_disk:
-        files.write_mirrors(platform, runtime, now.container_id, instance)  # idempotent: a retry rewrites them
-    files.write_start_files(platform, runtime, now.container_id, instance)
+        files.write_mirrors(platform, engine, now, instance)  # idempotent: a retry rewrites them
+    files.write_start_files(platform, engine, now, instance)
     try:
         engine.start(now)
     except PortTaken:
