@@ -262,3 +262,12 @@ def test_only_the_held_module_reads_or_writes_the_backend_state_column():
                 if name not in ("dockyard.services.held", "dockyard.db.models") and not name.startswith(
                     "dockyard.db.migrations") and "backend_state" in path.read_text()]
     assert reaching == []
+
+
+def test_the_model_reads_the_container_where_the_engine_writes_it():
+    from dockyard.db.models import Instance
+    from dockyard.runtimes.instances import CONTAINER_KEY, Held
+
+    instance = Instance(backend_state=Held("c1", ("GPU-a",), None).state())
+    assert instance.backend_state[CONTAINER_KEY] == "c1" and instance.container_id == "c1"
+    assert Instance(backend_state=Held().state()).container_id is None

@@ -38,7 +38,7 @@ def platform_with(tmp_path, **instance):
         db.add(User(id=1, name="ann", password_hash="x"))
     with platform.sessions.begin() as db:
         db.add(Instance(id="i1", owner_id=1, name="job", node_name="local", image_id=1, gpu_model="H200", gpu_count=1, gpu_milli=1000,
-                        status=Status.RUNNING, container_id="c1", data_disk_gb=1, started_at=T0, **instance))
+                        status=Status.RUNNING, backend_state={"container": "c1"}, data_disk_gb=1, started_at=T0, **instance))
     return platform
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from dockyard.db.billing_models import Notice
 from dockyard.db.models import GpuAssignment, Instance, InstanceEvent, utcnow
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.instances import Held
 from dockyard.services import deadlines
 from tests.unit.billing_fixtures import add_instance, hold_gpu, make_platform
 
@@ -27,7 +28,7 @@ def stuck(platform, status: str, for_s: float, container_id: str | None = None) 
     instance_id = add_instance(platform, "alice")
     with platform.sessions.begin() as db:
         row = db.get(Instance, instance_id)
-        row.status, row.container_id = status, container_id
+        row.status, row.backend_state = status, Held(container_id).state()
         row.updated_at = utcnow() - timedelta(seconds=for_s)
 
         hold_gpu(db, instance_id)

@@ -46,9 +46,10 @@ def test_gpu_sharing_migration_keeps_what_each_gpu_held(tmp_path):
         assert connection.execute(text("SELECT gpu_id, instance_id FROM gpu_assignments")).all() == [(7, "i1")]
 
 
-def test_backend_state_migration_keeps_each_instance_s_gpus_and_system_disk(tmp_path):
+def test_backend_state_migration_keeps_each_instance_s_container_gpus_and_system_disk(tmp_path):
     """Before 0019 the GPUs a container was made with and the kept system disk were two
-    columns; after, the runtime's one `backend_state`. Down again, the two come back."""
+    columns; after, the runtime's one `backend_state`, which the container joins at 0020.
+    Down again, the columns come back."""
     from alembic import command
     from sqlalchemy import text
 
@@ -65,8 +66,20 @@ def test_backend_state_migration_keeps_each_instance_s_gpus_and_system_disk(tmp_
                                 f"('i1', 1, 'one', {common}, 'c1', '[\"GPU-b\", \"GPU-a\"]', NULL), "
                                 f"('i2', 1, 'two', {common}, NULL, '[]', 'dy-x-sysdisk:i2-1')"))
         connection.commit()
+        command.upgrade(alembic_config(connection), "0019")
+        connection.commit()
+        rows = connection.execute(text("SELECT id, container_id, backend_state FROM instances ORDER BY id")).all()
+        assert [(i, c, json.loads(s)) for i, c, s in rows] == [
+            ("i1", "c1", {"gpus": ["GPU-a", "GPU-b"], "system_disk": None}),
+            ("i2", None, {"gpus": [], "system_disk": "dy-x-sysdisk:i2-1"})]
+        # 0020: the container joins the rest in backend_state, and leaves it again going down.
         command.upgrade(alembic_config(connection), "head")
         connection.commit()
+        rows = connection.execute(text("SELECT id, backend_state FROM instances ORDER BY id")).all()
+        assert [(i, json.loads(s)) for i, s in rows] == [
+            ("i1", {"container": "c1", "gpus": ["GPU-a", "GPU-b"], "system_disk": None}),
+            ("i2", {"container": None, "gpus": [], "system_disk": "dy-x-sysdisk:i2-1"})]
+        command.downgrade(alembic_config(connection), "0019")
         rows = connection.execute(text("SELECT id, container_id, backend_state FROM instances ORDER BY id")).all()
         assert [(i, c, json.loads(s)) for i, c, s in rows] == [
             ("i1", "c1", {"gpus": ["GPU-a", "GPU-b"], "system_disk": None}),

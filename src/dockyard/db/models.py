@@ -21,6 +21,7 @@ from sqlalchemy import (
     false,
     text,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dockyard.core.states import ClusterStatus, ImageStatus, Status, VolumeStatus
@@ -266,11 +267,9 @@ class Instance(Base):
     secret_env: Mapped[str | None] = mapped_column(Text)
     command: Mapped[str | None] = mapped_column(JSON)  # a shell command line
     data_disk_gb: Mapped[int] = mapped_column(Integer)
-    # The container now holding the system disk: what exec, logs and stats address.
-    container_id: Mapped[str | None] = mapped_column(String(80))
-    # What the node's engine keeps of the instance besides (runtimes/instances.Held: the
-    # GPUs its container was made with, its system disk kept as an image). Opaque: read
-    # and written only through services/held.py.
+    # What the node's engine keeps of the instance (runtimes/instances.Held: its container,
+    # the GPUs that container was made with, its system disk kept as an image). Opaque:
+    # written only through services/held.py.
     backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
     # The last result of the image's environment self-test (dockyard-check).
     env_check: Mapped[dict | None] = mapped_column(JSON)
@@ -325,6 +324,17 @@ class Instance(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     released_at: Mapped[datetime | None] = mapped_column()
+
+    @hybrid_property
+    def container_id(self) -> str | None:
+        """The engine's container holding the instance, if any: the one key of
+        `backend_state` the platform reads (runtimes/instances.CONTAINER_KEY)."""
+        return (self.backend_state or {}).get("container")
+
+    @container_id.inplace.expression
+    @classmethod
+    def _container_id_expression(cls):
+        return cls.backend_state["container"].as_string()
 
 
 class GpuAssignment(Base):

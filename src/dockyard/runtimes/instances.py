@@ -21,6 +21,11 @@ from dockyard.runtimes.base import (ContainerGone, ContainerInfo, ContainerSpec,
 log = logging.getLogger(__name__)
 
 
+# The one key of the stored state the platform reads itself: whether, and in which
+# container, the instance is held (db/models.py Instance.container_id).
+CONTAINER_KEY = "container"
+
+
 @dataclass(frozen=True)
 class Held:
     """What the engine keeps of one instance, recorded by the platform and handed back at
@@ -32,13 +37,13 @@ class Held:
     system_disk: str | None = None
 
     def state(self) -> dict:
-        """What is kept besides the container, as the platform stores it (opaque to it)."""
-        return {"gpus": list(self.gpus), "system_disk": self.system_disk}
+        """All of it, as the platform stores it (opaque to it but for CONTAINER_KEY)."""
+        return {CONTAINER_KEY: self.container_id, "gpus": list(self.gpus), "system_disk": self.system_disk}
 
     @classmethod
-    def of(cls, container_id: str | None, state: dict | None) -> Held:
+    def of(cls, state: dict | None) -> Held:
         state = state or {}
-        return cls(container_id, tuple(state.get("gpus") or ()), state.get("system_disk"))
+        return cls(state.get(CONTAINER_KEY), tuple(state.get("gpus") or ()), state.get("system_disk"))
 
 
 # Called with the new state before the step that could lose it (a removal), so a crash

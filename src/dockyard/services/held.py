@@ -1,6 +1,6 @@
 """What a node's engine holds of an instance (runtimes/instances.Held), as the instance's
-row records it: its container, and the engine's own state in an opaque column. Only this
-module reads or writes that column."""
+row records it: in one column the engine owns. Only this module writes that column; the
+rest of the platform reads only whether there is a container (Instance.container_id)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dockyard.services.platform import Platform
 
 def fields(now: Held) -> dict:
     """The row's columns for what is held."""
-    return {"container_id": now.container_id, "backend_state": now.state()}
+    return {"backend_state": now.state()}
 
 
 # The row's columns when the engine holds nothing of it (released, or made again elsewhere).
@@ -19,16 +19,16 @@ NOTHING_HELD = fields(Held())
 
 
 def held(instance: Instance) -> Held:
-    return Held.of(instance.container_id, instance.backend_state)
+    return Held.of(instance.backend_state)
 
 
 # What a column select needs of the row for `held_of`.
-COLUMNS = (Instance.container_id, Instance.backend_state)
+COLUMNS = (Instance.backend_state,)
 
 
 def held_of(row) -> Held:
     """`held` of a row selected with COLUMNS among its columns."""
-    return Held.of(row.container_id, row.backend_state)
+    return Held.of(row.backend_state)
 
 
 def system_disk(instance: Instance) -> str | None:
