@@ -47,7 +47,7 @@ def populate(platform, now):
     with platform.sessions.begin() as db:
         db.execute(insert(Instance), [{
             "id": iid, "owner_id": n % 50 + 1, "name": f"i{n}", "node_name": "local", "image_id": 1,
-            "gpu_model": "A100-80GB", "gpu_count": 1, "status": Status.RUNNING, "container_id": f"c{n}",
+            "gpu_model": "A100-80GB", "gpu_count": 1, "gpu_milli": 1000, "status": Status.RUNNING, "backend_state": {"container": f"c{n}"},
             "data_disk_gb": 50, "started_at": minutes(60, 600), "last_ssh_at": minutes(0, 20),
             "last_jupyter_at": minutes(0, 20) if n % 2 else None, "auto_stop_kept_at": minutes(0, 60) if n % 5 == 0
             else None, "auto_stop_warned_at": minutes(0, 1) if n % 20 == 0 else None,
