@@ -46,7 +46,7 @@ def lock_allocation(db: Session) -> None:
     db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
-def host_share(node: Node, settings) -> HostShare:
+def host_share(node, settings) -> HostShare:
     """What instances on `node` get of its CPUs and memory (the driver gives exactly this)."""
     return HostShare(node.cpus_per_gpu, node.memory_per_gpu_bytes, settings.no_gpu_cpus,
                      int(settings.no_gpu_memory_gb * GIB))
@@ -58,7 +58,9 @@ def node_views(db: Session, settings, only_node: str | None = None, include_rese
     anyone else (core/queue.py) unless `include_reserved` (the queue itself)."""
     order = {c.name: i for i, c in enumerate(settings.node_configs())}
     policy = {c.name: c.placement_policy or settings.placement_policy for c in settings.node_configs()}
-    nodes = sorted(db.scalars(select(Node).where(Node.online.is_(True))).all(),
+    # Columns, not objects: this runs inside every create's transaction.
+    nodes = sorted(db.execute(select(Node.name, Node.cpus, Node.memory_bytes, Node.cpus_per_gpu,
+                                     Node.memory_per_gpu_bytes).where(Node.online.is_(True))).all(),
                    key=lambda n: (order.get(n.name, len(order)), n.name))
     views = {n.name: NodeView(name=n.name, models={}, cpus=n.cpus, capacity_cpus=n.cpus * settings.cpu_allocation_ratio,
                               capacity_memory_bytes=int(n.memory_bytes * settings.memory_allocation_ratio),
@@ -66,7 +68,7 @@ def node_views(db: Session, settings, only_node: str | None = None, include_rese
              for n in nodes if only_node in (None, n.name)}
     # What instances with GPUs hold of each node's CPUs and memory; those without take their
     # small share on top (so a --no-gpu start always reaches its files).
-    for instance in db.scalars(select(Instance).where(
+    for instance in db.execute(select(Instance.node_name, Instance.gpu_milli).where(
             Instance.node_name.in_(views), Instance.status.in_([s.value for s in HOLDS_GPUS]),
             Instance.no_gpu.is_not(True), Instance.gpu_milli > 0)):
         view = views[instance.node_name]
@@ -75,9 +77,11 @@ def node_views(db: Session, settings, only_node: str | None = None, include_rese
     present = (Gpu.present.is_(True), Gpu.node_name.in_(views))
     held = set(db.scalars(select(GpuAssignment.slot_id).join(Gpu, Gpu.id == GpuAssignment.gpu_id).where(*present)))
     slots: dict[int, list[GpuSlot]] = {}
-    for slot in db.scalars(select(GpuSlot).join(Gpu, Gpu.id == GpuSlot.gpu_id).where(*present).order_by(GpuSlot.slot)):
+    for slot in db.execute(select(GpuSlot.id, GpuSlot.gpu_id, GpuSlot.mig_profile, GpuSlot.mig_uuid)
+                           .join(Gpu, Gpu.id == GpuSlot.gpu_id).where(*present).order_by(GpuSlot.slot)):
         slots.setdefault(slot.gpu_id, []).append(slot)
-    for gpu in db.scalars(select(Gpu).where(*present).order_by(Gpu.index)):
+    for gpu in db.execute(select(Gpu.id, Gpu.index, Gpu.uuid, Gpu.model, Gpu.sharing, Gpu.node_name)
+                          .where(*present).order_by(Gpu.index)):
         view, own = views[gpu.node_name], slots.get(gpu.id, [])
         facts = dict(id=gpu.id, index=gpu.index, uuid=gpu.uuid, model=gpu.model)
         if gpu.sharing != MIG:  # a GPU in MIG mode is rented by its instances only
