@@ -31,6 +31,7 @@ import argparse
 import math
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -261,14 +262,16 @@ def serial(client, labels, api, runs: int) -> tuple[list[float], list[float], li
         if index:
             dockyard_once(api)
     raw, same, dock, inside = [], [], [], []
-    for _ in range(runs):
-        raw.append(raw_once(client, labels))
-        same.append(same_spec.once())
-        elapsed, server = dockyard_once(api)
-        dock.append(elapsed)
-        if server is not None:
-            inside.append(server)
-    same_spec.binds.rmdir()
+    try:
+        for _ in range(runs):
+            raw.append(raw_once(client, labels))
+            same.append(same_spec.once())
+            elapsed, server = dockyard_once(api)
+            dock.append(elapsed)
+            if server is not None:
+                inside.append(server)
+    finally:
+        shutil.rmtree(same_spec.binds, ignore_errors=True)
     return raw, same, dock, inside, first
 
 

@@ -47,7 +47,8 @@ def lock_allocation(db: Session) -> None:
 
 
 def host_share(node, settings) -> HostShare:
-    """What instances on `node` get of its CPUs and memory (the driver gives exactly this)."""
+    """What instances on `node` (a Node, or a row of its columns) get of its CPUs and
+    memory (the driver gives exactly this)."""
     return HostShare(node.cpus_per_gpu, node.memory_per_gpu_bytes, settings.no_gpu_cpus,
                      int(settings.no_gpu_memory_gb * GIB))
 
@@ -76,7 +77,7 @@ def node_views(db: Session, settings, only_node: str | None = None, include_rese
         view.cpus_used, view.memory_used_bytes = view.cpus_used + cpus, view.memory_used_bytes + memory
     present = (Gpu.present.is_(True), Gpu.node_name.in_(views))
     held = set(db.scalars(select(GpuAssignment.slot_id).join(Gpu, Gpu.id == GpuAssignment.gpu_id).where(*present)))
-    slots: dict[int, list[GpuSlot]] = {}
+    slots: dict[int, list] = {}  # a GPU's slot rows
     for slot in db.execute(select(GpuSlot.id, GpuSlot.gpu_id, GpuSlot.mig_profile, GpuSlot.mig_uuid)
                            .join(Gpu, Gpu.id == GpuSlot.gpu_id).where(*present).order_by(GpuSlot.slot)):
         slots.setdefault(slot.gpu_id, []).append(slot)
