@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -35,9 +36,8 @@ def disks(tmp_path):
 
     yield make
     for loop_disks in made:
-        for point in (tmp_path / "disks").glob("*"):
-            if point.is_dir() and os.path.ismount(point):
-                loop_disks.remove(point.name)
+        for image in (tmp_path / "disks").glob("*.img"):
+            loop_disks.remove(image.stem)
 
 
 def test_a_new_disk_of_the_usual_size_is_the_spare_and_another_is_made(disks, tmp_path):
@@ -66,3 +66,32 @@ def test_without_a_usual_size_no_spare_is_made(disks, tmp_path):
     loop_disks.ensure("plain", 1)
     time.sleep(0.5)
     assert list((tmp_path / "disks").glob(f"{SPARE_PREFIX}*")) == []
+
+
+def test_a_disk_made_of_the_spare_is_mounted_already_and_again_after_a_reboot(disks, tmp_path):
+    root = tmp_path / "disks"
+    loop_disks = disks(spare_size_gb=2)
+    spare = _wait_for_spare(root, 2)[0]
+    spare_point = root / spare.removesuffix(".img")
+    assert os.path.ismount(spare_point)  # mounted before anyone can take it
+    point = loop_disks.ensure("data-a", 2)
+    assert point == spare_point == loop_disks.mountpoint("data-a") and (root / "data-a").resolve() == point
+    (point / "kept").write_text("mine")
+    subprocess.run(["umount", str(point)], check=True)  # as a reboot leaves it
+    again = disks().ensure("data-a", 2)
+    assert os.path.ismount(again) and (again / "kept").read_text() == "mine"
+    loop_disks.remove("data-a")
+    assert not any(p.name.startswith("data-a") for p in root.iterdir()) and not spare_point.exists()
+
+
+def test_a_spare_a_crash_left_mounted_half_made_is_unmounted_and_removed(disks, tmp_path):
+    root = tmp_path / "disks"
+    root.mkdir()
+    partial, point = root / f"{SPARE_PREFIX}2g-halfmade.new", root / f"{SPARE_PREFIX}2g-halfmade"
+    with open(partial, "wb") as f:
+        f.truncate(GIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(partial)], check=True)
+    point.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(partial), str(point)], check=True)
+    disks()
+    assert not partial.exists() and not point.exists()

@@ -8,8 +8,10 @@ idempotent: `ensure` mounts a disk again after a host reboot, and an image file 
 under its final name only once it holds a file system.
 
 Making one takes a few hundred ms (mkfs, then e2fsck and resize2fs to fit): too long for
-a create, so a spare of the usual size is kept made in the background and a new disk of
-that size is the spare, renamed (an empty file system, never anyone's data).
+a create, so a spare of the usual size is kept made and mounted in the background, and a
+new disk of that size is the spare (an empty file system, never anyone's data): its image
+renamed, and its mount point reached through a link named as the disk (a mount point
+cannot be renamed, and a mount on the create's path costs more than the rest of it).
 """
 
 from __future__ import annotations
@@ -72,22 +74,30 @@ def _loop_device(image: Path) -> str | None:
 
 
 def _loop_device_sysfs(image: Path) -> str | None | bool:
-    """As `_loop_device`, from /sys/block/loop*/loop/backing_file; False when it cannot say."""
+    """As `_loop_device`, from /sys/block/loop*/loop/backing_file (present only while a
+    device is attached); False when it cannot say."""
     try:
         wanted = image.stat()
-        backing = list(Path("/sys/block").glob("loop*/loop/backing_file"))
+        devices = [name for name in os.listdir("/sys/block") if name.startswith("loop")]
     except OSError:
         return False
-    for entry in backing:
+    for device in devices:
+        entry = f"/sys/block/{device}/loop/backing_file"
         try:
-            path = entry.read_text().rstrip("\n")
+            with open(entry) as f:
+                path = f.read().rstrip("\n")
+        except FileNotFoundError:  # not attached
+            continue
+        except OSError:
+            return False
+        try:
             st = os.stat(path)
         except OSError:  # detached meanwhile, or a path we cannot reach: ask losetup
-            if entry.exists():
+            if os.path.exists(entry):
                 return False
             continue
         if (st.st_dev, st.st_ino) == (wanted.st_dev, wanted.st_ino):
-            return "/dev/" + entry.parent.parent.name
+            return "/dev/" + device
     return None
 
 
@@ -110,7 +120,11 @@ class LoopDisks:
         self._guard = threading.Lock()
         self._refilling = threading.Lock()
         for partial in root.glob(f"{SPARE_PREFIX}*.new"):  # a spare a crash left half made
+            point = partial.with_suffix("")
+            self._umount(point)
             partial.unlink(missing_ok=True)
+            if point.is_dir():
+                point.rmdir()
         self.refill()
 
     def _spares(self, size_gb: int) -> list[Path]:
@@ -124,28 +138,43 @@ class LoopDisks:
             threading.Thread(target=self._make_spare, name="spare-disk", daemon=True).start()
 
     def _make_spare(self) -> None:
+        """A spare appears under its name only once it is whole and mounted: a taker never
+        mounts it beside this thread."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             name = f"{SPARE_PREFIX}{self.spare_size_gb}g-{secrets.token_hex(4)}.img"
-            self._make(self.root / name, self.spare_size_gb)
+            self._make(self.root / name, self.spare_size_gb, mount=True)
         except (RuntimeError_, OSError):  # the host's disk full, a tool failing
             pass  # the next disk is made in place; the next take tries again
         finally:
             self._refilling.release()
 
-    def _take_spare(self, image: Path, size_gb: int, refill: bool) -> bool:
-        for spare in self._spares(size_gb):
+    def _take_spare(self, name: str, size_gb: int, refill: bool) -> bool:
+        """Make disk `name` the spare: the link to the spare's mount point first, then the
+        image renamed (atomic: two takers cannot both get it). A crash between the two
+        leaves a link to a spare that is still a spare, replaced at the next take."""
+        link = self.root / name
+        if link.is_dir() and not link.is_symlink():  # an empty mount point a crash left behind
             try:
-                spare.rename(image)  # atomic: two takers cannot both get it
+                link.rmdir()
+            except OSError:
+                return False
+        for spare in self._spares(size_gb):
+            _link(link, spare.with_suffix("").name)
+            try:
+                spare.rename(self.image(name))
             except FileNotFoundError:
                 continue
             if refill:
                 self.refill()
             return True
+        if link.is_symlink():
+            link.unlink()
         return False
 
-    def _make(self, image: Path, size_gb: int) -> None:
-        """A file system of `size_gb` in `image`, which appears only once it is whole."""
+    def _make(self, image: Path, size_gb: int, mount: bool = False) -> None:
+        """A file system of `size_gb` in `image`, which appears only once it is whole (and
+        with `mount`, mounted on its mount point, empty)."""
         partial = image.with_suffix(".new")
         partial.unlink(missing_ok=True)
         with open(partial, "wb") as f:
@@ -153,13 +182,18 @@ class LoopDisks:
         # -m 0: no blocks kept back for root (users are root in their instances).
         _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(partial)])
         self._fit(partial, size_gb)
+        if mount:
+            point = image.with_suffix("")
+            self._mount(partial, point)
+            _drop_lost_found(point)
         partial.rename(image)
 
     def image(self, name: str) -> Path:
         return self.root / f"{name}.img"
 
     def mountpoint(self, name: str) -> Path:
-        return self.root / name
+        """Where the disk is mounted: a directory of its name, or the spare's it was."""
+        return Path(os.path.realpath(self.root / name))
 
     def exists(self, name: str) -> bool:
         return self.image(name).exists()
@@ -182,11 +216,11 @@ class LoopDisks:
             image = self.image(name)
             if not image.exists():
                 self.root.mkdir(parents=True, exist_ok=True)
-                if not self._take_spare(image, size_gb, refill):
+                if not self._take_spare(name, size_gb, refill):
                     self._make(image, size_gb)
-                self._mount(image, self.mountpoint(name))
-                _drop_lost_found(self.mountpoint(name))
-            self._mount(image, self.mountpoint(name))
+                    self._mount(image, self.mountpoint(name))
+                    _drop_lost_found(self.mountpoint(name))
+            self._mount(image, self.mountpoint(name))  # again after a reboot
             return self.mountpoint(name)
 
     def _mount(self, image: Path, point: Path) -> None:
@@ -278,9 +312,19 @@ class LoopDisks:
 
     def remove(self, name: str) -> None:
         with self._lock(name):
-            self._umount(self.mountpoint(name))
+            point = self.mountpoint(name)
+            self._umount(point)
             self.image(name).unlink(missing_ok=True)
             self.image(name).with_suffix(".new").unlink(missing_ok=True)
-            point = self.mountpoint(name)
             if point.exists():
                 point.rmdir()
+            link = self.root / name
+            if link.is_symlink():
+                link.unlink()
+
+
+def _link(link: Path, target: str) -> None:
+    """`link` -> `target`, replacing any link there in one step."""
+    staged = link.with_name(f".{link.name}.{secrets.token_hex(4)}.link")
+    staged.symlink_to(target)
+    os.replace(staged, link)
