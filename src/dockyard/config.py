@@ -234,6 +234,8 @@ class Settings(BaseSettings):
     # and the length of one policy minute in seconds: 60, shortened only by tests.
     autostop_interval_s: float = Field(default=60.0, gt=0)
     autostop_minute_s: float = Field(default=60.0, gt=0)
+    # The length of one minute of a queue timeout in seconds: 60, shortened only by tests.
+    queue_minute_s: float = Field(default=60.0, gt=0)
     # Volumes (docs/volumes.md): a stopped instance is released after this many days
     # (its data disk kept as a volume), with notices 3 days and 1 day before; how often
     # that is checked, and the length of one day in seconds: 86400, shortened by tests.

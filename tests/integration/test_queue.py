@@ -3,17 +3,20 @@ contention between three users, timeouts, cancelling, resize on start, kill -9."
 
 import json
 import time
+from datetime import datetime
 
 import pytest
 
 from tests.harness import BASE_IMAGE, Server, wait_status
 
 MODEL = "A100-80GB"
+QUEUE_MINUTE_S = 4
 
 
 @pytest.fixture(scope="module")
 def srv(docker_client):
-    server = Server(simulated_gpus=f"{MODEL}:4").start()
+    # A queue timeout's minute lasts QUEUE_MINUTE_S here.
+    server = Server(simulated_gpus=f"{MODEL}:4", queue_minute_s=str(QUEUE_MINUTE_S)).start()
     server.add_user("ops", admin=True).post("/images", json={"ref": BASE_IMAGE, "name": "debian-12"}).raise_for_status()
     server.users = {name: server.add_user(name) for name in ("alice", "bob", "carol")}
     yield server
@@ -133,7 +136,10 @@ def test_a_queue_timeout_returns_the_instance_to_stopped_and_tells_its_owner(srv
     assert line.returncode == 0, line.stderr
     queued = json.loads(line.stdout)
     assert queued["status"] == "queued" and queued["queue_deadline"]
-    stopped = wait_status(bob, queued["id"], "stopped", timeout=75)
+    waited = (datetime.fromisoformat(queued["queue_deadline"]) - datetime.fromisoformat(queued["queued_at"]))
+    assert waited.total_seconds() == pytest.approx(QUEUE_MINUTE_S, abs=0.1)
+    assert show(bob, queued)["status"] == "queued"
+    stopped = wait_status(bob, queued["id"], "stopped", timeout=30)
     assert stopped["gpus"] == []
     assert causes(bob, queued)[-1].startswith("queue timeout")
     assert any("queue timeout" in n["message"] for n in bob.get("/notifications").json())

@@ -136,7 +136,8 @@ def create_instance(platform: Platform, user: User, request: CreateRequest) -> I
                         raise allocation.gpus_taken(db, platform.settings, node, model, request.gpu_count, "create",
                                                   exc.message) from None
                     placement = Placement(node, ())
-                    queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING)
+                    queued = start_queue.queue_fields(db, request.queue_timeout_minutes, Status.CREATING,
+                                                     platform.settings.queue_minute_s)
             except GpusTaken:
                 raise  # it says where and what the ways out are
             except (Conflict, InvalidInput) as exc:
@@ -327,7 +328,8 @@ def request_start(platform: Platform, user: User, key: str, no_gpu: bool = False
             elif with_gpus and len([g for g in views[0].free if g.model == model]) < count:
                 if not queue:
                     raise allocation.gpus_taken(db, platform.settings, instance.node_name, model, count, "start")
-                values.update(start_queue.queue_fields(db, queue_timeout_minutes, Status.STARTING))
+                values.update(start_queue.queue_fields(db, queue_timeout_minutes, Status.STARTING,
+                                                           platform.settings.queue_minute_s))
             else:  # a --no-gpu start too: placement checks the node's CPUs and memory for it
                 try:
                     placement = place(views, model if with_gpus else ANY_MODEL, count if with_gpus else 0, preferred,

@@ -56,13 +56,14 @@ def hide_reserved(db: Session, views: Iterable[NodeView]) -> None:
 # ---- joining and leaving -------------------------------------------------------------
 
 
-def queue_fields(db: Session, timeout_minutes: int | None, next_status: Status) -> dict:
+def queue_fields(db: Session, timeout_minutes: int | None, next_status: Status, minute_s: float) -> dict:
     """The columns of an instance that joins the queue now. Called under the allocation
-    lock, so the arrival number is unique and in order."""
+    lock, so the arrival number is unique and in order. `minute_s`: the length of a
+    minute of the timeout (the queue_minute_s setting)."""
     now = utcnow()
     last = db.scalar(select(func.max(Instance.queue_seq))) or 0
     return {"status": Status.QUEUED, "queue_seq": last + 1, "queued_at": now, "queue_next": next_status.value,
-            "queue_deadline": now + timedelta(minutes=timeout_minutes) if timeout_minutes else None}
+            "queue_deadline": now + timedelta(seconds=timeout_minutes * minute_s) if timeout_minutes else None}
 
 
 def choose_node(views: list[NodeView], model: str, count: int, db: Session) -> tuple[str, str]:
