@@ -94,6 +94,7 @@ class Server:
         }
         self.process: subprocess.Popen | None = None
         self.tokens: dict[str, str] = {}
+        self._engine = None
 
     # ---- process ----------------------------------------------------------------------
 
@@ -150,8 +151,14 @@ class Server:
         return result
 
     def add_user(self, name: str, admin: bool = False, password: str = "correct-horse") -> httpx.Client:
-        args = ["admin", "create-user", name, "--password-stdin"] + (["--admin"] if admin else [])
-        self.cli(*args, input=password + "\n", check=True)
+        """A user made as `dockyard admin create-user` makes one (test_api_access runs that
+        command itself), in this process: a CLI process per user costs a second."""
+        from dockyard.services import audit
+        from dockyard.services.users import create_user
+
+        with self._database().begin() as db:
+            create_user(db, name, password, admin)
+            audit.record(db, "test@server-cli", "user.create", name, "admin" if admin else "")
         token = httpx.post(self.url + "/api/v1/auth/login", json={"user": name, "password": password}).json()["token"]
         self.tokens[name] = token
         return self.client(token)
@@ -171,18 +178,18 @@ class Server:
 
     @property
     def deployment(self) -> str:
-        return self._meta("deployment")
+        from dockyard.db.models import Meta
 
-    def _meta(self, key: str) -> str:
-        from sqlalchemy import create_engine, text
+        with self._database().begin() as db:
+            return db.get(Meta, "deployment").value
 
-        url = self.env["DOCKYARD_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://")
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                return conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar_one()
-        finally:
-            engine.dispose()
+    def _database(self):
+        """Sessions on the server's database (the server made and migrated it)."""
+        from dockyard.db.session import make_engine, make_session_factory
+
+        if self._engine is None:
+            self._engine = make_engine(self.env["DOCKYARD_DATABASE_URL"])
+        return make_session_factory(self._engine)
 
     # ---- cleanup ------------------------------------------------------------------------
 
@@ -193,6 +200,8 @@ class Server:
         except Exception:
             pass
         self.stop()
+        if self._engine is not None:
+            self._engine.dispose()
         if deployment:
             remove_deployment(deployment)
         unmount_disks(self.home)

@@ -74,3 +74,18 @@ def test_only_admins_register_images(server):
 def test_openapi_is_published(server):
     spec = httpx.get(server.url + "/api/v1/openapi.json").json()
     assert "/api/v1/instances" in spec["paths"]
+
+
+def test_admin_create_user_on_the_server_machine_makes_a_user_who_can_log_in(server):
+    made = server.cli("admin", "create-user", "carol", "--password-stdin", input="long-enough-pw\n")
+    assert made.returncode == 0 and "created user carol" in made.stdout, made.stderr
+    login = httpx.post(server.url + "/api/v1/auth/login", json={"user": "carol", "password": "long-enough-pw"})
+    assert login.status_code == 200, login.text
+    again = server.cli("admin", "create-user", "carol", "--password-stdin", input="another-pw-1\n")
+    assert again.returncode == 1 and again.stderr.strip() == "error: user 'carol' already exists"
+    generated = server.cli("admin", "create-user", "dave", "--admin")  # no terminal: a password is made
+    assert generated.returncode == 0, generated.stderr
+    password = generated.stdout.split("password (shown once): ")[1].split()[0]
+    token = httpx.post(server.url + "/api/v1/auth/login", json={"user": "dave", "password": password}).json()["token"]
+    audit = httpx.get(server.url + "/api/v1/admin/audit", headers={"Authorization": f"Bearer {token}"}).json()
+    assert {("user.create", "carol"), ("user.create", "dave")} <= {(e["action"], e["target"]) for e in audit["entries"]}
