@@ -2,6 +2,7 @@
 (its socket points nowhere), for demos and UI work."""
 
 import json
+import os
 import re
 
 import httpx
@@ -66,3 +67,16 @@ def test_a_cluster_runs_on_the_fake_backend(srv):
     assert cluster["status"] == "running" and [m["status"] for m in cluster["members"]] == ["running", "running"]
     gone = srv.cli("cluster", "rm", "pair", "--yes", "--wait", "--json", token_of="finn", timeout=60)
     assert gone.returncode == 0, gone.stderr
+
+
+def test_a_sigterm_stops_the_server_cleanly_and_removes_its_socket_folder():
+    server = Server(runtime="fake", docker_url="unix:///nonexistent/docker.sock", simulated_gpus="").start()
+    try:
+        socket = re.search(r"Uvicorn running on unix socket (\S+)", server.log()).group(1)
+        assert os.path.exists(socket)
+        server.stop()  # SIGTERM, as a service manager stops it
+        assert server.process.returncode == 0, server.log()[-2000:]
+        assert not os.path.exists(os.path.dirname(socket))
+        assert "Application shutdown complete" in server.log()
+    finally:
+        server.close()

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, quote, unquote, urlencode
@@ -356,11 +357,18 @@ async def _serve(app, host: str, port: int, socket_dir: str) -> None:
         front.pool.shutdown(wait=False)
 
 
+def _exit_on_sigterm(_signum: int, _frame) -> None:
+    raise SystemExit(0)  # a stop asked for: a clean exit (a service manager reads 0 so)
+
+
 def serve(app, host: str, port: int) -> None:
     """Run the application behind the front until a signal stops it."""
     import uvloop
 
     socket_dir = tempfile.mkdtemp(prefix="dockyard-")
+    # uvicorn raises the SIGTERM it stopped on again once it is done: as SystemExit, not
+    # the default action that ends the process at once, the socket's folder is removed.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         uvloop.run(_serve(app, host, port, socket_dir))
     finally:
