@@ -3,6 +3,7 @@ driving the billing service directly with chosen times."""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import secrets
 import shutil
@@ -18,13 +19,25 @@ from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Image, Instance, Ins
 from dockyard.services.platform import open_platform
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+_homes: list[Path] = []  # removed when the test process ends (property tests make hundreds)
+
+
+@atexit.register
+def _remove_homes() -> None:
+    for home in _homes:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _home(prefix: str) -> Path:
+    _homes.append(Path(tempfile.mkdtemp(prefix=prefix)))
+    return _homes[-1]
 
 
 @functools.cache
 def _migrated_sqlite() -> Path:
     """One SQLite file at the newest schema, copied for each platform: migrating each
     from nothing took most of the property tests' time."""
-    path = Path(tempfile.mkdtemp(prefix="dockyard-schema-")) / "dockyard.db"
+    path = _home("dockyard-schema-") / "dockyard.db"
     engine = create_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()
@@ -32,7 +45,7 @@ def _migrated_sqlite() -> Path:
 
 
 def make_platform(database_url: str | None = None, **settings) -> object:
-    home = Path(tempfile.mkdtemp(prefix="dockyard-billing-"))
+    home = _home("dockyard-billing-")
     if database_url is None:
         shutil.copyfile(_migrated_sqlite(), home / "dockyard.db")
     url = database_url or f"sqlite:///{home / 'dockyard.db'}"
