@@ -95,3 +95,15 @@ def test_a_spare_a_crash_left_mounted_half_made_is_unmounted_and_removed(disks, 
     subprocess.run(["mount", "-o", "loop", str(partial), str(point)], check=True)
     disks()
     assert not partial.exists() and not point.exists()
+
+
+def test_removing_a_disk_whose_take_a_crash_cut_short_leaves_the_spares_new_owner_alone(disks, tmp_path):
+    root = tmp_path / "disks"
+    loop_disks = disks(spare_size_gb=2)
+    spare = _wait_for_spare(root, 2)[0].removesuffix(".img")
+    (root / "cut-short").symlink_to(spare)  # linked, then the crash: the image was never renamed
+    point = loop_disks.ensure("owner", 2, refill=False)  # takes that same spare
+    (point / "kept").write_text("mine")
+    loop_disks.remove("cut-short")
+    assert not (root / "cut-short").is_symlink()
+    assert os.path.ismount(point) and (point / "kept").read_text() == "mine"

@@ -312,13 +312,16 @@ class LoopDisks:
 
     def remove(self, name: str) -> None:
         with self._lock(name):
+            link = self.root / name
+            if link.is_symlink() and not self.image(name).exists():
+                link.unlink()  # a take a crash cut short: the spare it names is someone else's now
+                return
             point = self.mountpoint(name)
             self._umount(point)
             self.image(name).unlink(missing_ok=True)
             self.image(name).with_suffix(".new").unlink(missing_ok=True)
             if point.exists():
                 point.rmdir()
-            link = self.root / name
             if link.is_symlink():
                 link.unlink()
 
