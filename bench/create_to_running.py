@@ -154,13 +154,11 @@ class SameSpec:
     The user network and the tools volume are made once, as the runtime does per process.
     The data volume binds a directory, as the driver's binds its sized disk's mount point
     (the engine mounts it at every start); making and mounting that disk is the platform's
-    work, so it is left out. The limits are those of a container the server made
-    (`copy_limits`): a CPU quota slows the start itself, so it is the engine's cost."""
+    work, so it is left out. `limits` are those of a container the server made
+    (`container_limits`): a CPU quota slows the start itself, so it is the engine's cost."""
 
-    def __init__(self, client: docker.DockerClient, labels: dict[str, str]):
-        self.client, self.labels = client, labels
-        self.limits = {"nano_cpus": int(1e9), "memory_bytes": 2 * 1024**3, "pids_limit": 8192,
-                       "shm_bytes": 8 * 1024**3}
+    def __init__(self, client: docker.DockerClient, labels: dict[str, str], limits: dict[str, int]):
+        self.client, self.labels, self.limits = client, labels, limits
         runtime = DockerRuntime(NodeConfig(name="local", url=os.environ.get("DOCKER_HOST", DOCKER_SOCKET)))
         runtime.probe_ulimits(BASE_IMAGE)
         self.ulimits = runtime.ulimits
@@ -187,12 +185,6 @@ class SameSpec:
             network=self.network, volumes={volume: "/root/data"},
             ports={22: ("0.0.0.0", None)},  # the engine picks the host port; Dockyard picks a free one
             gpu_uuids=["GPU-sim-0"], **self.limits)
-
-    def copy_limits(self, container: dict) -> None:
-        """The CPU, memory, process and shared-memory limits of a container (an inspect)."""
-        host = container["HostConfig"]
-        self.limits = {"nano_cpus": host["NanoCpus"], "memory_bytes": host["Memory"],
-                       "pids_limit": host["PidsLimit"], "shm_bytes": host["ShmSize"]}
 
     def once(self) -> float:
         client = self.client
@@ -225,6 +217,15 @@ class SameSpec:
         return elapsed
 
 
+def container_limits(client: docker.DockerClient, instance_id: str) -> dict[str, int]:
+    """The CPU, memory, process and shared-memory limits of an instance's container, as
+    ContainerSpec fields."""
+    found = client.api.containers(filters={"label": f"dockyard.instance={instance_id}"})
+    host = client.api.inspect_container(found[0]["Id"])["HostConfig"]
+    return {"nano_cpus": host["NanoCpus"], "memory_bytes": host["Memory"], "pids_limit": host["PidsLimit"],
+            "shm_bytes": host["ShmSize"]}
+
+
 # ---- dockyard --------------------------------------------------------------------------
 
 
@@ -248,28 +249,25 @@ def server_side(api, key: str) -> float | None:
     return None
 
 
-def dockyard_once(api, same_spec: SameSpec | None = None) -> tuple[float, float | None]:
-    """One create to running, timed; with `same_spec`, that series takes this instance's
-    container's limits."""
+def dockyard_once(api, limits_from: docker.DockerClient | None = None) -> tuple[float, float | None, dict | None]:
+    """One create to running, timed: (seconds, server-side seconds, and with `limits_from`
+    the limits of its container, read before its release)."""
     start = time.perf_counter()
     instance = create(api)
     wait_status(api, instance["id"], "running", timeout=60)
     elapsed = time.perf_counter() - start
     inside = server_side(api, instance["id"])
-    if same_spec:
-        found = same_spec.client.api.containers(filters={"label": f"dockyard.instance={instance['id']}"})
-        same_spec.copy_limits(same_spec.client.api.inspect_container(found[0]["Id"]))
+    limits = container_limits(limits_from, instance["id"]) if limits_from else None
     release(api, instance["id"])
-    return elapsed, inside
+    return elapsed, inside, limits
 
 
 def serial(client, labels, api, runs: int) -> tuple[list[float], list[float], list[float], list[float], float]:
     """The three single-create series, interleaved run by run so that other load on the
     machine falls on all three alike. Each kind gets WARMUPS untimed runs first; the
     first dockyard create also makes its user network."""
-    same_spec = SameSpec(client, labels)
-    first, _ = dockyard_once(api, same_spec)
-    limits = same_spec.limits
+    first, _, limits = dockyard_once(api, limits_from=client)
+    same_spec = SameSpec(client, labels, limits)
     print(f"  the server's container, copied by same-spec: {limits['nano_cpus'] / 1e9:g} CPUs, "
           f"{limits['memory_bytes'] / 2**30:.2f} GiB memory, {limits['pids_limit']} processes, "
           f"{limits['shm_bytes'] / 2**30:.2f} GiB /dev/shm", flush=True)
@@ -283,7 +281,7 @@ def serial(client, labels, api, runs: int) -> tuple[list[float], list[float], li
         for _ in range(runs):
             raw.append(raw_once(client, labels))
             same.append(same_spec.once())
-            elapsed, server = dockyard_once(api)
+            elapsed, server, _ = dockyard_once(api)
             dock.append(elapsed)
             if server is not None:
                 inside.append(server)
