@@ -50,8 +50,7 @@ def current_user(
     if credentials is None:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
     with platform.reads.begin() as db:
-        token = users.token_for(db, credentials.credentials)
-        user = db.get(User, token.user_id)
+        token, user = users.token_and_user(db, credentials.credentials)
         db.expunge(user)
         db.expunge(token)
     route = request.scope.get("route")

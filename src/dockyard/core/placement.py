@@ -10,6 +10,8 @@ request's share is counted in (docs/placement.md, "Real placement").
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dockyard.core.errors import Conflict, InvalidInput
@@ -171,11 +173,11 @@ def place(
     count: int,
     preferred_uuids: frozenset[str] = frozenset(),
     share: Share | None = None,
-    history: list[tuple[int, str | None]] = (),
+    history: Mapping[tuple[int, str | None], int] | None = None,
 ) -> Placement:
     """Pick a node and `count` free GPUs of `model` (or any one model), or a share of one,
     by the placement policy of each node pool: the pools are tried in the order of their
-    first node, and the first that has room places. `history` holds the (count, share) of
+    first node, and the first that has room places. `history` counts the (count, share) of
     recent requests: the workload fgd and dockyard expect, with every shape on offer.
 
     Among GPUs a policy finds alike, the ones the instance held before come first (a restart
@@ -186,7 +188,7 @@ def place(
         pools.setdefault(node.policy, []).append(node)
     for policy, pool in pools.items():
         books = _Books(pool, model, count, share, preferred_uuids)
-        workload = Workload.from_requests(books.workload(history))
+        workload = Workload.from_counts(books.workload(history or {}))
         decision = make_policy(policy, workload).place(books.state, books.request)
         if decision is not None:
             return books.placement(decision, share)
@@ -262,19 +264,19 @@ class _Books:
         return (int(node.capacity_cpus * per_cpu + 1e-6), int((node.capacity_cpus - used_cpus) * per_cpu + 1e-6),
                 int((node.capacity_memory_bytes - used_memory) * per_byte + 1e-6))
 
-    def workload(self, history: list[tuple[int, str | None]]) -> list[Request]:
-        """The requests fgd and dockyard expect: the recent ones, and once each shape this pool
-        offers (whole counts up to the most GPUs of one model on a node, and its shares)."""
+    def workload(self, history: Mapping[tuple[int, str | None], int]) -> Counter[Request]:
+        """The requests fgd and dockyard expect, counted: the recent ones, and once each shape
+        this pool offers (whole counts up to the most GPUs of one model on a node, and its shares)."""
         most = max((len(cols) for _, _, cols in self.groups), default=0)
-        shapes = [(n, None) for n in WHOLE_COUNTS if n <= most]
-        shapes += [(1, label) for label in offered_shares([n for n, _, _ in self.groups])]
-        requests = []
-        for count, label in [*history, *shapes]:
+        offered = Counter({(n, None): 1 for n in WHOLE_COUNTS if n <= most})
+        offered.update((1, label) for label in offered_shares([n for n, _, _ in self.groups]))
+        requests: Counter[Request] = Counter()
+        for (count, label), times in [*history.items(), *offered.items()]:
             share = parse_share(label) if label else None
             if (count == 0 and share is None) or (share is not None and share.profile is not None):
                 continue  # keep no room for CPU-only tasks; MIG instances are cut already, they fragment no further
-            requests.append(self._request(count, share, None))
-        return requests or [Request(gpus=1, cpu_milli=MILLI, memory_mib=MILLI)]
+            requests[self._request(count, share, None)] += times
+        return requests or Counter([Request(gpus=1, cpu_milli=MILLI, memory_mib=MILLI)])
 
     def placement(self, decision, share: Share | None) -> Placement:
         node, _, cols = self.groups[decision.node]

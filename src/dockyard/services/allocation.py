@@ -5,8 +5,9 @@ queue share it."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,7 +44,8 @@ def assigned_slots(db: Session, instance_id: str) -> list[GpuSlot]:
 
 def lock_allocation(db: Session) -> None:
     # PostgreSQL: serialise allocations on the node rows. SQLite: BEGIN IMMEDIATE already does.
-    db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
+    if db.get_bind().dialect.name != "sqlite":
+        db.execute(select(Node.name).order_by(Node.name).with_for_update()).all()
 
 
 def host_share(node, settings) -> HostShare:
@@ -102,10 +104,14 @@ def node_views(db: Session, settings, only_node: str | None = None, include_rese
 HISTORY = 500
 
 
-def request_history(db: Session) -> list[tuple[int, str | None]]:
-    rows = db.execute(select(Instance.gpu_count, Instance.gpu_share).order_by(Instance.created_at.desc())
-                      .limit(HISTORY)).all()
-    return [(count, share) for count, share in rows]
+def request_history(db: Session) -> Counter[tuple[int, str | None]]:
+    """How many of the last HISTORY requests asked for each (count, share): counted by the
+    database, since every create reads it."""
+    recent = (select(Instance.gpu_count, Instance.gpu_share).order_by(Instance.created_at.desc())
+              .limit(HISTORY).subquery())
+    rows = db.execute(select(recent.c.gpu_count, recent.c.gpu_share, func.count())
+                      .group_by(recent.c.gpu_count, recent.c.gpu_share)).all()
+    return Counter({(count, share): n for count, share, n in rows})
 
 
 def free_ssh_port(db: Session, platform: Platform, node: str, exclude: set[int] = frozenset()) -> int | None:

@@ -4,6 +4,8 @@ rest of the platform reads only whether there is a container (Instance.container
 
 from __future__ import annotations
 
+from sqlalchemy import update
+
 from dockyard.db.models import Instance
 from dockyard.runtimes.instances import Held, Record
 from dockyard.services.platform import Platform
@@ -46,9 +48,6 @@ def recorder(platform: Platform, instance: Instance) -> Record:
     the caller's copy of the row in step."""
     def record(now: Held) -> None:
         with platform.sessions.begin() as db:
-            row = db.get(Instance, instance.id)
-            for name, value in fields(now).items():
-                setattr(row, name, value)
-        for name, value in fields(now).items():
-            setattr(instance, name, value)
+            db.execute(update(Instance).where(Instance.id == instance.id).values(backend_state=now.state()))
+        instance.backend_state = now.state()
     return record

@@ -19,7 +19,7 @@ from dockyard.core import queue as queue_rules
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, Volume, utcnow
-from dockyard.services import autostop, queue
+from dockyard.services import autostop, ownership, queue
 from dockyard.services.billing import prices
 from dockyard.services.platform import Platform
 from dockyard.services.volumes import DATA_MOUNT
@@ -105,6 +105,22 @@ def view_of(platform: Platform, instance_id: str, viewer: User) -> InstanceView:
     """One instance's view, read in a transaction of its own (after an action's)."""
     with platform.reads.begin() as db:
         return view(platform, db, db.get(Instance, instance_id), viewer)
+
+
+def owned_view(platform: Platform, user: User, key: str, statuses: set[str] | None = None) -> Instance | InstanceView:
+    """The view of `user`'s instance `key` (404 for anyone else's), read in one transaction;
+    with `statuses`, only when its status is one of them, else the row alone (cheap to
+    read again)."""
+    with platform.reads.begin() as db:
+        instance = ownership.get_owned(db, Instance, user, key, "instance")
+        return instance if statuses is not None and instance.status not in statuses else view(platform, db, instance, user)
+
+
+def wait_view(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> InstanceView:
+    """The instance's view once its status is one of `statuses`, or when `timeout` passes."""
+    found = platform.wait_until(lambda: owned_view(platform, user, key, statuses),
+                                lambda read: isinstance(read, InstanceView), timeout)
+    return found if isinstance(found, InstanceView) else owned_view(platform, user, key)
 
 
 def views(platform: Platform, db: Session, found: list[Instance], viewer: User) -> list[InstanceView]:

@@ -380,11 +380,3 @@ def _resized(db: Session, settings, instance: Instance, view: NodeView, count: i
         raise InvalidInput(f"gpu_count: node {view.name}, where the instance's disks are, holds {held} {model} GPUs, "
                            f"not {count}", field="gpu_count")
     return model, count
-
-
-def wait_for_status(platform: Platform, user: User, key: str, statuses: set[str], timeout: float) -> Instance:
-    """Block until the instance reaches one of `statuses` or `timeout` passes."""
-    def read() -> Instance:
-        with platform.reads.begin() as db:
-            return get_owned(db, user, key)
-    return platform.wait_until(read, lambda instance: instance.status in statuses, timeout)

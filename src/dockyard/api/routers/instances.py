@@ -73,13 +73,10 @@ def show(
     user: User = Depends(current_user),
     platform: Platform = Depends(get_platform),
 ) -> InstanceOut:
-    if wait_for:
-        with platform.fair_share.place(user, fair_share.WAIT):
-            instance = instances.wait_for_status(platform, user, key, {s.value for s in wait_for}, timeout)
-    else:
-        with platform.reads.begin() as db:
-            instance = instances.get_owned(db, user, key)
-    return _out(platform, instance, user)
+    if not wait_for:
+        return instance_out(instance_views.owned_view(platform, user, key))
+    with platform.fair_share.place(user, fair_share.WAIT):
+        return instance_out(instance_views.wait_view(platform, user, key, {s.value for s in wait_for}, timeout))
 
 
 @router.patch("/{key}", response_model=InstanceOut)

@@ -12,6 +12,7 @@ states (rows), so a policy can score every candidate placement in one pass."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,11 +39,18 @@ class Workload:
     def from_requests(cls, requests: list[Request], popularity: float = 0.95) -> "Workload":
         """The most frequent request shapes that together make `popularity` of the tasks (the
         paper's "typical pods"); host memory is not part of a shape, as in the paper."""
-        counts = Counter(_shape(r) for r in requests)
+        return cls.from_counts(Counter(requests), popularity)
+
+    @classmethod
+    def from_counts(cls, requests: Mapping[Request, int], popularity: float = 0.95) -> "Workload":
+        """from_requests, of requests given with how many times each came."""
+        counts: Counter[Request] = Counter()
+        for request, times in requests.items():
+            counts[_shape(request)] += times
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], _order(kv[0])))
-        chosen, covered = [], 0
+        chosen, covered, total = [], 0, sum(counts.values())
         for shape, count in ranked:
-            if covered >= popularity * len(requests):
+            if covered >= popularity * total:
                 break
             chosen.append(TaskType(shape, float(count)))
             covered += count
