@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from pathlib import Path
 
 import dockyard
@@ -116,13 +117,34 @@ def test_each_layer_imports_only_the_layers_below_it():
     assert set(ALLOWED) == {_layer(m) for m in graph} - {"dockyard", "__main__"}
 
 
+REPO = PACKAGE.parent.parent
+
+
+def _texts(suffixes: set[str]) -> list[Path]:
+    """The repository's own files with one of `suffixes` (no hidden folders, no builds)."""
+    return [p for p in REPO.rglob("*") if p.suffix in suffixes
+            and not any(part.startswith(".") or part in ("node_modules", "build") for part in p.relative_to(REPO).parts)]
+
+
 def test_no_file_holds_a_merge_conflicts_markers():
-    repo = PACKAGE.parent.parent
-    texts = [p for p in repo.rglob("*") if p.suffix in {".py", ".md", ".html", ".js", ".css", ".sh", ".toml", ".txt"}
-             and not any(part.startswith(".") or part in ("node_modules", "build") for part in p.relative_to(repo).parts)]
-    marked = [str(p.relative_to(repo)) for p in texts
+    marked = [str(p.relative_to(REPO)) for p in _texts({".py", ".md", ".html", ".js", ".css", ".sh", ".toml", ".txt"})
               if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in p.read_text(errors="replace").splitlines())]
     assert marked == []
+
+
+ISSUE_REFERENCE = re.compile(r"\bissue ?#?\d", re.IGNORECASE)
+
+
+def test_no_code_refers_to_an_issue_by_number():
+    # Code says why; which issue asked is git's history (docs may cite issues).
+    found = [f"{p.relative_to(REPO)}:{n}" for p in _texts({".py", ".html", ".js", ".css", ".sh"})
+             for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if ISSUE_REFERENCE.search(line)]
+    assert found == []
+
+
+def test_the_issue_reference_finder_finds_one():
+    assert ISSUE_REFERENCE.search("// iss" + "ue 12: the place in line") and ISSUE_REFERENCE.search("(Iss" + "ue #7)")
+    assert not ISSUE_REFERENCE.search("the issuer's key 7")
 
 
 def _status_statements(tree: ast.AST) -> list[str]:

@@ -1,4 +1,4 @@
-// Auto-stop policy fields (issue 7): "custom" shows a text field (45m, 3h: the server
+// Auto-stop policy fields: "custom" shows a text field (45m, 3h: the server
 // parses it), and the create form's price area says what the chosen policy will do.
 (function () {
   "use strict";

@@ -58,7 +58,7 @@
       row.dataset.started = data.started_at || "";
       const badge = row.querySelector(".badge.status");
       if (badge) { badge.className = "badge status " + data.status; badge.textContent = S("status." + data.status); badge.title = data.status_reason || ""; }
-      const place = row.querySelector(".queue-pos");  // issue 12: the place in line while queued
+      const place = row.querySelector(".queue-pos");  // the place in line while queued
       if (place) place.textContent = data.queue_position ? S("inst.queue_position") + data.queue_position : "";
       const reason = row.querySelector(".reason");
       if (reason) reason.textContent = data.status_reason || "";
@@ -170,7 +170,7 @@
       const n = parseInt(count.value, 10), wanted = share ? share.value : "";
       const rows = data.market.filter((r) => r.model === model.value && r.online);
       // A share: the rows that offer it free, at the share's price. Whole GPUs queued
-      // (issue 12; shares are not): any node that holds that many will do.
+      // (shares are not): any node that holds that many will do.
       const offers = (r) => r.shares.filter((x) => x.share === wanted && x.free > 0);
       const fit = wanted ? rows.filter((r) => offers(r).length).map((r) => ({...r, free: offers(r)[0].free,
         price_minor: offers(r)[0].price_minor})) : rows.filter((r) => r.free >= n || (queue.checked && r.total >= n));

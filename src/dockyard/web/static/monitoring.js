@@ -1,4 +1,4 @@
-// Instance monitoring (issue 7): the last hour of samples as inline SVG line charts, drawn
+// Instance monitoring: the last hour of samples as inline SVG line charts, drawn
 // here (no chart library), and the advisor's findings; refreshed every sampler interval.
 (function () {
   "use strict";
