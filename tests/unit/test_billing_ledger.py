@@ -294,17 +294,14 @@ def test_verify_reads_one_snapshot_while_others_commit(monkeypatch):
 
 def test_a_run_is_priced_by_the_mode_its_start_event_records(platform):
     """The driver records with_gpus on the '-> running' event, and settlement prices the run
-    by it; an event from before that column (NULL) is read as before, from its cause."""
+    by it alone: neither the event's cause nor the instance's no_gpu decides."""
     from dockyard.db.models import InstanceEvent
 
     set_price(platform, "gpu", 3600 * 10_000, T0 - seconds(10), model="A100-80GB")  # 10000 a second
     set_price(platform, "no_gpu", 3600 * 100, T0 - seconds(10))  # 100 a second
     runs = {  # with_gpus, cause, the instance's no_gpu, billed without GPUs
-        "column: with": (True, "started", True, False),  # neither the cause nor the row's flag decides
-        "column: without": (False, "container started", False, True),
-        "old: with": (None, "container started with GPUs 0", True, False),
-        "old: without": (None, "container started without GPUs", False, True),
-        "old: other cause": (None, "started", True, True),  # as before: the instance's no_gpu
+        "with": (True, "container started without GPUs", True, False),
+        "without": (False, "container started with GPUs 0", False, True),
     }
     ids = {}
     for name, (with_gpus, cause, no_gpu, _) in runs.items():

@@ -90,6 +90,42 @@ def test_backend_state_migration_keeps_each_instance_s_container_gpus_and_system
                                                                 ("i2", [], "dy-x-sysdisk:i2-1")]
 
 
+def test_with_gpus_is_filled_in_on_the_running_events_written_before_it(tmp_path):
+    """0021: a '-> running' event from before 0018 gets `with_gpus` from the driver's cause,
+    else from its instance's no_gpu; other events, and those that have it, are left alone."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from dockyard.db.migrate import alembic_config
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    columns = ("id, owner_id, name, node_name, image_id, gpu_model, gpu_count, status, no_gpu, env, data_disk_gb, "
+               "gpu_milli, created_at, updated_at, backend_state")
+    common = "'local', 1, 'A100', 2, 'stopped', {}, '{{}}', 50, 2000, '2026-12-01', '2026-12-01', '{{}}'"
+    events = [  # instance, to_status, cause, with_gpus before, after
+        ("i1", "running", "container started with GPUs 0,1", None, True),
+        ("i1", "running", "container started without GPUs", None, False),
+        ("i1", "running", "started", None, True),  # i1 has GPUs
+        ("i2", "running", "started", None, False),  # i2 is no-GPU
+        ("i2", "running", "container started with GPUs 0", False, False),  # recorded: kept
+        ("i1", "stopped", "stopped", None, None),
+    ]
+    with engine.connect() as connection:
+        command.upgrade(alembic_config(connection), "0020")
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # only the rows this test looks at
+        connection.execute(text(f"INSERT INTO instances ({columns}) VALUES ('i1', 1, 'one', {common.format(0)}), "
+                                f"('i2', 1, 'two', {common.format(1)})"))
+        for n, (instance, status, cause, before, _) in enumerate(events, 1):
+            connection.execute(text("INSERT INTO instance_events (id, instance_id, at, to_status, cause, with_gpus) "
+                                    "VALUES (:id, :i, '2026-12-01', :s, :c, :w)"),
+                               {"id": n, "i": instance, "s": status, "c": cause, "w": before})
+        connection.commit()
+        command.upgrade(alembic_config(connection), "head")
+        connection.commit()
+        found = connection.execute(text("SELECT with_gpus FROM instance_events ORDER BY id")).scalars().all()
+        assert [None if v is None else bool(v) for v in found] == [after for *_, after in events]
+
+
 def _test_engine(tmp_path):
     """SQLite in tmp_path, or a new database on the PostgreSQL that DOCKYARD_TEST_DB names."""
     from tests.harness import test_database_url

@@ -358,8 +358,8 @@ class InstanceEvent(Base):
     from_status: Mapped[Status | None] = mapped_column(STATUS)
     to_status: Mapped[Status] = mapped_column(STATUS)
     cause: Mapped[str] = mapped_column(Text)
-    # On a '-> running' event written by the driver: whether the container got GPUs (billing
-    # prices the run by it). NULL on other events and on those written before the column.
+    # On a '-> running' event: whether the container got GPUs (billing prices the run by it;
+    # migration 0021 filled it in on older ones). NULL on other events.
     with_gpus: Mapped[bool | None] = mapped_column(Boolean)
 
     # Metering scans the events that start and end runs by status and time.

@@ -69,25 +69,13 @@ def settle(platform, now: datetime | None = None, driver=None) -> SettleReport:
         return report
 
 
-def _without_gpus(with_gpus: bool | None, cause: str, instance_no_gpu: bool, gpu_count: int) -> bool:
-    """Whether a run was without GPUs, from what the driver recorded when it started it."""
-    if gpu_count == 0:
-        return True
-    if with_gpus is not None:
-        return not with_gpus
-    # Events written before the column: the driver's cause said it.
-    if cause.startswith("container started"):
-        return "without GPUs" in cause
-    return bool(instance_no_gpu)
-
-
 def derive_segments(platform, horizon: int, report: SettleReport) -> None:
     with platform.sessions.begin() as db:
         meta = db.get(Meta, SCAN_META)
         E = InstanceEvent
         query = (
-            select(E.id, E.instance_id, E.at, E.cause, E.with_gpus, Instance.owner_id, Instance.node_name,
-                   Instance.gpu_model, Instance.gpu_count, Instance.gpu_milli, Instance.no_gpu)
+            select(E.id, E.instance_id, E.at, E.with_gpus, Instance.owner_id, Instance.node_name,
+                   Instance.gpu_model, Instance.gpu_count, Instance.gpu_milli)
             .join(Instance, Instance.id == E.instance_id)
             .outerjoin(UsageSegment, UsageSegment.start_event_id == E.id)
             .where(E.to_status == "running", or_(E.from_status.is_(None), E.from_status != "running"),
@@ -98,7 +86,7 @@ def derive_segments(platform, horizon: int, report: SettleReport) -> None:
         new = [
             {"instance_id": r.instance_id, "user_id": r.owner_id, "start_event_id": r.id, "started_at": r.at,
              "node": r.node_name, "gpu_model": r.gpu_model, "gpu_count": r.gpu_count,
-             "gpu_milli": r.gpu_milli, "no_gpu": _without_gpus(r.with_gpus, r.cause, r.no_gpu, r.gpu_count),
+             "gpu_milli": r.gpu_milli, "no_gpu": r.gpu_count == 0 or not r.with_gpus,
              "settled_until": r.at, "done": False}
             for r in db.execute(query.order_by(E.id))
         ]
