@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Enum
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def enum_column(members):
+    """The enum's values in a VARCHAR(16): no database enum type, so a new status or kind
+    needs no migration, and SQLAlchemy refuses a value that is not one of them on write."""
+    return Enum(members, native_enum=False, create_constraint=False, length=16, validate_strings=True,
+                values_callable=lambda members: [m.value for m in members])
 
 
 class UtcDateTime(TypeDecorator):

@@ -12,14 +12,15 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dockyard.db.base import Base, utcnow
+from dockyard.core.kinds import AccountKind, PostingKind, PriceKind
+from dockyard.db.base import Base, enum_column, utcnow
 
 
 class PriceEntry(Base):
     __tablename__ = "billing_prices"
     __table_args__ = (Index("ix_billing_prices_lookup", "kind", "model", "node", "effective_from"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # gpu, no_gpu, disk, image
+    kind: Mapped[PriceKind] = mapped_column(enum_column(PriceKind))
     model: Mapped[str] = mapped_column(String(64), default="")
     node: Mapped[str] = mapped_column(String(64), default="")
     price: Mapped[int] = mapped_column(BigInteger)  # minor units per hour, or per GB per day
@@ -54,7 +55,7 @@ class UsageSegment(Base):
 class Account(Base):
     __tablename__ = "billing_accounts"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # wallet, voucher, revenue, recharges, vouchers
+    kind: Mapped[AccountKind] = mapped_column(enum_column(AccountKind))
     user_id: Mapped[int | None] = mapped_column(Integer, index=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0)  # credits minus debits
     low_warned: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -66,7 +67,7 @@ class Posting(Base):
     __table_args__ = (Index("ix_billing_postings_user_period", "user_id", "period_start"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(128), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # usage, storage, recharge, voucher, expiry
+    kind: Mapped[PostingKind] = mapped_column(enum_column(PostingKind))
     debit: Mapped[str] = mapped_column(String(64), index=True)
     credit: Mapped[str] = mapped_column(String(64), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)

@@ -8,7 +8,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    Enum,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -24,18 +23,12 @@ from sqlalchemy import (
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
+from dockyard.core.kinds import ImageKind
 from dockyard.core.states import ClusterStatus, ImageStatus, Status, VolumeStatus
-from dockyard.db.base import Base, utcnow
+from dockyard.db.base import Base, enum_column, utcnow
 
 
-def status_column(statuses):
-    """The enum's values in a VARCHAR(16): no database enum type, so a new status needs no
-    migration, and SQLAlchemy refuses a value that is not one of them on write."""
-    return Enum(statuses, native_enum=False, create_constraint=False, length=16, validate_strings=True,
-                values_callable=lambda members: [m.value for m in members])
-
-
-STATUS = status_column(Status)
+STATUS = enum_column(Status)
 
 
 class Meta(Base):
@@ -190,8 +183,8 @@ class Image(Base):
     # Catalog and registered images by their plain name; saved ones as "user/name:tag".
     name: Mapped[str] = mapped_column(String(128), unique=True)
     ref: Mapped[str] = mapped_column(String(255))
-    kind: Mapped[str] = mapped_column(String(16), default="registered")  # catalog, registered, saved
-    status: Mapped[ImageStatus] = mapped_column(status_column(ImageStatus), default=ImageStatus.READY)
+    kind: Mapped[ImageKind] = mapped_column(enum_column(ImageKind), default=ImageKind.REGISTERED)
+    status: Mapped[ImageStatus] = mapped_column(enum_column(ImageStatus), default=ImageStatus.READY)
     status_reason: Mapped[str | None] = mapped_column(Text)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     public: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -415,7 +408,7 @@ class Cluster(Base):
     gpus_per_member: Mapped[int] = mapped_column(Integer)
     gpu_model: Mapped[str] = mapped_column(String(64))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))
-    status: Mapped[ClusterStatus] = mapped_column(status_column(ClusterStatus), default=ClusterStatus.LIVE)
+    status: Mapped[ClusterStatus] = mapped_column(enum_column(ClusterStatus), default=ClusterStatus.LIVE)
     # "bridge" on one engine, "overlay" (Docker swarm) across engines; the node whose
     # engine creates the network, and its subnet (members' addresses are fixed in it).
     network_driver: Mapped[str] = mapped_column(String(16))
@@ -443,7 +436,7 @@ class Volume(Base):
     size_gb: Mapped[int] = mapped_column(Integer)
     # The engine's volume (and disk image) name: a kept data disk keeps its own.
     engine_name: Mapped[str] = mapped_column(String(128), unique=True)
-    status: Mapped[VolumeStatus] = mapped_column(status_column(VolumeStatus), default=VolumeStatus.READY)
+    status: Mapped[VolumeStatus] = mapped_column(enum_column(VolumeStatus), default=VolumeStatus.READY)
     status_reason: Mapped[str | None] = mapped_column(Text)
     instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), index=True)
     mount_path: Mapped[str | None] = mapped_column(String(255))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from dockyard.core import catalog
 from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
+from dockyard.core.kinds import ImageKind
 from dockyard.core.states import ImageStatus, Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
 from dockyard.runtimes.base import HELPER_LABEL, Feature, ImageInfo, RuntimeError_
@@ -96,10 +97,10 @@ def sync_catalog(platform: Platform, entries: list[CatalogEntry]) -> None:
         for entry in entries:
             image = db.scalars(select(Image).where(Image.name == entry.name)).first()
             if image is None:
-                image = Image(name=entry.name, kind="catalog", public=True)
+                image = Image(name=entry.name, kind=ImageKind.CATALOG, public=True)
                 set_status(image, ImageStatus.ABSENT)
                 db.add(image)
-            elif image.kind != "catalog":
+            elif image.kind != ImageKind.CATALOG:
                 log.warning("catalog entry %s clashes with a %s image; skipped", entry.name, image.kind)
                 continue
             image.ref, image.framework, image.framework_version = entry.ref, entry.framework, entry.framework_version
@@ -146,7 +147,7 @@ def prepare_image(platform: Platform, name: str, node: str | None, on_progress: 
         image = db.scalars(select(Image).where(Image.name == name)).first()
         if image is None:
             raise NotFound(f"image {name!r} not found")
-        if image.kind == "saved":
+        if image.kind == ImageKind.SAVED:
             raise InvalidInput(f"{name} is a saved image; it lives on the node it was saved on")
         entry = platform.catalog.get(name)
     for target in prepare_targets(platform, node, build=entry is not None):
@@ -252,7 +253,7 @@ def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
         infos[node] = runtime.image_info(ref)
     try:
         with platform.sessions.begin() as db:
-            image = Image(name=name, ref=ref, kind="registered", public=True, created_by=admin.id)
+            image = Image(name=name, ref=ref, kind=ImageKind.REGISTERED, public=True, created_by=admin.id)
             set_status(image, ImageStatus.READY)
             db.add(image)
             db.flush()
@@ -282,7 +283,7 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
         with platform.sessions.begin() as db:
             count, size = db.execute(
                 select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
-                .where(Image.owner_id == user.id, Image.kind == "saved", Image.status != "deleted")
+                .where(Image.owner_id == user.id, Image.kind == ImageKind.SAVED, Image.status != "deleted")
             ).one()
             if count >= settings.max_saved_images:
                 raise Conflict(f"quota: you have {count} saved images, the most allowed is {settings.max_saved_images}")
@@ -292,7 +293,7 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
             source = db.get(Image, instance.image_id)
             image = Image(
                 name=full_name, ref=f"dy-{platform.deployment}-saved/u{user.id}-{name}:{tag or 'latest'}",
-                kind="saved", status_reason="committing the system disk", owner_id=user.id,
+                kind=ImageKind.SAVED, status_reason="committing the system disk", owner_id=user.id,
                 public=False, created_by=user.id, source_instance_id=instance.id,
                 framework=source.framework, framework_version=source.framework_version, cuda=source.cuda,
                 cudnn=source.cudnn, python=source.python, os=source.os, min_driver=source.min_driver,
@@ -378,10 +379,10 @@ def delete_image(platform: Platform, user: User, name: str) -> None:
                                                         Instance.status != Status.RELEASED)).first()
         if in_use:
             raise Conflict(f"image {image.name} is used by instance {in_use}; release it first")
-        if image.kind == "catalog":
+        if image.kind == ImageKind.CATALOG:
             raise Conflict("catalog images are removed from images/catalog.toml, not deleted")
         nodes, ref, image_id, what = nodes_holding(db, image.id), image.ref, image.id, (image.name, image.kind)
-    if image.kind == "saved":
+    if image.kind == ImageKind.SAVED:
         for node in nodes:
             platform.runtime(node).remove_image(ref)
     with platform.sessions.begin() as db:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.core import billing as core_billing
 from dockyard.core import queue as queue_rules
+from dockyard.core.kinds import COST_KINDS
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Posting
 from dockyard.db.models import Gpu, GpuAssignment, Image, Instance, InstanceEvent, Node, User, Volume, utcnow
@@ -25,7 +26,6 @@ from dockyard.services.platform import Platform
 from dockyard.services.volumes import DATA_MOUNT
 
 HIDDEN = "(hidden)"
-COST_KINDS = ("usage", "storage")  # what an instance's cost so far counts (not recharges)
 
 
 @dataclass(frozen=True)

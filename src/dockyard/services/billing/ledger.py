@@ -15,6 +15,7 @@ from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import PaymentRequired
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
+from dockyard.core.kinds import PostingKind
 from dockyard.core.sharing import format_milli
 from dockyard.db.billing_models import Account, Posting, Voucher
 from dockyard.db.models import User, utcnow
@@ -128,7 +129,7 @@ def recharge(db: Session, user_name: str, amount: object, by: str, request_id: s
             raise Conflict("request_id: already used for another recharge", field="request_id")
         return done
     accounts = {**system_accounts(), wallet(user.id): ("wallet", user.id)}
-    apply(db, [posting_row(key, "recharge", RECHARGES, wallet(user.id), minor, user.id, memo=f"recharge by {by}")], accounts)
+    apply(db, [posting_row(key, PostingKind.RECHARGE, RECHARGES, wallet(user.id), minor, user.id, memo=f"recharge by {by}")], accounts)
     audit.record(db, by, "wallet.recharge", user.name, core.format_amount(minor))
     return db.scalars(select(Posting).where(Posting.key == key)).one()
 
@@ -145,14 +146,14 @@ def grant_voucher(db: Session, user_name: str, amount: object, expires_at: datet
     db.add(voucher)
     db.flush()
     account = voucher_account(user.id, voucher.id)
-    apply(db, [posting_row(f"voucher:{voucher.id}", "voucher", VOUCHERS, account, minor, user.id,
+    apply(db, [posting_row(f"voucher:{voucher.id}", PostingKind.VOUCHER, VOUCHERS, account, minor, user.id,
                      memo=f"voucher until {expires_at.isoformat()} by {by}")],
            {**system_accounts(), account: ("voucher", user.id)})
     audit.record(db, by, "wallet.voucher", user.name, f"{core.format_amount(minor)} until {expires_at.isoformat()}")
     return voucher
 
 
-def posting_row(key: str, kind: str, debit: str, credit: str, amount: int, user_id: int | None, *, instance_id=None,
+def posting_row(key: str, kind: PostingKind, debit: str, credit: str, amount: int, user_id: int | None, *, instance_id=None,
          segment_id=None, period_start=None, period_end=None, usage_us=None, memo=None) -> dict:
     return {"key": key, "kind": kind, "debit": debit, "credit": credit, "amount": amount, "user_id": user_id,
             "instance_id": instance_id, "segment_id": segment_id,
@@ -182,7 +183,7 @@ def live_vouchers(db: Session, user_ids: set[int]) -> dict[int, list[list]]:
     return out
 
 
-def charge_rows(key: str, kind: str, amount: int, user_id: int, vouchers: list[list], period_start: int,
+def charge_rows(key: str, kind: PostingKind, amount: int, user_id: int, vouchers: list[list], period_start: int,
                  **extra) -> list[dict]:
     """Postings for one charge: vouchers valid at the period's start first, then the wallet
     (the wallet leg always exists and carries the usage). Voucher balances move in place."""

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import US, US_PER_DAY, PriceRow
+from dockyard.core.kinds import ImageKind, PostingKind
 from dockyard.db.billing_models import Account, StorageCursor, UsageSegment, VolumeStorageCursor, Voucher
 from dockyard.db.models import Image, Instance, InstanceEvent, Meta, Node, Volume, utcnow
 from dockyard.services.billing import enforcement, ledger
@@ -173,7 +174,7 @@ def settle_usage(platform, horizon: int, rows: list[PriceRow], report: SettleRep
                 for w in found:
                     amount = w.amount if settings.billing_enabled else 0
                     postings.extend(ledger.charge_rows(
-                        f"usage:{seg.id}:{w.key}", "usage", amount, seg.user_id, vouchers.get(seg.user_id, []),
+                        f"usage:{seg.id}:{w.key}", PostingKind.USAGE, amount, seg.user_id, vouchers.get(seg.user_id, []),
                         w.start, instance_id=seg.instance_id, segment_id=seg.id, period_end=w.end,
                         usage_us=w.end - w.start))
                     report.charged += amount
@@ -213,7 +214,7 @@ def _charge_disk(d: _Disk, rows: list[PriceRow], settings: Settings, horizon: in
     for w in found:
         amount = w.amount if settings.billing_enabled else 0
         if amount:
-            postings.extend(ledger.charge_rows(f"{d.key}:{w.key}", "storage", amount, d.owner_id,
+            postings.extend(ledger.charge_rows(f"{d.key}:{w.key}", PostingKind.STORAGE, amount, d.owner_id,
                                          vouchers.get(d.owner_id, []), w.start, instance_id=d.instance_id,
                                          period_end=w.end, usage_us=w.end - w.start, memo=d.memo))
             report.charged += amount
@@ -296,7 +297,7 @@ def _settle_images(db: Session, settings: Settings, rows: list[PriceRow], horizo
         return
     steps = core.price_steps(rows, "image")
     images = db.execute(select(Image.id, Image.owner_id, Image.size_bytes, Image.created_at)
-                        .where(Image.kind == "saved", Image.status == "ready", Image.owner_id.is_not(None),
+                        .where(Image.kind == ImageKind.SAVED, Image.status == "ready", Image.owner_id.is_not(None),
                                Image.size_bytes.is_not(None))).all()
     postings = []
     if steps and settings.billing_enabled:
@@ -309,7 +310,7 @@ def _settle_images(db: Session, settings: Settings, rows: list[PriceRow], horizo
                 gb_milli = (image.size_bytes * 1000) // 2**30  # thousandths of a GB
                 amount = core.cum_floor(steps, gb_milli, US_PER_DAY * 1000, origin, p_start + period)
                 if amount:
-                    postings.extend(ledger.charge_rows(f"image-storage:{image.id}:{p_start // US}", "storage", amount,
+                    postings.extend(ledger.charge_rows(f"image-storage:{image.id}:{p_start // US}", PostingKind.STORAGE, amount,
                                                  image.owner_id, vouchers.get(image.owner_id, []), origin,
                                                  period_end=p_start + period, memo=f"saved image {image.id}"))
                     report.charged += amount
@@ -328,7 +329,7 @@ def expire_vouchers(platform, horizon: int, report: SettleReport) -> None:
         postings = []
         for v in due:
             account = ledger.voucher_account(v.user_id, v.id)
-            postings.append(ledger.posting_row(f"voucher-expiry:{v.id}", "expiry", account, ledger.VOUCHERS,
+            postings.append(ledger.posting_row(f"voucher-expiry:{v.id}", PostingKind.EXPIRY, account, ledger.VOUCHERS,
                                                max(0, balances.get(account, 0)), v.user_id, memo="voucher expired"))
             v.expired = True
         ledger.apply(db, postings, ledger.accounts_for(postings))

@@ -15,6 +15,7 @@ from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import US
 from dockyard.core.errors import InvalidInput
+from dockyard.core.kinds import COST_KINDS, PostingKind
 from dockyard.db.billing_models import Account, Notice, Posting, Voucher
 from dockyard.db.models import Instance, User, utcnow
 from dockyard.services.billing import ledger
@@ -26,7 +27,7 @@ def instance_costs(db: Session, settings: Settings, instance: Instance) -> tuple
     price = hourly_price(price_rows(db), instance.gpu_model, instance.gpu_milli, instance.node_name, instance.no_gpu,
                          to_us(utcnow()))
     cost = db.scalar(select(func.coalesce(func.sum(Posting.amount), 0))
-                     .where(Posting.instance_id == instance.id, Posting.kind.in_(("usage", "storage"))))
+                     .where(Posting.instance_id == instance.id, Posting.kind.in_(COST_KINDS)))
     return core.format_amount(price), core.format_amount(int(cost or 0))
 
 
@@ -80,13 +81,13 @@ def statement(db: Session, settings: Settings, user: User, month: str | None) ->
     names = dict(db.execute(select(Instance.id, Instance.name).where(Instance.owner_id == user.id)).all())
     lines: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     query = (select(Posting.period_start, Posting.instance_id, Posting.kind, Posting.amount, Posting.usage_us, Posting.memo)
-             .where(Posting.user_id == user.id, Posting.kind.in_(("usage", "storage")),
+             .where(Posting.user_id == user.id, Posting.kind.in_(COST_KINDS),
                     Posting.period_start >= start, Posting.period_start < end))
     for period_start, instance_id, kind, amount, usage_us, memo in db.execute(query):
         what = instance_id or (memo or "storage")
         line = lines[(period_start.date().isoformat(), what, kind)]
         line[0] += amount
-        line[1] += (usage_us or 0) if kind == "usage" else 0
+        line[1] += (usage_us or 0) if kind == PostingKind.USAGE else 0
     rows = [{"day": day, "instance_id": iid if iid in names else None, "instance": names.get(iid, iid), "kind": kind,
              "seconds": round(usage / US, 3), "amount": core.format_amount(amount), "amount_minor": amount}
             for (day, iid, kind), (amount, usage) in sorted(lines.items())]

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from dockyard.config import Settings
 from dockyard.core import billing as core
+from dockyard.core.kinds import PostingKind
 from dockyard.db.billing_models import Account, Posting, UsageSegment
 from dockyard.services.billing.prices import GPU_UNIT_US, from_us, price_rows, segment_steps, to_us
 
@@ -51,7 +52,7 @@ def verify(db: Session, settings: Settings) -> dict:
     charged: dict[int, int] = defaultdict(int)
     for seg_id, start, end, amount, usage in db.execute(
             select(P.segment_id, P.period_start, P.period_end, P.amount, P.usage_us)
-            .where(P.kind == "usage", P.segment_id.is_not(None))):
+            .where(P.kind == PostingKind.USAGE, P.segment_id.is_not(None))):
         charged[seg_id] += amount
         if usage is not None:  # the wallet leg: one per window
             windows_by_segment[seg_id].append((to_us(start), to_us(end)))
@@ -73,7 +74,7 @@ def verify(db: Session, settings: Settings) -> dict:
                 problems.append(f"segment {seg.id}: charged {charged.get(seg.id, 0)}, its price integral is {expected}")
     storage: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for iid, start, end in db.execute(select(P.instance_id, P.period_start, P.period_end)
-                                      .where(P.kind == "storage", P.instance_id.is_not(None), P.usage_us.is_not(None))):
+                                      .where(P.kind == PostingKind.STORAGE, P.instance_id.is_not(None), P.usage_us.is_not(None))):
         storage[iid].append((to_us(start), to_us(end)))
     for iid, periods in storage.items():
         periods.sort()
