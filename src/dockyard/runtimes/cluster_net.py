@@ -15,7 +15,8 @@ from docker.errors import APIError, NotFound
 from docker.types import IPAMConfig, IPAMPool
 
 from dockyard.core.clusters import dynamic_range
-from dockyard.runtimes.base import NO_SWARM, RuntimeError_, SwarmState
+from dockyard.runtimes.base import NO_SWARM, SwarmState
+from dockyard.runtimes.docker_errors import engine_error
 
 
 def swarm_state(runtime) -> SwarmState:
@@ -52,8 +53,7 @@ def ensure_network(runtime, name: str, subnet: str, driver: str, labels: dict[st
                                        attachable=driver == "overlay" or None,
                                        scope="swarm" if driver == "overlay" else None)
     except APIError as exc:
-        raise RuntimeError_(f"could not create the cluster network {name} ({driver}, {subnet}): "
-                            f"{exc.explanation or exc}") from exc
+        raise engine_error(exc, f"could not create the cluster network {name} ({driver}, {subnet})") from exc
     return name
 
 
@@ -64,4 +64,4 @@ def remove_network(runtime, name: str) -> None:
         except NotFound:
             pass
         except APIError as exc:
-            raise RuntimeError_(f"could not remove network {name}: {exc.explanation or exc}") from exc
+            raise engine_error(exc, f"could not remove network {name}") from exc

@@ -25,7 +25,7 @@ from dockyard.core.gpus import GpuFacts
 from dockyard.core.progress import PullProgress, with_percent
 from dockyard.core.metrics import CpuCounters
 from dockyard.core.sharing import MPS_PIPE_DIR
-from dockyard.runtimes import cluster_net, docker_tools, gpu_discovery, image_build
+from dockyard.runtimes import cluster_net, docker_errors, docker_tools, gpu_discovery, image_build
 from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.docker_errors import engine_error
@@ -150,7 +150,7 @@ class DockerRuntime:
                     text = " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
                     on_progress(text if percent is None else with_percent(text, percent))
         except APIError as exc:
-            raise RuntimeError_(f"image {ref} is not on this node and could not be pulled: {exc.explanation}") from exc
+            raise engine_error(exc, f"image {ref} is not on this node and could not be pulled") from exc
         if not self.image_exists(ref):
             raise RuntimeError_(f"image {ref} could not be pulled")
 
@@ -167,7 +167,7 @@ class DockerRuntime:
         """After a start refused for a missing network: the user networks of the container
         that `ensure_network` remembered are looked up (made) again and the container is
         joined to them afresh. Whether there were any."""
-        if "network" not in str(error.explanation) or "not found" not in str(error.explanation):
+        if not docker_errors.network_missing(error):
             return False
         try:
             joined = self.client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
@@ -199,7 +199,7 @@ class DockerRuntime:
                 return self.client.networks.create(name, driver="bridge", labels=labels, ipam=ipam).id
             except APIError as exc:
                 # Another installation on this engine took that subnet just now: pick again.
-                if "overlap" not in str(exc.explanation) or attempt == 2:
+                if not docker_errors.subnet_taken(exc) or attempt == 2:
                     raise engine_error(exc) from exc
 
     def _free_subnet(self) -> ipaddress.IPv4Network:
@@ -343,7 +343,7 @@ class DockerRuntime:
                 self._probe(image, "true", wanted)
                 limits = wanted
             except APIError as exc:
-                if "rlimit" in str(exc.explanation or exc):
+                if docker_errors.rlimit_refused(exc):
                     try:
                         found = self._probe(image, "ulimit -H -l; ulimit -H -n", []).split()
                         limits = [_ulimit(name, value) for name, value in zip(("memlock", "nofile"), found)]
@@ -426,7 +426,7 @@ class DockerRuntime:
         except NotFound:
             return None
         except APIError as exc:
-            raise RuntimeError_(f"could not read {path}: {exc.explanation or exc}") from exc
+            raise engine_error(exc, f"could not read {path}") from exc
         except Exception as exc:
             raise RuntimeError_(f"could not read {path}: {exc}") from exc
         if stat.get("size", 0) > limit:
@@ -472,7 +472,7 @@ class DockerRuntime:
         except NotFound:
             pass
         except APIError as exc:
-            if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+            if not docker_errors.removal_in_progress(exc):
                 raise engine_error(exc) from exc
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
@@ -493,10 +493,8 @@ class DockerRuntime:
         """The container's output, streamed (never gathered in memory) and cut at `max_bytes`."""
         try:
             chunks = self.client.api.logs(container_id, stream=True, follow=follow, tail=tail)
-        except NotFound as exc:
-            raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise engine_error(exc) from exc
+            raise engine_error(exc, of_container=True) from exc
         return CappedStream(chunks, max_bytes)
 
     def exec(self, container_id: str, command: list[str], timeout_s: float = 60,
@@ -527,10 +525,8 @@ class DockerRuntime:
         root, with an archive upload: no program of the image runs."""
         try:
             self._files_api.put_archive(container_id, parent, docker_tools.archive(files, directory, dir_mode, dirs))
-        except NotFound as exc:
-            raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise engine_error(exc) from exc
+            raise engine_error(exc, of_container=True) from exc
         except Exception as exc:  # a timeout or a broken connection: the caller decides
             raise RuntimeError_(f"could not write files into the container: {exc}") from exc
 
@@ -607,10 +603,8 @@ class DockerRuntime:
             finally:
                 self.client.api.remove_container(scrub["Id"], force=True)
                 self.remove_image(f"{repository}:{raw_tag}")
-        except NotFound as exc:
-            raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise engine_error(exc) from exc
+            raise engine_error(exc, of_container=True) from exc
         return image["Id"]
 
     def keep_system_disk(self, container_id: str, repository: str, tag: str, max_layers: int,

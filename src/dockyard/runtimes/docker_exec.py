@@ -16,10 +16,9 @@ import struct
 import time
 from typing import Iterator
 
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 
 from dockyard.runtimes import docker_tools
-from dockyard.runtimes.base import RuntimeError_
 from dockyard.runtimes.docker_errors import engine_error
 
 log = logging.getLogger(__name__)
@@ -50,10 +49,8 @@ class BoundedExec:
                 container_id, [docker_tools.RUN, *command], stdout=True, stderr=True, stdin=False, tty=False,
                 environment=environment)["Id"]
             response = client.api.exec_start(self._exec_id, socket=True)
-        except NotFound as exc:
-            raise RuntimeError_("the container is gone") from exc
         except APIError as exc:
-            raise engine_error(exc) from exc
+            raise engine_error(exc, of_container=True) from exc
         self._response = response
         self._sock: socket.socket = getattr(response, "_sock", response)
         self._buffer = b""

@@ -19,6 +19,7 @@ from pathlib import Path
 from docker.errors import APIError, NotFound
 
 from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.docker_errors import engine_error
 
 MOUNT = "/.dockyard"
 BUSYBOX = f"{MOUNT}/busybox"
@@ -128,4 +129,4 @@ class ToolsVolume:
                 # With its anonymous volumes: a committed system disk's image names its mount points.
                 self.client.api.remove_container(helper["Id"], force=True, v=True)
         except APIError as exc:
-            raise RuntimeError_(f"could not make the platform's tools volume: {exc.explanation or exc}") from exc
+            raise engine_error(exc, "could not make the platform's tools volume") from exc
