@@ -9,13 +9,14 @@ import hashlib
 
 import anyio
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 
 from dockyard.core import idempotency
 from dockyard.core.errors import Unauthorized
 from dockyard.db.models import IdempotentRequest, utcnow
+from dockyard.db.session import insert_unique
 from dockyard.services import users
 
 
@@ -113,20 +114,22 @@ def _user_id(platform, authorization: str) -> int | None:
 
 def _reserve(platform, user_id: int, key: str, fingerprint: str) -> IdempotentRequest | None:
     """Record the key for this request (None), or return the first request that had it."""
-    for _ in range(2):  # a concurrent first request may insert between the look and ours
-        try:
-            with platform.sessions.begin() as db:
-                db.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - idempotency.KEPT_FOR))
-                first = db.scalars(select(IdempotentRequest).where(
-                    IdempotentRequest.user_id == user_id, IdempotentRequest.key == key)).one_or_none()
-                if first is not None:
-                    db.expunge(first)
-                    return first
-                db.add(IdempotentRequest(user_id=user_id, key=key, fingerprint=fingerprint))
-            return None
-        except IntegrityError:
-            continue
-    raise RuntimeError("could not record an Idempotency-Key")
+    def first(db: Session) -> IdempotentRequest | None:
+        found = db.scalars(select(IdempotentRequest).where(
+            IdempotentRequest.user_id == user_id, IdempotentRequest.key == key)).one_or_none()
+        if found is not None:
+            db.expunge(found)
+        return found
+
+    with platform.sessions.begin() as db:
+        db.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < utcnow() - idempotency.KEPT_FOR))
+        found = first(db)
+        if found is not None:
+            return found
+        # A concurrent first request may insert between the look and ours: then it is the first.
+        if insert_unique(db, IdempotentRequest(user_id=user_id, key=key, fingerprint=fingerprint), None) is None:
+            return first(db)
+    return None
 
 
 def _record(platform, user_id: int, key: str, status: int, content_type: str | None, body: bytes) -> None:

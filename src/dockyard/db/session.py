@@ -72,13 +72,16 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 Row = TypeVar("Row")
 
 
-def insert_unique(db: Session, row: Row, conflict: Exception) -> Row:
-    """Add `row` now: if it breaks a unique constraint (a name taken, perhaps by a request
-    that won a race), `conflict` is raised instead, naming the clash, and the
-    transaction rolls back."""
-    db.add(row)
+def insert_unique(db: Session, row: Row, conflict: Exception | None) -> Row | None:
+    """Add `row` now, in a savepoint: if it breaks a unique constraint (a name taken,
+    perhaps by a request that won a race), `conflict` is raised instead, naming the clash;
+    with `conflict` None, None is returned and the transaction goes on (the row that won
+    stands, for the caller to read)."""
     try:
-        db.flush()
+        with db.begin_nested():
+            db.add(row)
     except IntegrityError:
+        if conflict is None:
+            return None
         raise conflict from None
     return row

@@ -7,7 +7,6 @@ import logging
 from typing import Callable
 
 from sqlalchemy import delete, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dockyard.core import catalog
@@ -16,6 +15,7 @@ from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInpu
 from dockyard.core.kinds import ImageKind
 from dockyard.core.states import ImageStatus, Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
+from dockyard.db.session import insert_unique
 from dockyard.runtimes.base import HELPER_LABEL, Feature, ImageInfo, RuntimeError_
 from dockyard.services import audit, notifications
 from dockyard.services.statuses import set_status
@@ -251,17 +251,13 @@ def add_image(platform: Platform, ref: str, name: str, admin: User) -> Image:
         except RuntimeError_ as exc:
             raise InvalidInput(f"ref: {exc} (node {node})", field="ref") from None
         infos[node] = runtime.image_info(ref)
-    try:
-        with platform.sessions.begin() as db:
-            image = Image(name=name, ref=ref, kind=ImageKind.REGISTERED, public=True, created_by=admin.id)
-            set_status(image, ImageStatus.READY)
-            db.add(image)
-            db.flush()
-            audit.record(db, admin, "image.register", name, ref)
-            for node, info in infos.items():
-                _record_on_node(db, node, image.id, info)
-    except IntegrityError:
-        raise Conflict(f"image name {name!r} is already taken", field="name") from None
+    with platform.sessions.begin() as db:
+        image = Image(name=name, ref=ref, kind=ImageKind.REGISTERED, public=True, created_by=admin.id)
+        set_status(image, ImageStatus.READY)
+        insert_unique(db, image, Conflict(f"image name {name!r} is already taken", field="name"))
+        audit.record(db, admin, "image.register", name, ref)
+        for node, info in infos.items():
+            _record_on_node(db, node, image.id, info)
     return image
 
 
@@ -279,30 +275,27 @@ def save_instance(platform: Platform, user: User, instance: Instance, name_tag: 
     name, _, tag = name_tag.partition(":")
     full_name = f"{user.name}/{name}:{tag or 'latest'}"
     settings = platform.settings
-    try:
-        with platform.sessions.begin() as db:
-            count, size = db.execute(
-                select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
-                .where(Image.owner_id == user.id, Image.kind == ImageKind.SAVED, Image.status != "deleted")
-            ).one()
-            if count >= settings.max_saved_images:
-                raise Conflict(f"quota: you have {count} saved images, the most allowed is {settings.max_saved_images}")
-            if size >= settings.max_saved_images_gb * GIB:
-                raise Conflict(f"quota: your saved images take {size / GIB:.1f} GB of "
-                               f"{settings.max_saved_images_gb:g} GB allowed; delete some first")
-            source = db.get(Image, instance.image_id)
-            image = Image(
-                name=full_name, ref=f"dy-{platform.deployment}-saved/u{user.id}-{name}:{tag or 'latest'}",
-                kind=ImageKind.SAVED, status_reason="committing the system disk", owner_id=user.id,
-                public=False, created_by=user.id, source_instance_id=instance.id,
-                framework=source.framework, framework_version=source.framework_version, cuda=source.cuda,
-                cudnn=source.cudnn, python=source.python, os=source.os, min_driver=source.min_driver,
-                description=f"saved from instance {instance.name} ({source.name})",
-            )
-            set_status(image, ImageStatus.SAVING)
-            db.add(image)
-    except IntegrityError:
-        raise Conflict(f"name: you already have an image named {full_name!r}", field="name") from None
+    with platform.sessions.begin() as db:
+        count, size = db.execute(
+            select(func.count(Image.id), func.coalesce(func.sum(Image.size_bytes), 0))
+            .where(Image.owner_id == user.id, Image.kind == ImageKind.SAVED, Image.status != "deleted")
+        ).one()
+        if count >= settings.max_saved_images:
+            raise Conflict(f"quota: you have {count} saved images, the most allowed is {settings.max_saved_images}")
+        if size >= settings.max_saved_images_gb * GIB:
+            raise Conflict(f"quota: your saved images take {size / GIB:.1f} GB of "
+                           f"{settings.max_saved_images_gb:g} GB allowed; delete some first")
+        source = db.get(Image, instance.image_id)
+        image = Image(
+            name=full_name, ref=f"dy-{platform.deployment}-saved/u{user.id}-{name}:{tag or 'latest'}",
+            kind=ImageKind.SAVED, status_reason="committing the system disk", owner_id=user.id,
+            public=False, created_by=user.id, source_instance_id=instance.id,
+            framework=source.framework, framework_version=source.framework_version, cuda=source.cuda,
+            cudnn=source.cudnn, python=source.python, os=source.os, min_driver=source.min_driver,
+            description=f"saved from instance {instance.name} ({source.name})",
+        )
+        set_status(image, ImageStatus.SAVING)
+        insert_unique(db, image, Conflict(f"name: you already have an image named {full_name!r}", field="name"))
     return image
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dockyard.config import Settings
@@ -17,7 +16,7 @@ from dockyard.core.catalog import CatalogEntry
 from dockyard.core.errors import Conflict, NotFound
 from dockyard.db import migrate
 from dockyard.db.models import Meta
-from dockyard.db.session import make_engine, make_read_session_factory, make_session_factory
+from dockyard.db.session import insert_unique, make_engine, make_read_session_factory, make_session_factory
 from dockyard.runtimes.base import Feature, Runtime
 from dockyard.runtimes.instances import ContainerInstances
 from dockyard.services.fair_share import FairShare
@@ -133,10 +132,6 @@ def _deployment_id(sessions: sessionmaker[Session]) -> str:
         row = db.get(Meta, "deployment")
         if row:
             return row.value
-    try:
-        with sessions.begin() as db:
-            db.add(Meta(key="deployment", value=secrets.token_hex(4)))
-    except IntegrityError:
-        pass  # another process made it first
     with sessions.begin() as db:
+        insert_unique(db, Meta(key="deployment", value=secrets.token_hex(4)), None)  # or another process's
         return db.scalars(select(Meta.value).where(Meta.key == "deployment")).one()
