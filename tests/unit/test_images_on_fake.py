@@ -179,3 +179,19 @@ def test_a_pull_that_fails_leaves_a_registered_image_as_it_was(two_nodes):
         image_service.prepare_image(two_nodes, "tools", "b", lambda line: None)
     assert image_row(two_nodes, "tools").status == "ready"
     assert sorted(node_rows(two_nodes, "tools")) == ["b", "local"]  # b's row goes with the next cache refresh
+
+
+def test_a_name_already_taken_is_refused_and_the_first_image_stays(platform, driver, fake):
+    admin = ann(platform)
+    fake.add_image("registry.example/tools:1")
+    fake.add_image("registry.example/tools:2")
+    first = image_service.add_image(platform, "registry.example/tools:1", "tools", admin)
+    with pytest.raises(Conflict, match="image name 'tools' is already taken"):
+        image_service.add_image(platform, "registry.example/tools:2", "tools", admin)
+    assert image_row(platform, "tools").ref == first.ref == "registry.example/tools:1"
+
+    instance_id = running(platform, driver)
+    image, _, _ = save(platform, driver, instance_id)
+    with pytest.raises(Conflict, match="you already have an image named 'ann/env:v1'"):
+        instance_actions.save(platform, driver, admin, instance_id, "env:v1")
+    assert [i.id for i in saved_images(platform)] == [image.id]
