@@ -333,3 +333,13 @@ def test_transition_writes_the_event_fields(platform):
         last = db.scalars(select(InstanceEvent).where(InstanceEvent.instance_id == iid)
                           .order_by(InstanceEvent.id.desc())).first()
         assert (last.to_status, last.with_gpus) == ("running", True)
+
+
+def test_postings_of_an_unknown_kind_are_refused_by_name(platform):
+    from dockyard.core.errors import InvalidInput
+    from dockyard.services.billing import statements
+
+    with platform.sessions.begin() as db:
+        assert statements.postings(db, kind="usage") == []
+        with pytest.raises(InvalidInput, match="'\\\\xa0' is not a posting kind; use one of usage, storage"):
+            statements.postings(db, kind="\xa0")

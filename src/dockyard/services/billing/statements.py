@@ -104,6 +104,9 @@ def postings(db: Session, user: User | None = None, instance_id: str | None = No
     if instance_id:
         query = query.where(Posting.instance_id == instance_id)
     if kind:
+        if kind not in set(PostingKind):
+            raise InvalidInput(f"kind: {kind!r} is not a posting kind; use one of {', '.join(PostingKind)}",
+                               field="kind")
         query = query.where(Posting.kind == kind)
     return list(db.scalars(query))
 
