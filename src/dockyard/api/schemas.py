@@ -222,6 +222,7 @@ class OperationOut(BaseModel):
     done: bool
     error: str | None
     started_at: datetime
+    version: int = Field(description="grows with every change: of two views, the higher is the newer")
 
 
 class CloneOut(BaseModel):

@@ -62,7 +62,7 @@ class Operation:
         with self.registry.lock:
             return {"id": self.id, "kind": self.kind, "target": self.target, "phase": self.phase,
                     "percent": self.percent, "lines": list(self.lines), "instance_id": self.instance_id,
-                    "done": self.done, "error": self.error, "started_at": self.started_at}
+                    "done": self.done, "error": self.error, "started_at": self.started_at, "version": self.version}
 
 
 class Operations:

@@ -8,6 +8,9 @@
   const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
   const DONE_VISIBLE_MS = 8000;
   const running = new Set();  // seen unfinished here: their end may refresh the page
+  const started = new Set();  // started from this page: their end may refresh it too
+  const latest = new Map();  // id -> the newest view seen: the POST's answer may come after the events
+  let reloading = false;
 
   function card(panel, op) {
     let el = panel.querySelector(`[data-op="${op.id}"]`);
@@ -24,9 +27,12 @@
     return el;
   }
 
-  function show(op) {
+  function show(view) {
     const panel = document.getElementById("operations");
     if (!panel) return;
+    const seen = latest.get(view.id);
+    const op = seen && seen.version > view.version ? seen : view;
+    latest.set(op.id, op);
     const el = card(panel, op);
     panel.hidden = false;
     el.dataset.kind = op.kind;
@@ -47,7 +53,9 @@
     if (!op.done) { running.add(op.id); return; }
     if (!op.error) setTimeout(() => { el.remove(); panel.hidden = !panel.children.length; }, DONE_VISIBLE_MS);
     // What an image operation made shows in the page's tables: read them again.
-    if (running.delete(op.id) && !op.error && op.kind !== "clone" && /^\/(admin\/)?images$/.test(location.pathname)) {
+    const ours = running.delete(op.id) || started.delete(op.id);
+    if (ours && !reloading && !op.error && op.kind !== "clone" && /^\/(admin\/)?images$/.test(location.pathname)) {
+      reloading = true;
       setTimeout(() => location.assign(location.pathname), 1500);  // a GET, never a form sent again
     }
   }
@@ -59,7 +67,7 @@
         method: "POST", headers: {"X-CSRF-Token": csrf()}, credentials: "same-origin"});
       const data = await response.json();
       if (!response.ok) window.DOCKYARD.toast(data.detail || response.statusText);
-      else show(data);
+      else { started.add(data.id); show(data); }
     } finally { button.disabled = false; }
   }
 
