@@ -251,7 +251,7 @@ def test_the_api_answers_409_naming_the_ability_and_the_reason(tmp_path):
 
 def test_the_console_disables_what_the_node_lacks_saying_why(platform, driver):
     from dockyard.web.pages import templates
-    from dockyard.web.routes import instance_rows
+    from dockyard.web.live import instance_rows
 
     made = running(platform, driver)
     why = take(platform, made.node_name, Feature.SAVED_IMAGES)

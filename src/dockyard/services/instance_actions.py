@@ -4,6 +4,8 @@ buttons both call these, so an action does the same from either."""
 
 from __future__ import annotations
 
+import shlex
+
 from dockyard.core.errors import Conflict
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
@@ -112,6 +114,14 @@ def running(platform: Platform, user: User, key: str) -> tuple[Instance, Held]:
     if instance.status != Status.RUNNING:
         raise Conflict(f"instance {instance.name} is {instance.status}, not running")
     return instance, now
+
+
+def audit_exec(platform: Platform, user: User, instance: Instance, command: list[str]) -> None:
+    """An admin's exec in an instance is audited; a user's own are not (no write
+    transaction for them)."""
+    if user.is_admin:
+        with platform.sessions.begin() as db:
+            audit.on_instance(db, user, instance, "exec", shlex.join(command)[:500])
 
 
 def check(platform: Platform, driver: Driving, user: User, key: str) -> Instance:

@@ -83,6 +83,22 @@ def volume_view(db: Session, volume: Volume, used_bytes: int | None = None) -> d
             "created_at": volume.created_at, "deleted_at": volume.deleted_at}
 
 
+def owned_view(platform: Platform, user: User, key: str) -> dict:
+    """`user`'s volume `key` with the bytes its files take, measured on its disk (left out
+    when its node does not answer)."""
+    with platform.reads.begin() as db:
+        volume = get_owned(db, user, key)
+    used = None
+    if volume.status == VolumeStatus.READY:
+        try:
+            usage = platform.runtime(volume.node_name).volume_usage(volume.engine_name)
+            used = usage[1] if usage else None
+        except (RuntimeError_, NotFound):
+            pass
+    with platform.reads.begin() as db:
+        return volume_view(db, db.get(Volume, volume.id), used)
+
+
 def mounted(db: Session, instance_id: str) -> list[Volume]:
     """The volumes an instance mounts, the data disk (if a volume) first."""
     found = db.scalars(select(Volume).where(Volume.instance_id == instance_id).order_by(Volume.mount_path)).all()

@@ -27,15 +27,15 @@ from dockyard.core.sharing import MILLI
 from dockyard.core.states import Status
 from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.models import Image, Instance, Node, User, utcnow
-from dockyard.services import autostop, images, instance_views, instances, keys, market, ports, sessions
+from dockyard.services import images, instance_views, instances, keys, market, ports, sessions
 from dockyard.services import instance_actions as actions
 from dockyard.services.billing import prices, statements
 from dockyard.services.held import held
-from dockyard.services.platform import Platform
 from dockyard.web import i18n
-from dockyard.web.autostop import form_percent, form_policy, rule_values
+from dockyard.web.autostop import form_percent, form_policy
 from dockyard.web.pages import (STATIC, Page, check_csrf, form, form_error, not_found, optional_page, owned_instance,
-                                page, render, unread_notifications)
+                                page, render)
+from dockyard.web.live import InstanceWatch, instance_rows
 from dockyard.web.volumes import free_volumes
 
 router = APIRouter(include_in_schema=False)
@@ -236,29 +236,6 @@ def parse_env_lines(text: str) -> dict[str, str]:
 # ---- instances ------------------------------------------------------------------------------------
 
 
-def instance_rows(platform: Platform, db: Session, user: User, only: set[str] | None = None) -> list[dict]:
-    """The user's live instances for the list and the page: the read model's views
-    (services/instance_views.py, a fixed number of queries), as the templates show them."""
-    found = [i for i in instances.list_instances(db, user) if i.owner_id == user.id and (only is None or i.id in only)]
-    out = []
-    for i, v in zip(found, instance_views.views(platform, db, found, user)):
-        out.append({
-            "id": v.id, "name": v.name, "status": v.status, "status_reason": v.status_reason, "node": v.node,
-            "image": v.image, "gpu_model": v.gpu_model, "gpu_count": v.gpu_count, "gpu_share": v.gpu_share,
-            "no_gpu": v.no_gpu, "gpus": [g.index for g in v.gpus], "ssh": v.ssh_command,
-            "auto_stop_idle": v.auto_stop_idle_minutes, "auto_stop_max": v.auto_stop_max_minutes,
-            "queue_position": v.queue_position,  # None unless queued
-            "auto_stop_gpu_idle": v.auto_stop_gpu_idle_minutes, **rule_values(i),
-            "auto_stop_rules": autostop.describe_policy(i), "auto_stop_pending": v.auto_stop_pending,
-            "auto_stop_notes": v.auto_stop_notes,
-            "started_at": v.started_at.isoformat() if v.started_at else None,
-            "created_at": v.created_at.isoformat(),
-            "price": v.price_per_hour, "cost": v.cost_so_far,
-            "lacks": actions.lacking(platform, i),
-        })
-    return out
-
-
 @router.get("/instances")
 def instances_page(created: str | None = None, p: Page = Depends(page)) -> HTMLResponse:
     with p.platform.reads.begin() as db:
@@ -368,57 +345,26 @@ def _act(p: Page, key: str, action: str, body: dict) -> JSONResponse:
 # ---- live status ---------------------------------------------------------------------------------
 
 
-def _snapshot(platform: Platform, user_id: int) -> dict[str, tuple]:
-    with platform.reads.begin() as db:
-        return {r[0]: tuple(r[1:]) for r in db.execute(
-            select(Instance.id, Instance.status, Instance.updated_at, Instance.no_gpu)
-            .where(Instance.owner_id == user_id, Instance.status != Status.RELEASED))}
-
-
-def _rows_for(platform: Platform, user: User, ids: set[str]) -> list[dict]:
-    with platform.reads.begin() as db:
-        return instance_rows(platform, db, user, ids)
-
-
 @router.get("/events")
 async def events(request: Request, p: Page = Depends(page)) -> StreamingResponse:
     """Server-Sent Events: `instance` with a row whenever one of your instances changes,
-    `gone` when one is released, `notices` with the unread count after a change. Polls
-    the platform's generation counter (in memory) every 0.3 s and reads the database only
-    after a change."""
-    platform, user = p.platform, p.user
+    `gone` when one is released, `notices` with the unread count after a change,
+    `operation` for long operations' progress. Polls the platform's generation counter
+    (in memory) every 0.3 s and reads the database only after a change."""
+    watch = await run_in_threadpool(InstanceWatch, p.platform, p.user)
 
     async def stream():
-        seen_generation = platform.generation
-        known = await run_in_threadpool(_snapshot, platform, user.id)
         last_sent = time.monotonic()
-        ops_seen = None  # first: the operations running now (progress bars)
         yield "retry: 2000\n\n"
-        while True:
-            if await request.is_disconnected():
-                return
-            ops_seen, ops = platform.operations.changes(user, ops_seen)
-            for op in ops:
-                yield f"event: operation\ndata: {json.dumps(op)}\n\n"
+        while not await request.is_disconnected():
+            messages = watch.operations()
+            if watch.stale():
+                messages += await run_in_threadpool(watch.changes)
+            for message in messages:
+                yield message
+            if messages:
                 last_sent = time.monotonic()
-            generation = platform.generation
-            if generation != seen_generation:
-                seen_generation = generation
-                now = await run_in_threadpool(_snapshot, platform, user.id)
-                changed = {k for k, v in now.items() if known.get(k) != v}
-                gone = set(known) - set(now)
-                known = now
-                if changed:
-                    for row in await run_in_threadpool(_rows_for, platform, user, changed):
-                        yield f"event: instance\ndata: {json.dumps(row)}\n\n"
-                    # A stop by policy or for the balance comes with a notification.
-                    unread = await run_in_threadpool(unread_notifications, platform, user.id)
-                    yield f"event: notices\ndata: {json.dumps({'unread': unread})}\n\n"
-                for instance_id in gone:
-                    yield f"event: gone\ndata: {json.dumps({'id': instance_id})}\n\n"
-                if changed or gone:
-                    last_sent = time.monotonic()
-            if time.monotonic() - last_sent > SSE_PING_S:
+            elif time.monotonic() - last_sent > SSE_PING_S:
                 last_sent = time.monotonic()
                 yield ": ping\n\n"
             await asyncio.sleep(SSE_POLL_S)

@@ -23,6 +23,12 @@ def image_out(db: Session, image: Image) -> ImageOut:
     return out
 
 
+def _answer(platform: Platform, image_id: int) -> ImageOut:
+    """The image as it is now (read after the change that made it so)."""
+    with platform.reads.begin() as db:
+        return image_out(db, db.get(Image, image_id))
+
+
 @router.get("/images", response_model=list[ImageOut])
 def list_images(
     framework: str | None = None,
@@ -54,9 +60,7 @@ def show(name: str, user: User = Depends(current_user), db: Session = Depends(ge
 
 @router.post("/images", response_model=ImageOut, status_code=201)
 def add_image(body: ImageIn, user: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> ImageOut:
-    image = images.add_image(platform, body.ref, body.name, user)
-    with platform.sessions.begin() as db:
-        return image_out(db, db.get(Image, image.id))
+    return _answer(platform, images.add_image(platform, body.ref, body.name, user).id)
 
 
 @router.post("/images/{name:path}/prepare")
@@ -76,18 +80,16 @@ def prepare(name: str, node: str | None = None, user: User = Depends(admin_user)
         if op.error is not None:
             yield json.dumps({"error": op.error}) + "\n"
             return
-        with platform.sessions.begin() as db:
-            image = db.scalars(select(Image).where(Image.name == name)).one()
-            yield json.dumps({"image": image_out(db, image).model_dump(mode="json")}) + "\n"
+        with platform.reads.begin() as db:
+            image_id = images.find_image(db, user, name).id
+        yield json.dumps({"image": _answer(platform, image_id).model_dump(mode="json")}) + "\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 
 @router.post("/images/{name:path}/publish", response_model=ImageOut)
 def publish(name: str, user: User = Depends(admin_user), platform: Platform = Depends(get_platform)) -> ImageOut:
-    image = images.publish(platform, name, user)
-    with platform.sessions.begin() as db:
-        return image_out(db, db.get(Image, image.id))
+    return _answer(platform, images.publish(platform, name, user).id)
 
 
 @router.delete("/images/{name:path}", status_code=204)

@@ -1,6 +1,5 @@
 import codecs
 import json
-import shlex
 from typing import AsyncGenerator
 
 from fastapi import APIRouter, Depends, Query
@@ -29,7 +28,7 @@ from dockyard.db.models import Instance, User
 from dockyard.runtimes.base import ExecStream, RuntimeError_
 from dockyard.runtimes.instances import Held
 from dockyard.background.driver import Driver
-from dockyard.services import audit, autostop, fair_share, instance_views, instances
+from dockyard.services import autostop, fair_share, instance_views, instances
 from dockyard.services import instance_actions as actions
 from dockyard.services.platform import Platform
 
@@ -189,7 +188,7 @@ async def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
     """Run a command in a running instance, with a deadline and a cap on its output; a
     stream stops the command when the client goes away."""
     instance, now = await run_in_threadpool(actions.running, platform, user, key)
-    await run_in_threadpool(_audit_exec, platform, user, instance, body.command)
+    await run_in_threadpool(actions.audit_exec, platform, user, instance, body.command)
     timeout_s = min(body.timeout_s, platform.settings.exec_timeout_s)
     cap = platform.settings.exec_max_output_bytes if body.stream else EXEC_ANSWER_MAX_BYTES
     with platform.fair_share.place(user, fair_share.EXEC) as place:  # taken before the command starts
@@ -206,13 +205,6 @@ async def exec_(key: str, body: ExecRequest, user: User = Depends(current_user),
             await run_in_threadpool(run.close)
     return ExecOut(exit_code=-1 if run.exit_code is None else run.exit_code, output=output.decode(errors="replace"),
                    timed_out=run.timed_out, truncated=run.truncated)
-
-
-def _audit_exec(platform: Platform, user: User, instance: Instance, command: list[str]) -> None:
-    if not user.is_admin:  # a user's own execs are not audited: no write transaction for them
-        return
-    with platform.sessions.begin() as db:
-        audit.on_instance(db, user, instance, "exec", shlex.join(command)[:500])
 
 
 async def exec_lines(run: ExecStream) -> AsyncGenerator[bytes, None]:

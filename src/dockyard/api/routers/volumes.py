@@ -7,16 +7,14 @@ from dockyard.api.deps import current_user, get_db, get_platform
 from dockyard.api.schemas import VolumeOut, VolumeResize
 from dockyard.core.inputs import VolumeIn
 from dockyard.db.models import User, Volume
-from dockyard.runtimes.base import RuntimeError_
-from dockyard.core.errors import NotFound
 from dockyard.services import volumes
 from dockyard.services.platform import Platform
 
 router = APIRouter(prefix="/volumes", tags=["volumes"])
 
 
-def volume_out(db: Session, volume: Volume, used_bytes: int | None = None) -> VolumeOut:
-    return VolumeOut(**volumes.volume_view(db, volume, used_bytes))
+def volume_out(db: Session, volume: Volume) -> VolumeOut:
+    return VolumeOut(**volumes.volume_view(db, volume))
 
 
 def _out(platform: Platform, volume_id: str) -> VolumeOut:
@@ -38,17 +36,7 @@ def create(body: VolumeIn, user: User = Depends(current_user), platform: Platfor
 @router.get("/{key}", response_model=VolumeOut)
 def show(key: str, user: User = Depends(current_user), platform: Platform = Depends(get_platform)) -> VolumeOut:
     """With the bytes its files take, measured on its disk."""
-    with platform.sessions.begin() as db:
-        volume = volumes.get_owned(db, user, key)
-    used = None
-    if volume.status == "ready":
-        try:
-            usage = platform.runtime(volume.node_name).volume_usage(volume.engine_name)
-            used = usage[1] if usage else None
-        except (RuntimeError_, NotFound):
-            pass  # an offline node: shown without it
-    with platform.sessions.begin() as db:
-        return volume_out(db, db.get(Volume, volume.id), used)
+    return VolumeOut(**volumes.owned_view(platform, user, key))
 
 
 @router.post("/{key}/resize", response_model=VolumeOut)
