@@ -15,6 +15,14 @@ from dockyard.core.metrics import CpuCounters
 HELPER_LABEL = "dockyard.helper"
 
 
+# Every instance sees the platform's own programs read-only at TOOLS_MOUNT, whatever its
+# image holds (part of each runtime's contract): BUSYBOX there is a static busybox that the
+# platform's scripts run by absolute path, so a tenant who replaces `sh` or `cat` in the
+# image changes nothing the platform relies on.
+TOOLS_MOUNT = "/.dockyard"
+BUSYBOX = f"{TOOLS_MOUNT}/busybox"
+
+
 class Feature(StrEnum):
     """Abilities a backend may lack. Each runtime says why it lacks one (`Runtime.lacks`),
     so a request that needs it is refused with that reason before anything is recorded."""

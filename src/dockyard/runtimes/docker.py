@@ -30,6 +30,8 @@ from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.docker_exec import BoundedExec
 from dockyard.runtimes.docker_errors import engine_error
 from dockyard.runtimes.base import (
+    BUSYBOX,
+    TOOLS_MOUNT,
     ContainerInfo,
     ContainerSpec,
     ContainerStats,
@@ -284,10 +286,10 @@ class DockerRuntime:
         try:
             tools = self.tools.ensure(image)
             helper = self.client.api.create_container(
-                image, command=["cp", "-a", "/from/.", "/to/"], entrypoint=[docker_tools.BUSYBOX], name=name,
+                image, command=["cp", "-a", "/from/.", "/to/"], entrypoint=[BUSYBOX], name=name,
                 labels=labels, network_disabled=True, host_config=self.client.api.create_host_config(
                     binds={source: {"bind": "/from", "mode": "ro"}, target: {"bind": "/to", "mode": "rw"},
-                           tools: {"bind": docker_tools.MOUNT, "mode": "ro"}},
+                           tools: {"bind": TOOLS_MOUNT, "mode": "ro"}},
                     network_mode="none", privileged=False, security_opt=["no-new-privileges"],
                     cap_drop=["ALL"], cap_add=["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
                     nano_cpus=1_000_000_000, mem_limit="512m", pids_limit=64))
@@ -516,7 +518,7 @@ class DockerRuntime:
              max_bytes: int = 1024 * 1024) -> tuple[int, bytes]:
         """Run one of the platform's own tools (a busybox applet: `cat`, `df`, `sh`...) from
         its read-only volume, never a program of the image."""
-        return self.exec(container_id, [docker_tools.BUSYBOX, *args], timeout_s, max_bytes)
+        return self.exec(container_id, [BUSYBOX, *args], timeout_s, max_bytes)
 
     def put_files(self, container_id: str, directory: str, files: dict[str, tuple[bytes, int]],
                   parent: str, dir_mode: int = 0o755, dirs: dict[str, int] | None = None) -> None:
@@ -583,10 +585,10 @@ class DockerRuntime:
             config = self.client.api.inspect_image(f"{repository}:{raw_tag}")["Config"] or {}
             tools = self.tools.ensure(f"{repository}:{raw_tag}")
             scrub = self.client.api.create_container(
-                f"{repository}:{raw_tag}", command=["sh", "-c", SCRUB_SCRIPT], entrypoint=[docker_tools.BUSYBOX],
+                f"{repository}:{raw_tag}", command=["sh", "-c", SCRUB_SCRIPT], entrypoint=[BUSYBOX],
                 network_disabled=True, labels={**labels, HELPER_LABEL: "save"},
                 host_config=self.client.api.create_host_config(
-                    binds={tools: {"bind": docker_tools.MOUNT, "mode": "ro"}}, network_mode="none",
+                    binds={tools: {"bind": TOOLS_MOUNT, "mode": "ro"}}, network_mode="none",
                     security_opt=["no-new-privileges"], nano_cpus=1_000_000_000, mem_limit="256m", pids_limit=32))
             try:
                 self.client.api.start(scrub["Id"])
@@ -723,7 +725,7 @@ def create_options(api: docker.APIClient, spec: ContainerSpec, tools_volume: str
     """The engine's options for an instance's container (the SDK's `containers.create`
     keywords), beside its image: one place, so that the benchmark makes the same calls."""
     volumes = {name: {"bind": path, "mode": "rw"} for name, path in spec.volumes.items()}
-    volumes[tools_volume] = {"bind": docker_tools.MOUNT, "mode": "ro"}
+    volumes[tools_volume] = {"bind": TOOLS_MOUNT, "mode": "ro"}
     return dict(
         command=spec.command,
         name=spec.name,

@@ -18,13 +18,11 @@ from pathlib import Path
 
 from docker.errors import APIError, NotFound
 
-from dockyard.runtimes.base import RuntimeError_
+from dockyard.runtimes.base import BUSYBOX, TOOLS_MOUNT, RuntimeError_
 from dockyard.runtimes.docker_errors import engine_error
 
-MOUNT = "/.dockyard"
-BUSYBOX = f"{MOUNT}/busybox"
-RUN = f"{MOUNT}/run"
-END = f"{MOUNT}/end"
+RUN = f"{TOOLS_MOUNT}/run"
+END = f"{TOOLS_MOUNT}/end"
 # What every platform exec sees instead of the image's PATH.
 FIXED_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

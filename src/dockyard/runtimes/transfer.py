@@ -21,8 +21,7 @@ from docker.errors import APIError, DockerException
 from requests.exceptions import RequestException
 
 from dockyard.core import treecheck
-from dockyard.runtimes import docker_tools
-from dockyard.runtimes.base import HELPER_LABEL, RuntimeError_
+from dockyard.runtimes.base import BUSYBOX, HELPER_LABEL, TOOLS_MOUNT, RuntimeError_
 from dockyard.runtimes.docker import DockerRuntime
 
 CHUNK = 1 << 20
@@ -81,13 +80,13 @@ def _helper(api, image: str, volume: str, labels: dict[str, str], mode: str, too
     engine that dies mid-copy leaves behind. They get a small tmpfs instead."""
     binds = {volume: {"bind": "/d", "mode": mode}}
     if tools:
-        binds[tools] = {"bind": docker_tools.MOUNT, "mode": "ro"}
+        binds[tools] = {"bind": TOOLS_MOUNT, "mode": "ro"}
     declared = (api.inspect_image(image).get("Config") or {}).get("Volumes") or {}
-    tmpfs = {path: "size=1m" for path in declared if path not in ("/d", docker_tools.MOUNT if tools else None)}
+    tmpfs = {path: "size=1m" for path in declared if path not in ("/d", TOOLS_MOUNT if tools else None)}
     return api.create_container(
-        image, command=command or ["true"], entrypoint=[docker_tools.BUSYBOX] if command else [],
+        image, command=command or ["true"], entrypoint=[BUSYBOX] if command else [],
         labels={**labels, HELPER_LABEL: "migrate"}, network_disabled=True,
-        environment={"B": docker_tools.BUSYBOX},
+        environment={"B": BUSYBOX},
         host_config=api.create_host_config(
             binds=binds, tmpfs=tmpfs or None, network_mode="none", privileged=False, security_opt=["no-new-privileges"],
             cap_drop=["ALL"], cap_add=["DAC_READ_SEARCH"], nano_cpus=1_000_000_000, mem_limit="256m",

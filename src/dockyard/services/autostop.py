@@ -19,8 +19,7 @@ from dockyard.core.errors import Conflict, InvalidInput
 from dockyard.core.metrics import DiskUsage
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
-from dockyard.runtimes import docker_tools
-from dockyard.runtimes.base import Feature, RuntimeError_
+from dockyard.runtimes.base import BUSYBOX, Feature, RuntimeError_
 from dockyard.runtimes.instances import Held
 from dockyard.services import instances, lifecycle, notifications
 from dockyard.services.held import COLUMNS as held_columns, held, held_of
@@ -37,7 +36,7 @@ WARNING = "auto-stop warning"
 # Every process's comm and arguments (split by \x01), one a line, from /proc (images need no procps):
 # a fixed script of the platform's busybox (runtimes/docker_tools.py), nothing a user gave in it,
 # bounded in time and output.
-PROCESS_LIST = ["sh", "-c", f"B={docker_tools.BUSYBOX}; for p in /proc/[0-9]*; do "
+PROCESS_LIST = ["sh", "-c", f"B={BUSYBOX}; for p in /proc/[0-9]*; do "
                             "printf '%s\\t' \"$($B cat $p/comm)\"; $B tr '\\0' '\\001' < $p/cmdline; echo; done 2>/dev/null"]
 PROCESS_LIST_TIMEOUT_S, PROCESS_LIST_MAX_BYTES = 15, 256 * 1024
 GpuSamples = Callable[[str], list]  # instance id -> its samples, oldest first (core/metrics.py's Sample)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from dockyard.core.errors import Conflict, Unauthorized
 from dockyard.core.states import Status
 from dockyard.db.models import Instance
-from dockyard.runtimes import docker_tools
+from dockyard.runtimes.base import BUSYBOX
 from dockyard.services import lifecycle, notifications
 from dockyard.services.platform import Platform
 
@@ -30,9 +30,9 @@ NOTICE_KIND = "shutdown"
 GATEWAY = "GATEWAY"  # in the address: the instance's default gateway, this host on its own bridge
 CAUSE = "stopped from inside the instance (dockyard-shutdown); disks kept, GPUs returned"
 
-SCRIPT = f"""#!{docker_tools.BUSYBOX} sh
+SCRIPT = f"""#!{BUSYBOX} sh
 # Stop this instance (never release it): its disks are kept, its GPUs go back.
-B={docker_tools.BUSYBOX}
+B={BUSYBOX}
 conf={CONFIG_DIR}/{CONFIG_NAME}
 if [ ! -r "$conf" ]; then
     echo "dockyard-shutdown: $conf is missing (the platform writes it at each start)" >&2
