@@ -1,6 +1,6 @@
 """The driver's and the reconciler's failure paths, on the in-memory runtime: a start the
 engine refuses, a host port something else holds, a container that vanishes, an engine
-that stops answering. The same code as on Docker, in milliseconds."""
+that stops answering, a slow start. The same code as on Docker, in milliseconds."""
 
 from __future__ import annotations
 
@@ -79,3 +79,18 @@ def test_a_release_removes_the_container_and_its_disks(platform, driver, fake):
     driver.kick(instance_id)
     settle(platform, instance_id, Status.RELEASED)
     assert not [c for c in fake.containers.values() if c.spec.labels.get("dockyard.instance") == instance_id]
+
+
+def test_a_slow_start_is_left_to_finish_by_the_reconciler_and_makes_one_container(platform, driver, fake):
+    fake.start_delay_s = 0.6
+    instance_id = create(platform, driver)
+    deadline = time.monotonic() + 5
+    while not any(c.spec.labels.get("dockyard.instance") == instance_id for c in fake.containers.values()):
+        assert time.monotonic() < deadline, "the driver made no container"
+        time.sleep(0.01)
+    reconcile_once(platform, driver, datetime.now(timezone.utc))  # mid-start: neither failed nor started again
+    assert row(platform, instance_id).status == Status.CREATING
+    running = settle(platform, instance_id, Status.RUNNING, Status.FAILED)
+    assert running.status == Status.RUNNING
+    assert [c for c in fake.containers if fake.containers[c].spec.labels.get("dockyard.instance") == instance_id] \
+        == [running.container_id]
