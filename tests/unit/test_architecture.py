@@ -88,6 +88,18 @@ def test_only_runtimes_import_the_docker_sdk():
     assert outside == []
 
 
+def test_outside_runtimes_no_module_uses_one_that_speaks_docker_but_the_known_two():
+    # A node's backend is made in runtimes/connect.py; what is left Docker-only outside
+    # runtimes/ is listed in docs/architecture.md ("Not yet").
+    graph = _graph()
+    speaks_docker = {name for name, imported in graph.items()
+                     if any(m == "docker" or m.startswith("docker.") for m in imported)}
+    reached = {name: sorted(imported & speaks_docker) for name, imported in graph.items()
+               if not name.startswith("dockyard.runtimes") and imported & speaks_docker}
+    assert reached == {"dockyard.services.images": ["dockyard.runtimes.image_build"],
+                       "dockyard.services.migration": ["dockyard.runtimes.transfer"]}
+
+
 # Which layers each may import (docs/architecture.md). The console and the API are
 # siblings: both call the services (the read model: services/instance_views.py) and
 # share the request models of core/inputs.py; neither imports the other's routes.

@@ -11,13 +11,10 @@ from dockyard.config import LOCAL_NODE, NodeConfig
 from dockyard.core.gpus import GpuFacts, parse_simulated_gpus
 from dockyard.core.sharing import SlotFacts, parse_sharing, slot_layout
 from dockyard.core.states import Status
-from dockyard.core.validation import DEFAULT_DATA_DISK_GB
 from dockyard.db.models import Gpu, GpuAssignment, GpuSlot, Instance, Node, utcnow
 from dockyard.runtimes import host_firewall
-from dockyard.runtimes.disks import LoopDisks
 from dockyard.runtimes.base import Runtime
-from dockyard.runtimes.docker import DockerRuntime
-from dockyard.runtimes.fake import FakeRuntime
+from dockyard.runtimes.connect import connect
 from dockyard.services.platform import Platform
 
 log = logging.getLogger(__name__)
@@ -45,7 +42,7 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
         if only_missing and config.name in platform.runtimes:
             continue
         try:
-            runtime = make_runtime(platform, config)
+            runtime = connect(config, platform.settings, disk_root(platform, config.name))
             resources = runtime.resources()
             gpus = discover_gpus(config, runtime, platform.settings.gpu_probe_image)
         except Exception as exc:  # an unreachable engine must not stop the others
@@ -61,20 +58,6 @@ def connect_nodes(platform: Platform, only_missing: bool = False) -> None:
                                                  settings.instance_host_open_ports + [settings.inside_port] * bool(settings.inside_port))
             if problem:  # the platform still runs; docs/security.md says what is then open
                 log.warning("instances on node %s can reach this host: %s", config.name, problem)
-
-
-def make_runtime(platform: Platform, config: NodeConfig) -> Runtime:
-    """The backend the node's configuration names, connected and probed."""
-    if config.runtime == "fake":
-        return FakeRuntime(config.name, images_on_demand=True)
-    settings = platform.settings
-    disks = (LoopDisks(disk_root(platform, config.name), config.url, spare_size_gb=DEFAULT_DATA_DISK_GB)
-             if config.sized_disks else None)
-    runtime = DockerRuntime(config, settings.network_pool, settings.network_prefix, busybox=settings.tools_busybox,
-                            disks=disks, ping_timeout_s=settings.node_ping_timeout_s)
-    runtime.probe_ulimits(settings.gpu_probe_image)
-    runtime.probe_disk_limit(settings.gpu_probe_image)
-    return runtime
 
 
 def _shares(config: NodeConfig, cpus: float, memory: int, gpu_count: int) -> tuple[float, int]:
