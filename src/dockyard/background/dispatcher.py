@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from dockyard.background.loop import Loop
 from dockyard.core import queue as rules
 from dockyard.core.errors import Conflict, DockyardError
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.placement import place
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, User, utcnow
@@ -36,7 +37,7 @@ def expire(platform: Platform) -> list[str]:
     for instance_id, name, owner_id, queued_at in overdue:
         cause = f"queue timeout: its GPUs were not free within {queue.waited(queued_at)}; left the queue, disks kept"
         if lifecycle.transition(platform, instance_id, Status.QUEUED, Status.STOPPED, cause,
-                      also=lambda db, o=owner_id, n=name, c=cause: notifications.post(db, o, "instance", f"instance {n}: {c}")):
+                      also=lambda db, o=owner_id, n=name, c=cause: notifications.post(db, o, NoticeKind.INSTANCE, f"instance {n}: {c}")):
             done.append(instance_id)
     return done
 
@@ -97,7 +98,7 @@ def _leave(db: Session, instance: Instance, target: Status, cause: str, notice: 
     no allocation lock)."""
     if lifecycle.change(db, instance.id, Status.QUEUED, target, cause) is None:
         return False
-    notifications.post(db, instance.owner_id, "instance", notice)
+    notifications.post(db, instance.owner_id, NoticeKind.INSTANCE, notice)
     return True
 
 

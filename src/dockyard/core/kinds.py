@@ -32,6 +32,21 @@ class AccountKind(StrEnum):
     VOUCHERS = "vouchers"
 
 
+class NoticeKind(StrEnum):
+    """What a user's notification is about (the console labels and colours it by this)."""
+    LOW_BALANCE = "low_balance"
+    STOPPED = "stopped"  # for an empty wallet
+    AUTOSTOP = "autostop"
+    AUTOSTOP_WARNING = "autostop_warning"
+    SHUTDOWN = "shutdown"  # the instance stopped itself (dockyard-shutdown)
+    INSTANCE = "instance"  # its start, queue or migration
+    NODE = "node"  # its node was lost or came back
+    CLONE = "clone"
+    SAVE = "save"
+    VOLUME = "volume"
+    RELEASE = "release"  # auto-release of an idle stopped instance
+
+
 class PriceKind(StrEnum):
     GPU = "gpu"  # per GPU-hour, by model (and node)
     NO_GPU = "no_gpu"  # per hour of an instance started without GPUs

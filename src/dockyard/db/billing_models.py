@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from dockyard.core.kinds import AccountKind, PostingKind, PriceKind
+from dockyard.core.kinds import AccountKind, NoticeKind, PostingKind, PriceKind
 from dockyard.db.base import Base, enum_column, utcnow
 
 
@@ -118,6 +118,6 @@ class Notice(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[NoticeKind] = mapped_column(enum_column(NoticeKind))
     message: Mapped[str] = mapped_column(Text)
     read_at: Mapped[datetime | None] = mapped_column()

@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent
 from dockyard.services import lifecycle, notifications
 from dockyard.services.platform import Platform
 
-NOTICE_KIND = "release"
+NOTICE_KIND = NoticeKind.RELEASE
 # (days before the release, level): a notice is sent once per stop at each level.
 NOTICES = ((1, 2), (3, 1))
 

@@ -16,6 +16,7 @@ from dockyard.core.autostop import (CLEAR, DEFAULT_GPU_PERCENT, NO_GPU_READINGS,
                                     GpuIdle, Policy, advance_gpu_idle, capped, check_future, decide, summary,
                                     within_limits)
 from dockyard.core.errors import Conflict, InvalidInput
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.metrics import DiskUsage
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, InstanceEvent, User, utcnow
@@ -30,8 +31,8 @@ GIB = 1024**3
 
 FIELDS = ("auto_stop_idle_minutes", "auto_stop_max_minutes", "auto_stop_gpu_idle_minutes",
           "auto_stop_gpu_idle_percent", "auto_stop_at", "auto_stop_on_exit", "auto_stop_when_exits")
-NOTICE_KIND = "autostop"
-WARNING_KIND = "autostop_warning"
+NOTICE_KIND = NoticeKind.AUTOSTOP
+WARNING_KIND = NoticeKind.AUTOSTOP_WARNING
 WARNING = "auto-stop warning"
 # Every process's comm and arguments (split by \x01), one a line, from /proc (images need no procps):
 # a fixed script of the platform's busybox (runtimes/docker_tools.py), nothing a user gave in it,

@@ -16,6 +16,7 @@ import time
 from functools import partial
 
 from dockyard.core.errors import Conflict, NotFound
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.models import Image, Instance, User
 from dockyard.runtimes.base import Feature
@@ -90,6 +91,6 @@ def _copy_disks(platform: Platform, source: Instance, source_disk: str, clone: I
     except Exception as exc:
         op.finish(error=f"copying the disks of {source.name} failed: {exc}")
         with platform.sessions.begin() as db:
-            notifications.post(db, clone.owner_id, "clone", f"cloning {source.name} into {clone.name} failed: {exc}")
+            notifications.post(db, clone.owner_id, NoticeKind.CLONE, f"cloning {source.name} into {clone.name} failed: {exc}")
         raise
     op.finish()

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from dockyard.core.errors import NotFound
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, utcnow
 from dockyard.runtimes.base import RuntimeError_
@@ -69,7 +70,7 @@ def enforce(platform: Platform, counting_since: datetime) -> None:
         log.warning("instance %s %s past its deadline: now %s", instance_id, status, target)
         transition(platform, instance_id, status, target, cause,
                    also=lambda db, owner_id=owner_id, name=name, cause=cause:
-                   notifications.post(db, owner_id, "instance", f"instance {name} {cause}"))
+                   notifications.post(db, owner_id, NoticeKind.INSTANCE, f"instance {name} {cause}"))
 
 
 def _killed(platform: Platform, node: str, now: Held) -> bool:

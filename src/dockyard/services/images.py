@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from dockyard.core import catalog
 from dockyard.core.catalog import LOCK_DIGEST_LABEL, LOCK_LABEL, CatalogEntry
 from dockyard.core.errors import Conflict, DockyardError, Forbidden, InvalidInput, NotFound
-from dockyard.core.kinds import ImageKind
+from dockyard.core.kinds import ImageKind, NoticeKind
 from dockyard.core.states import ImageStatus, Status
 from dockyard.db.models import Image, Instance, InstanceEvent, NodeImage, User, utcnow
 from dockyard.db.session import insert_unique
@@ -327,7 +327,7 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
             current = db.get(Instance, instance.id).status
             db.add(InstanceEvent(instance_id=instance.id, from_status=current, to_status=current,
                                  cause=f"saving image {image.name} failed: {exc}"))
-            notifications.post(db, instance.owner_id, "save", f"saving image {image.name} failed: {exc}")
+            notifications.post(db, instance.owner_id, NoticeKind.SAVE, f"saving image {image.name} failed: {exc}")
         op.finish(error=f"saving image {image.name} failed: {exc}")
         return
     op.update("recording the image", 90)
@@ -336,7 +336,7 @@ def finish_save(platform: Platform, image_id: int, instance: Instance, op: Opera
         row = db.get(Image, image_id)
         set_status(row, ImageStatus.READY)
         row.status_reason = None
-        notifications.post(db, instance.owner_id, "save",
+        notifications.post(db, instance.owner_id, NoticeKind.SAVE,
                            f"image {image.name} saved from {instance.name} ({info.size_bytes / 1e9:.2f} GB)")
     op.finish()
 

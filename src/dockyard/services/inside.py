@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, Unauthorized
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.models import Instance
 from dockyard.runtimes.base import BUSYBOX
@@ -26,7 +27,7 @@ from dockyard.services.platform import Platform
 log = logging.getLogger(__name__)
 
 CONFIG_DIR, CONFIG_NAME = "/etc/dockyard", "shutdown"
-NOTICE_KIND = "shutdown"
+NOTICE_KIND = NoticeKind.SHUTDOWN
 GATEWAY = "GATEWAY"  # in the address: the instance's default gateway, this host on its own bridge
 CAUSE = "stopped from inside the instance (dockyard-shutdown); disks kept, GPUs returned"
 

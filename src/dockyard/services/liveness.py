@@ -15,6 +15,7 @@ from typing import Callable
 
 from sqlalchemy import select
 
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.models import Instance, Node, utcnow
 from dockyard.services import notifications
@@ -84,4 +85,4 @@ def _back_online(platform: Platform, name: str) -> None:
 
 def _move(platform, instance_id, expected, target, owner_id, name, cause, at=None) -> None:
     transition(platform, instance_id, expected, target, cause, at=at,
-               also=lambda db: notifications.post(db, owner_id, "node", f"instance {name}: {cause}"))
+               also=lambda db: notifications.post(db, owner_id, NoticeKind.NODE, f"instance {name}: {cause}"))

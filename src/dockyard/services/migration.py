@@ -22,6 +22,7 @@ from sqlalchemy import func, select, update
 
 from dockyard.core.errors import Conflict
 from dockyard.core.gpus import driver_runs
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.migration import choose_target
 from dockyard.core.states import Status, check_user_action
 from dockyard.core.treecheck import differences
@@ -38,7 +39,7 @@ from dockyard.services.platform import Platform
 from dockyard.services.work import Driving
 
 log = logging.getLogger(__name__)
-NOTICE_KIND = "instance"
+NOTICE_KIND = NoticeKind.INSTANCE
 _ENDED = "the migration was ended meanwhile (a release, or its deadline)"
 
 

@@ -8,13 +8,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import NotFound
+from dockyard.core.kinds import NoticeKind
 from dockyard.db.billing_models import Notice
 from dockyard.db.models import User, utcnow
 
 LISTED = 200
 
 
-def post(db: Session, user_id: int, kind: str, message: str) -> None:
+def post(db: Session, user_id: int, kind: NoticeKind, message: str) -> None:
     db.add(Notice(user_id=user_id, kind=kind, message=message))
 
 

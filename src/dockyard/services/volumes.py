@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dockyard.core.errors import Conflict, InvalidInput, NotFound
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status, VolumeStatus
 from dockyard.db.models import Instance, Node, User, Volume, utcnow
 from dockyard.runtimes.base import Feature, RuntimeError_
@@ -34,7 +35,7 @@ DATA_MOUNT = "/root/data"
 # Where another volume may not be mounted: the system's own directories (and below them).
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/usr")
 SYSTEM_ROOTS = ("/", "/root", "/run", "/tmp", "/var", "/home")
-NOTICE_KIND = "volume"
+NOTICE_KIND = NoticeKind.VOLUME
 # Statuses in which an instance's container may have the volume mounted (or soon will).
 WRITING = (Status.CREATING, Status.STARTING, Status.RUNNING, Status.STOPPING, Status.RELEASING)
 

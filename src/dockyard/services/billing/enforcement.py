@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from dockyard.config import Settings
 from dockyard.core import billing as core
 from dockyard.core.billing import PriceRow
+from dockyard.core.kinds import NoticeKind
 from dockyard.core.states import Status
 from dockyard.db.billing_models import Account, Notice, UsageSegment
 from dockyard.db.models import Instance, utcnow
@@ -75,10 +76,10 @@ def enforce(platform, rows: list[PriceRow], horizon: int, driver=None) -> tuple[
             if balance <= floor:
                 why = (f"balance {ledger.money(settings, balance)} reached the credit limit; "
                        f"instances stopped (not released) until a recharge")
-                db.add(Notice(user_id=uid, kind="stopped", message=why))
+                db.add(Notice(user_id=uid, kind=NoticeKind.STOPPED, message=why))
                 to_stop.extend((iid, why) for iid in paying[uid])
             elif balance < limit and uid not in warned_users:
-                db.add(Notice(user_id=uid, kind="low_balance", message=(
+                db.add(Notice(user_id=uid, kind=NoticeKind.LOW_BALANCE, message=(
                     f"low balance: {ledger.money(settings, balance)} left, "
                     f"spending {ledger.money(settings, rate[uid])}/hour")))
                 wallet_row = db.get(Account, ledger.wallet(uid))
